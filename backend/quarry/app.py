@@ -1,0 +1,100 @@
+"""FastAPI app factory and lifespan."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import APIRouter, FastAPI
+
+from quarry import __version__
+from quarry.auth.router import router as auth_router
+from quarry.auth.service import ensure_admin
+from quarry.db import create_engine, create_sessionmaker, session_scope
+from quarry.documents.router import router as documents_router
+from quarry.documents.storage import LocalStorage
+from quarry.errors import install_error_handlers
+from quarry.exports.router import router as exports_router
+from quarry.extractions.router import router as extractions_router
+from quarry.health import router as health_router
+from quarry.jobs import JobContext
+from quarry.llm.client import ChatModelFactory
+from quarry.logs import configure_logging, request_context_middleware
+from quarry.projects.router import router as projects_router
+from quarry.runs.router import router as runs_router
+from quarry.settings import Settings, get_settings
+from quarry.variables.router import router as variables_router
+from quarry.web import mount_web
+from quarry.worker import EmbeddedQueue, embedded_concurrency
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; tests pass their own settings."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        sessionmaker = create_sessionmaker(engine)
+        storage = LocalStorage(settings.storage_dir)
+        llm = ChatModelFactory(settings)
+        queue = EmbeddedQueue(embedded_concurrency(settings.llm_concurrency))
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessionmaker = sessionmaker
+        app.state.storage = storage
+        app.state.llm = llm
+        app.state.queue = queue
+        settings.signing_key()  # fail at start-up, not at the first sign-in
+        async with session_scope(sessionmaker) as session:
+            await ensure_admin(session, settings)
+        ctx = JobContext(
+            settings=settings,
+            sessionmaker=sessionmaker,
+            storage=storage,
+            llm=llm,
+            queue=queue,
+            worker_id=f"embedded-{uuid.uuid4().hex[:12]}",
+        )
+        await queue.start(ctx)
+        log.info(
+            "app.started",
+            version=__version__,
+            database=engine.url.get_backend_name(),
+            llm_configured=llm.configured,
+            model=settings.llm_model,
+        )
+        try:
+            yield
+        finally:
+            await queue.stop()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Quarry",
+        version=__version__,
+        summary="LLM-powered structured extraction from documents into checked spreadsheets.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.middleware("http")(request_context_middleware)
+    api = APIRouter(prefix="/api/v1")
+    for router in (
+        auth_router,
+        projects_router,
+        variables_router,
+        documents_router,
+        runs_router,
+        extractions_router,
+        exports_router,
+    ):
+        api.include_router(router)
+    app.include_router(api)
+    app.include_router(health_router)
+    mount_web(app)
+    return app

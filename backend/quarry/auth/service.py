@@ -1,0 +1,68 @@
+"""Users, sign-in and the admin bootstrap."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quarry.auth import repository
+from quarry.auth.passwords import hash_password, verify_password
+from quarry.auth.tokens import issue_token, read_token
+from quarry.errors import BadRequest, Conflict, Unauthorized
+from quarry.models import User
+from quarry.settings import Settings
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MIN_PASSWORD_LENGTH = 8
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+async def create_user(session: AsyncSession, email: str, password: str) -> User:
+    email = normalise_email(email)
+    if not _EMAIL.match(email) or len(email) > 320:
+        raise BadRequest(f"'{email}' is not a valid email address.")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise BadRequest(f"The password must be at least {MIN_PASSWORD_LENGTH} characters long.")
+    if await repository.get_user_by_email(session, email) is not None:
+        raise Conflict(f"A user with email {email} already exists.")
+    user = User(email=email, password_hash=hash_password(password))
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def ensure_admin(session: AsyncSession, settings: Settings) -> User | None:
+    """Create the user named by QUARRY_ADMIN_EMAIL / _PASSWORD if it does not exist yet."""
+    if not settings.admin_email or not settings.admin_password:
+        return None
+    existing = await repository.get_user_by_email(session, normalise_email(settings.admin_email))
+    if existing is not None:
+        return existing
+    return await create_user(
+        session, settings.admin_email, settings.admin_password.get_secret_value()
+    )
+
+
+async def sign_in(
+    session: AsyncSession, settings: Settings, email: str, password: str
+) -> tuple[str, datetime]:
+    user = await repository.get_user_by_email(session, normalise_email(email))
+    ok = verify_password(user.password_hash if user else None, password)
+    if user is None or not ok or not user.is_active:
+        raise Unauthorized("Incorrect email or password.")
+    return issue_token(
+        user.id, settings.signing_key(), timedelta(minutes=settings.token_expire_minutes)
+    )
+
+
+async def user_for_token(session: AsyncSession, settings: Settings, token: str) -> User:
+    user_id = read_token(token, settings.signing_key())
+    user = await repository.get_user(session, user_id) if user_id else None
+    if user is None or not user.is_active:
+        raise Unauthorized()
+    return user

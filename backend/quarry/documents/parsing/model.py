@@ -1,0 +1,106 @@
+"""What parsing produces: document kinds, pages of text with offsets, and user-facing errors."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import PurePath
+
+from quarry.documents.parsing.cleaning import clean_page_text
+
+PAGE_SEPARATOR = "\n\n"
+
+_MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
+
+
+class DocumentKind(StrEnum):
+    """The document formats Quarry can read, decided from a file's content (see `sniff_kind`)."""
+
+    PDF = "pdf"
+    DOCX = "docx"
+    TEXT = "text"
+
+
+_CONTENT_TYPES = {
+    DocumentKind.PDF: "application/pdf",
+    DocumentKind.DOCX: "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    DocumentKind.TEXT: "text/plain",
+}
+
+
+def content_type_for(kind: DocumentKind, filename: str) -> str:
+    """The MIME type to store and serve for a document of `kind`.
+
+    The filename only refines plain text into Markdown; it never changes the kind.
+    """
+    if kind is DocumentKind.TEXT and PurePath(filename).suffix.lower() in _MARKDOWN_SUFFIXES:
+        return "text/markdown"
+    return _CONTENT_TYPES[kind]
+
+
+class UnsupportedFileType(Exception):
+    """The upload is not a format Quarry reads. `reason` is a sentence to show the user."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DocumentParseError(Exception):
+    """A supported file whose text could not be extracted. `reason` is a sentence for the user."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedPage:
+    """One page of text; `char_start:char_end` is its span in `ParsedDocument.text`."""
+
+    number: int
+    text: str
+    char_start: int
+    char_end: int
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """The cleaned text of a document, whole and per page.
+
+    `text == PAGE_SEPARATOR.join(page.text for page in pages)`, so evidence located in `text`
+    can be mapped back to a page with `page_for_offset`.
+    """
+
+    pages: list[ParsedPage]
+    text: str
+
+
+def build_document(page_texts: list[str]) -> ParsedDocument:
+    """Clean each page's raw text and lay the pages out one after another with offsets.
+
+    Empty pages are kept so that page numbers match the source document.
+    """
+    pages: list[ParsedPage] = []
+    cursor = 0
+    for number, raw in enumerate(page_texts, start=1):
+        text = clean_page_text(raw)
+        pages.append(ParsedPage(number, text, cursor, cursor + len(text)))
+        cursor += len(text) + len(PAGE_SEPARATOR)
+    return ParsedDocument(pages=pages, text=PAGE_SEPARATOR.join(page.text for page in pages))
+
+
+def page_for_offset(pages: Sequence[ParsedPage], offset: int) -> int:
+    """The number of the page holding character `offset` of the document text.
+
+    An offset inside a page separator belongs to the page before it, and `len(text)` (an
+    exclusive span end) to the last page.
+    """
+    if not pages:
+        raise ValueError("a document without pages has no offsets")
+    if offset < 0 or offset > pages[-1].char_end:
+        raise ValueError(f"offset {offset} is outside the document text")
+    index = bisect.bisect_right([page.char_start for page in pages], offset) - 1
+    return pages[index].number

@@ -1,0 +1,176 @@
+"""Decide what a file is from its bytes, never from its name alone."""
+
+from __future__ import annotations
+
+import codecs
+import re
+import zipfile
+from pathlib import Path, PurePath
+
+from quarry.documents.parsing.model import DocumentKind, UnsupportedFileType
+from quarry.documents.parsing.text import detect_text_encoding
+
+SUPPORTED_FORMATS = "Quarry reads PDF, DOCX, TXT and Markdown files."
+
+# Enough to judge text vs binary on any real file without reading a big one whole.
+_SAMPLE_SIZE = 64 * 1024
+# Acrobat and MuPDF accept up to 1 KiB of junk (mail headers, BOMs) before the header.
+_PDF_HEADER = re.compile(rb"%PDF-\d\.\d")
+_PDF_HEADER_WINDOW = 1024 + 8
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_OLE2_ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
+_OOXML_SUFFIXES = frozenset({".docx", ".docm", ".xlsx", ".pptx"})
+# Real text has almost no control characters; binary data has about one byte in nine.
+_MAX_CONTROL_SHARE = 0.05
+# A few undecodable bytes are a stray legacy-encoded accent (decoded as U+FFFD); many mean
+# the whole file is in a legacy encoding and would come out as mush.
+_MAX_UNDECODABLE_SHARE = 0.25
+_ALLOWED_CONTROLS = frozenset("\t\n\r\f\v")
+_RESAVE_AS_DOCX = "save it as .docx or PDF and upload it again."
+
+# Only magics long or odd enough never to begin a real text file; anything else binary is
+# caught by the NUL / control-character test. Each: (magic, what it is, hint or None).
+_BINARY_MAGICS: tuple[tuple[bytes, str, str | None], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image", None),
+    (b"\xff\xd8\xff", "a JPEG image", None),
+    (b"GIF87a", "a GIF image", None),
+    (b"GIF89a", "a GIF image", None),
+    (b"II*\x00", "a TIFF image", None),
+    (b"MM\x00*", "a TIFF image", None),
+    (b"\x7fELF", "a program (ELF executable)", None),
+    (b"\x1f\x8b", "a gzip-compressed file", None),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", None),
+    (b"Rar!\x1a\x07", "a RAR archive", None),
+    (b"\xfd7zXZ\x00", "an XZ-compressed file", None),
+    (b"\x28\xb5\x2f\xfd", "a Zstandard-compressed file", None),
+    (b"SQLite format 3\x00", "an SQLite database", None),
+    (b"{\\rtf", "an RTF document", _RESAVE_AS_DOCX),
+    (b"%!PS", "a PostScript file", "save it as PDF and upload it again."),
+)
+# Magics that do not sit at offset 0 or need a pattern.
+_BINARY_PATTERNS: tuple[tuple[re.Pattern[bytes], str], ...] = (
+    (re.compile(rb"BZh[1-9]1AY&SY"), "a bzip2-compressed file"),
+    (re.compile(rb"RIFF....WEBP", re.DOTALL), "a WebP image"),
+    # Phone photos of paper documents arrive as HEIC.
+    (re.compile(rb"....ftyp(?:heic|heix|mif1|msf1)", re.DOTALL), "a HEIC image"),
+)
+
+_OLE2_BY_SUFFIX = {
+    ".xls": "a legacy Excel .xls workbook",
+    ".ppt": "a legacy PowerPoint .ppt presentation",
+    ".msg": "an Outlook .msg message",
+}
+_OPENDOCUMENT_BY_MIMETYPE: dict[bytes, tuple[str, str | None]] = {
+    b"application/vnd.oasis.opendocument.text": (
+        "an OpenDocument text file (.odt)",
+        _RESAVE_AS_DOCX,
+    ),
+    b"application/vnd.oasis.opendocument.spreadsheet": ("an OpenDocument spreadsheet (.ods)", None),
+    b"application/vnd.oasis.opendocument.presentation": (
+        "an OpenDocument presentation (.odp)",
+        None,
+    ),
+    b"application/epub+zip": ("an EPUB e-book", None),
+}
+
+
+def sniff_kind(path: Path, filename: str) -> DocumentKind:
+    """The kind of document stored at `path`, judged by its content.
+
+    `filename` (the name the user uploaded) is used only to word the error. Raises
+    `UnsupportedFileType` with a sentence naming what the file is, when that is known.
+    """
+    with path.open("rb") as file:
+        head = file.read(_SAMPLE_SIZE)
+
+    if not head:
+        raise UnsupportedFileType(f"{filename} is empty.")
+    if _PDF_HEADER.search(head[:_PDF_HEADER_WINDOW]):
+        return DocumentKind.PDF
+    if head.startswith(_ZIP_MAGICS):
+        return _sniff_zip(path, filename)
+    if head.startswith(_OLE2_MAGIC):
+        raise _describe_ole2(head, filename)
+    for magic, what, hint in _BINARY_MAGICS:
+        if head.startswith(magic):
+            raise _unsupported(filename, what, hint)
+    for pattern, what in _BINARY_PATTERNS:
+        if pattern.match(head):
+            raise _unsupported(filename, what)
+    _check_is_decodable_text(head, filename)
+    return DocumentKind.TEXT
+
+
+def _unsupported(filename: str, what: str, hint: str | None = None) -> UnsupportedFileType:
+    return UnsupportedFileType(f"{filename} is {what}; {hint or SUPPORTED_FORMATS}")
+
+
+def _describe_ole2(head: bytes, filename: str) -> UnsupportedFileType:
+    # Password-protected .docx/.xlsx files are not ZIPs but OLE2 containers holding an
+    # "EncryptedPackage" stream; calling them legacy .doc files would send users astray.
+    suffix = PurePath(filename).suffix.lower()
+    if _OLE2_ENCRYPTED_PACKAGE in head or suffix in _OOXML_SUFFIXES:
+        return UnsupportedFileType(
+            f"{filename} is password-protected; remove the password in Office "
+            "(or save an unprotected copy) and upload it again."
+        )
+    what = _OLE2_BY_SUFFIX.get(suffix, "a legacy Word .doc file")
+    return UnsupportedFileType(
+        f"{filename} is {what} (the pre-2007 Office format); "
+        "save it as .docx or PDF and upload it again."
+    )
+
+
+def _sniff_zip(path: Path, filename: str) -> DocumentKind:
+    # Reads only the central directory (and, for OpenDocument, a few bytes of the
+    # stored `mimetype` entry); nothing is extracted.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "word/document.xml" in names:
+                return DocumentKind.DOCX
+            mimetype = _read_mimetype(archive) if "mimetype" in names else b""
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise UnsupportedFileType(
+            f"{filename} looks like a ZIP-based file (such as .docx) but it is damaged or "
+            "incomplete; try saving or downloading it again."
+        ) from exc
+
+    if "xl/workbook.xml" in names:
+        raise _unsupported(filename, "an Excel workbook (.xlsx)")
+    if "ppt/presentation.xml" in names:
+        raise _unsupported(filename, "a PowerPoint presentation (.pptx)")
+    if mimetype in _OPENDOCUMENT_BY_MIMETYPE:
+        raise _unsupported(filename, *_OPENDOCUMENT_BY_MIMETYPE[mimetype])
+    raise _unsupported(filename, "a ZIP archive")
+
+
+def _read_mimetype(archive: zipfile.ZipFile) -> bytes:
+    try:
+        with archive.open("mimetype") as entry:
+            return entry.read(100).strip()
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError):
+        # Encrypted or exotically compressed entry: the file stays "a ZIP archive".
+        return b""
+
+
+def _check_is_decodable_text(head: bytes, filename: str) -> None:
+    """Raise unless `head` is UTF-8 (BOM optional) or UTF-16/32 (with BOM) text."""
+    encoding, bom_length = detect_text_encoding(head)
+    # Incremental so that a character cut in half at the end of the sample is not
+    # counted as an invalid sequence.
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    sample = decoder.decode(head[bom_length:], final=False)
+    controls = sum(
+        1 for char in sample if (char < " " and char not in _ALLOWED_CONTROLS) or char == "\x7f"
+    )
+    # Git's rule of thumb: a NUL means binary (UTF-16 without a BOM lands here too).
+    if "\x00" in sample or controls > _MAX_CONTROL_SHARE * len(sample):
+        raise _unsupported(filename, "a binary file, not text")
+    if sample.count("\ufffd") > _MAX_UNDECODABLE_SHARE * len(sample):
+        raise _unsupported(
+            filename,
+            "text in an encoding Quarry cannot read",
+            "save it as UTF-8 (or UTF-16) text and upload it again.",
+        )

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quarry.models import Document, DocumentPage, DocumentStatus
+
+
+async def get_document(
+    session: AsyncSession, project_id: uuid.UUID, document_id: uuid.UUID
+) -> Document | None:
+    result = await session.execute(
+        select(Document).where(Document.id == document_id, Document.project_id == project_id)
+    )
+    return result.scalar_one_or_none()
+
+
+async def get_by_sha256(session: AsyncSession, project_id: uuid.UUID, sha256: str) -> Document | None:
+    result = await session.execute(
+        select(Document).where(Document.project_id == project_id, Document.sha256 == sha256)
+    )
+    return result.scalar_one_or_none()
+
+
+async def list_documents(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    limit: int,
+    offset: int,
+    status: DocumentStatus | None = None,
+) -> tuple[Sequence[Document], int]:
+    where = [Document.project_id == project_id]
+    if status is not None:
+        where.append(Document.status == status)
+    total = await session.scalar(select(func.count()).select_from(Document).where(*where))
+    result = await session.execute(
+        select(Document)
+        .where(*where)
+        .order_by(Document.created_at, Document.filename, Document.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return result.scalars().all(), total or 0
+
+
+async def list_pages(session: AsyncSession, document_id: uuid.UUID) -> Sequence[DocumentPage]:
+    result = await session.execute(
+        select(DocumentPage)
+        .where(DocumentPage.document_id == document_id)
+        .order_by(DocumentPage.number)
+    )
+    return result.scalars().all()
+
+
+async def count_blob_users(session: AsyncSession, storage_key: str) -> int:
+    return (
+        await session.scalar(
+            select(func.count()).select_from(Document).where(Document.storage_key == storage_key)
+        )
+        or 0
+    )
+
+
+async def documents_to_parse(session: AsyncSession) -> Sequence[uuid.UUID]:
+    """Documents whose parsing never finished (e.g. the process stopped mid-way)."""
+    result = await session.execute(
+        select(Document.id).where(
+            Document.status.in_([DocumentStatus.UPLOADED, DocumentStatus.PARSING])
+        )
+    )
+    return result.scalars().all()

@@ -1,0 +1,146 @@
+"""The plain data the export writers take (DESIGN §6).
+
+The export service turns database rows into these frozen dataclasses; the writers never touch the
+database, so they can be tested and benchmarked on their own and fed from a generator over a cursor.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from quarry.variables.types import VariableType
+
+# A stored, normalised value as it comes out of a JSON column.
+JsonValue: TypeAlias = str | int | float | bool | list["JsonValue"] | dict[str, "JsonValue"] | None
+
+# Column headers of the wide layout before the per-variable columns.
+WIDE_FIXED_COLUMNS: tuple[str, ...] = ("document_id", "filename")
+
+# A variable with one of these names would collide with a fixed wide column (and silently
+# overwrite it in a flat JSON object), so the writers refuse it; the codebook should too.
+RESERVED_VARIABLE_NAMES: frozenset[str] = frozenset(WIDE_FIXED_COLUMNS)
+
+LONG_COLUMNS: tuple[str, ...] = (
+    "document_id",
+    "filename",
+    "variable",
+    "value",
+    "status",
+    "evidence",
+    "page",
+    "confidence",
+    "grounded",
+    "review_status",
+    "extracted_value",
+    "model",
+    "prompt_version",
+    "run_id",
+    "error",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VariableExample:
+    """One codebook example: a value and, optionally, the text it was taken from."""
+
+    value: JsonValue
+    snippet: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportVariable:
+    """One codebook variable, as the Codebook sheet shows it; `name` is the column header."""
+
+    name: str
+    label: str
+    type: VariableType
+    description: str = ""
+    allowed_values: Sequence[str] = ()
+    unit: str | None = None
+    examples: Sequence[VariableExample] = ()
+    instructions: str = ""
+    required: bool = False
+    position: int = 0
+    prompt_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CellFlags:
+    """Why a reviewer should look at a cell; drives the highlight colour in xlsx."""
+
+    low_confidence: bool = False
+    ungrounded: bool = False
+    review_disagrees: bool = False  # a newer extraction disagrees with the reviewed value
+    not_found: bool = False
+    failed: bool = False
+
+
+NO_FLAGS = CellFlags()
+
+
+@dataclass(frozen=True, slots=True)
+class WideRow:
+    """One document: its final value per variable name (absent key = no value)."""
+
+    document_id: str
+    filename: str
+    values: Mapping[str, JsonValue]
+    flags: Mapping[str, CellFlags] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LongRow:
+    """One (document, variable) pair with its provenance.
+
+    `status` is the extraction status, or "" when the pair was never extracted; `review_status`
+    is "", "accepted", "corrected" or "rejected"; `extracted_value` is the model's value when a
+    review corrected it. `flags` highlights the value cell in xlsx the same way as in Results.
+    """
+
+    document_id: str
+    filename: str
+    variable: str
+    type: VariableType
+    value: JsonValue = None
+    status: str = ""
+    evidence: str | None = None
+    page: int | None = None
+    confidence: float | None = None
+    grounded: bool | None = None
+    review_status: str = ""
+    extracted_value: JsonValue = None
+    model: str | None = None
+    prompt_version: int | None = None
+    run_id: str | None = None
+    error: str | None = None
+    flags: CellFlags = NO_FLAGS
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationTable:
+    """An optional extra sheet of small tabular results (e.g. per-variable accuracy).
+
+    Kept generic on purpose: the writers only lay it out; what it measures belongs to its producer.
+    """
+
+    columns: Sequence[str]
+    rows: Iterable[Sequence[JsonValue]]
+    title: str = "Evaluation"
+
+
+def wide_headers(variables: Sequence[ExportVariable]) -> list[str]:
+    """Column headers of the wide layout, refusing names that would collide.
+
+    Raises ValueError on a duplicate or reserved variable name: a collision would put two
+    values under one key (JSON) or one header (CSV), and silently losing a column is worse
+    than a clear error.
+    """
+    names = [v.name for v in variables]
+    counts = Counter(names)
+    clashes = sorted({n for n in names if n in RESERVED_VARIABLE_NAMES or counts[n] > 1})
+    if clashes:
+        raise ValueError(f"variable names collide with other export columns: {clashes}")
+    return [*WIDE_FIXED_COLUMNS, *names]

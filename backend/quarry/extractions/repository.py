@@ -1,0 +1,116 @@
+"""Queries for extractions, the latest value per cell, and reviews."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quarry.models import Extraction, ExtractionStatus, PromptVersion, Review, Run, Variable
+
+#: Outcomes that count as the current answer of a cell ("not stated" is an answer).
+ANSWERED = (ExtractionStatus.SUCCEEDED, ExtractionStatus.NOT_FOUND)
+
+
+def _extraction_rows(project_id: uuid.UUID) -> Select[Any]:
+    return (
+        select(Extraction, Variable.name, PromptVersion.version)
+        .join(Run, Run.id == Extraction.run_id)
+        .join(Variable, Variable.id == Extraction.variable_id)
+        .join(PromptVersion, PromptVersion.id == Extraction.prompt_version_id)
+        .where(Run.project_id == project_id)
+    )
+
+
+async def list_extractions(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    limit: int,
+    offset: int,
+    *,
+    run_id: uuid.UUID | None = None,
+    document_id: uuid.UUID | None = None,
+    variable_id: uuid.UUID | None = None,
+    status: ExtractionStatus | None = None,
+) -> tuple[Sequence[tuple[Extraction, str, int]], int]:
+    query = _extraction_rows(project_id)
+    if run_id is not None:
+        query = query.where(Extraction.run_id == run_id)
+    if document_id is not None:
+        query = query.where(Extraction.document_id == document_id)
+    if variable_id is not None:
+        query = query.where(Extraction.variable_id == variable_id)
+    if status is not None:
+        query = query.where(Extraction.status == status)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    result = await session.execute(
+        query.order_by(Extraction.created_at, Extraction.document_id, Variable.position)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [(row[0], row[1], row[2]) for row in result.all()], total or 0
+
+
+async def latest_answers(
+    session: AsyncSession, document_ids: Sequence[uuid.UUID]
+) -> dict[tuple[uuid.UUID, uuid.UUID], tuple[Extraction, int]]:
+    """The newest answered extraction of each (document, variable), with its prompt version.
+
+    When a cell has no answer yet, its newest extraction of any status (e.g. failed) is given.
+    """
+    if not document_ids:
+        return {}
+    answered_first = func.row_number().over(
+        partition_by=(Extraction.document_id, Extraction.variable_id),
+        order_by=(
+            Extraction.status.in_(ANSWERED).desc(),
+            Extraction.finished_at.desc().nulls_last(),
+            Extraction.created_at.desc(),
+        ),
+    )
+    ranked = (
+        select(Extraction.id, answered_first.label("rank"))
+        .where(Extraction.document_id.in_(document_ids))
+        .subquery()
+    )
+    result = await session.execute(
+        select(Extraction, PromptVersion.version)
+        .join(ranked, (ranked.c.id == Extraction.id) & (ranked.c.rank == 1))
+        .join(PromptVersion, PromptVersion.id == Extraction.prompt_version_id)
+    )
+    return {(e.document_id, e.variable_id): (e, v) for e, v in result.all()}
+
+
+async def current_reviews(
+    session: AsyncSession, document_ids: Sequence[uuid.UUID]
+) -> dict[tuple[uuid.UUID, uuid.UUID], Review]:
+    """The most recent review of each (document, variable)."""
+    if not document_ids:
+        return {}
+    newest = func.row_number().over(
+        partition_by=(Review.document_id, Review.variable_id),
+        order_by=(Review.created_at.desc(), Review.id.desc()),
+    )
+    ranked = (
+        select(Review.id, newest.label("rank"))
+        .where(Review.document_id.in_(document_ids))
+        .subquery()
+    )
+    result = await session.execute(
+        select(Review).join(ranked, (ranked.c.id == Review.id) & (ranked.c.rank == 1))
+    )
+    return {(r.document_id, r.variable_id): r for r in result.scalars()}
+
+
+async def review_history(
+    session: AsyncSession, document_id: uuid.UUID, variable_id: uuid.UUID
+) -> Sequence[Review]:
+    result = await session.execute(
+        select(Review)
+        .where(Review.document_id == document_id, Review.variable_id == variable_id)
+        .order_by(Review.created_at.desc(), Review.id.desc())
+    )
+    return result.scalars().all()

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from quarry.auth.deps import CurrentUser
+from quarry.db import SessionDep
+from quarry.extractions import repository, service
+from quarry.extractions.schemas import ExtractionOut, ReviewIn, ReviewOut
+from quarry.models import ExtractionStatus
+from quarry.pagination import Page, PageDep
+from quarry.projects.deps import ProjectDep
+
+router = APIRouter(prefix="/projects/{project_id}", tags=["extractions"])
+
+
+@router.get("/extractions", response_model=Page[ExtractionOut])
+async def list_extractions(
+    session: SessionDep,
+    project: ProjectDep,
+    page: PageDep,
+    run_id: uuid.UUID | None = None,
+    document_id: uuid.UUID | None = None,
+    variable_id: uuid.UUID | None = None,
+    status: Annotated[ExtractionStatus | None, Query()] = None,
+) -> Page[ExtractionOut]:
+    """Extraction results with their evidence; filter by run, document, variable or status."""
+    rows, total = await repository.list_extractions(
+        session,
+        project.id,
+        page.limit,
+        page.offset,
+        run_id=run_id,
+        document_id=document_id,
+        variable_id=variable_id,
+        status=status,
+    )
+    return Page(
+        items=await service.to_out(session, rows),
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.put("/reviews/{document_id}/{variable_id}", response_model=ReviewOut)
+async def put_review(
+    session: SessionDep,
+    project: ProjectDep,
+    user: CurrentUser,
+    document_id: uuid.UUID,
+    variable_id: uuid.UUID,
+    data: ReviewIn,
+) -> ReviewOut:
+    """Accept, correct or reject the current value of a cell. Exports use the reviewed value."""
+    review = await service.record_review(session, project, user, document_id, variable_id, data)
+    return ReviewOut.model_validate(review)
+
+
+@router.get("/reviews/{document_id}/{variable_id}", response_model=list[ReviewOut])
+async def list_reviews(
+    session: SessionDep, project: ProjectDep, document_id: uuid.UUID, variable_id: uuid.UUID
+) -> list[ReviewOut]:
+    """The review history of a cell, newest first."""
+    return await service.review_history(session, project, document_id, variable_id)

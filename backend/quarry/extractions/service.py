@@ -1,0 +1,97 @@
+"""Reading extraction results and recording reviews."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quarry.documents.repository import get_document
+from quarry.errors import BadRequest, NotFound
+from quarry.extractions import repository
+from quarry.extractions.schemas import ExtractionOut, ReviewIn, ReviewOut
+from quarry.models import Extraction, Project, Review, ReviewStatus, User
+from quarry.variables.repository import get_variable
+from quarry.variables.types import InvalidValue, TypeSpec, VariableType, normalise_value
+
+
+async def to_out(
+    session: AsyncSession, rows: Sequence[tuple[Extraction, str, int]]
+) -> list[ExtractionOut]:
+    reviews = await repository.current_reviews(session, list({e.document_id for e, _, _ in rows}))
+    out = []
+    for extraction, name, version in rows:
+        review = reviews.get((extraction.document_id, extraction.variable_id))
+        out.append(
+            ExtractionOut.model_validate(
+                {
+                    **{f: getattr(extraction, f) for f in ExtractionOut.model_fields if hasattr(extraction, f)},
+                    "variable_name": name,
+                    "prompt_version": version,
+                    "review": ReviewOut.model_validate(review) if review else None,
+                }
+            )
+        )
+    return out
+
+
+async def record_review(
+    session: AsyncSession,
+    project: Project,
+    user: User,
+    document_id: uuid.UUID,
+    variable_id: uuid.UUID,
+    data: ReviewIn,
+) -> Review:
+    """Add a review of a cell; earlier reviews stay as its history."""
+    document = await get_document(session, project.id, document_id)
+    variable = await get_variable(session, project.id, variable_id)
+    if document is None or variable is None:
+        raise NotFound("No such document or variable in this project.")
+    latest = (await repository.latest_answers(session, [document.id])).get(
+        (document.id, variable.id)
+    )
+    extraction = latest[0] if latest else None
+    if data.status is ReviewStatus.CORRECTED:
+        spec = TypeSpec(
+            type=VariableType(variable.type),
+            allowed_values=tuple(variable.allowed_values),
+            unit=variable.unit,
+        )
+        try:
+            value = normalise_value(spec, data.value)
+        except InvalidValue as exc:
+            raise BadRequest(f"The corrected value does not fit '{variable.name}': {exc}") from exc
+    elif data.status is ReviewStatus.ACCEPTED:
+        if extraction is None:
+            raise BadRequest("There is no extracted value to accept yet; correct it instead.")
+        value = extraction.value
+    else:
+        value = None
+    review = Review(
+        document_id=document.id,
+        variable_id=variable.id,
+        extraction_id=extraction.id if extraction else None,
+        status=data.status,
+        value=value,
+        note=data.note,
+        reviewer_id=user.id,
+    )
+    session.add(review)
+    await session.flush()
+    return review
+
+
+async def review_history(
+    session: AsyncSession, project: Project, document_id: uuid.UUID, variable_id: uuid.UUID
+) -> list[ReviewOut]:
+    if (
+        await get_document(session, project.id, document_id) is None
+        or await get_variable(session, project.id, variable_id) is None
+    ):
+        raise NotFound("No such document or variable in this project.")
+    return [
+        ReviewOut.model_validate(r)
+        for r in await repository.review_history(session, document_id, variable_id)
+    ]

@@ -1,0 +1,54 @@
+"""What a job is, independent of how it travels (in-process or Arq; see worker.py).
+
+Jobs carry ids only; a job reloads its state from the database, which is the source of truth,
+and is safe to run twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Protocol
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+if TYPE_CHECKING:
+    from quarry.documents.storage import LocalStorage
+    from quarry.llm.client import ChatModelFactory
+    from quarry.settings import Settings
+
+EXTRACT_PAIR = "runs.extract_pair"
+PARSE_DOCUMENT = "documents.parse"
+
+
+class JobQueue(Protocol):
+    """Wakes a worker up to run `job` for each id. Delivery is at least once."""
+
+    async def enqueue(self, job: str, ids: list[str]) -> None: ...
+
+
+@dataclass
+class JobContext:
+    """Everything a job needs, built once per process."""
+
+    settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession]
+    storage: LocalStorage
+    llm: ChatModelFactory
+    queue: JobQueue
+    worker_id: str
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+def _queue(request: Request) -> JobQueue:
+    queue: JobQueue = request.app.state.queue
+    return queue
+
+
+def _storage(request: Request) -> LocalStorage:
+    storage: LocalStorage = request.app.state.storage
+    return storage
+
+
+QueueDep = Annotated[JobQueue, Depends(_queue)]
+StorageDep = Annotated["LocalStorage", Depends(_storage)]

@@ -1,0 +1,225 @@
+"""The single typed interface to chat models. Nothing outside llm/ imports LangChain.
+
+Calls go through `ChatOpenAI` (langchain-openai), so OpenAI and any OpenAI-compatible server
+(vLLM, Ollama, llama.cpp, LM Studio, Azure's compatible endpoint) work the same way. The model
+is asked for one fixed JSON shape via structured output; the *value* inside is validated per
+variable type by the caller, so the wire schema never changes between variables (which keeps
+prompts cache-friendly).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import openai
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import Runnable
+from langchain_openai import ChatOpenAI
+
+from quarry.errors import BadRequest
+from quarry.settings import Settings
+
+# One wire schema for every call (strict JSON-schema structured output).
+ANSWER_SCHEMA: dict[str, Any] = {
+    "name": "extraction_answer",
+    "strict": True,
+    "schema": {
+        "type": "object",
+        "properties": {
+            "found": {"type": "boolean"},
+            "evidence": {"type": ["string", "null"]},
+            "value": {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "number"},
+                    {"type": "boolean"},
+                    {"type": "array", "items": {"type": "string"}},
+                    {"type": "null"},
+                ]
+            },
+            "confidence": {"type": ["number", "null"]},
+        },
+        "required": ["found", "evidence", "value", "confidence"],
+        "additionalProperties": False,
+    },
+}
+
+
+class LLMNotConfigured(BadRequest):
+    code = "llm_not_configured"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "No LLM is configured. Set OPENAI_API_KEY for OpenAI, or OPENAI_BASE_URL for an "
+            "OpenAI-compatible server (Ollama, vLLM, llama.cpp), and QUARRY_LLM_MODEL, then "
+            "restart Quarry."
+        )
+
+
+class LLMCallError(Exception):
+    """A call that failed after the client's own retries; `reason` is for the user."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    """What came back: the raw text, the parsed JSON object if it was one, and the cost."""
+
+    text: str
+    parsed: dict[str, Any] | None
+    parse_error: str | None
+    tokens_in: int
+    tokens_out: int
+    latency_ms: int
+    model: str
+
+
+class ChatModel(Protocol):
+    async def complete_json(self, messages: list[ChatMessage]) -> ChatReply: ...
+
+
+def _to_langchain(messages: list[ChatMessage]) -> list[BaseMessage]:
+    kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+    return [kinds[m.role](content=m.content) for m in messages]
+
+
+def _describe_failure(exc: Exception, timeout: float, retries: int) -> str:
+    """A sentence a user can act on; never includes credentials."""
+    after = f" (after {retries} retries)" if retries else ""
+    if isinstance(exc, openai.APITimeoutError):
+        return f"The LLM call timed out after {timeout:g} s{after}."
+    if isinstance(exc, openai.APIConnectionError):
+        return f"Could not reach the LLM server{after}; check OPENAI_BASE_URL."
+    if isinstance(exc, openai.RateLimitError):
+        return f"The LLM server kept answering 429 Too Many Requests{after}."
+    if isinstance(exc, openai.AuthenticationError):
+        return "The LLM server rejected the API key (401); check OPENAI_API_KEY."
+    if isinstance(exc, openai.PermissionDeniedError):
+        return "The LLM server refused access to this model (403)."
+    if isinstance(exc, openai.NotFoundError):
+        return "The LLM server does not know this model (404); check QUARRY_LLM_MODEL."
+    if isinstance(exc, openai.APIStatusError):
+        message = ""
+        if isinstance(exc.body, dict):
+            message = str(exc.body.get("message") or exc.body.get("error") or "")[:300]
+        return f"The LLM server answered HTTP {exc.status_code}{after}. {message}".strip()
+    return f"The LLM call failed: {type(exc).__name__}."
+
+
+class LangChainChatModel:
+    """`ChatModel` over langchain-openai's ChatOpenAI with JSON-schema structured output."""
+
+    def __init__(self, chat: ChatOpenAI, model: str, timeout: float, retries: int) -> None:
+        self._runnable: Runnable[Any, Any] = chat.with_structured_output(
+            ANSWER_SCHEMA, method="json_schema", include_raw=True
+        )
+        self._model = model
+        self._timeout = timeout
+        self._retries = retries
+
+    async def complete_json(self, messages: list[ChatMessage]) -> ChatReply:
+        started = time.perf_counter()
+        try:
+            result = await self._runnable.ainvoke(_to_langchain(messages))
+        except openai.LengthFinishReasonError as exc:
+            # The answer hit the output-token limit: a bad answer, not a failed call.
+            usage = exc.completion.usage
+            return ChatReply(
+                text="",
+                parsed=None,
+                parse_error="The answer was cut off before it was complete.",
+                tokens_in=usage.prompt_tokens if usage else 0,
+                tokens_out=usage.completion_tokens if usage else 0,
+                latency_ms=round((time.perf_counter() - started) * 1000),
+                model=self._model,
+            )
+        except openai.OpenAIError as exc:
+            raise LLMCallError(_describe_failure(exc, self._timeout, self._retries)) from exc
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        raw = result.get("raw")
+        text, tokens_in, tokens_out, model, refusal = "", 0, 0, self._model, None
+        if isinstance(raw, AIMessage | AIMessageChunk):
+            text = raw.content if isinstance(raw.content, str) else json.dumps(raw.content)
+            if raw.usage_metadata:
+                tokens_in = raw.usage_metadata.get("input_tokens", 0)
+                tokens_out = raw.usage_metadata.get("output_tokens", 0)
+            model = str(raw.response_metadata.get("model_name") or model)
+            refusal = raw.additional_kwargs.get("refusal")
+        parsed, parse_error = _parse_object(text)
+        if refusal:
+            parsed, parse_error = None, f"The model refused to answer: {str(refusal)[:300]}"
+        return ChatReply(
+            text=text,
+            parsed=parsed,
+            parse_error=parse_error,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            latency_ms=latency_ms,
+            model=model,
+        )
+
+
+def _parse_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """Strictly parse the answer text.
+
+    LangChain's own parser for dict schemas "repairs" cut-off JSON into a partial object,
+    which would let a truncated value pass as complete; so the raw text is parsed here.
+    """
+    if not text.strip():
+        return None, "The answer was empty."
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        return None, "The answer was not valid JSON."
+    if not isinstance(parsed, dict):
+        return None, "The answer was JSON but not an object."
+    return parsed, None
+
+
+class ChatModelFactory:
+    """Builds (and reuses) chat models from the settings; knows whether an LLM is configured."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._models: dict[tuple[str, float], ChatModel] = {}
+
+    @property
+    def configured(self) -> bool:
+        return self._settings.llm_configured
+
+    def ensure_configured(self) -> None:
+        if not self.configured:
+            raise LLMNotConfigured()
+
+    def get(self, model: str, temperature: float) -> ChatModel:
+        self.ensure_configured()
+        key = (model, temperature)
+        if key not in self._models:
+            s = self._settings
+            # A local server needs no key, but the client insists on one.
+            api_key = s.openai_api_key.get_secret_value() if s.openai_api_key else "not-needed"
+            chat = ChatOpenAI(
+                model=model,
+                temperature=temperature,
+                api_key=api_key,  # type: ignore[arg-type]
+                base_url=s.openai_base_url,
+                timeout=s.llm_timeout_seconds,
+                max_retries=s.llm_max_retries,
+                use_responses_api=False,
+            )
+            self._models[key] = LangChainChatModel(
+                chat, model, s.llm_timeout_seconds, s.llm_max_retries
+            )
+        return self._models[key]

@@ -1,0 +1,32 @@
+"""ORM tables, one module per table. Importing this package registers them all."""
+
+from quarry.models.base import Base
+from quarry.models.document import Document, DocumentStatus
+from quarry.models.document_page import DocumentPage
+from quarry.models.extraction import Extraction, ExtractionStatus
+from quarry.models.project import Project
+from quarry.models.prompt_version import PromptVersion
+from quarry.models.review import Review, ReviewStatus
+from quarry.models.run import ACTIVE_RUN_STATUSES, Run, RunStatus
+from quarry.models.run_event import RunEvent
+from quarry.models.user import User
+from quarry.models.variable import Variable
+
+__all__ = [
+    "ACTIVE_RUN_STATUSES",
+    "Base",
+    "Document",
+    "DocumentPage",
+    "DocumentStatus",
+    "Extraction",
+    "ExtractionStatus",
+    "Project",
+    "PromptVersion",
+    "Review",
+    "ReviewStatus",
+    "Run",
+    "RunEvent",
+    "RunStatus",
+    "User",
+    "Variable",
+]

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from quarry.models.base import Base, IdMixin, TimestampMixin
+
+
+class Project(IdMixin, TimestampMixin, Base):
+    """A user's extraction project; holds default LLM settings, never API keys."""
+
+    __tablename__ = "projects"
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    # None means "use the server default" (QUARRY_LLM_MODEL / QUARRY_LLM_TEMPERATURE).
+    llm_model: Mapped[str | None] = mapped_column(String(200), default=None)
+    llm_temperature: Mapped[float | None] = mapped_column(default=None)
+    group_size: Mapped[int] = mapped_column(default=1)

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from quarry.auth.deps import CurrentUser
+from quarry.db import SessionDep
+from quarry.pagination import Page, PageDep
+from quarry.projects import service
+from quarry.projects.deps import ProjectDep
+from quarry.projects.schemas import ProjectCreate, ProjectOut, ProjectUpdate
+
+router = APIRouter(prefix="/projects", tags=["projects"])
+
+
+@router.get("", response_model=Page[ProjectOut])
+async def list_projects(session: SessionDep, user: CurrentUser, page: PageDep) -> Page[ProjectOut]:
+    items, total = await service.list_projects(session, user, page.limit, page.offset)
+    return Page(
+        items=[ProjectOut.model_validate(p) for p in items],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.post("", response_model=ProjectOut, status_code=status.HTTP_201_CREATED)
+async def create_project(session: SessionDep, user: CurrentUser, data: ProjectCreate) -> ProjectOut:
+    return ProjectOut.model_validate(await service.create_project(session, user, data))
+
+
+@router.get("/{project_id}", response_model=ProjectOut)
+async def read_project(project: ProjectDep) -> ProjectOut:
+    return ProjectOut.model_validate(project)
+
+
+@router.patch("/{project_id}", response_model=ProjectOut)
+async def update_project(session: SessionDep, project: ProjectDep, data: ProjectUpdate) -> ProjectOut:
+    return ProjectOut.model_validate(await service.update_project(session, project, data))
+
+
+@router.delete("/{project_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_project(session: SessionDep, project: ProjectDep) -> None:
+    await service.delete_project(session, project)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Model = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Temperature = Annotated[float, Field(ge=0, le=2)]
+GroupSize = Annotated[int, Field(ge=1, le=20)]
+
+
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    description: Annotated[str, Field(max_length=10_000)] = ""
+    llm_model: Model | None = Field(None, description="Default model for runs; server default if null")
+    llm_temperature: Temperature | None = None
+    group_size: GroupSize = Field(1, description="Variables per LLM call (1 = one call each)")
+
+
+class ProjectUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    description: Annotated[str, Field(max_length=10_000)] | None = None
+    llm_model: Model | None = None
+    llm_temperature: Temperature | None = None
+    group_size: GroupSize | None = None
+
+
+class ProjectOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    description: str
+    llm_model: str | None
+    llm_temperature: float | None
+    group_size: int
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,49 @@
+"""Projects: created, read, updated and deleted by their owner only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quarry.errors import NotFound
+from quarry.models import Project, User
+from quarry.projects import repository
+from quarry.projects.schemas import ProjectCreate, ProjectUpdate
+
+
+async def get_project_for_user(session: AsyncSession, project_id: uuid.UUID, user: User) -> Project:
+    """The one ownership check: another user's project is indistinguishable from none."""
+    project = await repository.get_owned_project(session, project_id, user.id)
+    if project is None:
+        raise NotFound("No such project.")
+    return project
+
+
+async def create_project(session: AsyncSession, user: User, data: ProjectCreate) -> Project:
+    project = Project(owner_id=user.id, **data.model_dump())
+    session.add(project)
+    await session.flush()
+    return project
+
+
+async def list_projects(
+    session: AsyncSession, user: User, limit: int, offset: int
+) -> tuple[Sequence[Project], int]:
+    return await repository.list_projects(session, user.id, limit, offset)
+
+
+async def update_project(session: AsyncSession, project: Project, data: ProjectUpdate) -> Project:
+    for field, value in data.model_dump(exclude_unset=True).items():
+        if field in ("name", "group_size") and value is None:
+            continue  # not nullable: null means "leave as is"
+        setattr(project, field, value)
+    await session.flush()
+    await session.refresh(project)
+    return project
+
+
+async def delete_project(session: AsyncSession, project: Project) -> None:
+    await session.delete(project)
+    await session.flush()

@@ -1,0 +1,251 @@
+"""Queries for runs, their task rows (extractions) and their processing log."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quarry.models import (
+    ACTIVE_RUN_STATUSES,
+    Extraction,
+    ExtractionStatus,
+    Run,
+    RunEvent,
+    RunStatus,
+)
+from quarry.models.base import utcnow
+
+
+async def get_run(session: AsyncSession, project_id: uuid.UUID, run_id: uuid.UUID) -> Run | None:
+    result = await session.execute(
+        select(Run).where(Run.id == run_id, Run.project_id == project_id)
+    )
+    return result.scalar_one_or_none()
+
+
+async def list_runs(
+    session: AsyncSession, project_id: uuid.UUID, limit: int, offset: int
+) -> tuple[Sequence[Run], int]:
+    total = await session.scalar(
+        select(func.count()).select_from(Run).where(Run.project_id == project_id)
+    )
+    result = await session.execute(
+        select(Run)
+        .where(Run.project_id == project_id)
+        .order_by(Run.created_at.desc(), Run.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return result.scalars().all(), total or 0
+
+
+async def status_counts(
+    session: AsyncSession, run_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, int]]:
+    """Task counts per status for each run, in one query."""
+    counts: dict[uuid.UUID, dict[str, int]] = {run_id: {} for run_id in run_ids}
+    if not run_ids:
+        return counts
+    result = await session.execute(
+        select(Extraction.run_id, Extraction.status, func.count())
+        .where(Extraction.run_id.in_(run_ids))
+        .group_by(Extraction.run_id, Extraction.status)
+    )
+    for run_id, status, count in result.all():
+        counts[run_id][status] = count
+    return counts
+
+
+async def run_status(session: AsyncSession, run_id: uuid.UUID) -> str | None:
+    status: str | None = await session.scalar(select(Run.status).where(Run.id == run_id))
+    return status
+
+
+def _rowcount(result: Any) -> int:
+    return result.rowcount if isinstance(result, CursorResult) else 0
+
+
+async def claim_extraction(
+    session: AsyncSession, extraction_id: uuid.UUID, owner: str, lease: timedelta
+) -> bool:
+    """Compare-and-set: take a pending task (or one whose lease expired) of an active run."""
+    now = utcnow()
+    active_runs = select(Run.id).where(Run.status.in_(ACTIVE_RUN_STATUSES))
+    result = await session.execute(
+        update(Extraction)
+        .where(
+            Extraction.id == extraction_id,
+            Extraction.run_id.in_(active_runs),
+            (Extraction.status == ExtractionStatus.PENDING)
+            | ((Extraction.status == ExtractionStatus.RUNNING) & (Extraction.lease_expires_at < now)),
+        )
+        .values(
+            status=ExtractionStatus.RUNNING,
+            lease_owner=owner,
+            lease_expires_at=now + lease,
+            started_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+async def store_outcome(
+    session: AsyncSession, extraction_id: uuid.UUID, owner: str, values: dict[str, Any]
+) -> bool:
+    """Write a task's result if this worker still holds its lease (idempotent per task)."""
+    result = await session.execute(
+        update(Extraction)
+        .where(
+            Extraction.id == extraction_id,
+            Extraction.lease_owner == owner,
+            Extraction.status == ExtractionStatus.RUNNING,
+        )
+        .values(**values, lease_owner=None, lease_expires_at=None, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+async def add_run_tokens(session: AsyncSession, run_id: uuid.UUID, tokens_in: int, tokens_out: int) -> None:
+    await session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(tokens_in=Run.tokens_in + tokens_in, tokens_out=Run.tokens_out + tokens_out)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def mark_run_started(session: AsyncSession, run_id: uuid.UUID) -> bool:
+    result = await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .values(status=RunStatus.RUNNING, started_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+async def finish_run_if_done(session: AsyncSession, run_id: uuid.UUID) -> str | None:
+    """Set the final status once no task is pending or running; returns it if this call did."""
+    counts = (await status_counts(session, [run_id]))[run_id]
+    if counts.get(ExtractionStatus.PENDING, 0) or counts.get(ExtractionStatus.RUNNING, 0):
+        return None
+    failed = counts.get(ExtractionStatus.FAILED, 0)
+    done = sum(counts.values())
+    if failed and failed == done:
+        final = RunStatus.FAILED
+    elif failed or counts.get(ExtractionStatus.CANCELLED, 0):
+        final = RunStatus.COMPLETED_WITH_ERRORS
+    else:
+        final = RunStatus.COMPLETED
+    result = await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_(ACTIVE_RUN_STATUSES))
+        .values(status=final, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return final if _rowcount(result) == 1 else None
+
+
+async def cancel_pending(session: AsyncSession, run_id: uuid.UUID) -> int:
+    result = await session.execute(
+        update(Extraction)
+        .where(Extraction.run_id == run_id, Extraction.status == ExtractionStatus.PENDING)
+        .values(status=ExtractionStatus.CANCELLED, error="The run was cancelled.", finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result)
+
+
+async def reset_for_retry(session: AsyncSession, run_id: uuid.UUID) -> list[uuid.UUID]:
+    """Failed and cancelled tasks of the run go back to pending; returns their ids."""
+    retry_statuses = (ExtractionStatus.FAILED, ExtractionStatus.CANCELLED)
+    ids = list(
+        (
+            await session.execute(
+                select(Extraction.id).where(
+                    Extraction.run_id == run_id, Extraction.status.in_(retry_statuses)
+                )
+            )
+        ).scalars()
+    )
+    if ids:
+        await session.execute(
+            update(Extraction)
+            .where(Extraction.id.in_(ids), Extraction.status.in_(retry_statuses))
+            .values(
+                status=ExtractionStatus.PENDING,
+                error=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                finished_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+async def tasks_to_requeue(session: AsyncSession, now: datetime) -> Sequence[uuid.UUID]:
+    """Pending tasks of active runs, and running ones whose lease has expired."""
+    result = await session.execute(
+        select(Extraction.id)
+        .join(Run, Run.id == Extraction.run_id)
+        .where(
+            Run.status.in_(ACTIVE_RUN_STATUSES),
+            (Extraction.status == ExtractionStatus.PENDING)
+            | ((Extraction.status == ExtractionStatus.RUNNING) & (Extraction.lease_expires_at < now)),
+        )
+        .order_by(Extraction.created_at)
+    )
+    return result.scalars().all()
+
+
+def add_event(
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    event: str,
+    message: str,
+    *,
+    level: str = "info",
+    document_id: uuid.UUID | None = None,
+    variable_id: uuid.UUID | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        RunEvent(
+            run_id=run_id,
+            event=event,
+            message=message,
+            level=level,
+            document_id=document_id,
+            variable_id=variable_id,
+            data=data or {},
+        )
+    )
+
+
+async def list_events(
+    session: AsyncSession, run_id: uuid.UUID, after_id: int, limit: int
+) -> Sequence[RunEvent]:
+    result = await session.execute(
+        select(RunEvent)
+        .where(RunEvent.run_id == run_id, RunEvent.id > after_id)
+        .order_by(RunEvent.id)
+        .limit(limit)
+    )
+    return result.scalars().all()
+
+
+async def count_events(session: AsyncSession, run_id: uuid.UUID) -> int:
+    return (
+        await session.scalar(
+            select(func.count()).select_from(RunEvent).where(RunEvent.run_id == run_id)
+        )
+        or 0
+    )

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, status
+from fastapi.responses import StreamingResponse
+
+from quarry.auth.deps import CurrentUser
+from quarry.db import SessionDep
+from quarry.jobs import QueueDep
+from quarry.llm.deps import LLMDep
+from quarry.pagination import Page, PageDep
+from quarry.projects.deps import ProjectDep
+from quarry.runs import repository, service
+from quarry.runs.schemas import RunCreate, RunEventOut, RunOut
+from quarry.settings import SettingsDep
+
+router = APIRouter(prefix="/projects/{project_id}/runs", tags=["runs"])
+
+SSE_POLL_SECONDS = 1.0
+
+
+@router.post("", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED)
+async def create_run(
+    session: SessionDep,
+    settings: SettingsDep,
+    llm: LLMDep,
+    queue: QueueDep,
+    project: ProjectDep,
+    user: CurrentUser,
+    data: RunCreate | None = None,
+) -> RunOut:
+    """Start extracting: default every ready document × every variable."""
+    run = await service.create_run(
+        session, settings, llm, queue, project, user, data or RunCreate()
+    )
+    return (await service.to_out(session, [run]))[0]
+
+
+@router.get("", response_model=Page[RunOut])
+async def list_runs(session: SessionDep, project: ProjectDep, page: PageDep) -> Page[RunOut]:
+    runs, total = await repository.list_runs(session, project.id, page.limit, page.offset)
+    return Page(
+        items=await service.to_out(session, runs), total=total, limit=page.limit, offset=page.offset
+    )
+
+
+@router.get("/{run_id}", response_model=RunOut)
+async def read_run(session: SessionDep, project: ProjectDep, run_id: uuid.UUID) -> RunOut:
+    run = await service.get_run(session, project, run_id)
+    return (await service.to_out(session, [run]))[0]
+
+
+@router.post("/{run_id}/cancel", response_model=RunOut)
+async def cancel_run(session: SessionDep, project: ProjectDep, run_id: uuid.UUID) -> RunOut:
+    run = await service.cancel_run(session, await service.get_run(session, project, run_id))
+    return (await service.to_out(session, [run]))[0]
+
+
+@router.post("/{run_id}/retry", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED)
+async def retry_run(
+    session: SessionDep, queue: QueueDep, llm: LLMDep, project: ProjectDep, run_id: uuid.UUID
+) -> RunOut:
+    run = await service.get_run(session, project, run_id)
+    run = await service.retry_run(session, queue, llm, run)
+    return (await service.to_out(session, [run]))[0]
+
+
+@router.get("/{run_id}/logs", response_model=Page[RunEventOut])
+async def read_logs(
+    session: SessionDep,
+    project: ProjectDep,
+    run_id: uuid.UUID,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    after_id: Annotated[int, Query(ge=0, description="Only events after this id")] = 0,
+) -> Page[RunEventOut]:
+    """The run's processing log, oldest first."""
+    run = await service.get_run(session, project, run_id)
+    events = await repository.list_events(session, run.id, after_id, limit)
+    return Page(
+        items=[RunEventOut.model_validate(e) for e in events],
+        total=await repository.count_events(session, run.id),
+        limit=limit,
+        offset=0,
+    )
+
+
+@router.get(
+    "/{run_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
+)
+async def stream_events(
+    request: Request,
+    session: SessionDep,
+    project: ProjectDep,
+    run_id: uuid.UUID,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Server-sent events: `progress` (the run, as in GET), `log` (new log lines), `end`.
+
+    Progress is read from the database, so it is live whichever process does the work.
+    """
+    run = await service.get_run(session, project, run_id)
+    project_id, the_run_id = project.id, run.id
+    try:
+        after_id = int(last_event_id or 0)
+    except ValueError:
+        after_id = 0
+    sessionmaker = request.app.state.sessionmaker
+
+    async def events() -> AsyncIterator[str]:
+        nonlocal after_id
+        last_progress = ""
+        while not await request.is_disconnected():
+            async with sessionmaker() as s:
+                current = await repository.get_run(s, project_id, the_run_id)
+                if current is None:
+                    yield "event: end\ndata: {}\n\n"
+                    return
+                for event in await repository.list_events(s, the_run_id, after_id, 500):
+                    after_id = event.id
+                    payload = RunEventOut.model_validate(event).model_dump_json()
+                    yield f"id: {event.id}\nevent: log\ndata: {payload}\n\n"
+                out = (await service.to_out(s, [current]))[0]
+            progress = out.model_dump_json()
+            if progress != last_progress:
+                last_progress = progress
+                yield f"event: progress\ndata: {progress}\n\n"
+            if out.status not in ("queued", "running"):
+                yield f"event: end\ndata: {json.dumps({'status': out.status})}\n\n"
+                return
+            await asyncio.sleep(SSE_POLL_SECONDS)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

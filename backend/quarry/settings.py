@@ -1,0 +1,124 @@
+"""One pydantic-settings object for the whole application (DESIGN §8)."""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Secrets shorter than this are refused in production (HS256 keys should be ≥ 256 bits).
+MIN_SECRET_LENGTH = 32
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+    TEST = "test"
+
+
+class Settings(BaseSettings):
+    """Configuration read from `QUARRY_*` environment variables (and `.env`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="QUARRY_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    env: Environment = Environment.DEVELOPMENT
+    database_url: str = "sqlite+aiosqlite:///./var/quarry.db"
+    redis_url: str | None = None
+    storage_dir: Path = Path("./var/storage")
+    secret_key: SecretStr | None = None
+    token_expire_minutes: Annotated[int, Field(ge=1, le=60 * 24 * 30)] = 12 * 60
+
+    admin_email: str | None = None
+    admin_password: SecretStr | None = None
+
+    max_upload_mb: Annotated[int, Field(ge=1, le=10_000)] = 50
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # The LLM: the standard OpenAI variables, so any OpenAI-compatible server works.
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "QUARRY_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "QUARRY_OPENAI_BASE_URL")
+    )
+    llm_model: str = "gpt-4o-mini"
+    llm_temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+    llm_concurrency: Annotated[int, Field(ge=1, le=512)] = 8
+    llm_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
+    llm_max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    #: How many times an answer that fails type validation is sent back to the model.
+    llm_repair_attempts: Annotated[int, Field(ge=0, le=5)] = 2
+    #: Characters of document text sent per call; longer documents are truncated (for now).
+    llm_max_document_chars: Annotated[int, Field(ge=1000)] = 400_000
+
+    #: A running task whose lease is older than this is considered abandoned and re-queued.
+    task_lease_seconds: Annotated[int, Field(ge=5)] = 300
+
+    @model_validator(mode="after")
+    def _production_needs_a_real_secret(self) -> Settings:
+        if self.env is Environment.PRODUCTION:
+            key = self.secret_key.get_secret_value() if self.secret_key else ""
+            if len(key) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"QUARRY_SECRET_KEY must be set to at least {MIN_SECRET_LENGTH} random "
+                    "characters in production (e.g. `python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(48))'`)."
+                )
+        return self
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def llm_configured(self) -> bool:
+        """True when there is somewhere to send LLM calls: an API key or a custom server."""
+        return bool(self.openai_api_key or self.openai_base_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def signing_key(self) -> str:
+        """The JWT signing key; outside production a missing key is generated and kept on disk.
+
+        Keeping it under the storage directory's parent means tokens survive a restart of
+        `make run` without the user having to invent a secret for a local install.
+        """
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        key_file = self.storage_dir.parent / ".secret_key"
+        if key_file.exists():
+            return key_file.read_text().strip()
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        key_file.write_text(key)
+        key_file.chmod(0o600)
+        return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests build their own `Settings` and pass them to the app)."""
+    return Settings()
+
+
+def _app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(_app_settings)]

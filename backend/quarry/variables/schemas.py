@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from quarry.variables.types import VariableType
+
+# The export column header: a slug a spreadsheet, pandas and R all accept as is.
+Slug = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^[a-z][a-z0-9_]{0,63}$"),
+    Field(description="Lower-case slug (a-z, 0-9, _), unique in the project; the column header"),
+]
+Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
+AllowedValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Unit = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+Instructions = Annotated[str, StringConstraints(strip_whitespace=True, max_length=5000)]
+
+
+class Example(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: Any = Field(description="A correct value, in the variable's type")
+    snippet: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
+        None, description="The passage the value comes from"
+    )
+
+
+class VariableCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Slug
+    label: Label | None = Field(None, description="Human name; defaults to the name")
+    description: Description = Field(description="What to extract, as you'd tell a colleague")
+    type: VariableType
+    allowed_values: Annotated[list[AllowedValue], Field(max_length=200)] | None = None
+    unit: Unit | None = None
+    examples: Annotated[list[Example], Field(max_length=20)] = []
+    instructions: Instructions = ""
+    required: bool = False
+    position: Annotated[int, Field(ge=0, le=100_000)] | None = None
+
+
+class VariableUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Slug | None = None
+    label: Label | None = None
+    description: Description | None = None
+    type: VariableType | None = None
+    allowed_values: Annotated[list[AllowedValue], Field(max_length=200)] | None = None
+    unit: Unit | None = None
+    examples: Annotated[list[Example], Field(max_length=20)] | None = None
+    instructions: Instructions | None = None
+    required: bool | None = None
+    position: Annotated[int, Field(ge=0, le=100_000)] | None = None
+
+
+class VariableOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    project_id: uuid.UUID
+    name: str
+    label: str
+    description: str
+    type: VariableType
+    allowed_values: list[str]
+    unit: str | None
+    examples: list[Example]
+    instructions: str
+    required: bool
+    position: int
+    prompt_version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class PromptOut(BaseModel):
+    variable_id: uuid.UUID
+    version: int
+    spec_hash: str
+    system: str = Field(description="The fixed system instructions shared by every call")
+    document_placeholder: str = Field(description="Where each document's fenced text goes")
+    variable_prompt: str = Field(description="The variable-specific part, sent after the document")
+    created_at: datetime

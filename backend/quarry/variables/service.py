@@ -1,0 +1,161 @@
+"""The codebook: variables, their validation, and their prompt versions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quarry.errors import BadRequest, Conflict, NotFound
+from quarry.models import Project, PromptVersion, Variable
+from quarry.variables import repository
+from quarry.variables.prompts import prompt_spec, render_variable_prompt, spec_hash
+from quarry.variables.schemas import VariableCreate, VariableOut, VariableUpdate
+from quarry.variables.types import InvalidValue, VariableType, normalise_value, validate_type_spec
+
+
+# Column headers the exports use for their own columns.
+RESERVED_NAMES = frozenset({"document_id", "filename"})
+
+
+def _validated_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Check that type, allowed values, unit and examples fit together; normalise examples."""
+    if fields.get("name") in RESERVED_NAMES:
+        raise BadRequest(f"'{fields['name']}' is reserved for an export column; choose another name.")
+    try:
+        type_spec = validate_type_spec(
+            VariableType(fields["type"]), fields.get("allowed_values") or None, fields.get("unit")
+        )
+    except InvalidValue as exc:
+        raise BadRequest(str(exc)) from exc
+    examples = []
+    for number, example in enumerate(fields.get("examples") or [], start=1):
+        try:
+            value = normalise_value(type_spec, example["value"])
+        except InvalidValue as exc:
+            raise BadRequest(f"Example {number} does not fit the variable's type: {exc}") from exc
+        if value is None:
+            raise BadRequest(f"Example {number} has no value; examples show a correct value.")
+        examples.append({"value": value, "snippet": example.get("snippet")})
+    return {
+        **fields,
+        "allowed_values": list(type_spec.allowed_values),
+        "unit": type_spec.unit,
+        "examples": examples,
+    }
+
+
+async def _flush_translating_conflicts(session: AsyncSession, name: str) -> None:
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        if "uq_variables_project_id_name" in str(exc.orig) or "variables.name" in str(exc.orig):
+            raise Conflict(f"The project already has a variable named '{name}'.") from exc
+        raise
+
+
+async def _record_prompt_version(session: AsyncSession, variable: Variable) -> PromptVersion:
+    """Add a new prompt version when the extraction-relevant fields changed."""
+    spec = prompt_spec(
+        {
+            "name": variable.name,
+            "label": variable.label,
+            "description": variable.description,
+            "type": variable.type,
+            "allowed_values": variable.allowed_values,
+            "unit": variable.unit,
+            "examples": variable.examples,
+            "instructions": variable.instructions,
+        }
+    )
+    digest = spec_hash(spec)
+    latest = await repository.latest_prompt_version(session, variable.id)
+    if latest is not None and latest.spec_hash == digest:
+        return latest
+    version = PromptVersion(
+        variable_id=variable.id,
+        version=1 if latest is None else latest.version + 1,
+        spec=spec,
+        spec_hash=digest,
+        prompt=render_variable_prompt(spec),
+    )
+    session.add(version)
+    await session.flush()
+    return version
+
+
+async def get_variable(session: AsyncSession, project: Project, variable_id: uuid.UUID) -> Variable:
+    variable = await repository.get_variable(session, project.id, variable_id)
+    if variable is None:
+        raise NotFound("No such variable.")
+    return variable
+
+
+async def create_variable(session: AsyncSession, project: Project, data: VariableCreate) -> Variable:
+    fields = _validated_fields(data.model_dump())
+    if fields["position"] is None:
+        fields["position"] = await repository.next_position(session, project.id)
+    fields["label"] = fields["label"] or data.name
+    variable = Variable(project_id=project.id, **fields)
+    session.add(variable)
+    await _flush_translating_conflicts(session, data.name)
+    await _record_prompt_version(session, variable)
+    return variable
+
+
+async def update_variable(
+    session: AsyncSession, variable: Variable, data: VariableUpdate
+) -> Variable:
+    changes = data.model_dump(exclude_unset=True)
+    # Fields that cannot be null keep their value when the client sends null.
+    for key in ("name", "label", "description", "type", "required", "position"):
+        if key in changes and changes[key] is None:
+            del changes[key]
+    current = {
+        "type": variable.type,
+        "allowed_values": variable.allowed_values,
+        "unit": variable.unit,
+        "examples": variable.examples,
+    }
+    if "type" in changes and changes["type"] != variable.type:
+        # A new type makes the old allowed values, unit and examples meaningless unless resent.
+        current.update(allowed_values=[], unit=None, examples=[])
+    merged = _validated_fields({**current, **changes})
+    for key, value in {**changes, **{k: merged[k] for k in current}}.items():
+        setattr(variable, key, value)
+    await _flush_translating_conflicts(session, variable.name)
+    await _record_prompt_version(session, variable)
+    await session.refresh(variable)
+    return variable
+
+
+async def delete_variable(session: AsyncSession, variable: Variable) -> None:
+    await session.delete(variable)
+    await session.flush()
+
+
+async def list_variables(session: AsyncSession, project: Project) -> Sequence[Variable]:
+    return await repository.list_variables(session, project.id)
+
+
+async def current_prompt(session: AsyncSession, variable: Variable) -> PromptVersion:
+    version = await repository.latest_prompt_version(session, variable.id)
+    if version is None:  # every variable gets version 1 when created
+        version = await _record_prompt_version(session, variable)
+    return version
+
+
+async def to_out(session: AsyncSession, variables: Sequence[Variable]) -> list[VariableOut]:
+    versions = await repository.latest_prompt_versions(session, [v.id for v in variables])
+    return [
+        VariableOut.model_validate(
+            {
+                **{c: getattr(v, c) for c in VariableOut.model_fields if hasattr(v, c)},
+                "prompt_version": versions[v.id].version if v.id in versions else 0,
+            }
+        )
+        for v in variables
+    ]

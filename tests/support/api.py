@@ -1,0 +1,84 @@
+"""Factories and waits for API tests (plain functions)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from quarry.auth.service import create_user
+from quarry.db import session_scope
+from quarry.models import Base
+
+PASSWORD = "correct horse battery staple"
+
+
+async def create_schema(database_url: str) -> None:
+    engine = create_async_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    await engine.dispose()
+
+
+async def sign_up(app: FastAPI, client: httpx.AsyncClient, email: str) -> dict[str, str]:
+    """Create a user and sign in through the API; returns the Authorization header."""
+    async with session_scope(app.state.sessionmaker) as session:
+        await create_user(session, email, PASSWORD)
+    response = await client.post("/api/v1/auth/token", data={"username": email, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+async def create_project(client: httpx.AsyncClient, headers: dict[str, str], name: str = "Trials") -> dict[str, Any]:
+    response = await client.post("/api/v1/projects", json={"name": name}, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def add_variable(
+    client: httpx.AsyncClient, headers: dict[str, str], project_id: str, **fields: Any
+) -> dict[str, Any]:
+    response = await client.post(f"/api/v1/projects/{project_id}/variables", json=fields, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def upload(
+    client: httpx.AsyncClient, headers: dict[str, str], project_id: str, files: list[tuple[str, bytes, str]]
+) -> httpx.Response:
+    return await client.post(
+        f"/api/v1/projects/{project_id}/documents",
+        files=[("files", (name, data, ctype)) for name, data, ctype in files],
+        headers=headers,
+    )
+
+
+async def wait_for_documents(
+    client: httpx.AsyncClient, headers: dict[str, str], project_id: str, timeout: float = 30
+) -> list[dict[str, Any]]:
+    """Poll until no document is uploaded/parsing; returns the documents."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get(f"/api/v1/projects/{project_id}/documents", headers=headers)
+        items: list[dict[str, Any]] = response.json()["items"]
+        if all(d["status"] in ("ready", "failed") for d in items):
+            return items
+        assert time.monotonic() < deadline, f"documents still parsing: {items}"
+        await asyncio.sleep(0.05)
+
+
+async def wait_for_run(
+    client: httpx.AsyncClient, headers: dict[str, str], project_id: str, run_id: str, timeout: float = 60
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get(f"/api/v1/projects/{project_id}/runs/{run_id}", headers=headers)
+        run: dict[str, Any] = response.json()
+        if run["status"] not in ("queued", "running"):
+            return run
+        assert time.monotonic() < deadline, f"run still going: {run}"
+        await asyncio.sleep(0.05)

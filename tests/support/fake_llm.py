@@ -1,0 +1,780 @@
+"""A fake OpenAI-compatible chat-completions server for the test suite.
+
+Tests point Quarry's real LLM stack (``langchain_openai.ChatOpenAI`` → ``openai`` SDK → HTTP) at
+``FakeLLM.base_url`` so the real client, its retries, timeouts and response parsing are exercised
+instead of a mock. The server is a standard-library ``ThreadingHTTPServer`` on 127.0.0.1 with an
+ephemeral port, served from a daemon thread of the test process; every request gets its own
+thread, so a slow or held request never blocks the others, and other processes (Arq workers) can
+reach it too.
+
+Scripting:
+
+* ``script(variable=..., contains=..., reply=..., times=...)`` adds a rule. The variable of a
+  request is the last ``Variable: <name>`` line in its message text. The most recently added
+  matching rule wins; ``times`` limits how many answers a rule gives.
+* ``default_reply`` answers when no rule matches.
+* ``inject(kind)`` queues faults for the next calls; ``fault_rate``/``fault_kinds``/``seed`` add
+  reproducible random faults; ``rpm_limit`` enforces a sliding-window request rate; ``latency``
+  delays every answer.
+
+Token accounting (documented because a benchmark compares Quarry's own estimate with it):
+
+* ``prompt_tokens = ceil(C / 4) + 4 * M`` where ``C`` is the total number of characters (Python
+  ``len``, i.e. code points) of the text of all request messages and ``M`` the number of
+  messages. Only message text counts: roles, names, the ``response_format`` schema and image
+  parts are ignored.
+* ``completion_tokens = ceil(len(content) / 4)`` of the answered content (of the refusal text for
+  a refusal, 0 when there is neither).
+
+Only non-streaming chat completions are implemented; ``"stream": true`` is answered with an
+OpenAI-style 400 error so a caller that streams by accident fails loudly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import math
+import random
+import re
+import select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Final, Literal, Self, TypeAlias, get_args
+from uuid import uuid4
+
+__all__ = [
+    "DEFAULT_REPLY",
+    "FAULT_KINDS",
+    "VARIABLE_LINE",
+    "FakeLLM",
+    "FakeRequest",
+    "FaultKind",
+    "Reply",
+    "ReplyValue",
+    "ScriptRule",
+    "estimate_completion_tokens",
+    "estimate_prompt_tokens",
+]
+
+log = logging.getLogger(__name__)
+
+FaultKind: TypeAlias = Literal[
+    "429", "500", "503", "timeout", "malformed", "truncated_json", "length", "refusal"
+]
+"""Injectable faults.
+
+* ``"429"``: rate limited, with ``Retry-After: FakeLLM.retry_after``.
+* ``"500"`` / ``"503"``: server errors with an OpenAI error body.
+* ``"timeout"``: no answer; the connection is held for ``FakeLLM.timeout_hold`` seconds (or until
+  the client gives up or the server stops) and then closed without a response.
+* ``"malformed"``: 200 with prose instead of JSON.
+* ``"truncated_json"``: 200, ``finish_reason "stop"``, JSON cut off mid-key.
+* ``"length"``: the same cut-off JSON with ``finish_reason "length"``, which is what a real
+  ``max_tokens`` cut-off looks like (the openai SDK's ``parse()`` raises
+  ``LengthFinishReasonError`` on it, unlike ``truncated_json``).
+* ``"refusal"``: 200 with ``content: null`` and ``refusal`` set.
+"""
+
+FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
+
+DEFAULT_REPLY: Final[dict[str, Any]] = {"evidence": None, "value": None, "found": False}
+
+VARIABLE_LINE: Final = re.compile(r"(?m)^Variable: (\S+)\s*$")
+"""The line of Quarry's prompts that names the variable being extracted."""
+
+MALFORMED_CONTENT: Final = "Sure! The answer is 42"
+TRUNCATED_CONTENT: Final = '{"evidence": "abc", "val'
+REFUSAL_TEXT: Final = "I can't help with that"
+
+CHAT_PATH: Final = "/v1/chat/completions"
+MODELS_PATH: Final = "/v1/models"
+
+
+def message_text(message: Any) -> str:
+    """The text of one chat message: a plain string, or the text parts of a content list."""
+    if not isinstance(message, dict):
+        return ""  # a malformed message counts as empty rather than crashing the handler
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def estimate_prompt_tokens(messages: Sequence[dict[str, Any]]) -> int:
+    """``ceil(total message characters / 4) + 4 per message`` (see the module docstring)."""
+    chars = sum(len(message_text(m)) for m in messages)
+    return math.ceil(chars / 4) + 4 * len(messages)
+
+
+def estimate_completion_tokens(content: str | None) -> int:
+    """``ceil(characters / 4)`` of the answered content."""
+    return math.ceil(len(content) / 4) if content else 0
+
+
+@dataclass
+class FakeRequest:
+    """One request the fake received, as the tests see it.
+
+    ``status`` and ``fault`` are filled in by the handler before the response is written, so they
+    are final once the client has its answer. ``status`` stays ``None`` for a ``"timeout"`` fault
+    (nothing is ever answered).
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    received_at: float
+    status: int | None = None
+    fault: str | None = None
+    content: str | None = None
+    """The assistant content that was answered (``None`` for errors and refusals)."""
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        messages = self.body.get("messages")
+        return messages if isinstance(messages, list) else []
+
+    @property
+    def text(self) -> str:
+        """All message texts joined with newlines, so ``^``-anchored patterns work per line."""
+        return "\n".join(message_text(m) for m in self.messages)
+
+    @property
+    def variables(self) -> list[str]:
+        """Every ``Variable:`` name in the message text, in order (grouped calls have several)."""
+        return VARIABLE_LINE.findall(self.text)
+
+    @property
+    def variable(self) -> str | None:
+        """The variable rules match on: the last ``Variable:`` line."""
+        names = self.variables
+        return names[-1] if names else None
+
+    @property
+    def model(self) -> str:
+        return str(self.body.get("model", ""))
+
+    @property
+    def is_chat(self) -> bool:
+        return self.method == "POST" and self.path == CHAT_PATH
+
+
+ReplyValue: TypeAlias = dict[str, Any] | str
+"""A dict is answered as ``json.dumps`` content, a str as raw content."""
+Reply: TypeAlias = ReplyValue | Callable[[FakeRequest], ReplyValue]
+
+
+@dataclass
+class ScriptRule:
+    """A scripted answer; returned by ``FakeLLM.script`` so a test can check ``uses``."""
+
+    variable: str | None
+    contains: str | None
+    reply: Reply
+    times: int | None
+    uses: int = 0
+
+    def matches(self, request: FakeRequest) -> bool:
+        if self.times is not None and self.uses >= self.times:
+            return False
+        if self.variable is not None and request.variable != self.variable:
+            return False
+        return self.contains is None or self.contains in request.text
+
+
+@dataclass
+class _Answer:
+    """What the handler writes back."""
+
+    status: int
+    payload: dict[str, Any] | None
+    headers: dict[str, str] = field(default_factory=dict)
+    fault: str | None = None
+    content: str | None = None
+
+
+def _error(status: int, message: str, type_: str, code: str | None, **headers: str) -> _Answer:
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return _Answer(status=status, payload=body, headers=headers)
+
+
+class FakeLLM:
+    """An OpenAI-compatible chat-completions server scripted from the test.
+
+    Configuration attributes may be changed at any time, also while the server runs:
+    ``default_reply``, ``latency``, ``timeout_hold``, ``retry_after``, ``fault_rate``,
+    ``fault_kinds``, ``rpm_limit``, ``rpm_window``, ``models``.
+    """
+
+    def __init__(self) -> None:
+        self.default_reply: Reply = dict(DEFAULT_REPLY)
+        self.latency: float = 0.0
+        """Seconds slept before every chat-completion answer, injected faults included (not
+        ``rpm_limit`` rejections, which a real provider answers at once, nor holds)."""
+        self.timeout_hold: float = 30.0
+        """How long a ``"timeout"`` fault holds the connection; keep it above client timeouts."""
+        self.retry_after: str = "1"
+        """``Retry-After`` of injected 429s (the openai SDK honours values in (0, 120] s)."""
+        self.fault_rate: float = 0.0
+        self.fault_kinds: Sequence[FaultKind] = ("429", "500", "timeout", "malformed")
+        self.rpm_limit: int | None = None
+        self.rpm_window: float = 60.0
+        """The sliding window of ``rpm_limit``; shorten it to test recovery quickly."""
+        self.models: Sequence[str] = ("gpt-4o-mini", "gpt-4o")
+        """What ``GET /v1/models`` lists (chat completions accept any model name)."""
+
+        self._lock = threading.Lock()
+        self._rules: list[ScriptRule] = []
+        self._faults: deque[FaultKind] = deque()
+        self._rng = random.Random()
+        self._requests: list[FakeRequest] = []
+        self._accepted: deque[float] = deque()  # arrival times inside the rpm window
+        self._rate_limited = 0
+        self._in_flight = 0
+        self._max_concurrent = 0
+        self._ids = itertools.count(1)
+        self._connections: set[socket.socket] = set()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Bind 127.0.0.1 on an ephemeral port and serve from a daemon thread."""
+        if self._server is not None:
+            raise RuntimeError("FakeLLM is already started")
+        self._stopping.clear()
+        server = _Server(("127.0.0.1", 0), _Handler, fake=self)
+        self._server = server
+        # A short poll interval keeps stop() fast; serving is not affected by it.
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"fake-llm-{server.server_address[1]}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, release held requests and close every connection. Idempotent.
+
+        Held ``"timeout"`` requests and ``latency`` sleeps wait on ``_stopping`` and so end at
+        once; idle keep-alive connections are shut down so their handler threads exit rather
+        than linger until the client goes away.
+        """
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FakeLLM is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI ``base_url`` (ends in ``/v1``), usable from any local process."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # -- scripting ---------------------------------------------------------------------------
+
+    def script(
+        self,
+        variable: str | None = None,
+        contains: str | None = None,
+        reply: Reply = DEFAULT_REPLY,
+        times: int | None = None,
+    ) -> ScriptRule:
+        """Answer matching requests with ``reply``; the most recently added match wins.
+
+        A rule matches when the request's variable (last ``Variable:`` line) equals ``variable``
+        (if given) and ``contains`` is a substring of the message text (if given). A dict reply
+        is sent as ``json.dumps`` content, a str as-is (for malformed output), a callable gets the
+        ``FakeRequest`` and returns either. ``times`` caps the answers the rule gives; faults do
+        not use it up.
+        """
+        if times is not None and times < 1:
+            raise ValueError("times must be a positive number of answers or None")
+        rule = ScriptRule(variable=variable, contains=contains, reply=reply, times=times)
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def inject(self, kind: FaultKind, times: int = 1) -> None:
+        """Answer the next ``times`` chat completions with the fault ``kind`` (queued FIFO)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; expected one of {FAULT_KINDS}")
+        with self._lock:
+            self._faults.extend([kind] * times)
+
+    def seed(self, n: int) -> None:
+        """Make random faults reproducible: the same seed and call order give the same faults."""
+        with self._lock:
+            self._rng.seed(n)
+
+    def reset(self) -> None:
+        """Clear rules, queued and random faults, recorded requests and all counters.
+
+        ``default_reply``, ``latency``, ``timeout_hold``, ``retry_after`` and ``rpm_limit`` are
+        settings and are kept.
+        """
+        with self._lock:
+            self._rules.clear()
+            self._faults.clear()
+            self.fault_rate = 0.0
+            self._requests.clear()
+            self._accepted.clear()
+            self._rate_limited = 0
+            self._max_concurrent = self._in_flight
+
+    # -- observation -------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[FakeRequest]:
+        """A snapshot of every request received (chat completions and model listings), in order."""
+        with self._lock:
+            return list(self._requests)
+
+    def calls(self, variable: str | None = None, status: int | None = 200) -> int:
+        """Count chat-completion calls for ``variable`` (any if None) answered with ``status``.
+
+        ``status=None`` counts every call whatever its answer, held timeouts included.
+        """
+        return sum(
+            1
+            for r in self.requests
+            if r.is_chat
+            and (variable is None or r.variable == variable)
+            and (status is None or r.status == status)
+        )
+
+    @property
+    def max_concurrent(self) -> int:
+        """The most chat-completion requests ever being handled at the same moment."""
+        with self._lock:
+            return self._max_concurrent
+
+    @property
+    def in_flight(self) -> int:
+        """Chat-completion requests being handled now (held timeouts included)."""
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def rate_limited(self) -> int:
+        """How many calls ``rpm_limit`` rejected with 429 (injected 429s are not counted)."""
+        with self._lock:
+            return self._rate_limited
+
+    # -- request handling (called from handler threads) ---------------------------------------
+
+    def _record(self, request: FakeRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._max_concurrent = max(self._max_concurrent, self._in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _admit(self, request: FakeRequest) -> tuple[_Answer | None, FaultKind | None]:
+        """Decide, atomically, whether the call is rate limited or gets a fault.
+
+        Rate limiting comes first, as at a real provider, and rejected calls do not count toward
+        the window (OpenAI does not count them either). Exactly one random draw is made per
+        admitted call, so a seed reproduces the same faults for the same call order.
+        """
+        with self._lock:
+            if self.rpm_limit is not None:
+                now = request.received_at
+                while self._accepted and now - self._accepted[0] >= self.rpm_window:
+                    self._accepted.popleft()
+                if len(self._accepted) >= self.rpm_limit:
+                    self._rate_limited += 1
+                    wait = self.rpm_window - (now - self._accepted[0])
+                    answer = _error(
+                        429,
+                        f"Rate limit reached for requests: limit {self.rpm_limit} per "
+                        f"{self.rpm_window:g}s. Please try again later.",
+                        "requests",
+                        "rate_limit_exceeded",
+                        **{
+                            "Retry-After": str(max(1, math.ceil(wait))),
+                            "x-ratelimit-limit-requests": str(self.rpm_limit),
+                            "x-ratelimit-remaining-requests": "0",
+                        },
+                    )
+                    answer.fault = "rpm_limit"
+                    return answer, None
+                self._accepted.append(now)
+            if self._faults:
+                return None, self._faults.popleft()
+            hit = self._rng.random() < self.fault_rate
+            if hit and self.fault_kinds:
+                return None, self._rng.choice(list(self.fault_kinds))
+            return None, None
+
+    def _pick_reply(self, request: FakeRequest) -> Reply:
+        with self._lock:
+            for rule in reversed(self._rules):
+                if rule.matches(request):
+                    rule.uses += 1
+                    return rule.reply
+        return self.default_reply
+
+    def _answer_chat(self, request: FakeRequest) -> _Answer | None:
+        """Build the answer to a chat completion; ``None`` means hold and never answer."""
+        body = request.body
+        if body.get("stream"):
+            return _error(
+                400,
+                "Streaming is not supported by the fake LLM server; send stream=false.",
+                "invalid_request_error",
+                "unsupported_value",
+            )
+        if not request.messages:
+            return _error(
+                400, "'messages' must be a non-empty array.", "invalid_request_error", None
+            )
+
+        rejection, fault = self._admit(request)
+        if rejection is not None:
+            return rejection
+        if fault == "timeout":
+            return None
+        if self.latency > 0:
+            self._stopping.wait(self.latency)
+
+        if fault == "429":
+            answer = _error(
+                429,
+                "Rate limit reached for requests. Please try again later.",
+                "requests",
+                "rate_limit_exceeded",
+                **{"Retry-After": self.retry_after},
+            )
+        elif fault == "500":
+            answer = _error(
+                500,
+                "The server had an error while processing your request.",
+                "server_error",
+                None,
+            )
+        elif fault == "503":
+            answer = _error(
+                503,
+                "The engine is currently overloaded, please try again later.",
+                "server_error",
+                None,
+            )
+        elif fault == "malformed":
+            answer = self._completion(request, MALFORMED_CONTENT)
+        elif fault == "truncated_json":
+            answer = self._completion(request, TRUNCATED_CONTENT)
+        elif fault == "length":
+            answer = self._completion(request, TRUNCATED_CONTENT, finish_reason="length")
+        elif fault == "refusal":
+            answer = self._completion(request, None, refusal=REFUSAL_TEXT)
+        else:
+            answer = self._scripted(request)
+        answer.fault = answer.fault or fault
+        return answer
+
+    def _scripted(self, request: FakeRequest) -> _Answer:
+        reply = self._pick_reply(request)
+        try:
+            value = reply(request) if callable(reply) else reply
+        except Exception as exc:  # a broken test script should be loud, not a hang
+            log.exception("fake_llm.reply_failed")
+            answer = _error(
+                500, f"fake_llm reply callable raised {exc!r}", "fake_llm_script_error", None
+            )
+            answer.headers["x-should-retry"] = "false"  # don't let the SDK retry a test bug
+            answer.fault = "script_error"
+            return answer
+        # ensure_ascii=False: models emit raw UTF-8, and it keeps the token estimate honest.
+        content = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        return self._completion(request, content)
+
+    def _completion(
+        self,
+        request: FakeRequest,
+        content: str | None,
+        *,
+        refusal: str | None = None,
+        finish_reason: str = "stop",
+    ) -> _Answer:
+        prompt_tokens = estimate_prompt_tokens(request.messages)
+        completion_tokens = estimate_completion_tokens(content if content is not None else refusal)
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": content,
+                "refusal": refusal,
+                "annotations": [],
+            },
+            "logprobs": _logprobs(content, request.body) if request.body.get("logprobs") else None,
+            "finish_reason": finish_reason,
+        }
+        payload = {
+            "id": f"chatcmpl-fake-{next(self._ids):06d}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.model,
+            "system_fingerprint": "fp_fake_llm",
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+            },
+        }
+        return _Answer(status=200, payload=payload, content=content)
+
+    def _models(self) -> _Answer:
+        created = int(time.time())
+        data = [
+            {"id": m, "object": "model", "created": created, "owned_by": "quarry-fake"}
+            for m in self.models
+        ]
+        return _Answer(status=200, payload={"object": "list", "data": data})
+
+    def _hold(self, conn: socket.socket) -> None:
+        """Hold a "timeout" request until ``timeout_hold`` passes, the client leaves or we stop.
+
+        Noticing the client's disconnect frees the handler thread (and ``in_flight``) as soon as
+        the client has timed out, instead of ``timeout_hold`` later.
+        """
+        deadline = time.monotonic() + self.timeout_hold
+        while not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(OSError, ValueError):
+                readable, _, _ = select.select([conn], [], [], min(0.05, remaining))
+                if readable and conn.recv(1, socket.MSG_PEEK) == b"":
+                    return
+
+
+def _logprobs(content: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    """Plausible, deterministic logprobs: one entry per 4-character token, as in the estimate."""
+    top_n = int(body.get("top_logprobs") or 0)
+    tokens = [content[i : i + 4] for i in range(0, len(content), 4)] if content else []
+    entries = []
+    for i, token in enumerate(tokens):
+        logprob = -0.001 * (1 + i % 7)  # confident but not certain, and not all identical
+        alternatives = [{"token": token, "logprob": logprob, "bytes": list(token.encode())}]
+        alternatives += [
+            {"token": f"<alt{k}>", "logprob": -2.0 - k, "bytes": list(f"<alt{k}>".encode())}
+            for k in range(1, top_n)
+        ]
+        entries.append(
+            {
+                "token": token,
+                "logprob": logprob,
+                "bytes": list(token.encode()),
+                "top_logprobs": alternatives[:top_n],
+            }
+        )
+    return {"content": entries, "refusal": None}
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that knows its FakeLLM and keeps quiet about client disconnects."""
+
+    daemon_threads = True  # held requests must never keep the test process alive
+    # Many concurrent connections arrive at once in concurrency tests; the default backlog of 5
+    # would make the kernel drop/retry SYNs and distort timings.
+    request_queue_size = 128
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        fake: FakeLLM,
+    ) -> None:
+        self.fake = fake
+        super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up (timeouts, stop()) are normal here; anything else is a fake bug.
+        log.debug("fake_llm.connection_error", exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One HTTP/1.1 connection; keep-alive is handled by ``BaseHTTPRequestHandler``."""
+
+    protocol_version = "HTTP/1.1"  # the openai SDK pools keep-alive connections
+    # Headers and body go out as two writes; with Nagle on, the body waits for the client's
+    # delayed ACK and every call costs ~40 ms.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.fake._lock:
+            self.server.fake._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.fake._lock:
+            self.server.fake._connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default per-request stderr logging."""
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        fake = self.server.fake
+        try:
+            raw = self._read_body()
+        except ValueError as exc:
+            self.close_connection = True  # the stream position is unknown now
+            self._write(_error(400, str(exc), "invalid_request_error", None))
+            return
+        path = self.path.split("?", 1)[0].rstrip("/")
+        try:
+            body = json.loads(raw) if raw else {}
+        except json.JSONDecodeError:
+            body = None
+        request = FakeRequest(
+            method=self.command,
+            path=path,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body if isinstance(body, dict) else {},
+            received_at=time.monotonic(),
+        )
+        fake._record(request)
+
+        if self.command == "POST" and path == CHAT_PATH:
+            self._serve_chat(request, body_is_object=isinstance(body, dict))
+        elif self.command == "GET" and path == MODELS_PATH:
+            self._respond(request, fake._models())
+        else:
+            message = f"Unknown request URL: {self.command} {path}."
+            self._respond(request, _error(404, message, "invalid_request_error", None))
+
+    def _serve_chat(self, request: FakeRequest, *, body_is_object: bool) -> None:
+        fake = self.server.fake
+        if not body_is_object:
+            message = "The request body is not a JSON object."
+            self._respond(request, _error(400, message, "invalid_request_error", None))
+            return
+        fake._enter()
+        try:
+            try:
+                answer = fake._answer_chat(request)
+            except Exception as exc:  # a bug in the fake must surface in the test, not hang it
+                log.exception("fake_llm.handler_failed")
+                answer = _error(500, f"fake_llm failed: {exc!r}", "fake_llm_error", None)
+                answer.headers["x-should-retry"] = "false"
+            if answer is None:
+                request.fault = "timeout"
+                fake._hold(self.connection)
+                self.close_connection = True  # never answered, so the connection is unusable
+            else:
+                self._respond(request, answer)
+        finally:
+            fake._leave()
+
+    def _respond(self, request: FakeRequest, answer: _Answer) -> None:
+        # Record before writing: once the client has the answer, the test may inspect it.
+        request.status = answer.status
+        request.fault = answer.fault
+        request.content = answer.content
+        self._write(answer)
+
+    def _read_body(self) -> bytes:
+        """Read the whole body, so the next keep-alive request starts at the right byte."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size_line = self.rfile.readline(65537)
+                try:
+                    size = int(size_line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise ValueError("Malformed chunked request body.") from None
+                if size == 0:
+                    # Skip trailers up to the blank line that ends the body.
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(65537)  # the CRLF after each chunk
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _write(self, answer: _Answer) -> None:
+        data = json.dumps(answer.payload).encode() if answer.payload is not None else b""
+        try:
+            self.send_response(answer.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("x-request-id", f"req_fake_{uuid4().hex[:16]}")
+            for name, value in answer.headers.items():
+                self.send_header(name, value)
+            if self.close_connection or self.server.fake._stopping.is_set():
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError:
+            # The client already gave up (e.g. its timeout fired during `latency`).
+            self.close_connection = True
