@@ -12,21 +12,45 @@ import httpx
 import openpyxl
 from fastapi import FastAPI
 
-from tests.support.api import add_variable, create_project, sign_up, upload, wait_for_documents, wait_for_run
+from tests.support.api import (
+    add_variable,
+    create_project,
+    sign_up,
+    upload,
+    wait_for_documents,
+    wait_for_run,
+)
 from tests.support.documents import make_docx, make_pdf
 from tests.support.fake_llm import FakeLLM
 
 CODEBOOK: list[dict[str, Any]] = [
     {"name": "title", "description": "The trial's title", "type": "text"},
-    {"name": "sample_size", "description": "Participants randomised", "type": "integer",
-     "examples": [{"value": 120, "snippet": "120 patients were randomised"}]},
-    {"name": "mean_age", "description": "Mean age of participants", "type": "number", "unit": "years"},
+    {
+        "name": "sample_size",
+        "description": "Participants randomised",
+        "type": "integer",
+        "examples": [{"value": 120, "snippet": "120 patients were randomised"}],
+    },
+    {
+        "name": "mean_age",
+        "description": "Mean age of participants",
+        "type": "number",
+        "unit": "years",
+    },
     {"name": "randomised", "description": "Was allocation randomised?", "type": "boolean"},
     {"name": "start_date", "description": "When recruitment started", "type": "date"},
-    {"name": "design", "description": "Study design", "type": "category",
-     "allowed_values": ["RCT", "Cohort", "Case-control"]},
-    {"name": "outcomes", "description": "Outcomes reported", "type": "multi_category",
-     "allowed_values": ["Mortality", "Morbidity", "Quality of life"]},
+    {
+        "name": "design",
+        "description": "Study design",
+        "type": "category",
+        "allowed_values": ["RCT", "Cohort", "Case-control"],
+    },
+    {
+        "name": "outcomes",
+        "description": "Outcomes reported",
+        "type": "multi_category",
+        "allowed_values": ["Mortality", "Morbidity", "Quality of life"],
+    },
     {"name": "drugs", "description": "Drugs given", "type": "list"},
 ]
 
@@ -46,7 +70,10 @@ TXT_TEXT = "GAMMA: a case-control study.\nNo age was reported.\nStart 2018.\n"
 # What the "model" answers, per document marker and variable: raw, as a model might write it.
 ANSWERS: dict[str, dict[str, Any]] = {
     "ALPHA": {
-        "title": ("ALPHA trial of aspirin in older adults", "ALPHA trial of aspirin in older adults."),
+        "title": (
+            "ALPHA trial of aspirin in older adults",
+            "ALPHA trial of aspirin in older adults.",
+        ),
         "sample_size": ("1,234", "1,234 patients were randomised"),
         "mean_age": (61.5, "Mean age was 61.5 years"),
         "randomised": ("yes", "patients were randomised"),
@@ -76,18 +103,34 @@ ANSWERS: dict[str, dict[str, Any]] = {
 # The wide CSV cells the user should see for each document, formatted per type.
 EXPECTED_CSV = {
     "alpha.pdf": {
-        "title": "ALPHA trial of aspirin in older adults", "sample_size": "1234", "mean_age": "61.5",
-        "randomised": "true", "start_date": "2020-03", "design": "RCT",
-        "outcomes": "Mortality; Quality of life", "drugs": "aspirin",
+        "title": "ALPHA trial of aspirin in older adults",
+        "sample_size": "1234",
+        "mean_age": "61.5",
+        "randomised": "true",
+        "start_date": "2020-03",
+        "design": "RCT",
+        "outcomes": "Mortality; Quality of life",
+        "drugs": "aspirin",
     },
     "beta.docx": {
-        "title": "BETA cohort study of statins", "sample_size": "87", "mean_age": "47",
-        "randomised": "false", "start_date": "2019-05-12", "design": "Cohort",
-        "outcomes": "", "drugs": "atorvastatin; rosuvastatin",
+        "title": "BETA cohort study of statins",
+        "sample_size": "87",
+        "mean_age": "47",
+        "randomised": "false",
+        "start_date": "2019-05-12",
+        "design": "Cohort",
+        "outcomes": "",
+        "drugs": "atorvastatin; rosuvastatin",
     },
     "gamma.txt": {
-        "title": "GAMMA", "sample_size": "", "mean_age": "", "randomised": "", "start_date": "2018",
-        "design": "Case-control", "outcomes": "", "drugs": "",
+        "title": "GAMMA",
+        "sample_size": "",
+        "mean_age": "",
+        "randomised": "",
+        "start_date": "2018",
+        "design": "Case-control",
+        "outcomes": "",
+        "drugs": "",
     },
 }
 
@@ -103,25 +146,36 @@ def script_answers(fake: FakeLLM) -> None:
             )
 
 
-async def test_full_journey_all_types(app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM) -> None:
+async def test_full_journey_all_types(
+    app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
+) -> None:
     headers = await sign_up(app, client, "researcher@example.org")
     project = await create_project(client, headers, "Statin & aspirin review")
     pid = project["id"]
     for spec in CODEBOOK:
         await add_variable(client, headers, pid, **spec)
 
-    response = await upload(client, headers, pid, [
-        ("alpha.pdf", make_pdf([PDF_TEXT]), "application/pdf"),
-        ("beta.docx", make_docx(DOCX_BLOCKS), "application/octet-stream"),
-        ("gamma.txt", TXT_TEXT.encode(), "text/plain"),
-    ])
+    response = await upload(
+        client,
+        headers,
+        pid,
+        [
+            ("alpha.pdf", make_pdf([PDF_TEXT]), "application/pdf"),
+            ("beta.docx", make_docx(DOCX_BLOCKS), "application/octet-stream"),
+            ("gamma.txt", TXT_TEXT.encode(), "text/plain"),
+        ],
+    )
     assert response.status_code == 201, response.text
     documents = await wait_for_documents(client, headers, pid)
     assert {d["filename"]: d["status"] for d in documents} == {
-        "alpha.pdf": "ready", "beta.docx": "ready", "gamma.txt": "ready"
+        "alpha.pdf": "ready",
+        "beta.docx": "ready",
+        "gamma.txt": "ready",
     }
     beta = next(d for d in documents if d["filename"] == "beta.docx")
-    text = (await client.get(f"/api/v1/projects/{pid}/documents/{beta['id']}/text", headers=headers)).json()
+    text = (
+        await client.get(f"/api/v1/projects/{pid}/documents/{beta['id']}/text", headers=headers)
+    ).json()
     assert "Participants | 87" in text["pages"][0]["text"]
 
     script_answers(fake_llm)
@@ -135,15 +189,21 @@ async def test_full_journey_all_types(app: FastAPI, client: httpx.AsyncClient, f
     assert fake_llm.calls() == 24  # one call per pair, every answer valid first time
 
     # Evidence is located in the document text, across the PDF's line breaks.
-    extractions = (await client.get(
-        f"/api/v1/projects/{pid}/extractions", params={"limit": 100}, headers=headers
-    )).json()["items"]
-    sample = next(e for e in extractions if e["variable_name"] == "sample_size" and e["value"] == 1234)
+    extractions = (
+        await client.get(
+            f"/api/v1/projects/{pid}/extractions", params={"limit": 100}, headers=headers
+        )
+    ).json()["items"]
+    sample = next(
+        e for e in extractions if e["variable_name"] == "sample_size" and e["value"] == 1234
+    )
     assert sample["grounded"] is True and sample["page"] == 1
     assert sample["tokens_in"] > 0
 
     # Wide CSV: exactly the answered values, formatted per type.
-    response = await client.get(f"/api/v1/projects/{pid}/export", params={"format": "csv"}, headers=headers)
+    response = await client.get(
+        f"/api/v1/projects/{pid}/export", params={"format": "csv"}, headers=headers
+    )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
@@ -155,15 +215,21 @@ async def test_full_journey_all_types(app: FastAPI, client: httpx.AsyncClient, f
 
     # Long CSV: one row per (document, variable), with status and evidence.
     response = await client.get(
-        f"/api/v1/projects/{pid}/export", params={"format": "csv", "layout": "long"}, headers=headers
+        f"/api/v1/projects/{pid}/export",
+        params={"format": "csv", "layout": "long"},
+        headers=headers,
     )
     long_rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
     assert len(long_rows) == 24
-    gamma_age = next(r for r in long_rows if r["filename"] == "gamma.txt" and r["variable"] == "mean_age")
+    gamma_age = next(
+        r for r in long_rows if r["filename"] == "gamma.txt" and r["variable"] == "mean_age"
+    )
     assert gamma_age["status"] == "not_found" and gamma_age["value"] == ""
 
     # XLSX: three sheets, typed cells.
-    response = await client.get(f"/api/v1/projects/{pid}/export", params={"format": "xlsx"}, headers=headers)
+    response = await client.get(
+        f"/api/v1/projects/{pid}/export", params={"format": "xlsx"}, headers=headers
+    )
     assert response.status_code == 200
     book = openpyxl.load_workbook(io.BytesIO(response.content))
     assert book.sheetnames[:3] == ["Results", "Details", "Codebook"]
@@ -179,7 +245,12 @@ async def test_full_journey_all_types(app: FastAPI, client: httpx.AsyncClient, f
     assert codebook == [v["name"] for v in CODEBOOK]
 
     # JSON keeps the JSON types.
-    response = await client.get(f"/api/v1/projects/{pid}/export", params={"format": "json"}, headers=headers)
+    response = await client.get(
+        f"/api/v1/projects/{pid}/export", params={"format": "json"}, headers=headers
+    )
     data = json.loads(response.content)
     alpha_json = next(r for r in data if r["filename"] == "alpha.pdf")
-    assert alpha_json["outcomes"] == ["Mortality", "Quality of life"] and alpha_json["sample_size"] == 1234
+    assert (
+        alpha_json["outcomes"] == ["Mortality", "Quality of life"]
+        and alpha_json["sample_size"] == 1234
+    )

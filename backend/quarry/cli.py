@@ -9,7 +9,9 @@ import typer
 
 from quarry.settings import get_settings
 
-app = typer.Typer(help="Quarry: structured extraction from documents with LLMs.", no_args_is_help=True)
+app = typer.Typer(
+    help="Quarry: structured extraction from documents with LLMs.", no_args_is_help=True
+)
 
 
 @app.command()
@@ -31,7 +33,11 @@ def serve(
         run_migrations(settings.database_url)
     typer.echo(f"Quarry is serving on http://{host}:{port}  (API docs: /docs)")
     uvicorn.run(
-        "quarry.app:create_app", factory=True, host=host, port=port, log_config=None,
+        "quarry.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_config=None,
         proxy_headers=True,
     )
 
@@ -50,8 +56,13 @@ def create_user_command(
     email: Annotated[str, typer.Argument(help="The user's email address (their sign-in name)")],
     password: Annotated[
         str,
-        typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, envvar="QUARRY_NEW_USER_PASSWORD",
-                     help="Asked for when not given"),
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="QUARRY_NEW_USER_PASSWORD",
+            help="Asked for when not given",
+        ),
     ],
 ) -> None:
     """Create a user who can sign in."""

@@ -17,7 +17,12 @@ import structlog
 from fastapi import Depends, Request
 from sqlalchemy import event
 from sqlalchemy.engine.url import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +63,9 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
 
 
 @asynccontextmanager
-async def session_scope(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+async def session_scope(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
     """A unit of work: commit on success, roll back on error, then run after-commit hooks."""
     async with sessionmaker() as session:
         try:

@@ -12,8 +12,9 @@ from quarry.settings import Settings
 
 def render_openapi() -> str:
     """The API description generated from the code, as stable YAML."""
-    app = create_app(Settings(_env_file=None, log_json=False))  # type: ignore[call-arg]
-    return yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True, width=100)
+    app = create_app(Settings(_env_file=None, log_json=False))
+    text: str = yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True, width=100)
+    return text
 
 
 if __name__ == "__main__":

@@ -42,14 +42,20 @@ async def _project_with_docs(
     return headers, pid, docs
 
 
-async def _start(client: httpx.AsyncClient, headers: Headers, pid: str, **body: Any) -> dict[str, Any]:
+async def _start(
+    client: httpx.AsyncClient, headers: Headers, pid: str, **body: Any
+) -> dict[str, Any]:
     response = await client.post(f"/api/v1/projects/{pid}/runs", json=body, headers=headers)
     assert response.status_code == 202, response.text
     return response.json()  # type: ignore[no-any-return]
 
 
-async def _extractions(client: httpx.AsyncClient, headers: Headers, pid: str, **params: Any) -> list[dict[str, Any]]:
-    response = await client.get(f"/api/v1/projects/{pid}/extractions", params={"limit": 500, **params}, headers=headers)
+async def _extractions(
+    client: httpx.AsyncClient, headers: Headers, pid: str, **params: Any
+) -> list[dict[str, Any]]:
+    response = await client.get(
+        f"/api/v1/projects/{pid}/extractions", params={"limit": 500, **params}, headers=headers
+    )
     return response.json()["items"]  # type: ignore[no-any-return]
 
 
@@ -64,9 +70,18 @@ AGE = {"name": "age", "description": "Age of the patient in years", "type": "int
 async def test_invalid_answer_is_reasked_with_the_validation_error(
     app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
 ) -> None:
-    headers, pid, _ = await _project_with_docs(app, client, {"p.txt": "The patient is 42 years old."}, [AGE])
-    fake_llm.script(variable="age", reply={"found": True, "evidence": "42 years old", "value": 42, "confidence": 0.8})
-    fake_llm.script(variable="age", reply={"found": True, "evidence": "42 years", "value": "forty-two", "confidence": 0.8}, times=1)
+    headers, pid, _ = await _project_with_docs(
+        app, client, {"p.txt": "The patient is 42 years old."}, [AGE]
+    )
+    fake_llm.script(
+        variable="age",
+        reply={"found": True, "evidence": "42 years old", "value": 42, "confidence": 0.8},
+    )
+    fake_llm.script(
+        variable="age",
+        reply={"found": True, "evidence": "42 years", "value": "forty-two", "confidence": 0.8},
+        times=1,
+    )
     run = await wait_for_run(client, headers, pid, (await _start(client, headers, pid))["id"])
     assert run["status"] == "completed"
     [extraction] = await _extractions(client, headers, pid)
@@ -74,7 +89,9 @@ async def test_invalid_answer_is_reasked_with_the_validation_error(
     assert extraction["grounded"] is True
     # The second request carried the model's bad answer and the validation error.
     second = fake_llm.requests[-1]
-    assert second.messages[-2]["role"] == "assistant" and "forty-two" in second.messages[-2]["content"]
+    assert (
+        second.messages[-2]["role"] == "assistant" and "forty-two" in second.messages[-2]["content"]
+    )
     assert "whole number" in second.messages[-1]["content"].lower()
     assert any("re-asked" in line for line in await _logs(client, headers, pid, run["id"]))
 
@@ -85,8 +102,16 @@ async def test_flaky_server_is_retried_and_every_pair_succeeds(
     texts = {f"d{i}.txt": f"Document {i}: the patient is {30 + i} years old." for i in range(4)}
     headers, pid, _ = await _project_with_docs(app, client, texts, [AGE])
     for i in range(4):
-        fake_llm.script(variable="age", contains=f"Document {i}:",
-                        reply={"found": True, "evidence": f"{30 + i} years old", "value": 30 + i, "confidence": 0.9})
+        fake_llm.script(
+            variable="age",
+            contains=f"Document {i}:",
+            reply={
+                "found": True,
+                "evidence": f"{30 + i} years old",
+                "value": 30 + i,
+                "confidence": 0.9,
+            },
+        )
     fake_llm.retry_after = "0"
     fake_llm.inject("429")
     fake_llm.inject("500")
@@ -101,19 +126,40 @@ async def test_flaky_server_is_retried_and_every_pair_succeeds(
 async def test_permanent_failure_has_a_reason_and_retry_reruns_only_it(
     app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
 ) -> None:
-    texts = {"good.txt": "GOOD: the patient is 50 years old.", "bad.txt": "BAD: the patient is 60 years old."}
+    texts = {
+        "good.txt": "GOOD: the patient is 50 years old.",
+        "bad.txt": "BAD: the patient is 60 years old.",
+    }
     headers, pid, _ = await _project_with_docs(app, client, texts, [AGE])
-    fake_llm.script(variable="age", contains="GOOD:", reply={"found": True, "evidence": "50 years old", "value": 50, "confidence": 0.9})
+    fake_llm.script(
+        variable="age",
+        contains="GOOD:",
+        reply={"found": True, "evidence": "50 years old", "value": 50, "confidence": 0.9},
+    )
     fake_llm.script(variable="age", contains="BAD:", reply="I think the answer is sixty")
     run = await wait_for_run(client, headers, pid, (await _start(client, headers, pid))["id"])
     assert run["status"] == "completed_with_errors"
-    assert run["counts"] == {"pending": 0, "running": 0, "succeeded": 1, "not_found": 0, "failed": 1, "cancelled": 0}
+    assert run["counts"] == {
+        "pending": 0,
+        "running": 0,
+        "succeeded": 1,
+        "not_found": 0,
+        "failed": 1,
+        "cancelled": 0,
+    }
     [failed] = await _extractions(client, headers, pid, status="failed")
     assert "not valid JSON" in failed["error"] and failed["attempts"] == 3
-    assert any("bad.txt" in line and "not valid JSON" in line for line in await _logs(client, headers, pid, run["id"]))
+    assert any(
+        "bad.txt" in line and "not valid JSON" in line
+        for line in await _logs(client, headers, pid, run["id"])
+    )
 
     calls_before = fake_llm.calls()
-    fake_llm.script(variable="age", contains="BAD:", reply={"found": True, "evidence": "60 years old", "value": 60, "confidence": 0.9})
+    fake_llm.script(
+        variable="age",
+        contains="BAD:",
+        reply={"found": True, "evidence": "60 years old", "value": 60, "confidence": 0.9},
+    )
     response = await client.post(f"/api/v1/projects/{pid}/runs/{run['id']}/retry", headers=headers)
     assert response.status_code == 202, response.text
     run = await wait_for_run(client, headers, pid, run["id"])
@@ -128,15 +174,18 @@ async def test_cancel_stops_new_calls(tmp_path: Path, fake_llm: FakeLLM) -> None
     settings = make_settings(tmp_path, fake_llm, llm_concurrency=2)
     await create_schema(settings.database_url)
     app = create_app(settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t"
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
         texts = {f"d{i}.txt": f"Document {i} text." for i in range(20)}
         headers, pid, _ = await _project_with_docs(app, client, texts, [AGE])
         fake_llm.latency = 0.3
         run = await _start(client, headers, pid)
         await asyncio.sleep(0.5)
-        response = await client.post(f"/api/v1/projects/{pid}/runs/{run['id']}/cancel", headers=headers)
+        response = await client.post(
+            f"/api/v1/projects/{pid}/runs/{run['id']}/cancel", headers=headers
+        )
         assert response.status_code == 200 and response.json()["status"] == "cancelled"
         await asyncio.sleep(0.8)  # calls already in flight finish
         calls = len(fake_llm.requests)
@@ -146,17 +195,22 @@ async def test_cancel_stops_new_calls(tmp_path: Path, fake_llm: FakeLLM) -> None
         assert run["status"] == "cancelled"
         assert run["counts"]["cancelled"] >= 14 and run["counts"]["pending"] == 0
         assert calls <= 6
-        again = await client.post(f"/api/v1/projects/{pid}/runs/{run['id']}/cancel", headers=headers)
+        again = await client.post(
+            f"/api/v1/projects/{pid}/runs/{run['id']}/cancel", headers=headers
+        )
         assert again.status_code == 409
 
 
-async def test_timeout_fails_the_pair_with_a_readable_reason(tmp_path: Path, fake_llm: FakeLLM) -> None:
+async def test_timeout_fails_the_pair_with_a_readable_reason(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
     settings = make_settings(tmp_path, fake_llm, llm_timeout_seconds=0.5, llm_max_retries=0)
     await create_schema(settings.database_url)
     app = create_app(settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t"
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
         headers, pid, _ = await _project_with_docs(app, client, {"a.txt": "Some text."}, [AGE])
         fake_llm.inject("timeout")
         run = await wait_for_run(client, headers, pid, (await _start(client, headers, pid))["id"])
@@ -169,9 +223,10 @@ async def test_without_an_llm_the_app_starts_and_runs_are_refused_clearly(tmp_pa
     settings = make_settings(tmp_path, None)
     await create_schema(settings.database_url)
     app = create_app(settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t"
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
         assert (await client.get("/health/ready")).status_code == 200
         headers, pid, _ = await _project_with_docs(app, client, {"a.txt": "Some text."}, [AGE])
         response = await client.post(f"/api/v1/projects/{pid}/runs", json={}, headers=headers)
@@ -199,7 +254,9 @@ async def test_bad_run_requests(
     assert response.status_code == status and needle in response.json()["detail"]
 
 
-async def test_run_without_documents_or_variables_is_refused(app: FastAPI, client: httpx.AsyncClient) -> None:
+async def test_run_without_documents_or_variables_is_refused(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
     headers = await sign_up(app, client, "empty@example.org")
     pid = (await create_project(client, headers))["id"]
     response = await client.post(f"/api/v1/projects/{pid}/runs", headers=headers)
@@ -209,24 +266,35 @@ async def test_run_without_documents_or_variables_is_refused(app: FastAPI, clien
 async def test_selected_pairs_progress_events_and_review_in_export(
     app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
 ) -> None:
-    texts = {"a.txt": "ALPHA: aged 70 years, weight 80 kg.", "b.txt": "BETA: aged 20 years, weight 60 kg."}
+    texts = {
+        "a.txt": "ALPHA: aged 70 years, weight 80 kg.",
+        "b.txt": "BETA: aged 20 years, weight 60 kg.",
+    }
     weight = {"name": "weight", "description": "Body weight", "type": "number", "unit": "kg"}
     headers, pid, docs = await _project_with_docs(app, client, texts, [AGE, weight])
     alpha = next(d for d in docs if d["filename"] == "a.txt")
-    fake_llm.script(variable="age", contains="ALPHA", reply={"found": True, "evidence": "aged 70 years", "value": 70, "confidence": 0.9})
-    variables = (await client.get(f"/api/v1/projects/{pid}/variables", headers=headers)).json()["items"]
+    fake_llm.script(
+        variable="age",
+        contains="ALPHA",
+        reply={"found": True, "evidence": "aged 70 years", "value": 70, "confidence": 0.9},
+    )
+    variables = (await client.get(f"/api/v1/projects/{pid}/variables", headers=headers)).json()[
+        "items"
+    ]
     age_id = next(v["id"] for v in variables if v["name"] == "age")
     run = await _start(client, headers, pid, document_ids=[alpha["id"]], variable_ids=[age_id])
     assert run["total"] == 1
 
     # Server-sent events: progress until the end.
-    async with client.stream("GET", f"/api/v1/projects/{pid}/runs/{run['id']}/events", headers=headers) as stream:
+    async with client.stream(
+        "GET", f"/api/v1/projects/{pid}/runs/{run['id']}/events", headers=headers
+    ) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
         body = ""
         async for chunk in stream.aiter_text():
             body += chunk
     assert "event: progress" in body and "event: end" in body
-    last_progress = [line for line in body.splitlines() if line.startswith("data: {\"id\"")][-1]
+    last_progress = [line for line in body.splitlines() if line.startswith('data: {"id"')][-1]
     assert json.loads(last_progress[6:])["progress"] == 1.0
 
     # A reviewer corrects the value; the export uses the correction.
@@ -242,5 +310,7 @@ async def test_selected_pairs_progress_events_and_review_in_export(
         headers=headers,
     )
     assert bad.status_code == 400 and "whole number" in bad.json()["detail"]
-    csv_text = (await client.get(f"/api/v1/projects/{pid}/export", headers=headers)).content.decode("utf-8-sig")
+    csv_text = (await client.get(f"/api/v1/projects/{pid}/export", headers=headers)).content.decode(
+        "utf-8-sig"
+    )
     assert "a.txt,71," in csv_text.replace("\r\n", "\n")

@@ -28,12 +28,16 @@ async def sign_up(app: FastAPI, client: httpx.AsyncClient, email: str) -> dict[s
     """Create a user and sign in through the API; returns the Authorization header."""
     async with session_scope(app.state.sessionmaker) as session:
         await create_user(session, email, PASSWORD)
-    response = await client.post("/api/v1/auth/token", data={"username": email, "password": PASSWORD})
+    response = await client.post(
+        "/api/v1/auth/token", data={"username": email, "password": PASSWORD}
+    )
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
-async def create_project(client: httpx.AsyncClient, headers: dict[str, str], name: str = "Trials") -> dict[str, Any]:
+async def create_project(
+    client: httpx.AsyncClient, headers: dict[str, str], name: str = "Trials"
+) -> dict[str, Any]:
     response = await client.post("/api/v1/projects", json={"name": name}, headers=headers)
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
@@ -42,13 +46,18 @@ async def create_project(client: httpx.AsyncClient, headers: dict[str, str], nam
 async def add_variable(
     client: httpx.AsyncClient, headers: dict[str, str], project_id: str, **fields: Any
 ) -> dict[str, Any]:
-    response = await client.post(f"/api/v1/projects/{project_id}/variables", json=fields, headers=headers)
+    response = await client.post(
+        f"/api/v1/projects/{project_id}/variables", json=fields, headers=headers
+    )
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
 
 
 async def upload(
-    client: httpx.AsyncClient, headers: dict[str, str], project_id: str, files: list[tuple[str, bytes, str]]
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    project_id: str,
+    files: list[tuple[str, bytes, str]],
 ) -> httpx.Response:
     return await client.post(
         f"/api/v1/projects/{project_id}/documents",
@@ -72,7 +81,11 @@ async def wait_for_documents(
 
 
 async def wait_for_run(
-    client: httpx.AsyncClient, headers: dict[str, str], project_id: str, run_id: str, timeout: float = 60
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    project_id: str,
+    run_id: str,
+    timeout: float = 60,
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:

@@ -18,7 +18,9 @@ async def get_document(
     return result.scalar_one_or_none()
 
 
-async def get_by_sha256(session: AsyncSession, project_id: uuid.UUID, sha256: str) -> Document | None:
+async def get_by_sha256(
+    session: AsyncSession, project_id: uuid.UUID, sha256: str
+) -> Document | None:
     result = await session.execute(
         select(Document).where(Document.project_id == project_id, Document.sha256 == sha256)
     )

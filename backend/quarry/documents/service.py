@@ -10,7 +10,7 @@ import structlog
 from fastapi import UploadFile
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quarry.db import after_commit
+from quarry.db import after_commit, session_scope
 from quarry.documents import repository
 from quarry.documents.parsing import (
     DocumentKind,
@@ -24,7 +24,6 @@ from quarry.documents.storage import LocalStorage, StagedFile
 from quarry.errors import BadRequest, NotFound, UnsupportedMediaType
 from quarry.jobs import PARSE_DOCUMENT, JobContext, JobQueue
 from quarry.models import Document, DocumentPage, DocumentStatus, Project
-from quarry.db import session_scope
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +38,9 @@ def _clean_filename(name: str | None) -> str:
     return (base or "document")[:MAX_FILENAME]
 
 
-async def _stage(storage: LocalStorage, upload: UploadFile, max_bytes: int) -> tuple[StagedFile, DocumentKind]:
+async def _stage(
+    storage: LocalStorage, upload: UploadFile, max_bytes: int
+) -> tuple[StagedFile, DocumentKind]:
     filename = _clean_filename(upload.filename)
     staged = await asyncio.to_thread(storage.stage, upload.file, filename, max_bytes)
     try:

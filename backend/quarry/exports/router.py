@@ -93,7 +93,9 @@ async def export(
     def produce():  # type: ignore[no-untyped-def]
         if layout is ExportLayout.WIDE:
             rows = pull_from_loop(service.wide_rows(sessionmaker, project_id), loop)
-            return (iter_wide_csv if format is ExportFormat.CSV else iter_wide_json)(variables, rows)
+            return (iter_wide_csv if format is ExportFormat.CSV else iter_wide_json)(
+                variables, rows
+            )
         long = pull_from_loop(service.long_rows(sessionmaker, project_id), loop)
         return (iter_long_csv if format is ExportFormat.CSV else iter_long_json)(long)
 

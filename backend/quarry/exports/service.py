@@ -70,7 +70,11 @@ def final_cell(extraction: Extraction | None, version: int | None, review: Revie
             and extraction.status == ExtractionStatus.NOT_FOUND
             and review is None
         ),
-        failed=bool(extraction is not None and extraction.status == ExtractionStatus.FAILED and review is None),
+        failed=bool(
+            extraction is not None
+            and extraction.status == ExtractionStatus.FAILED
+            and review is None
+        ),
     )
     return Cell(value, flags, extraction, version, review)
 
@@ -78,7 +82,9 @@ def final_cell(extraction: Extraction | None, version: int | None, review: Revie
 async def export_variables(session: AsyncSession, project_id: uuid.UUID) -> list[ExportVariable]:
     variables = list(await list_variables(session, project_id))
     versions = await latest_prompt_versions(session, [v.id for v in variables])
-    return [_export_variable(v, versions[v.id].version if v.id in versions else None) for v in variables]
+    return [
+        _export_variable(v, versions[v.id].version if v.id in versions else None) for v in variables
+    ]
 
 
 def _export_variable(variable: Variable, version: int | None) -> ExportVariable:
@@ -90,7 +96,8 @@ def _export_variable(variable: Variable, version: int | None) -> ExportVariable:
         allowed_values=tuple(variable.allowed_values),
         unit=variable.unit,
         examples=tuple(
-            VariableExample(value=e.get("value"), snippet=e.get("snippet")) for e in variable.examples
+            VariableExample(value=e.get("value"), snippet=e.get("snippet"))
+            for e in variable.examples
         ),
         instructions=variable.instructions,
         required=variable.required,
@@ -123,7 +130,12 @@ async def _batches(
             if not documents:
                 return
             ids = [d.id for d in documents]
-            yield variables, documents, await latest_answers(session, ids), await current_reviews(session, ids)
+            yield (
+                variables,
+                documents,
+                await latest_answers(session, ids),
+                await current_reviews(session, ids),
+            )
             offset += BATCH_SIZE
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +14,7 @@ from quarry.models import Extraction, ExtractionStatus, PromptVersion, Review, R
 ANSWERED = (ExtractionStatus.SUCCEEDED, ExtractionStatus.NOT_FOUND)
 
 
-def _extraction_rows(project_id: uuid.UUID) -> Select[Any]:
+def _extraction_rows(project_id: uuid.UUID) -> Select[Extraction, str, int]:
     return (
         select(Extraction, Variable.name, PromptVersion.version)
         .join(Run, Run.id == Extraction.run_id)

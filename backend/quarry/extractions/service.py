@@ -26,7 +26,11 @@ async def to_out(
         out.append(
             ExtractionOut.model_validate(
                 {
-                    **{f: getattr(extraction, f) for f in ExtractionOut.model_fields if hasattr(extraction, f)},
+                    **{
+                        f: getattr(extraction, f)
+                        for f in ExtractionOut.model_fields
+                        if hasattr(extraction, f)
+                    },
                     "variable_name": name,
                     "prompt_version": version,
                     "review": ReviewOut.model_validate(review) if review else None,

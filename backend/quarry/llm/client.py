@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import openai
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+)
 from langchain_core.runnables import Runnable
 from langchain_openai import ChatOpenAI
 
@@ -213,7 +219,7 @@ class ChatModelFactory:
             chat = ChatOpenAI(
                 model=model,
                 temperature=temperature,
-                api_key=api_key,  # type: ignore[arg-type]
+                api_key=api_key,
                 base_url=s.openai_base_url,
                 timeout=s.llm_timeout_seconds,
                 max_retries=s.llm_max_retries,

@@ -21,7 +21,9 @@ class Document(IdMixin, TimestampMixin, Base):
     # The same bytes uploaded twice to one project are one document.
     __table_args__ = (UniqueConstraint("project_id", "sha256"),)
 
-    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
     filename: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(16))

@@ -16,7 +16,9 @@ class PromptVersion(IdMixin, Base):
     __tablename__ = "prompt_versions"
     __table_args__ = (UniqueConstraint("variable_id", "version"),)
 
-    variable_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("variables.id", ondelete="CASCADE"), index=True)
+    variable_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("variables.id", ondelete="CASCADE"), index=True
+    )
     version: Mapped[int]
     # The extraction-relevant fields the prompt was rendered from, and their hash.
     spec: Mapped[dict[str, Any]]

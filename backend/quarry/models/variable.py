@@ -15,7 +15,9 @@ class Variable(IdMixin, TimestampMixin, Base):
     __tablename__ = "variables"
     __table_args__ = (UniqueConstraint("project_id", "name"),)
 
-    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(64))
     label: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text)

@@ -34,7 +34,9 @@ async def read_project(project: ProjectDep) -> ProjectOut:
 
 
 @router.patch("/{project_id}", response_model=ProjectOut)
-async def update_project(session: SessionDep, project: ProjectDep, data: ProjectUpdate) -> ProjectOut:
+async def update_project(
+    session: SessionDep, project: ProjectDep, data: ProjectUpdate
+) -> ProjectOut:
     return ProjectOut.model_validate(await service.update_project(session, project, data))
 
 

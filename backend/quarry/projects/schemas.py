@@ -17,7 +17,9 @@ class ProjectCreate(BaseModel):
 
     name: Name
     description: Annotated[str, Field(max_length=10_000)] = ""
-    llm_model: Model | None = Field(None, description="Default model for runs; server default if null")
+    llm_model: Model | None = Field(
+        None, description="Default model for runs; server default if null"
+    )
     llm_temperature: Temperature | None = None
     group_size: GroupSize = Field(1, description="Variables per LLM call (1 = one call each)")
 

@@ -82,7 +82,10 @@ async def claim_extraction(
             Extraction.id == extraction_id,
             Extraction.run_id.in_(active_runs),
             (Extraction.status == ExtractionStatus.PENDING)
-            | ((Extraction.status == ExtractionStatus.RUNNING) & (Extraction.lease_expires_at < now)),
+            | (
+                (Extraction.status == ExtractionStatus.RUNNING)
+                & (Extraction.lease_expires_at < now)
+            ),
         )
         .values(
             status=ExtractionStatus.RUNNING,
@@ -112,7 +115,9 @@ async def store_outcome(
     return _rowcount(result) == 1
 
 
-async def add_run_tokens(session: AsyncSession, run_id: uuid.UUID, tokens_in: int, tokens_out: int) -> None:
+async def add_run_tokens(
+    session: AsyncSession, run_id: uuid.UUID, tokens_in: int, tokens_out: int
+) -> None:
     await session.execute(
         update(Run)
         .where(Run.id == run_id)
@@ -157,7 +162,9 @@ async def cancel_pending(session: AsyncSession, run_id: uuid.UUID) -> int:
     result = await session.execute(
         update(Extraction)
         .where(Extraction.run_id == run_id, Extraction.status == ExtractionStatus.PENDING)
-        .values(status=ExtractionStatus.CANCELLED, error="The run was cancelled.", finished_at=utcnow())
+        .values(
+            status=ExtractionStatus.CANCELLED, error="The run was cancelled.", finished_at=utcnow()
+        )
         .execution_options(synchronize_session=False)
     )
     return _rowcount(result)
@@ -199,7 +206,10 @@ async def tasks_to_requeue(session: AsyncSession, now: datetime) -> Sequence[uui
         .where(
             Run.status.in_(ACTIVE_RUN_STATUSES),
             (Extraction.status == ExtractionStatus.PENDING)
-            | ((Extraction.status == ExtractionStatus.RUNNING) & (Extraction.lease_expires_at < now)),
+            | (
+                (Extraction.status == ExtractionStatus.RUNNING)
+                & (Extraction.lease_expires_at < now)
+            ),
         )
         .order_by(Extraction.created_at)
     )

@@ -171,12 +171,17 @@ async def to_out(session: AsyncSession, runs: Sequence[Run]) -> list[RunOut]:
 async def cancel_run(session: AsyncSession, run: Run) -> Run:
     """Stop the run: no new LLM call starts; calls in flight finish and are kept."""
     if run.status not in ACTIVE_RUN_STATUSES:
-        raise Conflict(f"The run is already {run.status}; only queued or running runs can be cancelled.")
+        raise Conflict(
+            f"The run is already {run.status}; only queued or running runs can be cancelled."
+        )
     run.status = RunStatus.CANCELLED
     run.finished_at = utcnow()
     cancelled = await repository.cancel_pending(session, run.id)
     repository.add_event(
-        session, run.id, "run.cancelled", f"The run was cancelled; {cancelled} extractions will not run."
+        session,
+        run.id,
+        "run.cancelled",
+        f"The run was cancelled; {cancelled} extractions will not run.",
     )
     await session.flush()
     return run

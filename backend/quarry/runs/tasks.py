@@ -12,6 +12,7 @@ from collections import OrderedDict
 from datetime import timedelta
 
 import structlog
+from sqlalchemy import select
 
 from quarry.db import session_scope
 from quarry.jobs import JobContext
@@ -21,7 +22,6 @@ from quarry.runs import repository
 from quarry.runs.engine import PairInput, PairOutcome, extract_pair
 from quarry.variables.prompts import render_document_block
 from quarry.variables.types import TypeSpec, VariableType
-from sqlalchemy import select
 
 log = structlog.get_logger(__name__)
 
@@ -139,27 +139,42 @@ async def run_extract_pair(ctx: JobContext, extraction_id: str) -> None:
         )
 
     async with session_scope(ctx.sessionmaker) as session:
-        if not await repository.store_outcome(session, task_id, ctx.worker_id, _outcome_values(outcome)):
+        if not await repository.store_outcome(
+            session, task_id, ctx.worker_id, _outcome_values(outcome)
+        ):
             log.info("runs.task.lease_lost", extraction_id=extraction_id)
             return
         await repository.add_run_tokens(session, run_id, outcome.tokens_in, outcome.tokens_out)
         where = f"{filename} × {spec['name']}"
         for note in outcome.notes:
             repository.add_event(
-                session, run_id, "task.reasked",
+                session,
+                run_id,
+                "task.reasked",
                 f"{where}: the answer failed validation and was re-asked ({note})",
-                level="warning", document_id=document_id, variable_id=variable_id,
+                level="warning",
+                document_id=document_id,
+                variable_id=variable_id,
             )
         if outcome.status == ExtractionStatus.FAILED:
             repository.add_event(
-                session, run_id, "task.failed", f"{where}: {outcome.error}",
-                level="error", document_id=document_id, variable_id=variable_id,
+                session,
+                run_id,
+                "task.failed",
+                f"{where}: {outcome.error}",
+                level="error",
+                document_id=document_id,
+                variable_id=variable_id,
             )
         if text.truncated and outcome.attempts:
             repository.add_event(
-                session, run_id, "task.truncated",
+                session,
+                run_id,
+                "task.truncated",
                 f"{where}: the document was longer than the context budget and was cut.",
-                level="warning", document_id=document_id, variable_id=variable_id,
+                level="warning",
+                document_id=document_id,
+                variable_id=variable_id,
             )
     async with session_scope(ctx.sessionmaker) as session:
         final = await repository.finish_run_if_done(session, run_id)

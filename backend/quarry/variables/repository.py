@@ -35,7 +35,9 @@ async def next_position(session: AsyncSession, project_id: uuid.UUID) -> int:
     return 0 if highest is None else highest + 1
 
 
-async def latest_prompt_version(session: AsyncSession, variable_id: uuid.UUID) -> PromptVersion | None:
+async def latest_prompt_version(
+    session: AsyncSession, variable_id: uuid.UUID
+) -> PromptVersion | None:
     result = await session.execute(
         select(PromptVersion)
         .where(PromptVersion.variable_id == variable_id)

@@ -53,7 +53,9 @@ async def delete_variable(session: SessionDep, project: ProjectDep, variable_id:
 
 
 @router.get("/{variable_id}/prompt", response_model=PromptOut)
-async def read_prompt(session: SessionDep, project: ProjectDep, variable_id: uuid.UUID) -> PromptOut:
+async def read_prompt(
+    session: SessionDep, project: ProjectDep, variable_id: uuid.UUID
+) -> PromptOut:
     """The rendered prompt the model receives for this variable (current version)."""
     variable = await service.get_variable(session, project, variable_id)
     version = await service.current_prompt(session, variable)

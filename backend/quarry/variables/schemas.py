@@ -15,8 +15,12 @@ Slug = Annotated[
     Field(description="Lower-case slug (a-z, 0-9, _), unique in the project; the column header"),
 ]
 Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Description = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
-AllowedValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)
+]
+AllowedValue = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+]
 Unit = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 Instructions = Annotated[str, StringConstraints(strip_whitespace=True, max_length=5000)]
 

@@ -16,7 +16,6 @@ from quarry.variables.prompts import prompt_spec, render_variable_prompt, spec_h
 from quarry.variables.schemas import VariableCreate, VariableOut, VariableUpdate
 from quarry.variables.types import InvalidValue, VariableType, normalise_value, validate_type_spec
 
-
 # Column headers the exports use for their own columns.
 RESERVED_NAMES = frozenset({"document_id", "filename"})
 
@@ -24,7 +23,9 @@ RESERVED_NAMES = frozenset({"document_id", "filename"})
 def _validated_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """Check that type, allowed values, unit and examples fit together; normalise examples."""
     if fields.get("name") in RESERVED_NAMES:
-        raise BadRequest(f"'{fields['name']}' is reserved for an export column; choose another name.")
+        raise BadRequest(
+            f"'{fields['name']}' is reserved for an export column; choose another name."
+        )
     try:
         type_spec = validate_type_spec(
             VariableType(fields["type"]), fields.get("allowed_values") or None, fields.get("unit")
@@ -94,7 +95,9 @@ async def get_variable(session: AsyncSession, project: Project, variable_id: uui
     return variable
 
 
-async def create_variable(session: AsyncSession, project: Project, data: VariableCreate) -> Variable:
+async def create_variable(
+    session: AsyncSession, project: Project, data: VariableCreate
+) -> Variable:
     fields = _validated_fields(data.model_dump())
     if fields["position"] is None:
         fields["position"] = await repository.next_position(session, project.id)
