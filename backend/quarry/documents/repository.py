@@ -74,3 +74,10 @@ async def documents_to_parse(session: AsyncSession) -> Sequence[uuid.UUID]:
         )
     )
     return result.scalars().all()
+
+
+async def storage_keys(session: AsyncSession, project_id: uuid.UUID) -> Sequence[str]:
+    result = await session.execute(
+        select(Document.storage_key).where(Document.project_id == project_id).distinct()
+    )
+    return result.scalars().all()

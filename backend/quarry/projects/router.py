@@ -4,6 +4,7 @@ from fastapi import APIRouter, status
 
 from quarry.auth.deps import CurrentUser
 from quarry.db import SessionDep
+from quarry.jobs import StorageDep
 from quarry.pagination import Page, PageDep
 from quarry.projects import service
 from quarry.projects.deps import ProjectDep
@@ -41,5 +42,6 @@ async def update_project(
 
 
 @router.delete("/{project_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_project(session: SessionDep, project: ProjectDep) -> None:
-    await service.delete_project(session, project)
+async def delete_project(session: SessionDep, storage: StorageDep, project: ProjectDep) -> None:
+    """Delete the project, its codebook, documents, runs and results."""
+    await service.delete_project(session, storage, project)

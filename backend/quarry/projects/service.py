@@ -7,6 +7,9 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quarry.db import after_commit
+from quarry.documents import repository as documents_repository
+from quarry.documents.storage import LocalStorage
 from quarry.errors import NotFound
 from quarry.models import Project, User
 from quarry.projects import repository
@@ -44,6 +47,13 @@ async def update_project(session: AsyncSession, project: Project, data: ProjectU
     return project
 
 
-async def delete_project(session: AsyncSession, project: Project) -> None:
+async def delete_project(session: AsyncSession, storage: LocalStorage, project: Project) -> None:
+    """Delete the project with everything in it, and the files no other project shares."""
+    keys = await documents_repository.storage_keys(session, project.id)
     await session.delete(project)
     await session.flush()
+    orphans = [
+        key for key in keys if await documents_repository.count_blob_users(session, key) == 0
+    ]
+    if orphans:
+        after_commit(session, lambda: storage.delete_many(orphans))

@@ -65,6 +65,15 @@ class PairOutcome:
         self.raw_output = reply.parsed if reply.parsed is not None else reply.text
 
 
+def clamp_confidence(raw: float | None) -> float | None:
+    """The model's own confidence as a 0..1 figure (models sometimes answer in percent)."""
+    if raw is None or raw != raw or raw < 0:  # None, NaN or negative: no usable figure
+        return None
+    if raw > 1:
+        raw = raw / 100 if raw <= 100 else 1.0
+    return round(raw, 4)
+
+
 def build_messages(inp: PairInput) -> list[ChatMessage]:
     return [
         ChatMessage("system", SYSTEM_PROMPT),
@@ -117,7 +126,7 @@ async def extract_pair(
             answer = _read_answer(reply)
             if not answer.found or is_not_stated(inp.type_spec, answer.value):
                 outcome.status = ExtractionStatus.NOT_FOUND
-                outcome.confidence = answer.confidence
+                outcome.confidence = clamp_confidence(answer.confidence)
                 return outcome
             value = normalise_value(inp.type_spec, answer.value)
         except InvalidValue as exc:
@@ -133,7 +142,7 @@ async def extract_pair(
             outcome.status = ExtractionStatus.NOT_FOUND
             return outcome
         outcome.status, outcome.value = ExtractionStatus.SUCCEEDED, value
-        outcome.confidence = answer.confidence
+        outcome.confidence = clamp_confidence(answer.confidence)
         _ground(outcome, inp, answer.evidence)
         return outcome
     outcome.error = f"No valid answer after {outcome.attempts} attempts: {error}"

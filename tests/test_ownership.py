@@ -1,0 +1,275 @@
+"""Only a project's owner can see or touch anything in it.
+
+User B probing user A's project gets 404 — never 403 (which would confirm the project exists)
+and never 2xx — on every route under /api/v1/projects/{project_id}, and so does B using their
+own project id with A's variable, document or run ids. The route table is read from the OpenAPI
+schema, so a route added without a request below fails `test_every_project_route_is_probed`
+until someone decides how to probe it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.support.api import (
+    add_variable,
+    create_project,
+    sign_up,
+    upload,
+    wait_for_documents,
+    wait_for_run,
+)
+
+API = "/api/v1"
+PROJECT_PREFIX = "/projects/{project_id}"
+Ids = dict[str, str]
+Probe = dict[str, Any]  # keyword arguments for httpx.AsyncClient.request
+
+# Every route under a project, with requests that would succeed for the owner: a missing
+# ownership check then shows up as a 2xx instead of hiding behind a validation error.
+PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
+    ("GET", "/projects/{project_id}"): lambda _: [{}],
+    ("PATCH", "/projects/{project_id}"): lambda _: [{"json": {"name": "Taken over"}}],
+    ("DELETE", "/projects/{project_id}"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/variables"): lambda _: [{}],
+    ("POST", "/projects/{project_id}/variables"): lambda _: [
+        {"json": {"name": "intruder", "description": "Planted by B", "type": "text"}}
+    ],
+    ("GET", "/projects/{project_id}/variables/{variable_id}"): lambda _: [{}],
+    ("PATCH", "/projects/{project_id}/variables/{variable_id}"): lambda _: [
+        {"json": {"description": "Rewritten by B"}},
+        {"json": {"required": True}},
+    ],
+    ("DELETE", "/projects/{project_id}/variables/{variable_id}"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/variables/{variable_id}/prompt"): lambda _: [{}],
+    ("POST", "/projects/{project_id}/documents"): lambda _: [
+        {"files": [("files", ("intruder.txt", b"Planted by B.\n", "text/plain"))]}
+    ],
+    ("GET", "/projects/{project_id}/documents"): lambda _: [{}, {"params": {"status": "ready"}}],
+    ("GET", "/projects/{project_id}/documents/{document_id}"): lambda _: [{}],
+    ("DELETE", "/projects/{project_id}/documents/{document_id}"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/documents/{document_id}/text"): lambda _: [{}],
+    ("POST", "/projects/{project_id}/runs"): lambda ids: [
+        {"json": {}},
+        {"json": {"document_ids": [ids["document_id"]], "variable_ids": [ids["variable_id"]]}},
+    ],
+    ("GET", "/projects/{project_id}/runs"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/runs/{run_id}"): lambda _: [{}],
+    ("POST", "/projects/{project_id}/runs/{run_id}/cancel"): lambda _: [{}],
+    ("POST", "/projects/{project_id}/runs/{run_id}/retry"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/runs/{run_id}/logs"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/runs/{run_id}/events"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/extractions"): lambda ids: [
+        {},
+        {"params": {"run_id": ids["run_id"]}},
+        {"params": {"document_id": ids["document_id"], "variable_id": ids["variable_id"]}},
+        {"params": {"status": "not_found"}},
+    ],
+    ("PUT", "/projects/{project_id}/reviews/{document_id}/{variable_id}"): lambda _: [
+        {"json": {"status": "corrected", "value": "Forged by B"}},
+        {"json": {"status": "rejected"}},
+    ],
+    ("GET", "/projects/{project_id}/reviews/{document_id}/{variable_id}"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/export"): lambda _: [
+        {"params": {"format": "csv"}},
+        {"params": {"format": "csv", "layout": "long"}},
+        {"params": {"format": "xlsx"}},
+        {"params": {"format": "json"}},
+    ],
+}
+
+# Routes answered without a token, by design.
+PUBLIC_ROUTES = {("POST", "/auth/token")}
+
+
+@dataclass
+class Owner:
+    headers: dict[str, str]
+    ids: Ids
+
+
+def api_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """(METHOD, path under /api/v1) of every operation in the OpenAPI schema."""
+    routes = set()
+    for path, operations in app.openapi()["paths"].items():
+        if path.startswith(API + "/"):
+            for method in operations:
+                routes.add((method.upper(), path.removeprefix(API)))
+    return routes
+
+
+def fill(template: str, ids: Ids) -> str:
+    return API + re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], template)
+
+
+def child_params(template: str) -> set[str]:
+    return set(re.findall(r"\{(\w+)\}", template)) - {"project_id"}
+
+
+def assert_not_found(response: httpx.Response, what: str) -> None:
+    assert response.status_code == 404, f"{what} answered {response.status_code}: {response.text}"
+    body = response.json()
+    assert body["error"] == "not_found", what
+    assert isinstance(body["detail"], str) and " " in body["detail"], what
+
+
+async def make_owner(
+    app: FastAPI, client: httpx.AsyncClient, email: str, marker: str, *, with_run: bool
+) -> Owner:
+    """A user with a project holding a variable, a ready TXT document, a run and a review."""
+    headers = await sign_up(app, client, email)
+    project = await create_project(client, headers, f"{marker} project")
+    pid = project["id"]
+    variable = await add_variable(
+        client, headers, pid, name="title", description=f"{marker}'s title", type="text"
+    )
+    response = await upload(
+        client, headers, pid, [(f"{marker}.txt", f"{marker}: a private study.\n".encode(), "")]
+    )
+    assert response.status_code == 201, response.text
+    documents = await wait_for_documents(client, headers, pid)
+    assert [d["status"] for d in documents] == ["ready"]
+    ids = {"project_id": pid, "variable_id": variable["id"], "document_id": documents[0]["id"]}
+    if with_run:
+        # The fake model answers "not found" by default: a finished run with extractions.
+        response = await client.post(f"{API}/projects/{pid}/runs", json={}, headers=headers)
+        assert response.status_code == 202, response.text
+        run = await wait_for_run(client, headers, pid, response.json()["id"])
+        assert run["status"] == "completed", run
+        ids["run_id"] = run["id"]
+        response = await client.put(
+            f"{API}/projects/{pid}/reviews/{ids['document_id']}/{ids['variable_id']}",
+            json={"status": "corrected", "value": f"{marker} title"},
+            headers=headers,
+        )
+        assert response.status_code == 200, response.text
+    return Owner(headers, ids)
+
+
+async def visible_state(client: httpx.AsyncClient, owner: Owner) -> dict[str, Any]:
+    """Everything the owner can read about their project, to compare before and after."""
+    ids = owner.ids
+    base = f"{API}/projects/{ids['project_id']}"
+    reads = {
+        "project": base,
+        "variables": f"{base}/variables",
+        "prompt": f"{base}/variables/{ids['variable_id']}/prompt",
+        "documents": f"{base}/documents",
+        "text": f"{base}/documents/{ids['document_id']}/text",
+        "runs": f"{base}/runs",
+        "logs": f"{base}/runs/{ids['run_id']}/logs",
+        "extractions": f"{base}/extractions",
+        "reviews": f"{base}/reviews/{ids['document_id']}/{ids['variable_id']}",
+        "export": f"{base}/export?format=json&layout=long",
+    }
+    state = {}
+    for name, url in reads.items():
+        response = await client.get(url, headers=owner.headers)
+        assert response.status_code == 200, f"{name}: {response.text}"
+        state[name] = response.json()
+    return state
+
+
+@pytest.fixture
+async def owners(app: FastAPI, client: httpx.AsyncClient) -> tuple[Owner, Owner]:
+    alice = await make_owner(app, client, "alice@example.org", "Alice", with_run=True)
+    bob = await make_owner(app, client, "bob@example.org", "Bob", with_run=True)
+    return alice, bob
+
+
+async def test_every_project_route_is_probed(app: FastAPI) -> None:
+    under_project = {r for r in api_routes(app) if r[1].startswith(PROJECT_PREFIX)}
+    unprobed = under_project - set(PROBES)
+    assert not unprobed, (
+        f"Routes without an ownership probe: {sorted(unprobed)}. Add requests for them to PROBES "
+        "so another user's access is checked."
+    )
+    stale = set(PROBES) - under_project
+    assert not stale, f"PROBES names routes that no longer exist: {sorted(stale)}"
+
+
+async def test_another_users_project_is_404_on_every_route(
+    client: httpx.AsyncClient, owners: tuple[Owner, Owner]
+) -> None:
+    alice, bob = owners
+    before = await visible_state(client, alice)
+
+    for (method, template), probes in PROBES.items():
+        for probe in probes(alice.ids):
+            response = await client.request(
+                method, fill(template, alice.ids), headers=bob.headers, **probe
+            )
+            assert_not_found(response, f"B: {method} {template} {probe} with A's ids")
+
+    # Nothing B tried changed anything A can see: no rename, no deletion, no new run or review.
+    assert await visible_state(client, alice) == before
+
+
+async def test_own_project_with_another_users_child_ids_is_404(
+    client: httpx.AsyncClient, owners: tuple[Owner, Owner]
+) -> None:
+    alice, bob = owners
+    before = await visible_state(client, alice)
+    bob_before = await visible_state(client, bob)
+
+    for (method, template), probes in PROBES.items():
+        children = child_params(template)
+        if not children:
+            continue
+        # Each of A's child ids in turn, the others B's own, under B's project: B's project
+        # must not become a window onto A's objects.
+        for child in children:
+            ids = {**bob.ids, child: alice.ids[child]}
+            for probe in probes(bob.ids):
+                response = await client.request(
+                    method, fill(template, ids), headers=bob.headers, **probe
+                )
+                assert_not_found(response, f"B: {method} {template} {probe} with A's {child}")
+
+    base = f"{API}/projects/{bob.ids['project_id']}"
+    # A run in B's project over A's document or variable.
+    for body in (
+        {"document_ids": [alice.ids["document_id"]]},
+        {"variable_ids": [alice.ids["variable_id"]]},
+    ):
+        response = await client.post(f"{base}/runs", json=body, headers=bob.headers)
+        assert_not_found(response, f"B: POST runs {body}")
+    # Filtering B's extractions by A's ids finds nothing of A's.
+    for key in ("run_id", "document_id", "variable_id"):
+        response = await client.get(
+            f"{base}/extractions", params={key: alice.ids[key]}, headers=bob.headers
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["items"] == [] and response.json()["total"] == 0
+
+    assert await visible_state(client, alice) == before
+    # B's own project is unchanged too, apart from nothing: the runs above were all refused.
+    assert await visible_state(client, bob) == bob_before
+
+
+async def test_every_api_route_but_sign_in_needs_a_token(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    ids = {
+        name: str(uuid.uuid4()) for name in ("project_id", "variable_id", "document_id", "run_id")
+    }
+    routes = api_routes(app)
+    assert PUBLIC_ROUTES <= routes
+    for method, template in sorted(routes - PUBLIC_ROUTES):
+        probes = PROBES[(method, template)](ids) if (method, template) in PROBES else [{}]
+        for probe in probes:
+            for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+                response = await client.request(
+                    method, fill(template, ids), headers=headers, **probe
+                )
+                assert response.status_code == 401, f"{method} {template}: {response.text}"
+                assert response.headers.get("www-authenticate") == "Bearer"
+                assert response.json()["error"] == "unauthorized"
