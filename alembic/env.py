@@ -1,4 +1,4 @@
-"""Alembic environment for Quarry: one async code path for SQLite (aiosqlite) and PostgreSQL (asyncpg).
+"""Alembic environment: one async code path for SQLite (aiosqlite) and PostgreSQL (asyncpg).
 
 The database URL comes from, in order: `config.attributes["database_url"]` (set by
 `quarry.migrations.run_migrations` and the tests), `-x database_url=...` on the alembic command
@@ -12,13 +12,13 @@ from logging.config import fileConfig
 from pathlib import Path
 from typing import Any, Literal
 
+from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import event, pool
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from alembic import context
-from alembic.autogenerate.api import AutogenContext
 from quarry.models import Base
 from quarry.models.base import UTCDateTime
 

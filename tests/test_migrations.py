@@ -32,6 +32,7 @@ from sqlalchemy.pool import NullPool
 from quarry.db import create_engine, create_sessionmaker, session_scope
 from quarry.migrations import alembic_config, find_alembic_ini, run_migrations
 from quarry.models import Base, Project, Run, RunEvent, User
+from quarry.settings import get_settings
 from tests.support.postgres import temporary_postgres_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -158,7 +159,12 @@ def test_alembic_command_line_takes_quarry_database_url(tmp_path: Path) -> None:
 
     result = subprocess.run(
         [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
     assert result.returncode == 0, result.stderr
@@ -179,7 +185,11 @@ def test_alembic_x_argument_overrides_the_settings(
     )
     config.attributes["configure_logging"] = False
 
-    command.upgrade(config, "head")
+    get_settings.cache_clear()  # so a settings fallback would really see the URL above
+    try:
+        command.upgrade(config, "head")
+    finally:
+        get_settings.cache_clear()
 
     assert on_sync_connection(f"sqlite+aiosqlite:///{database}", table_names) >= MODEL_TABLES
 
@@ -194,8 +204,10 @@ def test_offline_sql_for_postgresql_uses_bigserial_for_run_events() -> None:
 
     sql = output.getvalue()
     assert "CREATE TABLE run_events (\n    id BIGSERIAL NOT NULL" in sql
-    assert "CONSTRAINT fk_run_events_run_id_runs FOREIGN KEY(run_id) REFERENCES runs (id) " \
+    assert (
+        "CONSTRAINT fk_run_events_run_id_runs FOREIGN KEY(run_id) REFERENCES runs (id) "
         "ON DELETE CASCADE" in sql
+    )
     assert "TIMESTAMP WITH TIME ZONE" in sql
 
 

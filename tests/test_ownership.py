@@ -196,6 +196,24 @@ async def test_every_project_route_is_probed(app: FastAPI) -> None:
     assert not stale, f"PROBES names routes that no longer exist: {sorted(stale)}"
 
 
+async def test_the_probes_reach_the_owners_objects(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The owner sending the same probes is not told 404: B's 404s come from the ownership
+    check, not from a probe that could never have worked."""
+    alice = await make_owner(app, client, "alice@example.org", "Alice", with_run=True)
+    # Deletions last, the project's own last of all, so every probe finds its objects.
+    order = sorted(PROBES, key=lambda r: (r[0] == "DELETE", r[1] == "/projects/{project_id}"))
+    for method, template in order:
+        for probe in PROBES[(method, template)](alice.ids):
+            response = await client.request(
+                method, fill(template, alice.ids), headers=alice.headers, **probe
+            )
+            what = f"A: {method} {template} {probe} answered {response.status_code}"
+            assert response.status_code != 404, f"{what}: {response.text}"
+            assert response.status_code < 500, f"{what}: {response.text}"
+
+
 async def test_another_users_project_is_404_on_every_route(
     client: httpx.AsyncClient, owners: tuple[Owner, Owner]
 ) -> None:

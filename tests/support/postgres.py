@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 import pytest
@@ -59,7 +59,7 @@ async def _admin_execute(base: URL, *statements: str) -> None:
         await conn.close()
 
 
-def _unavailable(base: URL, error: BaseException) -> None:
+def _unavailable(base: URL, error: BaseException) -> NoReturn:
     where = base.render_as_string(hide_password=True)
     message = f"PostgreSQL is not reachable at {where}: {type(error).__name__}: {error}"
     if in_ci():
@@ -75,21 +75,18 @@ def temporary_postgres_database(prefix: str = "quarry_test") -> Iterator[str]:
     """
     base = postgres_base_url()
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    unreachable: BaseException | None = None
     try:
         _run(_admin_execute(base, f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as error:  # refused, timed out, auth, …
-        _unavailable(base, error)
+        unreachable = error
+    if unreachable is not None:  # out here, so the report is not a chained traceback
+        _unavailable(base, unreachable)
     try:
         yield base.set(drivername="postgresql+asyncpg", database=name).render_as_string(
             hide_password=False
         )
     finally:
-        # Connections a test leaked (an undisposed engine) must not keep the database alive.
-        _run(
-            _admin_execute(
-                base,
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                f"WHERE datname = '{name}' AND pid <> pg_backend_pid()",
-                f'DROP DATABASE IF EXISTS "{name}"',
-            )
-        )
+        # FORCE (PostgreSQL 13+): connections a test leaked (an undisposed engine) must not
+        # keep the database alive.
+        _run(_admin_execute(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

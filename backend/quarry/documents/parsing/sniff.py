@@ -165,8 +165,10 @@ def _check_is_decodable_text(head: bytes, filename: str) -> None:
     controls = sum(
         1 for char in sample if (char < " " and char not in _ALLOWED_CONTROLS) or char == "\x7f"
     )
-    # Git's rule of thumb: a NUL means binary (UTF-16 without a BOM lands here too).
-    if "\x00" in sample or controls > _MAX_CONTROL_SHARE * len(sample):
+    # NULs count as control characters: a few stray ones (a database export, a bad paste)
+    # are stripped when parsing, while binary data and UTF-16 without a BOM (every other
+    # byte NUL) are far over the share.
+    if controls > _MAX_CONTROL_SHARE * len(sample):
         raise _unsupported(filename, "a binary file, not text")
     if sample.count("\ufffd") > _MAX_UNDECODABLE_SHARE * len(sample):
         raise _unsupported(
