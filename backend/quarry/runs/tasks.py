@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy import select
 
 from quarry.db import session_scope
+from quarry.documents.parsing import PAGE_SEPARATOR
 from quarry.jobs import JobContext
 from quarry.llm.client import LLMCallError
 from quarry.models import Document, DocumentPage, Extraction, ExtractionStatus, PromptVersion, Run
@@ -41,7 +42,7 @@ class _DocumentText:
                 break
         self.truncated = budget < 0
         self.block = render_document_block(kept)
-        self.text = "\n\n".join(texts)
+        self.text = PAGE_SEPARATOR.join(texts)  # the offsets the pages were stored with
         self.page_starts = [p.char_start for p in pages]
 
 
