@@ -17,8 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 
+from quarry.auth import passwords
 from tests.support.api import (
     add_variable,
     create_project,
@@ -88,6 +90,15 @@ PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
 
 # Routes answered without a token, by design.
 PUBLIC_ROUTES = {("POST", "/auth/token")}
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cheap argon2id parameters: these tests sign users up, they do not test hashing cost
+    (tests/auth does, with the real parameters)."""
+    monkeypatch.setattr(
+        passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    )
 
 
 @dataclass
@@ -196,9 +207,7 @@ async def test_every_project_route_is_probed(app: FastAPI) -> None:
     assert not stale, f"PROBES names routes that no longer exist: {sorted(stale)}"
 
 
-async def test_the_probes_reach_the_owners_objects(
-    app: FastAPI, client: httpx.AsyncClient
-) -> None:
+async def test_the_probes_reach_the_owners_objects(app: FastAPI, client: httpx.AsyncClient) -> None:
     """The owner sending the same probes is not told 404: B's 404s come from the ownership
     check, not from a probe that could never have worked."""
     alice = await make_owner(app, client, "alice@example.org", "Alice", with_run=True)
@@ -269,7 +278,7 @@ async def test_own_project_with_another_users_child_ids_is_404(
         assert response.json()["items"] == [] and response.json()["total"] == 0
 
     assert await visible_state(client, alice) == before
-    # B's own project is unchanged too, apart from nothing: the runs above were all refused.
+    # B's own project is unchanged too: every request above was refused.
     assert await visible_state(client, bob) == bob_before
 
 
@@ -280,7 +289,7 @@ async def test_every_api_route_but_sign_in_needs_a_token(
         name: str(uuid.uuid4()) for name in ("project_id", "variable_id", "document_id", "run_id")
     }
     routes = api_routes(app)
-    assert PUBLIC_ROUTES <= routes
+    assert routes >= PUBLIC_ROUTES
     for method, template in sorted(routes - PUBLIC_ROUTES):
         probes = PROBES[(method, template)](ids) if (method, template) in PROBES else [{}]
         for probe in probes:

@@ -7,6 +7,7 @@ ends by checking that /health/ready still answers 200.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import zipfile
 from collections.abc import AsyncIterator
@@ -15,7 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
+from fastapi import FastAPI
 
+from quarry.auth import passwords
 from quarry.settings import Settings
 from tests.conftest import make_settings
 from tests.support.api import create_project, sign_up, upload, wait_for_documents
@@ -30,6 +34,15 @@ from tests.support.fake_llm import FakeLLM
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x02" + bytes(64)
 OLE2_DOC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504) + b"Microsoft Word 97-2003"
 TEXT = b"Trial of aspirin.\nA total of 120 patients were randomised.\n"
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cheap argon2id parameters: these tests sign users up, they do not test hashing cost
+    (tests/auth does, with the real parameters)."""
+    monkeypatch.setattr(
+        passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    )
 
 
 @pytest.fixture
@@ -56,7 +69,7 @@ async def client(client: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def owner(app: Any, client: httpx.AsyncClient) -> tuple[dict[str, str], str]:
+async def owner(app: FastAPI, client: httpx.AsyncClient) -> tuple[dict[str, str], str]:
     headers = await sign_up(app, client, "uploader@example.org")
     project = await create_project(client, headers, "Uploads")
     return headers, project["id"]
@@ -259,6 +272,29 @@ async def test_the_same_bytes_uploaded_twice_are_one_document(
     assert sorted(d["filename"] for d in documents) == ["a.txt", "trial.txt"]
     blobs = [p for p in stored_files(settings) if p.startswith("sha256/") and p.count("/") == 2]
     assert len(blobs) == 2
+
+
+async def test_the_same_file_uploaded_concurrently_is_still_one_document(
+    client: httpx.AsyncClient, owner: tuple[dict[str, str], str]
+) -> None:
+    """A double-click on "upload": the requests race, none fails with a server error."""
+    headers, pid = owner
+    data = b"The same report, sent four times at once.\n" * 2000
+    responses = await asyncio.gather(
+        *(upload(client, headers, pid, [("report.txt", data, "text/plain")]) for _ in range(4))
+    )
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {201, 409}, statuses
+    assert 201 in statuses
+    ids = {r.json()["items"][0]["id"] for r in responses if r.status_code == 201}
+    for response in responses:
+        if response.status_code == 409:
+            assert_error(response, 409, "conflict", "again")
+    documents = await documents_in(client, headers, pid)
+    assert [d["id"] for d in documents] == list(ids)
+    # Uploading again after the race returns the stored document.
+    again = await upload(client, headers, pid, [("report.txt", data, "text/plain")])
+    assert again.status_code == 201 and again.json()["items"][0]["id"] in ids
 
 
 async def test_a_docx_keeps_its_pages_and_tables(

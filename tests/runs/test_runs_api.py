@@ -314,3 +314,22 @@ async def test_selected_pairs_progress_events_and_review_in_export(
         "utf-8-sig"
     )
     assert "a.txt,71," in csv_text.replace("\r\n", "\n")
+
+
+async def test_a_failed_cell_cannot_be_accepted_only_corrected(
+    app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
+) -> None:
+    headers, pid, docs = await _project_with_docs(app, client, {"a.txt": "Unreadable."}, [AGE])
+    fake_llm.script(variable="age", reply="not json at all")
+    run = await wait_for_run(client, headers, pid, (await _start(client, headers, pid))["id"])
+    assert run["status"] == "failed"
+    variable_id = (await client.get(f"/api/v1/projects/{pid}/variables", headers=headers)).json()[
+        "items"
+    ][0]["id"]
+    cell = f"/api/v1/projects/{pid}/reviews/{docs[0]['id']}/{variable_id}"
+    accepted = await client.put(cell, json={"status": "accepted"}, headers=headers)
+    assert accepted.status_code == 400 and "correct it" in accepted.json()["detail"]
+    corrected = await client.put(cell, json={"status": "corrected", "value": 33}, headers=headers)
+    assert corrected.status_code == 200
+    history = (await client.get(cell, headers=headers)).json()
+    assert [r["status"] for r in history] == ["corrected"]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import structlog
 from fastapi import UploadFile
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.db import after_commit, session_scope
@@ -21,7 +22,7 @@ from quarry.documents.parsing import (
     sniff_kind,
 )
 from quarry.documents.storage import LocalStorage, StagedFile
-from quarry.errors import BadRequest, NotFound, UnsupportedMediaType
+from quarry.errors import BadRequest, Conflict, NotFound, UnsupportedMediaType
 from quarry.jobs import PARSE_DOCUMENT, JobContext, JobQueue
 from quarry.models import Document, DocumentPage, DocumentStatus, Project
 
@@ -102,7 +103,16 @@ async def upload_documents(
         session.add(document)
         documents.append(document)
         to_parse.append(str(document.id))
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        # Two requests uploading the same bytes at once both found no existing document.
+        if "uq_documents_project_id_sha256" in str(exc.orig) or "documents.sha256" in str(exc.orig):
+            raise Conflict(
+                "The same file was being uploaded to this project by another request at the "
+                "same time; upload it again to get the stored document."
+            ) from exc
+        raise
     if to_parse:
         after_commit(session, lambda: queue.enqueue(PARSE_DOCUMENT, to_parse))
     return documents

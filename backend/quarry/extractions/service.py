@@ -68,7 +68,7 @@ async def record_review(
         except InvalidValue as exc:
             raise BadRequest(f"The corrected value does not fit '{variable.name}': {exc}") from exc
     elif data.status is ReviewStatus.ACCEPTED:
-        if extraction is None:
+        if extraction is None or extraction.status not in repository.ANSWERED:
             raise BadRequest("There is no extracted value to accept yet; correct it instead.")
         value = extraction.value
     else:

@@ -39,7 +39,7 @@ async def list_projects(
 
 async def update_project(session: AsyncSession, project: Project, data: ProjectUpdate) -> Project:
     for field, value in data.model_dump(exclude_unset=True).items():
-        if field in ("name", "group_size") and value is None:
+        if field in ("name", "description", "group_size") and value is None:
             continue  # not nullable: null means "leave as is"
         setattr(project, field, value)
     await session.flush()

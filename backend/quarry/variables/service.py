@@ -114,7 +114,7 @@ async def update_variable(
 ) -> Variable:
     changes = data.model_dump(exclude_unset=True)
     # Fields that cannot be null keep their value when the client sends null.
-    for key in ("name", "label", "description", "type", "required", "position"):
+    for key in ("name", "label", "description", "type", "instructions", "required", "position"):
         if key in changes and changes[key] is None:
             del changes[key]
     current = {
