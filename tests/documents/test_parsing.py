@@ -141,6 +141,7 @@ def test_pdf_two_columns_read_column_by_column(tmp_path: Path) -> None:
     document = parse_bytes(tmp_path, pdf.tobytes(), DocumentKind.PDF)
     assert document.text.split("\n") == [*left, *right]
 
+
 def test_pdf_ligatures_are_expanded_to_plain_letters(tmp_path: Path) -> None:
     pdf = pymupdf.open()
     page = pdf.new_page()

@@ -13,11 +13,16 @@ async def test_deleting_a_project_removes_its_files_but_not_shared_ones(
     headers = await sign_up(app, client, "owner@example.org")
     first = (await create_project(client, headers, "First"))["id"]
     second = (await create_project(client, headers, "Second"))["id"]
-    await upload(client, headers, first, [("only.txt", b"Only in the first project.", "text/plain")])
+    await upload(
+        client, headers, first, [("only.txt", b"Only in the first project.", "text/plain")]
+    )
     await upload(client, headers, first, [("shared.txt", b"In both projects.", "text/plain")])
     await upload(client, headers, second, [("shared.txt", b"In both projects.", "text/plain")])
     await wait_for_documents(client, headers, first)
-    blobs = lambda: sorted(p.name for p in (settings.storage_dir / "sha256").rglob("*") if p.is_file())  # noqa: E731
+
+    def blobs() -> list[str]:
+        return sorted(p.name for p in (settings.storage_dir / "sha256").rglob("*") if p.is_file())
+
     assert len(blobs()) == 2
 
     response = await client.delete(f"/api/v1/projects/{first}", headers=headers)
