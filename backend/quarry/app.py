@@ -27,7 +27,7 @@ from quarry.runs.router import router as runs_router
 from quarry.settings import Settings, get_settings
 from quarry.variables.router import router as variables_router
 from quarry.web import mount_web
-from quarry.worker import EmbeddedQueue, embedded_concurrency
+from quarry.worker import create_queue
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessionmaker = create_sessionmaker(engine)
         storage = LocalStorage(settings.storage_dir)
         llm = ChatModelFactory(settings)
-        queue = EmbeddedQueue(embedded_concurrency(settings.llm_concurrency))
+        # Embedded: jobs run in this process. Distributed (QUARRY_REDIS_URL): this process
+        # only enqueues, and `quarry worker` processes run the jobs and the sweeper.
+        queue = create_queue(settings)
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "app.started",
             version=__version__,
             database=engine.url.get_backend_name(),
+            jobs="arq" if settings.redis_url else "embedded",
             llm_configured=llm.configured,
             model=settings.llm_model,
         )

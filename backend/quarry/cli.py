@@ -1,4 +1,4 @@
-"""The `quarry` command line: serve, migrate, create-user."""
+"""The `quarry` command line: serve, worker, migrate, create-user."""
 
 from __future__ import annotations
 
@@ -40,6 +40,28 @@ def serve(
         log_config=None,
         proxy_headers=True,
     )
+
+
+@app.command()
+def worker() -> None:
+    """Run jobs from Redis (distributed mode; needs QUARRY_REDIS_URL).
+
+    Start as many as you like, on any machine that shares the database, Redis and the
+    storage directory. SIGTERM lets running jobs finish (QUARRY_WORKER_SHUTDOWN_GRACE_SECONDS).
+    """
+    from quarry.logs import configure_logging
+    from quarry.worker import run_worker
+
+    settings = get_settings()
+    if not settings.redis_url:
+        typer.echo(
+            "Error: `quarry worker` needs QUARRY_REDIS_URL (e.g. redis://127.0.0.1:6379/0). "
+            "Without it, `quarry serve` runs the jobs itself.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    configure_logging(settings.log_level, json=settings.log_json)
+    run_worker(settings)
 
 
 @app.command("migrate")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
 
 router = APIRouter(prefix="/health", tags=["health"])
+
+REDIS_TIMEOUT_SECONDS = 2.0
 
 
 class Health(BaseModel):
@@ -31,6 +35,13 @@ async def ready(request: Request) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
+    if request.app.state.settings.redis_url:
+        try:
+            # Bounded: Redis being down must answer 503 quickly, not hang the probe.
+            await asyncio.wait_for(request.app.state.queue.ping(), REDIS_TIMEOUT_SECONDS)
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"unavailable: {type(exc).__name__}"
     healthy = all(v == "ok" for v in checks.values())
     body = Health(status="ok" if healthy else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)

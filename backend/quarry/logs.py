@@ -47,7 +47,15 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # The HTTP clients log every request line at INFO, including URLs: keep them quiet.
-    for noisy in ("httpx", "httpcore", "openai", "uvicorn.access", "aiosqlite"):
+    for noisy in (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "httpcore2",
+        "openai",
+        "uvicorn.access",
+        "aiosqlite",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -64,8 +64,24 @@ class Settings(BaseSettings):
     #: Characters of document text sent per call; longer documents are truncated (for now).
     llm_max_document_chars: Annotated[int, Field(ge=1000)] = 400_000
 
-    #: A running task whose lease is older than this is considered abandoned and re-queued.
-    task_lease_seconds: Annotated[int, Field(ge=5)] = 300
+    # Execution (DESIGN §4). A worker renews its lease every third of the lease while a call
+    # is in flight, so the lease only has to outlive a few missed renewals: short enough
+    # that a killed worker's tasks come back within about a minute, long enough that a slow
+    # database does not hand live work to a second worker.
+    #: A running task whose lease is not renewed for this long is handed out again.
+    task_lease_seconds: Annotated[int, Field(ge=2, le=3600)] = 60
+    #: How long one task may take before it is stopped and marked failed; unset = derived from
+    #: the LLM timeout, retries and repair attempts (see `task_timeout`).
+    task_timeout_seconds: Annotated[float | None, Field(ge=1)] = None
+    #: How often unfinished work (never-enqueued tasks, expired leases, unparsed documents)
+    #: is found in the database and delivered again.
+    sweep_interval_seconds: Annotated[float, Field(ge=0.5, le=600)] = 20.0
+
+    # Distributed mode: set QUARRY_REDIS_URL and run `quarry worker` processes.
+    #: The Redis sorted set jobs wait in; deployments sharing one Redis need different names.
+    redis_queue: Annotated[str, Field(min_length=1, max_length=200)] = "quarry:queue"
+    #: On SIGTERM a worker stops taking jobs and lets running ones finish for this long.
+    worker_shutdown_grace_seconds: Annotated[int, Field(ge=0, le=3600)] = 25
 
     @model_validator(mode="after")
     def _production_needs_a_real_secret(self) -> Settings:
@@ -87,6 +103,20 @@ class Settings(BaseSettings):
     def llm_configured(self) -> bool:
         """True when there is somewhere to send LLM calls: an API key or a custom server."""
         return bool(self.openai_api_key or self.openai_base_url)
+
+    @property
+    def task_timeout(self) -> float:
+        """Seconds one (document, variable) task may take, LLM calls, retries and re-asks included.
+
+        Derived by default so that the timeouts nest: every attempt (1 + repair attempts) may
+        make 1 + retries HTTP calls of up to the LLM timeout each, with up to a minute's
+        `Retry-After` wait between them, plus a minute for loading and storing.
+        """
+        if self.task_timeout_seconds is not None:
+            return float(self.task_timeout_seconds)
+        per_attempt = (self.llm_max_retries + 1) * self.llm_timeout_seconds
+        per_attempt += self.llm_max_retries * 60
+        return (self.llm_repair_attempts + 1) * per_attempt + 60
 
     @property
     def is_sqlite(self) -> bool:

@@ -98,6 +98,23 @@ async def claim_extraction(
     return _rowcount(result) == 1
 
 
+async def renew_lease(
+    session: AsyncSession, extraction_id: uuid.UUID, owner: str, lease: timedelta
+) -> bool:
+    """Heartbeat: extend the lease of a task this worker still holds; False if it lost it."""
+    result = await session.execute(
+        update(Extraction)
+        .where(
+            Extraction.id == extraction_id,
+            Extraction.lease_owner == owner,
+            Extraction.status == ExtractionStatus.RUNNING,
+        )
+        .values(lease_expires_at=utcnow() + lease)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
 async def store_outcome(
     session: AsyncSession, extraction_id: uuid.UUID, owner: str, values: dict[str, Any]
 ) -> bool:
@@ -213,6 +230,11 @@ async def tasks_to_requeue(session: AsyncSession, now: datetime) -> Sequence[uui
         )
         .order_by(Extraction.created_at)
     )
+    return result.scalars().all()
+
+
+async def active_run_ids(session: AsyncSession) -> Sequence[uuid.UUID]:
+    result = await session.execute(select(Run.id).where(Run.status.in_(ACTIVE_RUN_STATUSES)))
     return result.scalars().all()
 
 

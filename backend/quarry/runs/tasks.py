@@ -7,12 +7,16 @@ Running it twice, or on two workers at once, stores exactly one result.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.db import session_scope
 from quarry.documents.parsing import PAGE_SEPARATOR
@@ -68,6 +72,38 @@ async def _document_text(ctx: JobContext, document_id: uuid.UUID) -> _DocumentTe
     if len(cache) > _TEXT_CACHE_SIZE:
         cache.popitem(last=False)
     return text
+
+
+@contextlib.asynccontextmanager
+async def _lease_heartbeat(
+    ctx: JobContext, task_id: uuid.UUID, lease: timedelta
+) -> AsyncIterator[None]:
+    """Renew the task's lease every third of its length while the body runs.
+
+    The lease can then be short (a killed worker's task comes back soon) without a long LLM
+    call being handed to a second worker while the first is still waiting for its answer.
+    """
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(lease.total_seconds() / 3)
+            try:
+                async with session_scope(ctx.sessionmaker) as session:
+                    held = await repository.renew_lease(session, task_id, ctx.worker_id, lease)
+            except Exception:
+                log.warning("runs.task.lease_renewal_failed", extraction_id=str(task_id))
+                continue  # a database blip: try again; the lease has two more beats of slack
+            if not held:  # taken over after an expiry; our result will not be stored
+                log.info("runs.task.lease_lost", extraction_id=str(task_id))
+                return
+
+    renewer = asyncio.create_task(renew(), name=f"lease-{task_id}")
+    try:
+        yield
+    finally:
+        renewer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewer
 
 
 def _outcome_values(outcome: PairOutcome) -> dict[str, object]:
@@ -128,16 +164,22 @@ async def run_extract_pair(ctx: JobContext, extraction_id: str) -> None:
         async with ctx.sessionmaker() as s:
             return await repository.run_status(s, run_id) not in ("queued", "running")
 
+    # The deadline sits inside the transport's own job timeout, so a task that runs too long
+    # ends failed with a reason instead of being killed, found by the sweeper and re-run forever.
+    deadline = asyncio.timeout(ctx.settings.task_timeout)
     try:
-        chat = ctx.llm.get(model, float(settings.get("temperature", 0.0)))
-        outcome = await extract_pair(chat, inp, cancelled)
+        async with _lease_heartbeat(ctx, task_id, lease), deadline:
+            chat = ctx.llm.get(model, float(settings.get("temperature", 0.0)))
+            outcome = await extract_pair(chat, inp, cancelled)
     except LLMCallError as exc:  # e.g. misconfiguration discovered at call time
         outcome = PairOutcome(status=ExtractionStatus.FAILED, error=exc.reason)
     except Exception as exc:
-        log.exception("runs.task.crashed", extraction_id=extraction_id)
-        outcome = PairOutcome(
-            status=ExtractionStatus.FAILED, error=f"Internal error: {type(exc).__name__}."
-        )
+        if isinstance(exc, TimeoutError) and deadline.expired():
+            error = f"The extraction did not finish within {ctx.settings.task_timeout:g} s."
+        else:
+            log.exception("runs.task.crashed", extraction_id=extraction_id)
+            error = f"Internal error: {type(exc).__name__}."
+        outcome = PairOutcome(status=ExtractionStatus.FAILED, error=error)
 
     async with session_scope(ctx.sessionmaker) as session:
         if not await repository.store_outcome(
@@ -178,7 +220,14 @@ async def run_extract_pair(ctx: JobContext, extraction_id: str) -> None:
                 variable_id=variable_id,
             )
     async with session_scope(ctx.sessionmaker) as session:
-        final = await repository.finish_run_if_done(session, run_id)
-        if final is not None:
-            repository.add_event(session, run_id, "run.finished", f"The run finished: {final}.")
-            log.info("runs.finished", run_id=str(run_id), status=final)
+        await finish_run_if_done(session, run_id)
+
+
+async def finish_run_if_done(session: AsyncSession, run_id: uuid.UUID) -> None:
+    """Give the run its final status once no task is left, logging it exactly once.
+
+    Called after every task, and by the sweeper for a worker that died in between."""
+    final = await repository.finish_run_if_done(session, run_id)
+    if final is not None:
+        repository.add_event(session, run_id, "run.finished", f"The run finished: {final}.")
+        log.info("runs.finished", run_id=str(run_id), status=final)
