@@ -24,13 +24,8 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from quarry.llm.limiter import (
-    CallLimiter,
-    LimitSettings,
-    LocalLimiter,
-    RedisLimiter,
-    create_limiter,
-)
+from quarry.llm.limiter import CallLimiter, LimitSettings, LocalLimiter, create_limiter
+from quarry.llm.redis_limiter import RedisLimiter
 
 REDIS_URL = os.environ.get("QUARRY_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
 BACKEND = Path(__file__).resolve().parents[2] / "backend"
@@ -300,7 +295,8 @@ def test_usage_is_recorded_inside_the_slot() -> None:
 _HOLD_AND_WAIT = """
 import asyncio, sys
 from redis.asyncio import Redis
-from quarry.llm.limiter import LimitSettings, RedisLimiter
+from quarry.llm.limiter import LimitSettings
+from quarry.llm.redis_limiter import RedisLimiter
 
 async def main() -> None:
     url, prefix, ttl = sys.argv[1], sys.argv[2], float(sys.argv[3])

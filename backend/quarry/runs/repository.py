@@ -98,17 +98,22 @@ async def claim_extraction(
     return _rowcount(result) == 1
 
 
+def _held_by(extraction_id: uuid.UUID, owner: str) -> tuple[Any, ...]:
+    """The condition for a task this worker still holds: it may write only then."""
+    return (
+        Extraction.id == extraction_id,
+        Extraction.lease_owner == owner,
+        Extraction.status == ExtractionStatus.RUNNING,
+    )
+
+
 async def renew_lease(
     session: AsyncSession, extraction_id: uuid.UUID, owner: str, lease: timedelta
 ) -> bool:
     """Heartbeat: extend the lease of a task this worker still holds; False if it lost it."""
     result = await session.execute(
         update(Extraction)
-        .where(
-            Extraction.id == extraction_id,
-            Extraction.lease_owner == owner,
-            Extraction.status == ExtractionStatus.RUNNING,
-        )
+        .where(*_held_by(extraction_id, owner))
         .values(lease_expires_at=utcnow() + lease)
         .execution_options(synchronize_session=False)
     )
@@ -121,11 +126,7 @@ async def store_outcome(
     """Write a task's result if this worker still holds its lease (idempotent per task)."""
     result = await session.execute(
         update(Extraction)
-        .where(
-            Extraction.id == extraction_id,
-            Extraction.lease_owner == owner,
-            Extraction.status == ExtractionStatus.RUNNING,
-        )
+        .where(*_held_by(extraction_id, owner))
         .values(**values, lease_owner=None, lease_expires_at=None, finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
