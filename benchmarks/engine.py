@@ -1,11 +1,21 @@
 """Engine benchmark (issue 3): how close runs get to the speed limit of the LLM.
 
-Run by hand: `.venv/bin/python benchmarks/engine.py [--docs 50 --variables 20]`.
+Run by hand: `.venv/bin/python benchmarks/engine.py [--only efficiency,overhead,ratelimit]`.
 It prints a table; record the figures and the machine in benchmarks/RESULTS.md.
 
 - efficiency: fake LLM latency L, concurrency C, D documents × V variables; wall time of the run
-  (POST → final status) ÷ ideal, where ideal = ceil(pairs ÷ C) × L. Target ≤ 1.15.
-- overhead: L = 0, pairs per second end to end.
+  (POST → final status) ÷ ideal, where ideal = ceil(pairs ÷ C) × L. Target ≤ 1.15, in embedded
+  mode (SQLite, in-process runner) and distributed mode (PostgreSQL, Redis, 2 `quarry worker`
+  processes; the API runs in this process).
+- overhead: L = 0, pairs per second end to end, both modes.
+- ratelimit: the fake LLM enforces RPM = 600 (a sliding minute, answering 429 above it) and
+  Quarry is told QUARRY_LLM_RPM=600. Achieved rate = calls the fake answered in each full
+  minute after the first call, the lowest of them ÷ 600 (target ≥ 0.95); 429s provoked
+  (target 0). Distributed mode, 2 workers, so the limit is shared through Redis.
+
+The fake LLM runs in its own process, as a real provider would: it must not share the
+benchmarked process's CPU and GIL. Distributed mode needs PostgreSQL and Redis (the test
+suite's: QUARRY_TEST_POSTGRES_URL / QUARRY_TEST_REDIS_URL or the local defaults).
 """
 
 from __future__ import annotations
@@ -13,20 +23,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
+import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "backend"))
 
 from tests.conftest import make_settings
+from tests.distributed.conftest import DEFAULT_REDIS_URL, purge_queue, worker_env
 from tests.support.api import (
     add_variable,
     create_project,
@@ -34,80 +52,171 @@ from tests.support.api import (
     sign_up,
     upload,
     wait_for_documents,
-    wait_for_run,
 )
+from tests.support.postgres import temporary_postgres_database
+from tests.support.processes import ProcessGroup, quarry_command
 
 from quarry.app import create_app
+from quarry.migrations import run_migrations
+from quarry.settings import Settings
 
 FAKE_SERVER = """
-import sys, time
+import json, sys
 from tests.support.fake_llm import FakeLLM
 fake = FakeLLM().start()
 fake.latency = float(sys.argv[1])
+if sys.argv[2] != "none":
+    fake.rpm_limit = int(sys.argv[2])
 fake.default_reply = {"found": True, "evidence": "value", "value": "value", "confidence": 0.9}
 print(fake.base_url, flush=True)
-sys.stdin.read()  # serve until the benchmark closes our stdin
+for line in sys.stdin:  # serve until the benchmark closes our stdin
+    answered = [r.received_at for r in fake.requests if r.status == 200]
+    print(json.dumps({"answered": answered, "rate_limited": fake.rate_limited}), flush=True)
 """
 
 
+class FakeProcess:
+    def __init__(self, proc: subprocess.Popen[str], base_url: str) -> None:
+        self.proc, self.base_url = proc, base_url
+
+    def stats(self) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("stats\n")
+        self.proc.stdin.flush()
+        result: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        return result
+
+
 @contextlib.contextmanager
-def fake_llm_process(latency: float) -> Iterator[str]:
-    """The fake LLM in its own process, as a real provider would be: it must not share the
-    benchmarked process's CPU and GIL."""
-    root = Path(__file__).resolve().parents[1]
+def fake_llm_process(latency: float, rpm_limit: int | None = None) -> Iterator[FakeProcess]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", FAKE_SERVER, str(latency)],
-        cwd=root,
+        [sys.executable, "-c", FAKE_SERVER, str(latency), str(rpm_limit or "none")],
+        cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
+        yield FakeProcess(proc, proc.stdout.readline().strip())
     finally:
         proc.kill()
         proc.wait()
 
 
-async def run_embedded(docs: int, variables: int, latency: float, concurrency: int) -> float:
-    """Seconds from POST /runs to the run's final status, embedded mode."""
-    with tempfile.TemporaryDirectory() as tmp, fake_llm_process(latency) as base_url:
-        settings = make_settings(
-            Path(tmp),
-            None,
-            openai_base_url=base_url,
-            openai_api_key="sk-bench",
-            llm_concurrency=concurrency,
-            log_level="ERROR",
-        )
+@dataclass
+class Result:
+    wall: float
+    pairs: int
+    stats: dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def platform_under_test(
+    mode: str, tmp: Path, base_url: str, concurrency: int, rpm: int | None, workers: int
+) -> AsyncIterator[Settings]:
+    """Settings for `mode`, with its database ready and, distributed, its workers running."""
+    common: dict[str, Any] = {
+        "openai_base_url": base_url,
+        "openai_api_key": "sk-bench",
+        "llm_concurrency": concurrency,
+        "llm_rpm": rpm,
+        "llm_max_retries": 5,
+        "log_level": "ERROR",
+    }
+    if mode == "embedded":
+        settings = make_settings(tmp, None, **common)
         await create_schema(settings.database_url)
-        app = create_app(settings)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=60
-            ) as client,
-        ):
-            headers = await sign_up(app, client, "bench@example.org")
-            pid = (await create_project(client, headers))["id"]
-            for v in range(variables):
-                await add_variable(
-                    client, headers, pid, name=f"v{v}", description=f"Value {v}", type="text"
-                )
-            files = [
-                (f"d{d}.txt", f"Document {d}: the value is here.".encode(), "text/plain")
-                for d in range(docs)
-            ]
-            await upload(client, headers, pid, files)
-            await wait_for_documents(client, headers, pid, timeout=120)
-            started = time.perf_counter()
-            response = await client.post(f"/api/v1/projects/{pid}/runs", headers=headers)
-            run = await wait_for_run(client, headers, pid, response.json()["id"], timeout=600)
-            elapsed = time.perf_counter() - started
-            assert run["status"] == "completed", run
-            assert run["counts"]["succeeded"] == docs * variables
-            return elapsed
+        yield settings
+        return
+    redis_url = os.environ.get("QUARRY_TEST_REDIS_URL") or DEFAULT_REDIS_URL
+    queue = f"quarry-bench:{uuid.uuid4().hex[:12]}"
+    with temporary_postgres_database("quarry_bench") as database_url:
+        await asyncio.to_thread(run_migrations, database_url)
+        settings = make_settings(
+            tmp, None, database_url=database_url, redis_url=redis_url, redis_queue=queue, **common
+        )
+        env = worker_env(settings)
+        try:
+            with ProcessGroup(tmp / "logs") as group:
+                started = [
+                    group.start(f"worker-{n}", quarry_command("worker"), env=env, cwd=tmp)
+                    for n in range(workers)
+                ]
+                for process in started:
+                    deadline = time.monotonic() + 60
+                    while "worker.started" not in process.output():
+                        assert process.alive, process.tail()
+                        assert time.monotonic() < deadline, process.tail()
+                        await asyncio.sleep(0.05)
+                yield settings
+        finally:
+            purge_queue(redis_url, queue)
+
+
+async def wait_for_run(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> Any:
+    """Poll gently (every 0.1 s): the benchmark must not load the process it measures."""
+    while True:
+        run = (await client.get(url, headers=headers)).json()
+        if run["status"] not in ("queued", "running"):
+            return run
+        await asyncio.sleep(0.1)
+
+
+async def run_once(
+    mode: str,
+    docs: int,
+    variables: int,
+    latency: float,
+    concurrency: int,
+    rpm: int | None = None,
+    workers: int = 2,
+) -> Result:
+    """Seconds from POST /runs to the run's final status."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        fake_llm_process(latency, rpm) as fake,
+    ):
+        async with platform_under_test(
+            mode, Path(tmp), fake.base_url, concurrency, rpm, workers
+        ) as settings:
+            app = create_app(settings)
+            async with (
+                app.router.lifespan_context(app),
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=60
+                ) as client,
+            ):
+                headers = await sign_up(app, client, "bench@example.org")
+                pid = (await create_project(client, headers))["id"]
+                for v in range(variables):
+                    await add_variable(
+                        client, headers, pid, name=f"v{v}", description=f"Value {v}", type="text"
+                    )
+                files = [
+                    (f"d{d}.txt", f"Document {d}: the value is here.".encode(), "text/plain")
+                    for d in range(docs)
+                ]
+                await upload(client, headers, pid, files)
+                await wait_for_documents(client, headers, pid, timeout=300)
+                started = time.perf_counter()
+                response = await client.post(f"/api/v1/projects/{pid}/runs", headers=headers)
+                url = f"/api/v1/projects/{pid}/runs/{response.json()['id']}"
+                run = await wait_for_run(client, url, headers)
+                elapsed = time.perf_counter() - started
+                assert run["status"] == "completed", run
+                assert run["counts"]["succeeded"] == docs * variables, run
+                return Result(elapsed, docs * variables, fake.stats())
+
+
+def minute_counts(times: list[float]) -> list[int]:
+    """Calls in each full minute from the first one (the last, partial minute is left out)."""
+    if not times:
+        return []
+    times = sorted(times)
+    first, last = times[0], times[-1]
+    full = int((last - first) // 60)
+    return [sum(1 for t in times if first + 60 * m <= t < first + 60 * (m + 1)) for m in range(full)]
 
 
 def main() -> None:
@@ -118,20 +227,55 @@ def main() -> None:
     parser.add_argument("--variables", type=int, default=20)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--modes", default="embedded,distributed")
+    parser.add_argument("--only", default="efficiency,overhead,ratelimit")
+    parser.add_argument("--rpm", type=int, default=600)
+    parser.add_argument("--ratelimit-pairs", type=int, default=1500)
     args = parser.parse_args()
+    modes, only = args.modes.split(","), args.only.split(",")
     pairs = args.docs * args.variables
-    print(f"machine: {platform.machine()} {platform.system()} python {platform.python_version()}")
-    print(f"{'scenario':<34} {'pairs':>6} {'wall s':>8} {'ideal s':>8} {'ratio':>6} {'pairs/s':>8}")
-    ideal = math.ceil(pairs / args.concurrency) * args.latency
-    wall = asyncio.run(run_embedded(args.docs, args.variables, args.latency, args.concurrency))
-    label = f"efficiency embedded L={args.latency}s C={args.concurrency}"
     print(
-        f"{label:<34} {pairs:>6} {wall:>8.2f} {ideal:>8.2f} {wall / ideal:>6.2f} {pairs / wall:>8.1f}"
+        f"machine: {platform.machine()} {platform.system()} {os.cpu_count()} CPUs, "
+        f"python {platform.python_version()}"
     )
-    wall0 = asyncio.run(run_embedded(args.docs, args.variables, 0.0, args.concurrency))
-    print(
-        f"{'overhead embedded L=0':<34} {pairs:>6} {wall0:>8.2f} {'':>8} {'':>6} {pairs / wall0:>8.1f}"
-    )
+    print(f"{'scenario':<40} {'pairs':>6} {'wall s':>8} {'ideal s':>8} {'ratio':>6} {'pairs/s':>8}")
+    for mode in modes:
+        if "efficiency" in only:
+            ideal = math.ceil(pairs / args.concurrency) * args.latency
+            r = asyncio.run(
+                run_once(
+                    mode, args.docs, args.variables, args.latency, args.concurrency, None,
+                    args.workers,
+                )
+            )
+            label = f"efficiency {mode} L={args.latency:g}s C={args.concurrency}"
+            print(
+                f"{label:<40} {pairs:>6} {r.wall:>8.2f} {ideal:>8.2f} {r.wall / ideal:>6.2f} "
+                f"{pairs / r.wall:>8.1f}",
+                flush=True,
+            )
+        if "overhead" in only:
+            r = asyncio.run(
+                run_once(mode, args.docs, args.variables, 0.0, args.concurrency, None, args.workers)
+            )
+            label = f"overhead {mode} L=0 C={args.concurrency}"
+            print(f"{label:<40} {pairs:>6} {r.wall:>8.2f} {'':>8} {'':>6} {pairs / r.wall:>8.1f}")
+    if "ratelimit" in only:
+        mode = "distributed" if "distributed" in modes else modes[0]
+        docs = math.ceil(args.ratelimit_pairs / args.variables)
+        r = asyncio.run(
+            run_once(
+                mode, docs, args.variables, args.latency, args.concurrency, args.rpm, args.workers
+            )
+        )
+        minutes = minute_counts(r.stats["answered"])
+        achieved = min(minutes) / args.rpm if minutes else float("nan")
+        print(
+            f"ratelimit {mode} RPM={args.rpm}: {r.pairs} pairs in {r.wall:.1f} s; calls per full "
+            f"minute {minutes}; achieved/limit {achieved:.3f}; 429s provoked "
+            f"{r.stats['rate_limited']}"
+        )
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await queue.stop()
+            await llm.aclose()
             await engine.dispose()
 
     app = FastAPI(

@@ -7,7 +7,10 @@ on rollback it is dropped, so no job ever points at a row that does not exist.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +18,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, Request
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -84,6 +87,31 @@ async def session_scope(
         except Exception:
             # The data is committed; a failed wake-up is repaired by the sweeper.
             log.exception("db.after_commit_failed")
+
+
+_SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def job_write_scope(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """`session_scope` for the short write transactions of background jobs.
+
+    SQLite takes one writer at a time, and a connection that finds the database locked sleeps
+    in SQLite's busy handler in steps of up to 100 ms: with a dozen tasks of one process
+    storing results at once, most of a run's time went into those sleeps. So on SQLite the
+    process's jobs queue for their write transactions on an asyncio lock instead (which
+    wakes the next one the moment the previous commits); PostgreSQL needs no such thing.
+    API requests do not take the lock: they are few during a run, and one that meets a job's
+    transaction waits in the busy handler as before.
+    """
+    lock: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
+    bind = sessionmaker.kw.get("bind")
+    if bind is not None and bind.dialect.name == "sqlite":
+        lock = _SQLITE_WRITE_LOCKS.setdefault(bind.sync_engine, asyncio.Lock())
+    async with lock, session_scope(sessionmaker) as session:
+        yield session
 
 
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -58,7 +58,14 @@ class Settings(BaseSettings):
     llm_temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
     llm_concurrency: Annotated[int, Field(ge=1, le=512)] = 8
     llm_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
-    llm_max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    #: Retries of one call after a 429, a 5xx, a timeout or a dropped connection, with
+    #: jittered exponential backoff that honours the provider's `Retry-After`.
+    llm_max_retries: Annotated[int, Field(ge=0, le=20)] = 5
+    #: The provider's limits for this deployment, shared by every worker (through Redis in
+    #: distributed mode): requests and tokens per minute; unset = unlimited. `llm_concurrency`
+    #: is the third limit: calls in flight at once, across all workers.
+    llm_rpm: Annotated[int | None, Field(ge=1)] = None
+    llm_tpm: Annotated[int | None, Field(ge=1)] = None
     #: How many times an answer that fails type validation is sent back to the model.
     llm_repair_attempts: Annotated[int, Field(ge=0, le=5)] = 2
     #: Characters of document text sent per call; longer documents are truncated (for now).

@@ -66,7 +66,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
-from quarry.db import create_engine, create_sessionmaker, session_scope
+from quarry.db import create_engine, create_sessionmaker, job_write_scope
 from quarry.documents.repository import documents_to_parse
 from quarry.documents.service import parse_document_job
 from quarry.documents.storage import LocalStorage
@@ -116,7 +116,7 @@ async def sweep(ctx: JobContext, queue: JobQueue) -> None:
     if doc_ids:
         # No lease here: a live parse cannot be told from a dead one, so only enqueue.
         await queue.enqueue(PARSE_DOCUMENT, doc_ids)
-    async with session_scope(ctx.sessionmaker) as session:
+    async with job_write_scope(ctx.sessionmaker) as session:
         for run_id in await active_run_ids(session):
             await finish_run_if_done(session, run_id)
     if task_ids or doc_ids:
@@ -467,6 +467,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+        if _CTX_KEY in arq_ctx:
+            await arq_ctx[_CTX_KEY].llm.aclose()
         if "quarry.engine" in arq_ctx:
             await arq_ctx["quarry.engine"].dispose()
         log.info("worker.stopped")

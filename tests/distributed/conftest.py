@@ -52,6 +52,8 @@ _WORKER_SETTINGS = (
     "llm_concurrency",
     "llm_timeout_seconds",
     "llm_max_retries",
+    "llm_rpm",
+    "llm_tpm",
     "llm_repair_attempts",
     "task_lease_seconds",
     "task_timeout_seconds",
@@ -126,7 +128,11 @@ def settings(
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    env = {f"QUARRY_{name.upper()}": str(getattr(settings, name)) for name in _WORKER_SETTINGS}
+    env = {
+        f"QUARRY_{name.upper()}": str(getattr(settings, name))
+        for name in _WORKER_SETTINGS
+        if getattr(settings, name) is not None
+    }
     assert settings.secret_key is not None and settings.openai_api_key is not None
     env["QUARRY_SECRET_KEY"] = settings.secret_key.get_secret_value()
     env["OPENAI_API_KEY"] = settings.openai_api_key.get_secret_value()

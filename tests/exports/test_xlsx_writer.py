@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import weakref
 from collections.abc import Iterator
 from datetime import datetime
@@ -266,10 +265,8 @@ def test_twenty_thousand_rows_stream_in_bounded_memory(tmp_path: Path) -> None:
             flags = {"effect": CellFlags(low_confidence=True)} if i % 7 == 0 else {}
             yield WideRow(f"doc-{i}", f"file {i}.pdf", values, flags)
 
-    started = time.perf_counter()
     path = tmp_path / "big.xlsx"
     write_xlsx(path, CODEBOOK, rows(), iter([]))
-    assert time.perf_counter() - started < 5
     assert most_alive <= 110, most_alive  # the width sample (100 rows), never the whole export
 
     ws = openpyxl.load_workbook(path, read_only=True)["Results"]

@@ -68,7 +68,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FaultKind: TypeAlias = Literal[
-    "429", "500", "503", "timeout", "malformed", "truncated_json", "length", "refusal"
+    "429",
+    "500",
+    "503",
+    "timeout",
+    "malformed",
+    "truncated_json",
+    "length",
+    "refusal",
+    "400",
+    "401",
+    "404",
+    "quota",
 ]
 """Injectable faults.
 
@@ -82,6 +93,8 @@ FaultKind: TypeAlias = Literal[
   ``max_tokens`` cut-off looks like (the openai SDK's ``parse()`` raises
   ``LengthFinishReasonError`` on it, unlike ``truncated_json``).
 * ``"refusal"``: 200 with ``content: null`` and ``refusal`` set.
+* ``"400"`` / ``"401"`` / ``"404"``: a bad request, a rejected key, an unknown model.
+* ``"quota"``: 429 with code ``insufficient_quota`` (the account is out of credit: permanent).
 """
 
 FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
@@ -212,6 +225,19 @@ class _Answer:
 def _error(status: int, message: str, type_: str, code: str | None, **headers: str) -> _Answer:
     body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
     return _Answer(status=status, payload=body, headers=headers)
+
+
+_PERMANENT_ERRORS: Final[dict[str, tuple[int, str, str, str | None]]] = {
+    "400": (400, "Invalid value for 'messages'.", "invalid_request_error", None),
+    "401": (401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+    "404": (404, "The model does not exist.", "invalid_request_error", "model_not_found"),
+    "quota": (
+        429,
+        "You exceeded your current quota, please check your plan and billing details.",
+        "insufficient_quota",
+        "insufficient_quota",
+    ),
+}
 
 
 class FakeLLM:
@@ -513,6 +539,8 @@ class FakeLLM:
                 "server_error",
                 None,
             )
+        elif fault in _PERMANENT_ERRORS:
+            answer = _error(*_PERMANENT_ERRORS[fault])
         elif fault == "malformed":
             answer = self._completion(request, MALFORMED_CONTENT)
         elif fault == "truncated_json":

@@ -9,12 +9,17 @@ prompts cache-friendly).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
+import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import openai
+import structlog
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -22,11 +27,20 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
 )
-from langchain_core.runnables import Runnable
 from langchain_openai import ChatOpenAI
 
 from quarry.errors import BadRequest
+from quarry.llm.limiter import CallLimiter, LimitSettings, create_limiter
+from quarry.llm.retry import (
+    RetryPolicy,
+    is_quota_exhausted,
+    is_retryable,
+    retry_after_seconds,
+    retry_reason,
+)
 from quarry.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 # One wire schema for every call (strict JSON-schema structured output).
 ANSWER_SCHEMA: dict[str, Any] = {
@@ -52,6 +66,12 @@ ANSWER_SCHEMA: dict[str, Any] = {
         "additionalProperties": False,
     },
 }
+RESPONSE_FORMAT: dict[str, Any] = {"type": "json_schema", "json_schema": ANSWER_SCHEMA}
+#: Output tokens assumed for one answer before the provider reports the real count (the
+#: tokens-per-minute limiter is corrected with the real figure after the call).
+EXPECTED_OUTPUT_TOKENS = 200
+#: How long the limiter slots of a worker that died stay taken (live workers renew theirs).
+LIMITER_HOLDER_TTL_SECONDS = 10.0
 
 
 class LLMNotConfigured(BadRequest):
@@ -71,6 +91,13 @@ class LLMCallError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class CallCancelled(Exception):
+    """`should_stop` said so before an attempt: no further request was sent."""
+
+
+StopCheck = Callable[[], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -93,7 +120,17 @@ class ChatReply:
 
 
 class ChatModel(Protocol):
-    async def complete_json(self, messages: list[ChatMessage]) -> ChatReply: ...
+    async def complete_json(
+        self, messages: list[ChatMessage], should_stop: StopCheck | None = None
+    ) -> ChatReply:
+        """One answer, retrying transient failures; `should_stop` is asked before each attempt."""
+        ...
+
+
+def estimate_prompt_tokens(messages: list[ChatMessage]) -> int:
+    """About four characters per token plus a few per message: close for English prose,
+    and needs no tokenizer download (tiktoken fetches its tables at run time)."""
+    return math.ceil(sum(len(m.content) for m in messages) / 4) + 4 * len(messages)
 
 
 def _to_langchain(messages: list[ChatMessage]) -> list[BaseMessage]:
@@ -109,6 +146,8 @@ def _describe_failure(exc: Exception, timeout: float, retries: int) -> str:
     if isinstance(exc, openai.APIConnectionError):
         return f"Could not reach the LLM server{after}; check OPENAI_BASE_URL."
     if isinstance(exc, openai.RateLimitError):
+        if is_quota_exhausted(exc):
+            return "The LLM provider says the account has run out of quota (429)."
         return f"The LLM server kept answering 429 Too Many Requests{after}."
     if isinstance(exc, openai.AuthenticationError):
         return "The LLM server rejected the API key (401); check OPENAI_API_KEY."
@@ -125,20 +164,62 @@ def _describe_failure(exc: Exception, timeout: float, retries: int) -> str:
 
 
 class LangChainChatModel:
-    """`ChatModel` over langchain-openai's ChatOpenAI with JSON-schema structured output."""
+    """`ChatModel` over langchain-openai's ChatOpenAI with JSON-schema structured output.
 
-    def __init__(self, chat: ChatOpenAI, model: str, timeout: float, retries: int) -> None:
-        self._runnable: Runnable[Any, Any] = chat.with_structured_output(
-            ANSWER_SCHEMA, method="json_schema", include_raw=True
-        )
+    Each HTTP attempt holds a limiter slot (concurrency, RPM, TPM); retries happen here, with
+    the SDK's own switched off, so that every attempt is counted and rate limited.
+    """
+
+    def __init__(
+        self,
+        chat: ChatOpenAI,
+        model: str,
+        timeout: float,
+        policy: RetryPolicy,
+        limiter: CallLimiter,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._chat = chat
         self._model = model
         self._timeout = timeout
-        self._retries = retries
+        self._policy = policy
+        self._limiter = limiter
+        self._rng = rng or random.Random()
 
-    async def complete_json(self, messages: list[ChatMessage]) -> ChatReply:
+    async def complete_json(
+        self, messages: list[ChatMessage], should_stop: StopCheck | None = None
+    ) -> ChatReply:
+        lc_messages = _to_langchain(messages)
+        estimate = estimate_prompt_tokens(messages) + EXPECTED_OUTPUT_TOKENS
+        retries = 0
+        while True:
+            if should_stop is not None and await should_stop():
+                raise CallCancelled()
+            try:
+                async with self._limiter.slot(estimate) as permit:
+                    reply = await self._attempt(lc_messages)
+                    permit.record_usage(reply.tokens_in + reply.tokens_out)
+                return reply
+            except openai.OpenAIError as exc:
+                if not is_retryable(exc) or retries >= self._policy.max_retries:
+                    raise LLMCallError(_describe_failure(exc, self._timeout, retries)) from exc
+                delay = self._policy.delay(retries, retry_after_seconds(exc), self._rng)
+                retries += 1
+                log.info(
+                    "llm.call.retried",
+                    reason=retry_reason(exc),
+                    retry=retries,
+                    wait_seconds=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+
+    async def _attempt(self, lc_messages: list[BaseMessage]) -> ChatReply:
+        """One HTTP request. `response_format` goes to the call rather than through
+        `with_structured_output`: the answer text is parsed strictly here anyway, and the
+        runnable chain around it costs more CPU than the rest of the call."""
         started = time.perf_counter()
         try:
-            result = await self._runnable.ainvoke(_to_langchain(messages))
+            raw = await self._chat.ainvoke(lc_messages, response_format=RESPONSE_FORMAT)
         except openai.LengthFinishReasonError as exc:
             # The answer hit the output-token limit: a bad answer, not a failed call.
             usage = exc.completion.usage
@@ -151,10 +232,7 @@ class LangChainChatModel:
                 latency_ms=round((time.perf_counter() - started) * 1000),
                 model=self._model,
             )
-        except openai.OpenAIError as exc:
-            raise LLMCallError(_describe_failure(exc, self._timeout, self._retries)) from exc
         latency_ms = round((time.perf_counter() - started) * 1000)
-        raw = result.get("raw")
         text, tokens_in, tokens_out, model, refusal = "", 0, 0, self._model, None
         if isinstance(raw, AIMessage | AIMessageChunk):
             text = raw.content if isinstance(raw.content, str) else json.dumps(raw.content)
@@ -195,11 +273,16 @@ def _parse_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
 
 
 class ChatModelFactory:
-    """Builds (and reuses) chat models from the settings; knows whether an LLM is configured."""
+    """Builds (and reuses) chat models from the settings; knows whether an LLM is configured.
 
-    def __init__(self, settings: Settings) -> None:
+    One per process. Its limiter is shared by every model it builds, and through Redis with
+    every other process of the deployment when QUARRY_REDIS_URL is set.
+    """
+
+    def __init__(self, settings: Settings, limiter: CallLimiter | None = None) -> None:
         self._settings = settings
         self._models: dict[tuple[str, float], ChatModel] = {}
+        self._limiter = limiter
 
     @property
     def configured(self) -> bool:
@@ -208,6 +291,21 @@ class ChatModelFactory:
     def ensure_configured(self) -> None:
         if not self.configured:
             raise LLMNotConfigured()
+
+    @property
+    def limiter(self) -> CallLimiter:
+        """Created on first use: an API process in distributed mode never calls the LLM."""
+        if self._limiter is None:
+            s = self._settings
+            limits = LimitSettings(concurrency=s.llm_concurrency, rpm=s.llm_rpm, tpm=s.llm_tpm)
+            self._limiter = create_limiter(
+                limits,
+                s.redis_url,
+                key_prefix=f"{s.redis_queue}:llm",
+                # A killed worker's slots come back no later than its tasks do.
+                holder_ttl_seconds=min(LIMITER_HOLDER_TTL_SECONDS, s.task_lease_seconds),
+            )
+        return self._limiter
 
     def get(self, model: str, temperature: float) -> ChatModel:
         self.ensure_configured()
@@ -222,10 +320,15 @@ class ChatModelFactory:
                 api_key=api_key,
                 base_url=s.openai_base_url,
                 timeout=s.llm_timeout_seconds,
-                max_retries=s.llm_max_retries,
+                max_retries=0,  # retried in LangChainChatModel, each attempt through the limiter
                 use_responses_api=False,
             )
+            policy = RetryPolicy(max_retries=s.llm_max_retries)
             self._models[key] = LangChainChatModel(
-                chat, model, s.llm_timeout_seconds, s.llm_max_retries
+                chat, model, s.llm_timeout_seconds, policy, self.limiter
             )
         return self._models[key]
+
+    async def aclose(self) -> None:
+        if self._limiter is not None:
+            await self._limiter.aclose()

@@ -11,9 +11,11 @@ and key prefix shares one budget, so a fleet of workers stays inside the provide
 instead of provoking 429 storms.
 
 Rates are sliding windows (default 60 s): in no window of that length do the admitted calls
-exceed `rpm` requests or `tpm` tokens. That is exact, and it is also safe against providers
-that refill a token bucket continuously; it does allow the whole minute's budget to start in a
-burst, which a provider that "quantizes" its limit to a few seconds could still refuse.
+exceed `rpm` requests or `tpm` tokens. A call counts from its admission until a whole window
+after it ended, since the provider counts it at some unknown moment in between. That is
+safe, also against providers that refill a token bucket continuously; it does allow the whole
+minute's budget to start in a burst, which a provider that "quantizes" its limit to a few
+seconds could still refuse.
 
 Ordering, within a process and across processes, is first come first served (a queue), so a
 large request is never starved by a stream of small ones, and one process cannot starve another
@@ -147,7 +149,7 @@ async def _wait_for_change(changed: asyncio.Event, at_most: float | None) -> Non
 # In-process limiter (embedded mode)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: `deque.remove` must find this entry, not an equal one
 class _WindowEntry:
     admitted_at: float
     tokens: int
@@ -193,9 +195,18 @@ class LocalLimiter(_QueuedLimiter):
         entry = self._held.pop(permit.call_id, None)
         actual = permit.actual_tokens
         # A call that already left the window no longer counts, so there is nothing to correct.
-        if entry is not None and entry.in_window and actual is not None:
-            self._window_tokens += actual - entry.tokens
-            entry.tokens = actual
+        if entry is not None and entry.in_window:
+            if actual is not None:
+                self._window_tokens += actual - entry.tokens
+                entry.tokens = actual
+            # The provider counted the request when it arrived, somewhere between admission
+            # and now; it counts here for a whole window from now, so however long the request
+            # took to get there, the provider never sees more than the limit in any window.
+            # `now` is the latest time in the window, so moving the entry to the end keeps it
+            # ordered.
+            self._window.remove(entry)
+            entry.admitted_at = time.monotonic()
+            self._window.append(entry)
         self._notify()
 
     async def aclose(self) -> None:
@@ -235,13 +246,23 @@ class LocalLimiter(_QueuedLimiter):
 
 
 def create_limiter(
-    settings: LimitSettings, redis_url: str | None, key_prefix: str = "quarry:llm"
+    settings: LimitSettings,
+    redis_url: str | None,
+    key_prefix: str = "quarry:llm",
+    holder_ttl_seconds: float = 30.0,
 ) -> CallLimiter:
-    """A limiter shared through Redis when `redis_url` is set, else an in-process one."""
+    """A limiter shared through Redis when `redis_url` is set, else an in-process one.
+
+    `holder_ttl_seconds`: how long the slots of a process that died stay taken (Redis only).
+    """
     if redis_url is None:
         return LocalLimiter(settings)
     from quarry.llm.redis_limiter import RedisLimiter  # its module imports this one
 
     return RedisLimiter(
-        Redis.from_url(redis_url), settings, key_prefix=key_prefix, owns_client=True
+        Redis.from_url(redis_url),
+        settings,
+        key_prefix=key_prefix,
+        holder_ttl_seconds=holder_ttl_seconds,
+        owns_client=True,
     )

@@ -174,9 +174,14 @@ return {1, 0}
 """
 
 _RELEASE = """
-local holders, call_tokens, window_tokens = KEYS[1], KEYS[2], KEYS[3]
+local holders, call_tokens, window_tokens, calls = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, actual, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 redis.call('ZREM', holders, id)
+-- The provider counted the request when it arrived, some time between admission and now: from
+-- now on the call counts for a whole window (see LocalLimiter._release).
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('ZADD', calls, 'XX', now, id)
 if actual >= 0 then
   -- A call that already left the window no longer counts, so there is nothing to correct.
   local counted = tonumber(redis.call('HGET', call_tokens, id))
@@ -358,7 +363,7 @@ class RedisLimiter(_QueuedLimiter):
         actual = permit.actual_tokens
         try:
             await self._release_script(
-                keys=[k.holders, k.call_tokens, k.window_tokens],
+                keys=[k.holders, k.call_tokens, k.window_tokens, k.calls],
                 args=[permit.call_id, -1 if actual is None else actual, k.channel],
             )
         except RedisError as exc:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from quarry.llm.client import ChatMessage, ChatModel, ChatReply, LLMCallError
+from quarry.llm.client import CallCancelled, ChatMessage, ChatModel, ChatReply, LLMCallError
 from quarry.models import ExtractionStatus
 from quarry.runs.grounding import locate_evidence
 from quarry.variables.prompts import SYSTEM_PROMPT, render_repair_message, render_user_message
@@ -112,11 +112,11 @@ async def extract_pair(
     messages = build_messages(inp)
     error = ""
     for _ in range(1 + inp.repair_attempts):
-        if await should_stop():
+        try:
+            reply = await chat.complete_json(messages, should_stop)
+        except CallCancelled:
             outcome.status, outcome.error = ExtractionStatus.CANCELLED, "The run was cancelled."
             return outcome
-        try:
-            reply = await chat.complete_json(messages)
         except LLMCallError as exc:
             outcome.attempts += 1
             outcome.error = exc.reason

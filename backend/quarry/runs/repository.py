@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,21 +45,61 @@ async def list_runs(
     return result.scalars().all(), total or 0
 
 
+@dataclass
+class RunTotals:
+    """What a run's task rows add up to: counts per status and tokens spent."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+async def run_totals(
+    session: AsyncSession, run_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, RunTotals]:
+    """Task counts per status and token sums for each run, in one query.
+
+    Tokens are summed from the task rows rather than kept on the run row: a counter on the
+    run would be one hot row every task has to update, which serialises the workers.
+    """
+    totals = {run_id: RunTotals() for run_id in run_ids}
+    if not run_ids:
+        return totals
+    result = await session.execute(
+        select(
+            Extraction.run_id,
+            Extraction.status,
+            func.count(),
+            func.coalesce(func.sum(Extraction.tokens_in), 0),
+            func.coalesce(func.sum(Extraction.tokens_out), 0),
+        )
+        .where(Extraction.run_id.in_(run_ids))
+        .group_by(Extraction.run_id, Extraction.status)
+    )
+    for run_id, status, count, tokens_in, tokens_out in result.all():
+        run = totals[run_id]
+        run.counts[status] = count
+        run.tokens_in += int(tokens_in)
+        run.tokens_out += int(tokens_out)
+    return totals
+
+
 async def status_counts(
     session: AsyncSession, run_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, dict[str, int]]:
     """Task counts per status for each run, in one query."""
-    counts: dict[uuid.UUID, dict[str, int]] = {run_id: {} for run_id in run_ids}
-    if not run_ids:
-        return counts
-    result = await session.execute(
-        select(Extraction.run_id, Extraction.status, func.count())
-        .where(Extraction.run_id.in_(run_ids))
-        .group_by(Extraction.run_id, Extraction.status)
+    return {run_id: t.counts for run_id, t in (await run_totals(session, run_ids)).items()}
+
+
+async def has_unfinished_tasks(session: AsyncSession, run_id: uuid.UUID) -> bool:
+    """Cheap (an index probe): is any task of the run still pending or running?"""
+    unfinished = (ExtractionStatus.PENDING, ExtractionStatus.RUNNING)
+    found = await session.scalar(
+        select(Extraction.id)
+        .where(Extraction.run_id == run_id, Extraction.status.in_(unfinished))
+        .limit(1)
     )
-    for run_id, status, count in result.all():
-        counts[run_id][status] = count
-    return counts
+    return found is not None
 
 
 async def run_status(session: AsyncSession, run_id: uuid.UUID) -> str | None:
@@ -70,10 +111,20 @@ def _rowcount(result: Any) -> int:
     return result.rowcount if isinstance(result, CursorResult) else 0
 
 
+@dataclass(frozen=True)
+class ClaimedTask:
+    run_id: uuid.UUID
+    document_id: uuid.UUID
+    variable_id: uuid.UUID
+    prompt_version_id: uuid.UUID
+
+
 async def claim_extraction(
     session: AsyncSession, extraction_id: uuid.UUID, owner: str, lease: timedelta
-) -> bool:
-    """Compare-and-set: take a pending task (or one whose lease expired) of an active run."""
+) -> ClaimedTask | None:
+    """Compare-and-set: take a pending task (or one whose lease expired) of an active run.
+
+    Returns what the task is about, or None when there is nothing to take."""
     now = utcnow()
     active_runs = select(Run.id).where(Run.status.in_(ACTIVE_RUN_STATUSES))
     result = await session.execute(
@@ -93,9 +144,16 @@ async def claim_extraction(
             lease_expires_at=now + lease,
             started_at=now,
         )
+        .returning(
+            Extraction.run_id,
+            Extraction.document_id,
+            Extraction.variable_id,
+            Extraction.prompt_version_id,
+        )
         .execution_options(synchronize_session=False)
     )
-    return _rowcount(result) == 1
+    row = result.one_or_none()
+    return None if row is None else ClaimedTask(*row)
 
 
 def _held_by(extraction_id: uuid.UUID, owner: str) -> tuple[Any, ...]:
@@ -131,17 +189,6 @@ async def store_outcome(
         .execution_options(synchronize_session=False)
     )
     return _rowcount(result) == 1
-
-
-async def add_run_tokens(
-    session: AsyncSession, run_id: uuid.UUID, tokens_in: int, tokens_out: int
-) -> None:
-    await session.execute(
-        update(Run)
-        .where(Run.id == run_id)
-        .values(tokens_in=Run.tokens_in + tokens_in, tokens_out=Run.tokens_out + tokens_out)
-        .execution_options(synchronize_session=False)
-    )
 
 
 async def mark_run_started(session: AsyncSession, run_id: uuid.UUID) -> bool:

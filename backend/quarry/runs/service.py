@@ -140,10 +140,10 @@ async def get_run(session: AsyncSession, project: Project, run_id: uuid.UUID) ->
 
 
 async def to_out(session: AsyncSession, runs: Sequence[Run]) -> list[RunOut]:
-    counts = await repository.status_counts(session, [r.id for r in runs])
+    totals = await repository.run_totals(session, [r.id for r in runs])
     out = []
     for run in runs:
-        c = counts[run.id]
+        c = totals[run.id].counts
         total = sum(c.values())
         done = sum(c.get(s, 0) for s in FINAL_STATUSES)
         out.append(
@@ -157,8 +157,8 @@ async def to_out(session: AsyncSession, runs: Sequence[Run]) -> list[RunOut]:
                 done=done,
                 progress=round(done / total, 4) if total else 1.0,
                 counts=RunCounts(**c),
-                tokens_in=run.tokens_in,
-                tokens_out=run.tokens_out,
+                tokens_in=totals[run.id].tokens_in,
+                tokens_out=totals[run.id].tokens_out,
                 error=run.error,
                 created_at=run.created_at,
                 started_at=run.started_at,

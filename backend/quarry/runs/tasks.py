@@ -10,68 +10,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quarry.db import session_scope
-from quarry.documents.parsing import PAGE_SEPARATOR
+from quarry.db import job_write_scope
 from quarry.jobs import JobContext
 from quarry.llm.client import LLMCallError
-from quarry.models import Document, DocumentPage, Extraction, ExtractionStatus, PromptVersion, Run
+from quarry.models import (
+    Extraction,
+    ExtractionStatus,
+)
 from quarry.runs import repository
 from quarry.runs.engine import PairInput, PairOutcome, extract_pair
-from quarry.variables.prompts import render_document_block
+from quarry.runs.inputs import TaskInputs
 from quarry.variables.types import TypeSpec, VariableType
 
 log = structlog.get_logger(__name__)
-
-_TEXT_CACHE_KEY = "runs.document_text_cache"
-_TEXT_CACHE_SIZE = 32
-
-
-class _DocumentText:
-    def __init__(self, pages: list[DocumentPage], max_chars: int) -> None:
-        texts = [p.text for p in pages]
-        # Documents past the budget are cut for now; chunking arrives with the quality issue.
-        budget, kept = max_chars, []
-        for text in texts:
-            kept.append(text[: max(budget, 0)])
-            budget -= len(text)
-            if budget <= 0:
-                break
-        self.truncated = budget < 0
-        self.block = render_document_block(kept)
-        self.text = PAGE_SEPARATOR.join(texts)  # the offsets the pages were stored with
-        self.page_starts = [p.char_start for p in pages]
-
-
-async def _document_text(ctx: JobContext, document_id: uuid.UUID) -> _DocumentText:
-    """Page texts are immutable once parsed, so a worker keeps the recent ones."""
-    cache = ctx.extras.setdefault(_TEXT_CACHE_KEY, OrderedDict())
-    assert isinstance(cache, OrderedDict)
-    if document_id in cache:
-        cache.move_to_end(document_id)
-        return cache[document_id]  # type: ignore[no-any-return]
-    async with ctx.sessionmaker() as session:
-        pages = list(
-            (
-                await session.execute(
-                    select(DocumentPage)
-                    .where(DocumentPage.document_id == document_id)
-                    .order_by(DocumentPage.number)
-                )
-            ).scalars()
-        )
-    text = _DocumentText(pages, ctx.settings.llm_max_document_chars)
-    cache[document_id] = text
-    if len(cache) > _TEXT_CACHE_SIZE:
-        cache.popitem(last=False)
-    return text
 
 
 @contextlib.asynccontextmanager
@@ -88,7 +45,7 @@ async def _lease_heartbeat(
         while True:
             await asyncio.sleep(lease.total_seconds() / 3)
             try:
-                async with session_scope(ctx.sessionmaker) as session:
+                async with job_write_scope(ctx.sessionmaker) as session:
                     held = await repository.renew_lease(session, task_id, ctx.worker_id, lease)
             except Exception:
                 log.warning("runs.task.lease_renewal_failed", extraction_id=str(task_id))
@@ -118,8 +75,10 @@ def _outcome_values(outcome: PairOutcome) -> dict[str, object]:
         "grounded": outcome.grounded,
         "confidence": outcome.confidence,
         "attempts": Extraction.attempts + outcome.attempts,
-        "tokens_in": outcome.tokens_in,
-        "tokens_out": outcome.tokens_out,
+        # Summed over every attempt of the task (retries of a failed run included): the run's
+        # token totals are the sum of its tasks'.
+        "tokens_in": Extraction.tokens_in + outcome.tokens_in,
+        "tokens_out": Extraction.tokens_out + outcome.tokens_out,
         "latency_ms": outcome.latency_ms,
         "model": outcome.model,
         "error": outcome.error,
@@ -131,22 +90,21 @@ async def run_extract_pair(ctx: JobContext, extraction_id: str) -> None:
     """Claim, extract, store; then finish the run if this was its last task."""
     task_id = uuid.UUID(extraction_id)
     lease = timedelta(seconds=ctx.settings.task_lease_seconds)
-    async with session_scope(ctx.sessionmaker) as session:
-        if not await repository.claim_extraction(session, task_id, ctx.worker_id, lease):
+    inputs = TaskInputs.for_context(ctx)
+    async with job_write_scope(ctx.sessionmaker) as session:
+        claimed = await repository.claim_extraction(session, task_id, ctx.worker_id, lease)
+        if claimed is None:
             return  # done, cancelled, or held by another worker: nothing to do
-        task = await session.get(Extraction, task_id)
-        assert task is not None
-        run = await session.get(Run, task.run_id)
-        version = await session.get(PromptVersion, task.prompt_version_id)
-        document = await session.get(Document, task.document_id)
-        assert run is not None and version is not None and document is not None
-        if await repository.mark_run_started(session, run.id):
-            repository.add_event(session, run.id, "run.started", "The run started.")
-        run_id, model, settings = run.id, run.model, dict(run.settings)
-        spec, prompt = dict(version.spec), version.prompt
-        document_id, variable_id, filename = document.id, task.variable_id, document.filename
+        run_id, document_id, variable_id = claimed.run_id, claimed.document_id, claimed.variable_id
+        config, first_sight = await inputs.run(session, run_id)
+        if first_sight and await repository.mark_run_started(session, run_id):
+            repository.add_event(session, run_id, "run.started", "The run started.")
+    model, settings = config.model, config.settings
+    variable = await inputs.prompt(ctx, claimed.prompt_version_id)
+    spec, prompt = variable.spec, variable.prompt
+    text = await inputs.document(ctx, document_id)
+    filename = text.filename
 
-    text = await _document_text(ctx, document_id)
     inp = PairInput(
         document_block=text.block,
         document_text=text.text,
@@ -161,8 +119,7 @@ async def run_extract_pair(ctx: JobContext, extraction_id: str) -> None:
     )
 
     async def cancelled() -> bool:
-        async with ctx.sessionmaker() as s:
-            return await repository.run_status(s, run_id) not in ("queued", "running")
+        return await inputs.run_stopped(ctx, run_id)
 
     # The deadline sits inside the transport's own job timeout, so a task that runs too long
     # ends failed with a reason instead of being killed, found by the sweeper and re-run forever.
@@ -181,13 +138,12 @@ async def run_extract_pair(ctx: JobContext, extraction_id: str) -> None:
             error = f"Internal error: {type(exc).__name__}."
         outcome = PairOutcome(status=ExtractionStatus.FAILED, error=error)
 
-    async with session_scope(ctx.sessionmaker) as session:
+    async with job_write_scope(ctx.sessionmaker) as session:
         if not await repository.store_outcome(
             session, task_id, ctx.worker_id, _outcome_values(outcome)
         ):
             log.info("runs.task.lease_lost", extraction_id=extraction_id)
             return
-        await repository.add_run_tokens(session, run_id, outcome.tokens_in, outcome.tokens_out)
         where = f"{filename} × {spec['name']}"
         for note in outcome.notes:
             repository.add_event(
@@ -219,8 +175,11 @@ async def run_extract_pair(ctx: JobContext, extraction_id: str) -> None:
                 document_id=document_id,
                 variable_id=variable_id,
             )
-    async with session_scope(ctx.sessionmaker) as session:
-        await finish_run_if_done(session, run_id)
+    # After the commit, so that of two tasks finishing at once the later one sees both done.
+    # Usually a read of one index entry; the write happens only for the run's last task.
+    async with job_write_scope(ctx.sessionmaker) as session:
+        if not await repository.has_unfinished_tasks(session, run_id):
+            await finish_run_if_done(session, run_id)
 
 
 async def finish_run_if_done(session: AsyncSession, run_id: uuid.UUID) -> None:
