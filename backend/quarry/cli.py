@@ -43,16 +43,37 @@ def serve(
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Health check: exit 0 if this machine's worker (QUARRY_WORKER_HEARTBEAT_FILE) "
+            "recorded its health within --max-age seconds, else 1.",
+        ),
+    ] = False,
+    max_age: Annotated[float, typer.Option(help="Seconds, for --check.")] = 60.0,
+) -> None:
     """Run jobs from Redis (distributed mode; needs QUARRY_REDIS_URL).
 
     Start as many as you like, on any machine that shares the database, Redis and the
     storage directory. SIGTERM lets running jobs finish (QUARRY_WORKER_SHUTDOWN_GRACE_SECONDS).
     """
     from quarry.logs import configure_logging
-    from quarry.worker import run_worker
+    from quarry.worker import heartbeat_age, run_worker
 
     settings = get_settings()
+    if check:
+        if settings.worker_heartbeat_file is None:
+            typer.echo("Error: --check needs QUARRY_WORKER_HEARTBEAT_FILE.", err=True)
+            raise typer.Exit(2)
+        age = heartbeat_age(settings)
+        if age is None or age > max_age:
+            seen = "never" if age is None else f"{age:.0f} s ago"
+            typer.echo(f"unhealthy: the worker last recorded its health {seen}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"healthy: health recorded {age:.0f} s ago")
+        return
     if not settings.redis_url:
         typer.echo(
             "Error: `quarry worker` needs QUARRY_REDIS_URL (e.g. redis://127.0.0.1:6379/0). "

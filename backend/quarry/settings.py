@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     redis_queue: Annotated[str, Field(min_length=1, max_length=200)] = "quarry:queue"
     #: On SIGTERM a worker stops taking jobs and lets running ones finish for this long.
     worker_shutdown_grace_seconds: Annotated[int, Field(ge=0, le=3600)] = 25
+    #: A file a `quarry worker` touches whenever it records its health in Redis (every 15 s),
+    #: so a container health check can run `quarry worker --check` (unset = no file).
+    worker_heartbeat_file: Path | None = None
 
     @model_validator(mode="after")
     def _production_needs_a_real_secret(self) -> Settings:

@@ -50,8 +50,10 @@ import json
 import os
 import random
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -380,6 +382,15 @@ class _Worker(Worker):
     the job, running it again is a no-op.
     """
 
+    #: Touched after each successful health record (see `Settings.worker_heartbeat_file`).
+    heartbeat_file: Path | None = None
+
+    async def record_health(self) -> None:
+        await super().record_health()
+        if self.heartbeat_file is not None:
+            # Only reached when Redis answered: a worker cut off from Redis goes stale.
+            self.heartbeat_file.touch()
+
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()
@@ -496,4 +507,14 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
 
 def run_worker(settings: Settings) -> None:
     """Run an Arq worker until SIGINT or SIGTERM (blocking; `quarry worker`)."""
-    _Worker(**worker_settings(settings)).run()
+    worker = _Worker(**worker_settings(settings))
+    worker.heartbeat_file = settings.worker_heartbeat_file
+    worker.run()
+
+
+def heartbeat_age(settings: Settings) -> float | None:
+    """Seconds since this container's worker last recorded its health; None if never."""
+    path = settings.worker_heartbeat_file
+    if path is None or not path.exists():
+        return None
+    return max(0.0, time.time() - path.stat().st_mtime)

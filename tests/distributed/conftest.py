@@ -59,6 +59,7 @@ _WORKER_SETTINGS = (
     "task_timeout_seconds",
     "sweep_interval_seconds",
     "worker_shutdown_grace_seconds",
+    "worker_heartbeat_file",
 )
 
 _PROCESSES = pytest.StashKey[ProcessGroup]()
