@@ -83,11 +83,19 @@ def test_legacy_word_doc_is_rejected_with_a_hint_to_save_as_docx(tmp_path: Path)
 
 
 @pytest.mark.parametrize("filename", ["locked.docx", "locked.bin"])
-def test_password_protected_docx_is_not_called_a_legacy_doc(tmp_path: Path, filename: str) -> None:
-    # Office stores an encrypted .docx as an OLE2 file with an "EncryptedPackage" stream.
+def test_password_protected_docx_is_accepted_as_a_word_document(
+    tmp_path: Path, filename: str
+) -> None:
+    # Office stores an encrypted .docx as an OLE2 file with an "EncryptedPackage" stream. It
+    # is accepted, as a password-protected PDF is, so that parsing ends it `failed` saying
+    # why (tests/documents/test_hostile_files.py) instead of calling it a legacy .doc.
     data = OLE2_HEADER + "EncryptedPackage".encode("utf-16-le") + b"\x00" * 64
-    reason = unsupported_reason(tmp_path, filename, data)
-    assert reason.startswith(f"{filename} is password-protected; remove the password")
+    assert sniff_bytes(tmp_path, filename, data) is DocumentKind.DOCX
+
+
+def test_password_protected_excel_file_is_named(tmp_path: Path) -> None:
+    reason = unsupported_reason(tmp_path, "budget.xlsx", OLE2_HEADER)
+    assert reason.startswith("budget.xlsx is a password-protected Excel workbook;")
 
 
 def test_legacy_excel_file_is_named_by_its_extension(tmp_path: Path) -> None:
@@ -192,3 +200,24 @@ def test_text_wholly_in_a_legacy_encoding_asks_for_utf8(tmp_path: Path) -> None:
         "protocol.txt is text in an encoding Quarry cannot read; "
         "save it as UTF-8 (or UTF-16) text and upload it again."
     )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"<!DOCTYPE html>\n<html><body>Sign in to download</body></html>",
+        b"\n\n   <html lang='en'><head><title>Paywall</title></head></html>",
+        "\ufeff<!-- saved page --><!doctype HTML><p>x</p>".encode(),
+        b'<?xml version="1.0"?>\n<html xmlns="http://www.w3.org/1999/xhtml"></html>',
+    ],
+    ids=["doctype", "bare-html", "bom-and-comment", "xhtml"],
+)
+def test_a_web_page_named_pdf_is_rejected_saying_what_it_is(tmp_path: Path, data: bytes) -> None:
+    reason = unsupported_reason(tmp_path, "paper.pdf", data)
+    assert reason.startswith("paper.pdf is a web page (HTML);")
+    assert "download the document itself" in reason
+
+
+def test_markdown_mentioning_html_is_still_text(tmp_path: Path) -> None:
+    data = b"# Notes\n\nThe page starts with <html> and a <!DOCTYPE html> line.\n"
+    assert sniff_bytes(tmp_path, "notes.md", data) is DocumentKind.TEXT

@@ -3,9 +3,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quarry.documents.parsing import ParsedPage
 from quarry.models import Document, DocumentPage, DocumentStatus
 
 
@@ -55,6 +56,32 @@ async def list_pages(session: AsyncSession, document_id: uuid.UUID) -> Sequence[
         .order_by(DocumentPage.number)
     )
     return result.scalars().all()
+
+
+async def add_pages(
+    session: AsyncSession, document_id: uuid.UUID, pages: Sequence[ParsedPage]
+) -> None:
+    """Store a parsed document's pages in one multi-row insert.
+
+    Not through the ORM: a document of thousands of pages would otherwise cost seconds of
+    object bookkeeping on the event loop that serves every other request.
+    """
+    if not pages:
+        return
+    await session.execute(
+        insert(DocumentPage),
+        [
+            {
+                "id": uuid.uuid4(),
+                "document_id": document_id,
+                "number": page.number,
+                "text": page.text,
+                "char_start": page.char_start,
+                "char_end": page.char_end,
+            }
+            for page in pages
+        ],
+    )
 
 
 async def count_blob_users(session: AsyncSession, storage_key: str) -> int:

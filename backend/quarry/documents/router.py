@@ -1,35 +1,93 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, UploadFile, status
+from fastapi import APIRouter, Query, Request, status
 
 from quarry.db import SessionDep
 from quarry.documents import repository, service
+from quarry.documents.multipart import (
+    FILES_FIELD,
+    UploadLimits,
+    check_declared_length,
+    receive_files,
+)
 from quarry.documents.schemas import DocumentOut, DocumentTextOut, PageOut, UploadOut
+from quarry.errors import ErrorOut
 from quarry.jobs import QueueDep, StorageDep
 from quarry.models import DocumentStatus
 from quarry.pagination import Page, PageDep
 from quarry.projects.deps import ProjectDep
+from quarry.security.audit import AuditAction, AuditDep
 from quarry.settings import SettingsDep
 
 router = APIRouter(prefix="/projects/{project_id}/documents", tags=["documents"])
 
 
-@router.post("", response_model=UploadOut, status_code=status.HTTP_201_CREATED)
+# The body is read by `receive_files`, not declared as parameters (see documents/multipart.py),
+# so the route describes it itself.
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FILES_FIELD],
+                    "properties": {
+                        FILES_FIELD: {
+                            "type": "array",
+                            "items": {
+                                "type": "string",
+                                "contentMediaType": "application/octet-stream",
+                            },
+                            "description": "One or many PDF, DOCX, TXT or MD files",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+_UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "No files, an empty file, or a malformed upload"},
+    409: {"model": ErrorOut, "description": "The same file is being uploaded concurrently"},
+    413: {
+        "model": ErrorOut,
+        "description": "A file is over QUARRY_MAX_UPLOAD_MB, or the upload over what "
+        "QUARRY_MAX_UPLOAD_FILES such files could take; refused as soon as that is known",
+    },
+    415: {"model": ErrorOut, "description": "A file is not PDF, DOCX or text (judged by content)"},
+}
+
+
+@router.post(
+    "",
+    response_model=UploadOut,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=_UPLOAD_BODY,
+    responses=_UPLOAD_ERRORS,
+)
 async def upload_documents(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,
     queue: QueueDep,
     project: ProjectDep,
-    files: Annotated[list[UploadFile], File(description="One or many PDF, DOCX, TXT or MD files")],
 ) -> UploadOut:
-    """Upload files; each is parsed in the background (status `uploaded` → `ready` | `failed`)."""
-    documents = await service.upload_documents(
-        session, storage, queue, project, files, settings.max_upload_bytes
+    """Upload files (multipart field `files`, one or many); each is parsed in the background
+    (status `uploaded` → `ready` | `failed`)."""
+    limits = UploadLimits(
+        max_file_bytes=settings.max_upload_bytes, max_files=settings.max_upload_files
     )
+    # Only now, after authentication and the project check, is the body read at all.
+    check_declared_length(request.headers.get("content-length"), limits)
+    files = await receive_files(
+        request.headers.get("content-type"), request.stream(), storage, limits
+    )
+    documents = await service.upload_documents(session, storage, queue, project, files)
     return UploadOut(items=[DocumentOut.model_validate(d) for d in documents])
 
 
@@ -75,7 +133,14 @@ async def read_document_text(
 
 @router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_document(
-    session: SessionDep, storage: StorageDep, project: ProjectDep, document_id: uuid.UUID
+    session: SessionDep,
+    storage: StorageDep,
+    project: ProjectDep,
+    document_id: uuid.UUID,
+    audit: AuditDep,
 ) -> None:
     document = await service.get_document(session, project, document_id)
     await service.delete_document(session, storage, document)
+    await audit.record(
+        AuditAction.DOCUMENT_DELETED, "document", document.id, filename=document.filename
+    )

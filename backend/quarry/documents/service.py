@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Sequence
 
 import structlog
-from fastapi import UploadFile
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,18 +17,18 @@ from quarry.documents.parsing import (
     DocumentParseError,
     UnsupportedFileType,
     content_type_for,
-    parse_document,
     sniff_kind,
 )
+from quarry.documents.parsing.isolation import UNEXPECTED_REASON, IsolatedParser
 from quarry.documents.storage import LocalStorage, StagedFile
 from quarry.errors import BadRequest, Conflict, NotFound, UnsupportedMediaType
 from quarry.jobs import PARSE_DOCUMENT, JobContext, JobQueue
-from quarry.models import Document, DocumentPage, DocumentStatus, Project
+from quarry.models import Document, DocumentStatus, Project
 
 log = structlog.get_logger(__name__)
 
-MAX_FILES_PER_UPLOAD = 100
 MAX_FILENAME = 255
+_PARSER_KEY = "documents.parser"
 
 
 def _clean_filename(name: str | None) -> str:
@@ -39,17 +38,14 @@ def _clean_filename(name: str | None) -> str:
     return (base or "document")[:MAX_FILENAME]
 
 
-async def _stage(
-    storage: LocalStorage, upload: UploadFile, max_bytes: int
-) -> tuple[StagedFile, DocumentKind]:
-    filename = _clean_filename(upload.filename)
-    staged = await asyncio.to_thread(storage.stage, upload.file, filename, max_bytes)
+async def _check(file: StagedFile) -> DocumentKind:
+    filename = _clean_filename(file.filename)
+    if file.size == 0:
+        raise BadRequest(f"{filename} is empty.")
     try:
-        kind = await asyncio.to_thread(sniff_kind, staged.path, filename)
+        return await asyncio.to_thread(sniff_kind, file.path, filename)
     except UnsupportedFileType as exc:
-        staged.path.unlink(missing_ok=True)
         raise UnsupportedMediaType(exc.reason) from exc
-    return staged, kind
 
 
 async def upload_documents(
@@ -57,53 +53,42 @@ async def upload_documents(
     storage: LocalStorage,
     queue: JobQueue,
     project: Project,
-    uploads: Sequence[UploadFile],
-    max_bytes: int,
+    files: Sequence[StagedFile],
 ) -> list[Document]:
-    """Store and register the uploaded files, all or nothing, and queue them for parsing.
+    """Register the received files, all or nothing, and queue them for parsing.
 
-    Every file is checked (size, emptiness, type by content) before any is kept, so a batch
-    with one bad file answers its error and stores nothing. The same bytes uploaded again to
-    the project return the existing document.
+    Every file is checked (emptiness, type by content) before any is kept, so a batch with
+    one bad file answers its error and stores nothing; the staged files are this function's
+    to keep or delete. The same bytes uploaded again to the project return the existing
+    document.
     """
-    if not uploads:
-        raise BadRequest("No files were sent; use the multipart field 'files'.")
-    if len(uploads) > MAX_FILES_PER_UPLOAD:
-        raise BadRequest(f"At most {MAX_FILES_PER_UPLOAD} files can be uploaded at once.")
-    staged: list[tuple[UploadFile, StagedFile, DocumentKind]] = []
-    try:
-        for upload in uploads:
-            file, kind = await _stage(storage, upload, max_bytes)
-            staged.append((upload, file, kind))
-    except BaseException:
-        for _, file, _ in staged:
-            file.path.unlink(missing_ok=True)
-        raise
-
     documents: list[Document] = []
     to_parse: list[str] = []
-    for upload, file, kind in staged:
-        existing = await repository.get_by_sha256(session, project.id, file.sha256)
-        key = await asyncio.to_thread(storage.commit, file)
-        if existing is not None or (existing := _in_batch(documents, file.sha256)) is not None:
-            documents.append(existing)
-            continue
-        filename = _clean_filename(upload.filename)
-        document = Document(
-            id=uuid.uuid4(),
-            project_id=project.id,
-            filename=filename,
-            content_type=content_type_for(kind, filename),
-            kind=kind.value,
-            size_bytes=file.size,
-            sha256=file.sha256,
-            storage_key=key,
-            status=DocumentStatus.UPLOADED,
-        )
-        session.add(document)
-        documents.append(document)
-        to_parse.append(str(document.id))
     try:
+        kinds = [await _check(file) for file in files]
+        for file, kind in zip(files, kinds, strict=True):
+            existing = await repository.get_by_sha256(session, project.id, file.sha256)
+            key = await asyncio.to_thread(storage.commit, file)
+            if existing is None:
+                existing = _in_batch(documents, file.sha256)
+            if existing is not None:
+                documents.append(existing)
+                continue
+            filename = _clean_filename(file.filename)
+            document = Document(
+                id=uuid.uuid4(),
+                project_id=project.id,
+                filename=filename,
+                content_type=content_type_for(kind, filename),
+                kind=kind.value,
+                size_bytes=file.size,
+                sha256=file.sha256,
+                storage_key=key,
+                status=DocumentStatus.UPLOADED,
+            )
+            session.add(document)
+            documents.append(document)
+            to_parse.append(str(document.id))
         await session.flush()
     except IntegrityError as exc:
         # Two requests uploading the same bytes at once both found no existing document.
@@ -113,6 +98,9 @@ async def upload_documents(
                 "same time; upload it again to get the stored document."
             ) from exc
         raise
+    finally:
+        for file in files:
+            file.discard()  # what was kept has moved into storage already
     if to_parse:
         after_commit(session, lambda: queue.enqueue(PARSE_DOCUMENT, to_parse))
     return documents
@@ -137,8 +125,23 @@ async def delete_document(session: AsyncSession, storage: LocalStorage, document
         after_commit(session, lambda: storage.delete(key))
 
 
+def document_parser(ctx: JobContext) -> IsolatedParser:
+    """This process's parser: one per job context, so its concurrency limit is shared by
+    every parse the process runs."""
+    parser = ctx.extras.get(_PARSER_KEY)
+    if not isinstance(parser, IsolatedParser):
+        parser = IsolatedParser.from_settings(ctx.settings)
+        ctx.extras[_PARSER_KEY] = parser
+    return parser
+
+
 async def parse_document_job(ctx: JobContext, document_id: str) -> None:
-    """`documents.parse`: turn a stored file into pages; safe to run twice."""
+    """`documents.parse`: turn a stored file into pages; safe to run twice.
+
+    The file is parsed in a child process (see `parsing.isolation`): a file that crashes,
+    hangs or exhausts the parser ends this document `failed` with the reason and nothing
+    else.
+    """
     doc_id = uuid.UUID(document_id)
     async with session_scope(ctx.sessionmaker) as session:
         document = await session.get(Document, doc_id)
@@ -148,13 +151,13 @@ async def parse_document_job(ctx: JobContext, document_id: str) -> None:
         path = ctx.storage.path_for(document.storage_key)
         kind = DocumentKind(document.kind)
     try:
-        parsed = await asyncio.to_thread(parse_document, path, kind)
+        parsed = await document_parser(ctx).parse(path, kind)
         error = None
     except DocumentParseError as exc:
         parsed, error = None, exc.reason
     except Exception:
         log.exception("documents.parse.crashed", document_id=document_id)
-        parsed, error = None, "Quarry could not read this file (the parser failed unexpectedly)."
+        parsed, error = None, UNEXPECTED_REASON
     async with session_scope(ctx.sessionmaker) as session:
         document = await session.get(Document, doc_id)
         if document is None or document.status != DocumentStatus.PARSING:
@@ -163,16 +166,7 @@ async def parse_document_job(ctx: JobContext, document_id: str) -> None:
             document.status, document.error = DocumentStatus.FAILED, error
             log.info("documents.parse.failed", document_id=document_id, reason=error)
             return
-        session.add_all(
-            DocumentPage(
-                document_id=doc_id,
-                number=page.number,
-                text=page.text,
-                char_start=page.char_start,
-                char_end=page.char_end,
-            )
-            for page in parsed.pages
-        )
+        await repository.add_pages(session, doc_id, parsed.pages)
         document.status = DocumentStatus.READY
         document.error = None
         document.page_count = len(parsed.pages)

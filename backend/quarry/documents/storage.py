@@ -9,18 +9,46 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from quarry.errors import BadRequest, PayloadTooLarge
-
-CHUNK_SIZE = 1024 * 1024
-
 
 @dataclass(frozen=True)
 class StagedFile:
-    """An upload copied to a temporary file, with its digest and size."""
+    """An upload written to a temporary file, with the client's filename, digest and size."""
 
     path: Path
+    filename: str
     sha256: str
     size: int
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class StagingFile:
+    """An upload being written to the staging directory, hashed as its bytes arrive.
+
+    Synchronous (file I/O): call `write`, `finish` and `discard` in a thread.
+    """
+
+    def __init__(self, path: Path, file: BinaryIO, filename: str) -> None:
+        self.path = path
+        self.filename = filename
+        self.size = 0
+        self._file = file
+        self._digest = hashlib.sha256()
+
+    def write(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self._digest.update(chunk)
+            self._file.write(chunk)
+            self.size += len(chunk)
+
+    def finish(self) -> StagedFile:
+        self._file.close()
+        return StagedFile(self.path, self.filename, self._digest.hexdigest(), self.size)
+
+    def discard(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
 
 
 class LocalStorage:
@@ -41,32 +69,13 @@ class LocalStorage:
             raise ValueError("storage key escapes the storage directory")
         return path
 
-    def stage(self, source: BinaryIO, filename: str, max_bytes: int) -> StagedFile:
-        """Copy an upload to a temp file, hashing as it goes; refuse it past `max_bytes`.
+    def open_staging(self, filename: str) -> StagingFile:
+        """A new temporary file in the staging directory for an upload named `filename`.
 
         Synchronous (file I/O): call it in a thread.
         """
-        digest = hashlib.sha256()
-        size = 0
         fd, name = tempfile.mkstemp(dir=self._staging, prefix="upload-")
-        path = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := source.read(CHUNK_SIZE):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise PayloadTooLarge(
-                            f"{filename} is larger than the {max_bytes // (1024 * 1024)} MB "
-                            "upload limit (QUARRY_MAX_UPLOAD_MB)."
-                        )
-                    digest.update(chunk)
-                    out.write(chunk)
-            if size == 0:
-                raise BadRequest(f"{filename} is empty.")
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        return StagedFile(path=path, sha256=digest.hexdigest(), size=size)
+        return StagingFile(Path(name), os.fdopen(fd, "wb"), filename)
 
     def commit(self, staged: StagedFile) -> str:
         """Move a staged file to its content address; returns the storage key."""

@@ -17,15 +17,16 @@ from docx.oxml.ns import qn
 from lxml.etree import LxmlError, _Element
 
 from quarry.documents.parsing.model import DocumentParseError, ParsedDocument, build_document
+from quarry.documents.parsing.ooxml import check_docx_package
 from quarry.documents.parsing.text import NO_TEXT_REASON
 
 CELL_SEPARATOR = " | "
 # Separates the rows of a table nested in a cell, which must stay on its outer row's line.
 NESTED_ROW_SEPARATOR = "; "
 
-# python-docx loads every part into memory; refuse archives that would expand absurdly
-# (zip bombs) before it does.
-_MAX_UNCOMPRESSED_BYTES = 512 * 1024 * 1024
+# python-docx loads every part into memory, and lxml's tree of a part takes several times
+# its size: refuse archives that would expand past this before it does (see ooxml.py).
+MAX_EXPANDED_BYTES = 256 * 1024 * 1024
 
 _P, _TBL, _TR, _TC = qn("w:p"), qn("w:tbl"), qn("w:tr"), qn("w:tc")
 _R, _T = qn("w:r"), qn("w:t")
@@ -112,13 +113,8 @@ def parse_docx(path: Path) -> ParsedDocument:
 
 
 def _open_body(path: Path) -> _Element:
+    check_docx_package(path, MAX_EXPANDED_BYTES)
     try:
-        with zipfile.ZipFile(path) as archive:
-            expanded = sum(info.file_size for info in archive.infolist())
-        if expanded > _MAX_UNCOMPRESSED_BYTES:
-            raise DocumentParseError(
-                "The Word document expands to more than 512 MB and cannot be read safely."
-            )
         return docx.Document(str(path)).element.body
     except (zipfile.BadZipFile, EOFError) as exc:
         raise DocumentParseError(

@@ -23,6 +23,8 @@ DAMAGED_REASON = (
 NO_TEXT_LAYER_REASON = (
     "The PDF has no text layer (it may be a scanned image); OCR is not supported yet."
 )
+#: More pages than any real document Quarry is for; a page tree can claim millions cheaply.
+MAX_PAGES = 20_000
 
 # PyMuPDF documents that it must not be called from several threads at once (it can crash
 # the interpreter), and callers run parsing in worker threads; one lock for the process.
@@ -65,6 +67,12 @@ def _extract_page_texts(path: Path) -> tuple[list[str], bool]:
         if pdf.needs_pass:
             raise DocumentParseError(ENCRYPTED_REASON)
         try:
+            page_count = pdf.page_count
+            if page_count > MAX_PAGES:
+                raise DocumentParseError(
+                    f"The PDF has {page_count:,} pages; Quarry reads PDFs of up to "
+                    f"{MAX_PAGES:,} pages."
+                )
             page_texts = [_page_text(page) for page in pdf.pages()]
         except _PYMUPDF_ERRORS as exc:
             raise DocumentParseError(DAMAGED_REASON) from exc

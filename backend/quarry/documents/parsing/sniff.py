@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path, PurePath
 
 from quarry.documents.parsing.model import DocumentKind, UnsupportedFileType
+from quarry.documents.parsing.ooxml import OLE2_MAGIC, read_zip_directory, too_many_entries_reason
 from quarry.documents.parsing.text import detect_text_encoding
 
 SUPPORTED_FORMATS = "Quarry reads PDF, DOCX, TXT and Markdown files."
@@ -18,9 +19,17 @@ _SAMPLE_SIZE = 64 * 1024
 _PDF_HEADER = re.compile(rb"%PDF-\d\.\d")
 _PDF_HEADER_WINDOW = 1024 + 8
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
-_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _OLE2_ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
-_OOXML_SUFFIXES = frozenset({".docx", ".docm", ".xlsx", ".pptx"})
+_WORD_SUFFIXES = frozenset({".docx", ".docm"})
+_ENCRYPTED_OFFICE_BY_SUFFIX = {
+    ".xlsx": "a password-protected Excel workbook",
+    ".pptx": "a password-protected PowerPoint presentation",
+}
+# A web page saved in place of the document (a sign-in or paywall page downloaded as
+# "paper.pdf") is text, but not text anyone wants extracted.
+_HTML_START = re.compile(
+    r"\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>])", re.I | re.S
+)
 # Real text has almost no control characters; binary data has about one byte in nine.
 _MAX_CONTROL_SHARE = 0.05
 # A few undecodable bytes are a stray legacy-encoded accent (decoded as U+FFFD); many mean
@@ -90,8 +99,8 @@ def sniff_kind(path: Path, filename: str) -> DocumentKind:
         return DocumentKind.PDF
     if head.startswith(_ZIP_MAGICS):
         return _sniff_zip(path, filename)
-    if head.startswith(_OLE2_MAGIC):
-        raise _describe_ole2(head, filename)
+    if head.startswith(OLE2_MAGIC):
+        return _sniff_ole2(head, filename)
     for magic, what, hint in _BINARY_MAGICS:
         if head.startswith(magic):
             raise _unsupported(filename, what, hint)
@@ -99,6 +108,13 @@ def sniff_kind(path: Path, filename: str) -> DocumentKind:
         if pattern.match(head):
             raise _unsupported(filename, what)
     _check_is_decodable_text(head, filename)
+    if _looks_like_html(head):
+        raise _unsupported(
+            filename,
+            "a web page (HTML)",
+            "if a download saved a site's page instead of the document, download the "
+            "document itself; otherwise save the page as PDF and upload that.",
+        )
     return DocumentKind.TEXT
 
 
@@ -106,17 +122,18 @@ def _unsupported(filename: str, what: str, hint: str | None = None) -> Unsupport
     return UnsupportedFileType(f"{filename} is {what}; {hint or SUPPORTED_FORMATS}")
 
 
-def _describe_ole2(head: bytes, filename: str) -> UnsupportedFileType:
-    # Password-protected .docx/.xlsx files are not ZIPs but OLE2 containers holding an
-    # "EncryptedPackage" stream; calling them legacy .doc files would send users astray.
+def _sniff_ole2(head: bytes, filename: str) -> DocumentKind:
+    # Password-protected .docx files are not ZIPs but OLE2 containers holding an
+    # "EncryptedPackage" stream. They are accepted as Word documents so that parsing ends
+    # them `failed` with the reason, as for a password-protected PDF; calling them legacy
+    # .doc files would send users astray.
     suffix = PurePath(filename).suffix.lower()
-    if _OLE2_ENCRYPTED_PACKAGE in head or suffix in _OOXML_SUFFIXES:
-        return UnsupportedFileType(
-            f"{filename} is password-protected; remove the password in Office "
-            "(or save an unprotected copy) and upload it again."
-        )
+    if suffix in _ENCRYPTED_OFFICE_BY_SUFFIX:
+        raise _unsupported(filename, _ENCRYPTED_OFFICE_BY_SUFFIX[suffix])
+    if _OLE2_ENCRYPTED_PACKAGE in head or suffix in _WORD_SUFFIXES:
+        return DocumentKind.DOCX
     what = _OLE2_BY_SUFFIX.get(suffix, "a legacy Word .doc file")
-    return UnsupportedFileType(
+    raise UnsupportedFileType(
         f"{filename} is {what} (the pre-2007 Office format); "
         "save it as .docx or PDF and upload it again."
     )
@@ -124,7 +141,12 @@ def _describe_ole2(head: bytes, filename: str) -> UnsupportedFileType:
 
 def _sniff_zip(path: Path, filename: str) -> DocumentKind:
     # Reads only the central directory (and, for OpenDocument, a few bytes of the
-    # stored `mimetype` entry); nothing is extracted.
+    # stored `mimetype` entry); nothing is extracted. The directory's size is checked from
+    # the end record first: listing hundreds of thousands of entries would cost this
+    # process (the API) hundreds of megabytes and seconds of CPU.
+    directory = read_zip_directory(path)
+    if directory is not None and directory.is_oversized:
+        raise UnsupportedFileType(too_many_entries_reason(directory, filename))
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
@@ -153,6 +175,12 @@ def _read_mimetype(archive: zipfile.ZipFile) -> bytes:
     except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError):
         # Encrypted or exotically compressed entry: the file stays "a ZIP archive".
         return b""
+
+
+def _looks_like_html(head: bytes) -> bool:
+    encoding, bom_length = detect_text_encoding(head)
+    start = head[bom_length : bom_length + 4096].decode(encoding, errors="replace")
+    return _HTML_START.match(start) is not None
 
 
 def _check_is_decodable_text(head: bytes, filename: str) -> None:
