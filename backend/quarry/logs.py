@@ -6,13 +6,16 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 import structlog
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from quarry.errors import internal_error_response
 
 REQUEST_ID_HEADER = "X-Request-ID"
+
+_http_log = structlog.get_logger("quarry.http")
 
 
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
@@ -59,23 +62,58 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def request_context_middleware(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """Give every request an id (honouring a sane incoming one) and log its outcome."""
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else ""
-    request_id = request_id or uuid.uuid4().hex
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
-    started = time.perf_counter()
-    response = await call_next(request)
-    response.headers[REQUEST_ID_HEADER] = request_id
-    structlog.get_logger("quarry.http").info(
-        "http.request",
-        method=request.method,
-        path=request.url.path,
-        status=response.status_code,
-        duration_ms=round((time.perf_counter() - started) * 1000, 1),
-    )
-    return response
+def _request_id(scope: Scope) -> str:
+    """A sane incoming X-Request-ID (so a proxy's id follows the request), else a new one."""
+    incoming = Headers(scope=scope).get(REQUEST_ID_HEADER, "")
+    if 0 < len(incoming) <= 64 and incoming.isprintable():
+        return incoming
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    """Give every request an id, put it on every response, and log the request's outcome.
+
+    A plain ASGI middleware (not `BaseHTTPMiddleware`) so that the id also reaches responses
+    that are not built by a route — 404s, 405s, CORS preflights — and so that an unhandled
+    error still gets a JSON 500 carrying the id (Starlette's own last-resort handler sits
+    outside every middleware, so its 500 would have neither the id nor the security headers).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id  # request.state.request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            _http_log.exception("request.unhandled_error", error_type=type(exc).__name__)
+            if response_started:  # too late to answer: let the server close the connection
+                raise
+            await internal_error_response()(scope, receive, send_with_id)
+        finally:
+            _http_log.info(
+                "http.request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,16 +49,34 @@ async def ensure_admin(session: AsyncSession, settings: Settings) -> User | None
     )
 
 
+class SignInFailed(Unauthorized):
+    """Wrong email, wrong password or a deactivated account: one answer for all three.
+
+    `user_id` (the account aimed at, if it exists) and `reason` are for the audit log only.
+    """
+
+    def __init__(self, user_id: uuid.UUID | None, reason: str) -> None:
+        super().__init__("Incorrect email or password.")
+        self.user_id = user_id
+        self.reason = reason
+
+
 async def sign_in(
     session: AsyncSession, settings: Settings, email: str, password: str
-) -> tuple[str, datetime]:
+) -> tuple[User, str, datetime]:
+    """The user and a fresh token for them; `SignInFailed` (a 401) otherwise."""
     user = await repository.get_user_by_email(session, normalise_email(email))
     ok = verify_password(user.password_hash if user else None, password)
-    if user is None or not ok or not user.is_active:
-        raise Unauthorized("Incorrect email or password.")
-    return issue_token(
+    if user is None:
+        raise SignInFailed(None, "unknown_email")
+    if not ok:
+        raise SignInFailed(user.id, "wrong_password")
+    if not user.is_active:
+        raise SignInFailed(user.id, "inactive_user")
+    token, expires_at = issue_token(
         user.id, settings.signing_key(), timedelta(minutes=settings.token_expire_minutes)
     )
+    return user, token, expires_at
 
 
 async def user_for_token(session: AsyncSession, settings: Settings, token: str) -> User:

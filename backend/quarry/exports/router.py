@@ -17,6 +17,7 @@ from quarry.exports.csv_writer import iter_long_csv, iter_wide_csv
 from quarry.exports.json_writer import iter_long_json, iter_wide_json
 from quarry.exports.xlsx_writer import write_xlsx
 from quarry.projects.deps import ProjectDep
+from quarry.security.audit import AuditAction, AuditDep
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["export"])
 
@@ -55,6 +56,7 @@ async def export(
     session: SessionDep,
     project: ProjectDep,
     background: BackgroundTasks,
+    audit: AuditDep,
     format: Annotated[ExportFormat, Query(description="csv, xlsx or json")] = ExportFormat.CSV,
     layout: Annotated[
         ExportLayout, Query(description="wide: a row per document; long: a row per value")
@@ -65,6 +67,11 @@ async def export(
     xlsx always holds both layouts (sheets Results, Details) and the Codebook.
     """
     variables = await service.export_variables(session, project.id)
+    # xlsx holds both layouts whatever `layout` says.
+    shape = "wide+long" if format is ExportFormat.XLSX else layout.value
+    await audit.record(
+        AuditAction.EXPORTED, "project", project.id, format=format.value, layout=shape
+    )
     sessionmaker = request.app.state.sessionmaker
     loop = asyncio.get_running_loop()
     project_id = project.id

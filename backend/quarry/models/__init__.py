@@ -1,5 +1,6 @@
 """ORM tables, one module per table. Importing this package registers them all."""
 
+from quarry.models.audit_events import AuditEvent
 from quarry.models.base import Base
 from quarry.models.document import Document, DocumentStatus
 from quarry.models.document_page import DocumentPage
@@ -14,6 +15,7 @@ from quarry.models.variable import Variable
 
 __all__ = [
     "ACTIVE_RUN_STATUSES",
+    "AuditEvent",
     "Base",
     "Document",
     "DocumentPage",

@@ -9,6 +9,7 @@ from quarry.pagination import Page, PageDep
 from quarry.projects import service
 from quarry.projects.deps import ProjectDep
 from quarry.projects.schemas import ProjectCreate, ProjectOut, ProjectUpdate
+from quarry.security.audit import AuditAction, AuditDep
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
@@ -42,6 +43,9 @@ async def update_project(
 
 
 @router.delete("/{project_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_project(session: SessionDep, storage: StorageDep, project: ProjectDep) -> None:
+async def delete_project(
+    session: SessionDep, storage: StorageDep, project: ProjectDep, audit: AuditDep
+) -> None:
     """Delete the project, its codebook, documents, runs and results."""
     await service.delete_project(session, storage, project)
+    await audit.record(AuditAction.PROJECT_DELETED, "project", project.id, name=project.name)

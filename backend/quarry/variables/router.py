@@ -7,6 +7,7 @@ from fastapi import APIRouter, status
 from quarry.db import SessionDep
 from quarry.pagination import Page
 from quarry.projects.deps import ProjectDep
+from quarry.security.audit import AuditAction, AuditDep
 from quarry.variables import service
 from quarry.variables.prompts import DOCUMENT_PLACEHOLDER, SYSTEM_PROMPT
 from quarry.variables.schemas import PromptOut, VariableCreate, VariableOut, VariableUpdate
@@ -47,9 +48,12 @@ async def update_variable(
 
 
 @router.delete("/{variable_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_variable(session: SessionDep, project: ProjectDep, variable_id: uuid.UUID) -> None:
+async def delete_variable(
+    session: SessionDep, project: ProjectDep, variable_id: uuid.UUID, audit: AuditDep
+) -> None:
     variable = await service.get_variable(session, project, variable_id)
     await service.delete_variable(session, variable)
+    await audit.record(AuditAction.VARIABLE_DELETED, "variable", variable.id, name=variable.name)
 
 
 @router.get("/{variable_id}/prompt", response_model=PromptOut)
