@@ -1,0 +1,270 @@
+// Entry point: the hash router, the top bar, sign-in/sign-out and the project shell.
+// Routes:
+//   #/signin
+//   #/projects
+//   #/projects/{id}/codebook | documents | documents/{docId} | runs | runs/{runId} | results | export
+
+import { ApiError, get, onUnauthorized, session, signIn } from "./api.js";
+import { renderCodebook } from "./codebook.js";
+import { renderDocuments, renderDocumentText } from "./documents.js";
+import { renderExport } from "./exports.js";
+import { renderProjects } from "./projects.js";
+import { renderResults } from "./results.js";
+import { renderRun, renderRuns } from "./runs.js";
+import { add, errorBox, h, setChildren, showError, withBusy } from "./ui.js";
+
+const RETURN_KEY = "quarry.returnTo";
+const TABS = [
+  ["codebook", "Codebook"],
+  ["documents", "Documents"],
+  ["runs", "Runs"],
+  ["results", "Results"],
+  ["export", "Export"],
+];
+
+let current = null; // the view on screen: {controller, cleanups}
+let flash = null; // a message for the sign-in page (e.g. why the session ended)
+
+function parseHash() {
+  const raw = window.location.hash.replace(/^#/, "") || "/";
+  const [path, queryString = ""] = raw.split("?");
+  return { path: path.replace(/\/+$/, "") || "/", query: new URLSearchParams(queryString) };
+}
+
+export function navigate(hash) {
+  if (window.location.hash === hash) route();
+  else window.location.hash = hash;
+}
+
+// -- session ------------------------------------------------------------------------------------
+
+function sendToSignIn(message) {
+  const { path } = parseHash();
+  if (path !== "/signin") sessionStorage.setItem(RETURN_KEY, window.location.hash);
+  session.clear();
+  flash = message || null;
+  navigate("#/signin");
+}
+
+onUnauthorized((error) => {
+  if (parseHash().path === "/signin" && !session.read()) return;
+  sendToSignIn(error.message);
+});
+
+function renderAccount() {
+  const account = document.getElementById("account");
+  if (!session.read()) {
+    setChildren(account);
+    return;
+  }
+  setChildren(account, 
+    h("span", { class: "account-email", title: "Signed in" }, session.email || "Signed in"),
+    h("button", {
+      type: "button",
+      class: "link-button",
+      onclick: () => {
+        session.clear();
+        sessionStorage.removeItem(RETURN_KEY);
+        flash = null;
+        navigate("#/signin");
+      },
+    }, "Sign out"),
+  );
+}
+
+function setCrumbs(...items) {
+  const nav = document.getElementById("crumbs");
+  const list = h("ol");
+  items.forEach(([label, href], index) => {
+    const last = index === items.length - 1;
+    add(list, h("li", {}, last || !href
+      ? h("span", { "aria-current": last ? "page" : null }, label)
+      : h("a", { href }, label)));
+  });
+  setChildren(nav, list);
+}
+
+async function renderSignIn(ctx) {
+  document.title = "Sign in · Quarry";
+  setCrumbs();
+  const message = flash;
+  flash = null;
+  const email = h("input", {
+    id: "signin-email", type: "email", name: "username", autocomplete: "username", required: true,
+  });
+  const password = h("input", {
+    id: "signin-password", type: "password", name: "password",
+    autocomplete: "current-password", required: true,
+  });
+  const errors = errorBox();
+  const submit = h("button", { type: "submit", class: "primary" }, "Sign in");
+  const form = h(
+    "form",
+    { class: "card narrow", "aria-labelledby": "signin-title" },
+    h("div", { class: "field" }, h("label", { for: "signin-email" }, "Email"), email),
+    h("div", { class: "field" }, h("label", { for: "signin-password" }, "Password"), password),
+    errors,
+    h("div", { class: "actions" }, submit),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    showError(errors, null);
+    try {
+      await withBusy(submit, "Signing in…", async () => {
+        await signIn(email.value, password.value);
+        const me = await get("/users/me");
+        session.setEmail(me.email);
+      });
+    } catch (error) {
+      showError(errors, error);
+      password.select();
+      return;
+    }
+    const back = sessionStorage.getItem(RETURN_KEY);
+    sessionStorage.removeItem(RETURN_KEY);
+    navigate(back && back !== "#/signin" ? back : "#/projects");
+  });
+  const notice = message ? h("div", { class: "notice", role: "alert" }, message) : null;
+  add(ctx.root, 
+    h("h1", { id: "signin-title", tabindex: "-1" }, "Sign in to Quarry"),
+    notice,
+    form,
+    h("p", { class: "muted narrow" },
+      "No account yet? An administrator creates one with ",
+      h("code", {}, "quarry create-user you@example.org"), "."),
+  );
+  ctx.focusTarget = email;
+}
+
+// -- the project shell ----------------------------------------------------------------------------
+
+async function renderProject(ctx, projectId, tab, sub) {
+  const project = await get(`/projects/${projectId}`, {}, { signal: ctx.signal });
+  const tabLabel = (TABS.find(([key]) => key === tab) || [tab, tab])[1];
+  document.title = `${project.name} · ${tabLabel} · Quarry`;
+  setCrumbs(["Projects", "#/projects"], [project.name, `#/projects/${project.id}/codebook`], [tabLabel]);
+  const content = h("section", { class: "tab-content", "aria-label": tabLabel });
+  add(ctx.root, 
+    h(
+      "div",
+      { class: "project-head" },
+      h("h1", { tabindex: "-1" }, project.name),
+      project.description ? h("p", { class: "muted" }, project.description) : null,
+    ),
+    h(
+      "nav",
+      { class: "tabs", "aria-label": "Project sections" },
+      h("ul", {}, TABS.map(([key, label]) => h("li", {}, h("a", {
+        href: `#/projects/${project.id}/${key}`,
+        "aria-current": key === tab ? "page" : null,
+      }, label)))),
+    ),
+    content,
+  );
+  const tabCtx = { ...ctx, root: content, project };
+  if (tab === "codebook") await renderCodebook(tabCtx);
+  else if (tab === "documents" && sub) await renderDocumentText(tabCtx, sub);
+  else if (tab === "documents") await renderDocuments(tabCtx);
+  else if (tab === "runs" && sub) await renderRun(tabCtx, sub);
+  else if (tab === "runs") await renderRuns(tabCtx);
+  else if (tab === "results") await renderResults(tabCtx);
+  else if (tab === "export") await renderExport(tabCtx);
+  ctx.focusTarget = tabCtx.focusTarget || content.querySelector("h2") || ctx.root.querySelector("h1");
+}
+
+// -- the router ---------------------------------------------------------------------------------
+
+function matchRoute(path) {
+  if (path === "/signin") return { view: renderSignIn, public: true };
+  if (path === "/" || path === "/projects") return { view: renderProjects };
+  let m = /^\/projects\/([^/]+)$/.exec(path);
+  if (m) return { redirect: `#/projects/${m[1]}/codebook` };
+  m = /^\/projects\/([^/]+)\/(codebook|documents|runs|results|export)(?:\/([^/]+))?$/.exec(path);
+  if (m) return { view: (ctx) => renderProject(ctx, m[1], m[2], m[3]) };
+  return null;
+}
+
+async function route() {
+  if (current) {
+    current.controller.abort();
+    for (const cleanup of current.cleanups) {
+      try {
+        cleanup();
+      } catch {
+        // a view's cleanup must never stop the next view from rendering
+      }
+    }
+  }
+  const { path, query } = parseHash();
+  const main = document.getElementById("main");
+  const match = matchRoute(path);
+  if (match && match.redirect) {
+    window.location.replace(match.redirect);
+    return;
+  }
+  if (match && !match.public && session.expired()) {
+    if (session.read()) sendToSignIn("Your session has expired; please sign in again.");
+    else sendToSignIn(null);
+    return;
+  }
+  if (path === "/signin" && !session.expired()) {
+    navigate("#/projects");
+    return;
+  }
+  const controller = new AbortController();
+  const cleanups = [];
+  const state = { controller, cleanups };
+  current = state;
+  const root = h("div", { class: "view" });
+  setChildren(main, root);
+  main.setAttribute("aria-busy", "true");
+  renderAccount();
+  const ctx = {
+    root,
+    query,
+    signal: controller.signal,
+    cleanup: (fn) => cleanups.push(fn),
+    navigate,
+    focusTarget: null,
+  };
+  try {
+    if (!match) {
+      setCrumbs();
+      add(root, h("h1", { tabindex: "-1" }, "Page not found"),
+        h("p", {}, h("a", { href: "#/projects" }, "Go to your projects")));
+    } else {
+      await match.view(ctx);
+    }
+  } catch (error) {
+    if (controller.signal.aborted || (error && error.name === "AbortError")) return;
+    if (error instanceof ApiError && error.status === 401) return; // sent to sign-in already
+    const box = errorBox();
+    showError(box, error);
+    setChildren(root, 
+      h("h1", { tabindex: "-1" }, error instanceof ApiError && error.status === 404
+        ? "Not found" : "Something went wrong"),
+      box,
+      h("p", {}, h("a", { href: "#/projects" }, "Back to your projects")),
+    );
+  } finally {
+    if (current === state) main.removeAttribute("aria-busy");
+  }
+  if (current !== state) return;
+  const target = ctx.focusTarget || root.querySelector("h1");
+  if (target) {
+    if (!target.hasAttribute("tabindex") && !/^(INPUT|BUTTON|SELECT|TEXTAREA|A)$/.test(target.tagName)) {
+      target.setAttribute("tabindex", "-1");
+    }
+    target.focus({ preventScroll: false });
+  }
+}
+
+function start() {
+  document.getElementById("skip-link").addEventListener("click", () => {
+    document.getElementById("main").focus();
+  });
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+start();

@@ -1,0 +1,330 @@
+// Documents: drag-and-drop or picker upload of many files with per-file progress, status
+// polling until parsing settles, the document list, and a page-by-page text viewer.
+
+import { del, get, listAll, uploadDocument } from "./api.js";
+import {
+  add, badge, confirmDialog, DOCUMENT_STATUS_LABELS, errorBox, formatBytes, formatDate, h,
+  notify, pager, setChildren, showError, uid,
+} from "./ui.js";
+
+const PAGE_SIZE = 50;
+const PARALLEL_UPLOADS = 3;
+const POLL_MS = 1000;
+const ACCEPT = ".pdf,.docx,.txt,.md,.markdown,application/pdf,text/plain,text/markdown,"
+  + "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+
+function statusBadge(doc) {
+  const kind = { ready: "ok", failed: "bad", parsing: "busy", uploaded: "busy" }[doc.status];
+  return badge(DOCUMENT_STATUS_LABELS[doc.status] || doc.status, kind);
+}
+
+export async function renderDocuments(ctx) {
+  const { project } = ctx;
+  const base = `/projects/${project.id}/documents`;
+  let offset = 0;
+  const tracked = new Map(); // document id → upload row updater (or null), until parsing settles
+  let pollTimer = null;
+  let activeUploads = 0;
+
+  const warnOnLeave = (event) => {
+    if (activeUploads > 0) {
+      event.preventDefault();
+      event.returnValue = "";
+    }
+  };
+  window.addEventListener("beforeunload", warnOnLeave);
+  ctx.cleanup(() => {
+    window.removeEventListener("beforeunload", warnOnLeave);
+    clearTimeout(pollTimer);
+  });
+
+  // -- the upload area --------------------------------------------------------------------------
+  const inputId = uid("files");
+  const input = h("input", { id: inputId, type: "file", multiple: true, accept: ACCEPT });
+  const uploads = h("ul", { class: "uploads", "aria-label": "Uploads" });
+  const dropzone = h(
+    "div",
+    { class: "dropzone" },
+    h("p", {}, "Drag PDF, DOCX, TXT or Markdown files here, or choose them (many at once)."),
+    h("div", { class: "field" }, h("label", { for: inputId }, "Choose files to upload"), input),
+  );
+  input.addEventListener("change", () => {
+    startUploads([...input.files]);
+    input.value = "";
+  });
+  dropzone.addEventListener("dragenter", (event) => {
+    event.preventDefault();
+    dropzone.classList.add("dragging");
+  });
+  dropzone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+    dropzone.classList.add("dragging");
+  });
+  dropzone.addEventListener("dragleave", (event) => {
+    if (!dropzone.contains(event.relatedTarget)) dropzone.classList.remove("dragging");
+  });
+  dropzone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    dropzone.classList.remove("dragging");
+    const files = [...(event.dataTransfer ? event.dataTransfer.files : [])];
+    if (files.length) startUploads(files);
+  });
+
+  const listErrors = errorBox();
+  const table = h("div", { class: "documents" });
+  add(ctx.root, 
+    h("h2", { tabindex: "-1" }, "Documents"),
+    dropzone,
+    uploads,
+    h("h3", {}, "In this project"),
+    listErrors,
+    table,
+  );
+
+  function uploadRow(file) {
+    const progress = h("progress", { max: 1, value: 0, "aria-label": `Upload of ${file.name}` });
+    const status = h("span", { class: "upload-status" }, "Waiting");
+    const row = h("li", { class: "upload" },
+      h("span", { class: "upload-name" }, file.name),
+      h("span", { class: "muted small" }, formatBytes(file.size)),
+      progress, status);
+    uploads.prepend(row);
+    return {
+      progress(fraction) {
+        progress.value = fraction;
+        status.textContent = `Uploading ${Math.round(fraction * 100)}%`;
+      },
+      document(doc) {
+        progress.value = 1;
+        row.dataset.status = doc.status;
+        if (doc.status === "ready") {
+          const pages = doc.page_count === 1 ? "1 page" : `${doc.page_count} pages`;
+          setChildren(status, badge("Ready", "ok"), ` ${pages}`);
+        } else if (doc.status === "failed") {
+          setChildren(status, badge("Failed", "bad"), ` ${doc.error || ""}`);
+        } else {
+          setChildren(status, badge(DOCUMENT_STATUS_LABELS[doc.status] || doc.status, "busy"));
+        }
+      },
+      rejected(error) {
+        row.dataset.status = "rejected";
+        progress.value = 0;
+        setChildren(status, badge("Not uploaded", "bad"), ` ${error.message}`);
+      },
+    };
+  }
+
+  async function startUploads(files) {
+    const queue = files.map((file) => ({ file, row: uploadRow(file) }));
+    let next = 0;
+    const lane = async () => {
+      while (next < queue.length) {
+        const { file, row } = queue[next];
+        next += 1;
+        activeUploads += 1;
+        try {
+          const doc = await uploadDocument(project.id, file, (f) => row.progress(f)).promise;
+          row.document(doc);
+          if (doc.status === "uploaded" || doc.status === "parsing") tracked.set(doc.id, row);
+          schedulePoll(0);
+        } catch (error) {
+          row.rejected(error);
+        } finally {
+          activeUploads -= 1;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PARALLEL_UPLOADS, queue.length) }, lane));
+    await loadTable();
+  }
+
+  // -- polling until every tracked document is ready or failed -----------------------------------
+  function schedulePoll(delay = POLL_MS) {
+    if (ctx.signal.aborted) return;
+    clearTimeout(pollTimer);
+    pollTimer = setTimeout(poll, delay);
+  }
+
+  async function poll() {
+    if (ctx.signal.aborted || !tracked.size) return;
+    try {
+      // Two filtered lists say which documents are still unsettled, however many there are.
+      const [waiting, parsing] = await Promise.all([
+        listAll(base, { status: "uploaded" }, { signal: ctx.signal }),
+        listAll(base, { status: "parsing" }, { signal: ctx.signal }),
+      ]);
+      const unsettled = new Map([...waiting, ...parsing].map((d) => [d.id, d]));
+      let settledAny = false;
+      for (const [id, row] of [...tracked]) {
+        const doc = unsettled.get(id) || await get(`${base}/${id}`, {}, { signal: ctx.signal })
+          .catch((error) => (error.status === 404 ? { id, status: "deleted" } : Promise.reject(error)));
+        if (doc.status === "deleted") {
+          tracked.delete(id);
+          continue;
+        }
+        if (row) row.document(doc);
+        if (doc.status === "ready" || doc.status === "failed") {
+          tracked.delete(id);
+          settledAny = true;
+        }
+      }
+      if (settledAny) await loadTable();
+    } catch (error) {
+      if (error.name === "AbortError") return;
+      showError(listErrors, error);
+    }
+    if (tracked.size) schedulePoll();
+  }
+
+  // -- the document list ------------------------------------------------------------------------
+  async function loadTable() {
+    if (ctx.signal.aborted) return;
+    let page;
+    try {
+      page = await get(base, { limit: PAGE_SIZE, offset }, { signal: ctx.signal });
+    } catch (error) {
+      if (error.name !== "AbortError") showError(listErrors, error);
+      return;
+    }
+    showError(listErrors, null);
+    if (!page.items.length && offset > 0) {
+      offset = Math.max(0, offset - PAGE_SIZE);
+      await loadTable();
+      return;
+    }
+    for (const doc of page.items) {
+      if ((doc.status === "uploaded" || doc.status === "parsing") && !tracked.has(doc.id)) {
+        tracked.set(doc.id, null);
+        schedulePoll();
+      }
+    }
+    if (!page.items.length) {
+      setChildren(table, h("p", { class: "empty" }, "No documents yet. Upload some above."));
+      return;
+    }
+    setChildren(table, 
+      h("table", { class: "data" },
+        h("caption", { class: "visually-hidden" }, "Documents in this project"),
+        h("thead", {}, h("tr", {},
+          ["Filename", "Status", "Pages", "Size", "Uploaded"].map((t) => h("th", { scope: "col" }, t)),
+          h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")))),
+        h("tbody", {}, page.items.map((doc) => h("tr", { "data-document-id": doc.id, "data-status": doc.status },
+          h("th", { scope: "row" }, doc.status === "ready"
+            ? h("a", { href: `#/projects/${project.id}/documents/${doc.id}` }, doc.filename)
+            : doc.filename),
+          h("td", {}, statusBadge(doc), doc.status === "failed" && doc.error
+            ? h("span", { class: "reason" }, ` ${doc.error}`) : null),
+          h("td", { class: "num" }, doc.page_count ?? ""),
+          h("td", { class: "num nowrap" }, formatBytes(doc.size_bytes)),
+          h("td", { class: "nowrap" }, formatDate(doc.created_at)),
+          h("td", { class: "row-actions" },
+            doc.status === "ready"
+              ? h("a", { class: "button", href: `#/projects/${project.id}/documents/${doc.id}`, "aria-label": `View the text of ${doc.filename}` }, "View text")
+              : null,
+            h("button", {
+              type: "button", class: "danger-quiet", "aria-label": `Delete ${doc.filename}`,
+              onclick: () => remove(doc),
+            }, "Delete")))))),
+      pager(page, (next) => { offset = next; loadTable(); }, "documents"),
+    );
+  }
+
+  async function remove(doc) {
+    const ok = await confirmDialog({
+      title: `Delete “${doc.filename}”?`,
+      message: "Its extracted values and reviews are deleted too. This cannot be undone.",
+      confirmLabel: "Delete document",
+      danger: true,
+    });
+    if (!ok) return;
+    try {
+      await del(`${base}/${doc.id}`);
+      tracked.delete(doc.id);
+      notify(`“${doc.filename}” deleted.`, "success");
+      await loadTable();
+      input.focus();
+    } catch (error) {
+      showError(listErrors, error);
+    }
+  }
+
+  await loadTable();
+}
+
+// -- reading a document's text --------------------------------------------------------------------
+
+/**
+ * A page-by-page viewer of a document's text (as GET …/documents/{id}/text answers it).
+ * `highlight` = {start, end} in whole-document character offsets marks the evidence.
+ * Returns {element, show(pageNumber)}.
+ */
+export function pageViewer(text, { page = 1, highlight = null, label = "Document text", onPage } = {}) {
+  const pages = text.pages || [];
+  const select = h("select", { "aria-label": "Page" },
+    pages.map((p) => h("option", { value: String(p.number) }, String(p.number))));
+  const prev = h("button", { type: "button", "aria-label": "Previous page" }, "‹ Previous");
+  const next = h("button", { type: "button", "aria-label": "Next page" }, "Next ›");
+  const body = h("pre", { class: "doctext", tabindex: "0", "aria-label": label });
+  const nav = h("div", { class: "page-nav" }, prev,
+    h("span", {}, h("span", { "aria-hidden": "true" }, "Page "), select, ` of ${pages.length}`), next);
+  const element = h("div", { class: "page-viewer" }, pages.length > 1 ? nav : null, body);
+  let current = 1;
+
+  function show(number) {
+    if (!pages.length) {
+      setChildren(body, h("span", { class: "muted" }, "This document has no text."));
+      return;
+    }
+    const index = Math.min(Math.max(1, number), pages.length) - 1;
+    const p = pages[index];
+    current = p.number;
+    select.value = String(p.number);
+    prev.disabled = index === 0;
+    next.disabled = index === pages.length - 1;
+    const start = highlight ? highlight.start - p.char_start : -1;
+    const end = highlight ? highlight.end - p.char_start : -1;
+    if (highlight && end > 0 && start < p.text.length) {
+      const from = Math.max(0, start);
+      const to = Math.min(p.text.length, end);
+      const mark = h("mark", { class: "evidence" }, p.text.slice(from, to));
+      setChildren(body, p.text.slice(0, from), mark, p.text.slice(to));
+      requestAnimationFrame(() => mark.scrollIntoView({ block: "center", inline: "nearest" }));
+    } else {
+      setChildren(body, p.text);
+      body.scrollTop = 0;
+    }
+    if (onPage) onPage(p.number);
+  }
+  prev.addEventListener("click", () => show(current - 1));
+  next.addEventListener("click", () => show(current + 1));
+  select.addEventListener("change", () => show(Number(select.value)));
+  show(page);
+  return { element, show };
+}
+
+export async function renderDocumentText(ctx, documentId) {
+  const { project } = ctx;
+  const base = `/projects/${project.id}/documents/${documentId}`;
+  const [doc, text] = await Promise.all([
+    get(base, {}, { signal: ctx.signal }),
+    get(`${base}/text`, {}, { signal: ctx.signal }),
+  ]);
+  const page = Number(ctx.query.get("page")) || 1;
+  const viewer = pageViewer(text, {
+    page,
+    label: `Text of ${doc.filename}`,
+    onPage: (number) => {
+      const hash = `#/projects/${project.id}/documents/${documentId}?page=${number}`;
+      if (window.location.hash !== hash) history.replaceState(null, "", hash);
+    },
+  });
+  add(ctx.root, 
+    h("p", {}, h("a", { href: `#/projects/${project.id}/documents` }, "← All documents")),
+    h("h2", { tabindex: "-1" }, doc.filename),
+    h("p", { class: "muted" }, statusBadge(doc), " ",
+      `${text.page_count} ${text.page_count === 1 ? "page" : "pages"} · ${formatBytes(doc.size_bytes)}`,
+      doc.error ? ` · ${doc.error}` : ""),
+    viewer.element,
+  );
+}

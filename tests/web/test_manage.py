@@ -1,0 +1,195 @@
+"""Managing things in the browser: projects (create, rename, delete with confirmation), the
+codebook (edit in place, reorder, delete), and runs (cancel, then retry what was cancelled)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.web.conftest import LiveServer, arrange_project, screenshot, sign_in
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+pytestmark = pytest.mark.browser
+
+
+def test_projects_create_rename_delete(page: Page, live_server: LiveServer) -> None:
+    from playwright.sync_api import expect
+
+    sign_in(page)
+    page.get_by_label("Name", exact=True).fill("Draft review")
+    page.get_by_role("button", name="Create project").click()
+    expect(page.get_by_role("heading", name="Draft review", level=1)).to_be_visible()
+    page.get_by_role("link", name="Projects").first.click()
+
+    # Rename in a dialog that starts on the name and gives focus back afterwards.
+    rename = page.get_by_role("button", name="Rename Draft review")
+    rename.click()
+    dialog = page.get_by_role("dialog", name="Rename project")
+    field = dialog.get_by_label("New name")
+    expect(field).to_be_focused()
+    field.fill("Final review")
+    dialog.get_by_role("button", name="Rename").click()
+    expect(page.get_by_role("link", name="Final review")).to_be_visible()
+    expect(page.get_by_role("button", name="Rename Final review")).to_be_focused()
+
+    # Delete asks first; Cancel (where focus starts) keeps it, Escape too.
+    page.get_by_role("button", name="Delete Final review").click()
+    dialog = page.get_by_role("dialog", name="Delete “Final review”?")
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    screenshot(page, "30-delete-project-dialog")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_role("link", name="Final review")).to_be_visible()
+    page.get_by_role("button", name="Delete Final review").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete project").click()
+    expect(page.get_by_role("link", name="Final review")).to_have_count(0)
+    with live_server.api() as api:
+        names = [p["name"] for p in api.get("/projects", params={"limit": 500}).json()["items"]]
+    assert "Final review" not in names
+
+
+CODEBOOK: list[dict[str, Any]] = [
+    {"name": "title", "description": "The title", "type": "text"},
+    {"name": "mean_age", "description": "Mean age", "type": "number", "unit": "years"},
+    {
+        "name": "outcomes",
+        "description": "Outcomes reported",
+        "type": "multi_category",
+        "allowed_values": ["Mortality", "Morbidity"],
+    },
+]
+
+
+def test_codebook_edit_reorder_delete(page: Page, live_server: LiveServer) -> None:
+    from playwright.sync_api import expect
+
+    arranged = arrange_project(live_server, "Codebook editing", CODEBOOK)
+    pid = arranged["project"]["id"]
+    sign_in(page)
+    page.goto(f"/#/projects/{pid}/codebook")
+    cards = page.locator("li.variable")
+    slugs = cards.locator("code.slug")
+    expect(slugs).to_have_text(["title", "mean_age", "outcomes"])
+
+    # Reorder: outcomes moves up; focus stays on its Move up button.
+    page.get_by_role("button", name="Move outcomes up").click()
+    expect(slugs).to_have_text(["title", "outcomes", "mean_age"])
+    expect(page.get_by_role("button", name="Move outcomes up")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(slugs).to_have_text(["outcomes", "title", "mean_age"])
+
+    # Edit in place: allowed values added and removed, an example, the unit.
+    page.get_by_role("button", name="Edit outcomes").click()
+    form = page.locator("form.variable-form")
+    expect(form.get_by_label("Label", exact=True)).to_be_focused()
+    form.get_by_role("button", name="Remove allowed value 2").click()
+    form.get_by_role("button", name="Add value").click()
+    form.get_by_label("Allowed value 2", exact=True).fill("Quality of life")
+    form.get_by_label("Allowed value 2", exact=True).press("Enter")  # Enter adds a third
+    form.get_by_label("Allowed value 3", exact=True).fill("Adverse events")
+    form.get_by_role("button", name="Add example").click()
+    form.get_by_label("Example 1 value", exact=True).fill("mortality; adverse events")
+    form.get_by_label("Example 1 snippet (optional)", exact=True).fill("deaths and harms")
+    screenshot(page, "31-codebook-edit")
+    form.get_by_role("button", name="Save changes").click()
+    expect(form).to_have_count(0)
+    outcomes = cards.nth(0)
+    expect(outcomes.locator(".chips li")).to_have_text(
+        ["Mortality", "Quality of life", "Adverse events"]
+    )
+    expect(outcomes).to_contain_text("prompt v2")
+    expect(outcomes.locator(".examples")).to_contain_text("Mortality; Adverse events")
+    expect(page.get_by_role("button", name="Edit outcomes")).to_be_focused()
+
+    page.get_by_role("button", name="Edit mean_age").click()
+    form.get_by_label("Unit (optional)", exact=True).fill("months")
+    form.get_by_label("Required: every document should state this").check()
+    form.get_by_role("button", name="Save changes").click()
+    expect(cards.nth(2)).to_contain_text("unit: months")
+    expect(cards.nth(2)).to_contain_text("required")
+
+    # Cancel an edit with Escape: nothing changes.
+    page.get_by_role("button", name="Edit title").click()
+    form.get_by_label("What to extract", exact=True).fill("Something else")
+    page.keyboard.press("Escape")
+    expect(form).to_have_count(0)
+    expect(cards.nth(1)).to_contain_text("The title")
+
+    # Delete, after confirming.
+    page.get_by_role("button", name="Delete title").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete variable").click()
+    expect(slugs).to_have_text(["outcomes", "mean_age"])
+
+    with live_server.api() as api:
+        variables = api.get(f"/projects/{pid}/variables").json()["items"]
+    assert [v["name"] for v in variables] == ["outcomes", "mean_age"]
+    assert variables[0]["allowed_values"] == ["Mortality", "Quality of life", "Adverse events"]
+    assert variables[0]["examples"] == [
+        {"value": ["Mortality", "Adverse events"], "snippet": "deaths and harms"}
+    ]
+    assert variables[1]["unit"] == "months" and variables[1]["required"] is True
+
+
+def test_run_cancel_and_retry(page: Page, live_server: LiveServer) -> None:
+    from playwright.sync_api import expect
+
+    arranged = arrange_project(
+        live_server,
+        "Cancel and retry",
+        [
+            {"name": "title", "description": "The title", "type": "text"},
+            {"name": "year", "description": "Year published", "type": "integer"},
+        ],
+        [
+            ("one.txt", b"ONE: the first paper, 2019.\n", "text/plain"),
+            ("two.txt", b"TWO: the second paper, 2021.\n", "text/plain"),
+        ],
+    )
+    pid = arranged["project"]["id"]
+    live_server.fake.script(
+        contains="paper", reply={"found": True, "evidence": "paper", "value": "paper"}
+    )
+    live_server.fake.script(variable="year", reply={"found": False, "value": None})
+    sign_in(page)
+    page.goto(f"/#/projects/{pid}/runs")
+
+    # Only some documents and variables: the estimate follows the choice.
+    page.get_by_label("Only some variables").check()
+    page.get_by_label("title (title)").uncheck()
+    expect(page.locator(".estimate")).to_contain_text("2 = 2 × 1")
+    page.get_by_label("All variables (2)").check()
+    expect(page.locator(".estimate")).to_contain_text("4 = 2 × 2")
+
+    live_server.fake.latency = 2.0  # two calls at a time: the second pair waits
+    try:
+        page.get_by_role("button", name="Start run").click()
+        expect(page.locator(".run-status")).to_contain_text("Running", timeout=20_000)
+        page.get_by_role("button", name="Cancel run").click()
+        page.get_by_role("dialog").get_by_role("button", name="Cancel run").click()
+        expect(page.locator(".run-status")).to_contain_text("Cancelled")
+        cancelled = page.locator('dd[data-count="cancelled"]')
+        expect(cancelled).not_to_have_text("0")
+        expect(page.locator("table.log")).to_contain_text("cancelled")
+        screenshot(page, "32-run-cancelled")
+        # Calls already under way finish and are kept; the page follows them without a reload.
+        expect(page.locator('dd[data-count="running"]')).to_have_text("0", timeout=20_000)
+        expect(page.locator('dd[data-count="succeeded"]')).not_to_have_text("0")
+    finally:
+        live_server.fake.latency = 0
+
+    retry = page.get_by_role("button", name=re.compile(r"^Retry \d+ failed or cancelled$"))
+    expect(retry).to_be_visible(timeout=20_000)
+    retry.click()
+    expect(page.locator(".progress-text")).to_contain_text("100%", timeout=60_000)
+    expect(page.locator(".run-status")).to_contain_text("Completed")
+    expect(page.locator('dd[data-count="cancelled"]')).to_have_text("0")
+    expect(page.locator("table.log")).to_contain_text("Retrying")
+
+    # The run list shows it.
+    page.get_by_role("link", name="← All runs").click()
+    expect(page.locator("tr[data-run-id]")).to_have_count(1)
+    expect(page.locator("tr[data-run-id]")).to_contain_text("Completed")
