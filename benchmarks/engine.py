@@ -216,7 +216,9 @@ def minute_counts(times: list[float]) -> list[int]:
     times = sorted(times)
     first, last = times[0], times[-1]
     full = int((last - first) // 60)
-    return [sum(1 for t in times if first + 60 * m <= t < first + 60 * (m + 1)) for m in range(full)]
+    return [
+        sum(1 for t in times if first + 60 * m <= t < first + 60 * (m + 1)) for m in range(full)
+    ]
 
 
 def main() -> None:
@@ -245,7 +247,12 @@ def main() -> None:
             ideal = math.ceil(pairs / args.concurrency) * args.latency
             r = asyncio.run(
                 run_once(
-                    mode, args.docs, args.variables, args.latency, args.concurrency, None,
+                    mode,
+                    args.docs,
+                    args.variables,
+                    args.latency,
+                    args.concurrency,
+                    None,
                     args.workers,
                 )
             )

@@ -37,6 +37,8 @@ from tests.support.postgres import temporary_postgres_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_TABLES = set(Base.metadata.tables)
+#: The latest migration (alembic/versions/); update it with each new one.
+HEAD = "0003"
 
 T = TypeVar("T")
 
@@ -90,7 +92,7 @@ def test_migrations_build_the_models_schema_and_downgrade_cleanly(database_url: 
 
     assert on_sync_connection(database_url, table_names) == MODEL_TABLES | {"alembic_version"}
     assert on_sync_connection(database_url, differences_from_models) == []
-    assert on_sync_connection(database_url, current_revision) == head_revision() == "0001"
+    assert on_sync_connection(database_url, current_revision) == head_revision() == HEAD
 
     command.downgrade(alembic_config(database_url), "base")
     assert on_sync_connection(database_url, table_names) <= {"alembic_version"}
@@ -100,7 +102,7 @@ def test_migrations_build_the_models_schema_and_downgrade_cleanly(database_url: 
     assert on_sync_connection(database_url, differences_from_models) == []
     # Running it again on an up-to-date database is a no-op (`quarry serve` does it each start).
     run_migrations(database_url)
-    assert on_sync_connection(database_url, current_revision) == "0001"
+    assert on_sync_connection(database_url, current_revision) == HEAD
 
 
 async def insert_and_read_back(database_url: str) -> list[RunEvent]:
@@ -169,8 +171,9 @@ def test_alembic_command_line_takes_quarry_database_url(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert "Running upgrade  -> 0001" in result.stderr
+    assert f"-> {HEAD}" in result.stderr
     with sqlite3.connect(database) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
 
 
 def test_alembic_x_argument_overrides_the_settings(

@@ -86,6 +86,18 @@ PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
         {"params": {"format": "xlsx"}},
         {"params": {"format": "json"}},
     ],
+    ("POST", "/projects/{project_id}/evaluation"): lambda ids: [
+        {"files": {"gold": ("gold.csv", b"filename,title\nAlice.txt,Alice title\n", "text/csv")}},
+        {
+            "files": {"gold": ("gold.csv", b"filename,title\nAlice.txt,x\n", "text/csv")},
+            "data": {"run_id": ids["run_id"]},
+            "params": {"format": "xlsx"},
+        },
+    ],
+    ("GET", "/projects/{project_id}/evaluation"): lambda ids: [
+        {"params": {"gold": "reviews"}},
+        {"params": {"gold": "reviews", "run_id": ids["run_id"], "format": "xlsx"}},
+    ],
 }
 
 # Routes answered without a token, by design.

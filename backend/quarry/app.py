@@ -15,15 +15,20 @@ from quarry.auth.service import ensure_admin
 from quarry.db import create_engine, create_sessionmaker, session_scope
 from quarry.documents.router import router as documents_router
 from quarry.documents.storage import LocalStorage
-from quarry.errors import install_error_handlers
+from quarry.errors import document_error_responses, install_error_handlers
+from quarry.evaluation.router import router as evaluation_router
 from quarry.exports.router import router as exports_router
 from quarry.extractions.router import router as extractions_router
 from quarry.health import router as health_router
 from quarry.jobs import JobContext
 from quarry.llm.client import ChatModelFactory
-from quarry.logs import configure_logging, request_context_middleware
+from quarry.logs import configure_logging
+from quarry.metrics import install_metrics
 from quarry.projects.router import router as projects_router
 from quarry.runs.router import router as runs_router
+from quarry.security.middleware import install_middleware
+from quarry.security.ratelimit import create_rate_limiter
+from quarry.security.router import router as audit_router
 from quarry.settings import Settings, get_settings
 from quarry.variables.router import router as variables_router
 from quarry.web import mount_web
@@ -52,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.storage = storage
         app.state.llm = llm
         app.state.queue = queue
+        app.state.rate_limiter = create_rate_limiter(settings)
         settings.signing_key()  # fail at start-up, not at the first sign-in
         async with session_scope(sessionmaker) as session:
             await ensure_admin(session, settings)
@@ -76,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await queue.stop()
+            await app.state.rate_limiter.close()
             await llm.aclose()
             await engine.dispose()
 
@@ -86,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.middleware("http")(request_context_middleware)
+    install_middleware(app, settings)
     api = APIRouter(prefix="/api/v1")
     for router in (
         auth_router,
@@ -96,9 +103,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runs_router,
         extractions_router,
         exports_router,
+        evaluation_router,
+        audit_router,
     ):
         api.include_router(router)
     app.include_router(api)
     app.include_router(health_router)
+    install_metrics(app)
     mount_web(app)
+    document_error_responses(app)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from enum import StrEnum
 from functools import lru_cache
@@ -9,11 +10,15 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Secrets shorter than this are refused in production (HS256 keys should be ≥ 256 bits).
 MIN_SECRET_LENGTH = 32
+#: …and must not look like a placeholder: `token_urlsafe(48)` has ~40 distinct characters,
+#: `token_hex(16)` ~14; "aaaa…" or "changemechangeme…" have fewer than this.
+MIN_SECRET_DISTINCT_CHARS = 8
+_PLACEHOLDER_WORDS = ("changeme", "change-me", "change_me", "secret", "password", "example")
 
 
 class Environment(StrEnum):
@@ -44,6 +49,18 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
 
     max_upload_mb: Annotated[int, Field(ge=1, le=10_000)] = 50
+    # Uploads and parsing (README "Upload and parsing limits"). Every document is parsed in a
+    # child process of its own with these limits, so a hostile file fails only itself.
+    #: Files accepted in one upload request (each up to `max_upload_mb`).
+    max_upload_files: Annotated[int, Field(ge=1, le=1000)] = 100
+    #: Wall-clock seconds one document's parser may run before it is killed.
+    parse_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    #: Processor seconds one document's parser may use (RLIMIT_CPU).
+    parse_cpu_seconds: Annotated[int, Field(ge=1, le=3600)] = 90
+    #: Memory one document's parser may map, in MB (RLIMIT_AS, its whole address space).
+    parse_memory_mb: Annotated[int, Field(ge=200, le=65_536)] = 1024
+    #: Documents one process (the API in embedded mode, or each worker) parses at once.
+    parse_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -65,11 +82,34 @@ class Settings(BaseSettings):
     #: distributed mode): requests and tokens per minute; unset = unlimited. `llm_concurrency`
     #: is the third limit: calls in flight at once, across all workers.
     llm_rpm: Annotated[int | None, Field(ge=1)] = None
+    #: Ask for token log-probabilities and fold them into each value's confidence. Off by
+    #: default: some models (OpenAI's reasoning models, some local servers) refuse the option.
+    llm_logprobs: bool = False
     llm_tpm: Annotated[int | None, Field(ge=1)] = None
     #: How many times an answer that fails type validation is sent back to the model.
     llm_repair_attempts: Annotated[int, Field(ge=0, le=5)] = 2
     #: Characters of document text sent per call; longer documents are truncated (for now).
     llm_max_document_chars: Annotated[int, Field(ge=1000)] = 400_000
+    #: Prices in USD per million tokens, as JSON: `{"my-model": {"input": 0.5, "output": 1.5}}`;
+    #: added to the built-in table of common models (llm/pricing.py), overriding its entries.
+    llm_prices: dict[str, dict[str, Annotated[float, Field(ge=0)]]] = {}
+
+    @field_validator("llm_prices")
+    @classmethod
+    def _prices_have_input_and_output(
+        cls, value: dict[str, dict[str, float]]
+    ) -> dict[str, dict[str, float]]:
+        for model, price in value.items():
+            if set(price) != {"input", "output"}:
+                raise ValueError(
+                    f'QUARRY_LLM_PRICES: the price of "{model}" needs exactly "input" and '
+                    '"output" (USD per million tokens).'
+                )
+        return value
+
+    #: Similarity (0..1) an evidence quote needs to count as found approximately (fuzzy
+    #: grounding) when it is not in the document word for word; 1 turns fuzzy matching off.
+    grounding_fuzzy_threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.9
 
     # Execution (DESIGN §4). A worker renews its lease every third of the lease while a call
     # is in flight, so the lease only has to outlive a few missed renewals: short enough
@@ -93,11 +133,40 @@ class Settings(BaseSettings):
     #: so a container health check can run `quarry worker --check` (unset = no file).
     worker_heartbeat_file: Path | None = None
 
+    # Security against hostile users (README "Security"): rate limits, browser policy, metrics.
+    #: Sign-in attempts per minute for one account (email), successful or not; 0 = no limit.
+    login_attempts_per_minute: Annotated[int, Field(ge=0, le=100_000)] = 10
+    #: Sign-in attempts per minute from one client IP address, whatever the account; 0 = no limit.
+    login_ip_attempts_per_minute: Annotated[int, Field(ge=0, le=100_000)] = 60
+    #: API requests per minute for one signed-in user; 0 = no limit. Generous: the web UI polls.
+    api_requests_per_minute: Annotated[int, Field(ge=0, le=1_000_000)] = 600
+    #: Browser origins allowed to call the API cross-origin (comma-separated); empty = no CORS.
+    cors_origins: Annotated[list[str], NoDecode] = []
+    #: When set, GET /metrics needs `Authorization: Bearer <token>`; unset = open to all.
+    metrics_token: SecretStr | None = None
+    #: Port a `quarry worker` serves its Prometheus metrics on (all interfaces); 0 = off.
+    worker_metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 0
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        """`https://a.example, https://b.example` → a list (a JSON list is accepted too)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [origin.strip().rstrip("/") for origin in text.split(",") if origin.strip()]
+        return value
+
     @model_validator(mode="after")
     def _production_needs_a_real_secret(self) -> Settings:
         if self.env is Environment.PRODUCTION:
             key = self.secret_key.get_secret_value() if self.secret_key else ""
-            if len(key) < MIN_SECRET_LENGTH:
+            # A placeholder copied from an example ("change-me-…", "xxxx…") is as guessable
+            # as no key at all.
+            placeholder = any(word in key.lower() for word in _PLACEHOLDER_WORDS)
+            too_plain = len(set(key)) < MIN_SECRET_DISTINCT_CHARS
+            if len(key) < MIN_SECRET_LENGTH or too_plain or placeholder:
                 raise ValueError(
                     f"QUARRY_SECRET_KEY must be set to at least {MIN_SECRET_LENGTH} random "
                     "characters in production (e.g. `python -c 'import secrets; "

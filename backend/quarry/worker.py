@@ -74,6 +74,7 @@ from quarry.documents.service import parse_document_job
 from quarry.documents.storage import LocalStorage
 from quarry.jobs import EXTRACT_PAIR, PARSE_DOCUMENT, JobContext, JobQueue
 from quarry.llm.client import ChatModelFactory
+from quarry.metrics import serve_worker_metrics
 from quarry.models.base import utcnow
 from quarry.runs.repository import active_run_ids, tasks_to_requeue
 from quarry.runs.tasks import finish_run_if_done, run_extract_pair
@@ -89,19 +90,14 @@ JOBS: dict[str, JobFunction] = {
     PARSE_DOCUMENT: parse_document_job,
 }
 
-# Parsing is CPU-bound and runs in threads; a couple at a time keeps the API responsive.
-PARSE_CONCURRENCY = 2
-
-
 def create_queue(settings: Settings) -> EmbeddedQueue | ArqQueue:
     """The API's queue: Arq when QUARRY_REDIS_URL is set (jobs run in `quarry worker`s)."""
     if settings.redis_url:
         return ArqQueue(redis_client(settings))
-    return EmbeddedQueue(embedded_concurrency(settings.llm_concurrency))
-
-
-def embedded_concurrency(llm_concurrency: int) -> dict[str, int]:
-    return {EXTRACT_PAIR: llm_concurrency, PARSE_DOCUMENT: PARSE_CONCURRENCY}
+    # Parsing runs in child processes, QUARRY_PARSE_CONCURRENCY at a time (documents/parsing).
+    return EmbeddedQueue(
+        {EXTRACT_PAIR: settings.llm_concurrency, PARSE_DOCUMENT: settings.parse_concurrency}
+    )
 
 
 async def sweep(ctx: JobContext, queue: JobQueue) -> None:
@@ -459,6 +455,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         )
         arq_ctx[_CTX_KEY] = ctx
         arq_ctx["quarry.engine"] = engine
+        metrics_port = serve_worker_metrics(settings)
         arq_ctx["quarry.sweeper"] = asyncio.create_task(
             _sweep_periodically(ctx, queue), name="quarry-sweeper"
         )
@@ -470,6 +467,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             job_timeout=job_timeout,
             lease_seconds=settings.task_lease_seconds,
             llm_configured=ctx.llm.configured,
+            metrics_port=metrics_port,
         )
 
     async def on_shutdown(arq_ctx: dict[str, Any]) -> None:

@@ -191,3 +191,41 @@ def test_retry_after_header_forms(headers: dict[str, str], expected: float | Non
 def test_token_estimate_is_about_four_characters_per_token() -> None:
     messages = [ChatMessage("system", "x" * 400), ChatMessage("user", "y" * 800)]
     assert estimate_prompt_tokens(messages) == 300 + 8
+
+
+async def test_calls_and_retries_are_counted_in_metrics(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    calls_before = sample("quarry_llm_calls_total", model="fake-model", outcome="ok")
+    retries_before = sample("quarry_llm_retries_total", reason="500")
+    fake_llm.inject("500")
+    model = factory(tmp_path, fake_llm).get("fake-model", 0.0)
+    await model.complete_json(MESSAGES)
+    assert sample("quarry_llm_calls_total", model="fake-model", outcome="ok") == calls_before + 1
+    assert sample("quarry_llm_retries_total", reason="500") == retries_before + 1
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_token_logprobs_are_asked_for_only_when_enabled(
+    tmp_path: Path, fake_llm: FakeLLM, enabled: bool
+) -> None:
+    model = factory(tmp_path, fake_llm, llm_logprobs=enabled).get("fake-model", 0.0)
+    reply = await model.complete_json(MESSAGES)
+    assert bool(fake_llm.requests[-1].body.get("logprobs")) is enabled
+    if enabled:
+        # The fake's tokens have log-probabilities between -0.001 and -0.007.
+        assert reply.token_confidence is not None and 0.99 < reply.token_confidence < 1
+    else:
+        assert reply.token_confidence is None
+
+
+def test_confidence_combines_the_stated_figure_and_token_probability() -> None:
+    from quarry.runs.engine import combine_confidence
+
+    assert combine_confidence(0.9, None) == 0.9
+    assert combine_confidence(None, 0.8) == 0.8
+    assert combine_confidence(0.9, 0.4) == 0.6  # sure in words, hesitant in tokens: lower
+    assert combine_confidence(None, None) is None

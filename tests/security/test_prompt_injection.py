@@ -138,7 +138,10 @@ async def test_a_hostile_document_stays_fenced_and_its_answers_never_export(
     )
     (row,) = list(csv.DictReader(io.StringIO(wide.content.decode("utf-8-sig"))))
     assert [row[spec["name"]] for spec in CODEBOOK] == ["", "", ""]
-    assert "42" not in wide.text and "careful research assistant" not in wide.text
+    # Not in any cell but the document's id (a uuid may contain "42" by chance).
+    cells = [value for key, value in row.items() if key != "document_id"]
+    assert not any("42" in cell for cell in cells)
+    assert "careful research assistant" not in wide.text
     long = await client.get(
         f"{API}/projects/{pid}/export", params={"format": "csv", "layout": "long"}, headers=headers
     )

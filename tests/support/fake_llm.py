@@ -13,6 +13,10 @@ Scripting:
   request is the last ``Variable: <name>`` line in its message text. The most recently added
   matching rule wins; ``times`` limits how many answers a rule gives.
 * ``default_reply`` answers when no rule matches.
+* Grouped calls (several variables per call) carry every variable's ``Variable:`` line
+  (``FakeRequest.variables``) and ask for the ``GROUP_SCHEMA_NAME`` answer schema
+  (``FakeRequest.is_group``); ``answer_each(per_variable)`` answers single and grouped calls
+  alike from one answer per variable.
 * ``inject(kind)`` queues faults for the next calls; ``fault_rate``/``fault_kinds``/``seed`` add
   reproducible random faults; ``rpm_limit`` enforces a sliding-window request rate; ``latency``
   delays every answer.
@@ -54,6 +58,7 @@ from uuid import uuid4
 __all__ = [
     "DEFAULT_REPLY",
     "FAULT_KINDS",
+    "GROUP_SCHEMA_NAME",
     "VARIABLE_LINE",
     "FakeLLM",
     "FakeRequest",
@@ -61,6 +66,7 @@ __all__ = [
     "Reply",
     "ReplyValue",
     "ScriptRule",
+    "answer_each",
     "estimate_completion_tokens",
     "estimate_prompt_tokens",
 ]
@@ -103,6 +109,9 @@ DEFAULT_REPLY: Final[dict[str, Any]] = {"evidence": None, "value": None, "found"
 
 VARIABLE_LINE: Final = re.compile(r"(?m)^Variable: (\S+)\s*$")
 """The line of Quarry's prompts that names the variable being extracted."""
+
+GROUP_SCHEMA_NAME: Final = "extraction_group_answer"
+"""The ``response_format`` JSON schema name of Quarry's grouped calls."""
 
 MALFORMED_CONTENT: Final = "Sure! The answer is 42"
 TRUNCATED_CONTENT: Final = '{"evidence": "abc", "val'
@@ -184,6 +193,21 @@ class FakeRequest:
         return str(self.body.get("model", ""))
 
     @property
+    def response_schema(self) -> str | None:
+        """The name of the JSON schema the answer is asked to follow (``response_format``)."""
+        response_format = self.body.get("response_format")
+        if isinstance(response_format, dict):
+            schema = response_format.get("json_schema")
+            if isinstance(schema, dict) and schema.get("name"):
+                return str(schema["name"])
+        return None
+
+    @property
+    def is_group(self) -> bool:
+        """A grouped call: several variables, one answer entry per variable."""
+        return self.response_schema == GROUP_SCHEMA_NAME
+
+    @property
     def is_chat(self) -> bool:
         return self.method == "POST" and self.path == CHAT_PATH
 
@@ -191,6 +215,22 @@ class FakeRequest:
 ReplyValue: TypeAlias = dict[str, Any] | str
 """A dict is answered as ``json.dumps`` content, a str as raw content."""
 Reply: TypeAlias = ReplyValue | Callable[[FakeRequest], ReplyValue]
+
+
+def answer_each(
+    per_variable: Callable[[str], dict[str, Any]],
+) -> Callable[[FakeRequest], ReplyValue]:
+    """A reply for single and grouped calls alike: ``per_variable(name)`` is the answer about
+    one variable; a grouped call gets ``{"answers": [{"variable": name, **answer}, …]}``."""
+
+    def reply(request: FakeRequest) -> ReplyValue:
+        if request.is_group:
+            return {
+                "answers": [{"variable": name, **per_variable(name)} for name in request.variables]
+            }
+        return per_variable(str(request.variable))
+
+    return reply
 
 
 @dataclass

@@ -12,6 +12,7 @@ from quarry.extractions.schemas import ExtractionOut, ReviewIn, ReviewOut
 from quarry.models import ExtractionStatus
 from quarry.pagination import Page, PageDep
 from quarry.projects.deps import ProjectDep
+from quarry.settings import SettingsDep
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["extractions"])
 
@@ -19,6 +20,7 @@ router = APIRouter(prefix="/projects/{project_id}", tags=["extractions"])
 @router.get("/extractions", response_model=Page[ExtractionOut])
 async def list_extractions(
     session: SessionDep,
+    settings: SettingsDep,
     project: ProjectDep,
     page: PageDep,
     run_id: uuid.UUID | None = None,
@@ -38,7 +40,7 @@ async def list_extractions(
         status=status,
     )
     return Page(
-        items=await service.to_out(session, rows),
+        items=await service.to_out(session, settings, rows),
         total=total,
         limit=page.limit,
         offset=page.offset,

@@ -45,14 +45,30 @@ class ExtractionOut(BaseModel):
     char_start: int | None
     char_end: int | None
     grounded: bool | None
+    grounding_method: str | None = Field(
+        None, description="How the quote was found: exact, normalised or fuzzy"
+    )
+    grounding_score: float | None = Field(
+        None, description="Similarity of quote and located span (1.0 unless fuzzy)"
+    )
+    pages_sent: list[int] | None = Field(
+        None,
+        description="Pages whose text the model was shown (a long document is sent as the "
+        "excerpts most relevant to the variable)",
+    )
     confidence: float | None
     attempts: int
     tokens_in: int
     tokens_out: int
+    cost_usd: float | None = Field(
+        None,
+        description="What this extraction's calls cost in US dollars, at the run's price "
+        "(null when the model's price is unknown)",
+    )
     latency_ms: int | None
     model: str | None
     error: str | None
-    cached: bool
+    cached: bool = Field(description="Reused from an earlier run's identical call (no LLM call)")
     created_at: datetime
     finished_at: datetime | None
     review: ReviewOut | None = Field(None, description="The current review of this cell, if any")

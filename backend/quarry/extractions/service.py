@@ -5,21 +5,29 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.documents.repository import get_document
 from quarry.errors import BadRequest, NotFound
 from quarry.extractions import repository
 from quarry.extractions.schemas import ExtractionOut, ReviewIn, ReviewOut
-from quarry.models import Extraction, Project, Review, ReviewStatus, User
+from quarry.llm.pricing import cost_usd
+from quarry.models import Extraction, Project, Review, ReviewStatus, Run, User
+from quarry.runs.costs import run_price
+from quarry.settings import Settings
 from quarry.variables.repository import get_variable
 from quarry.variables.types import InvalidValue, TypeSpec, VariableType, normalise_value
 
 
 async def to_out(
-    session: AsyncSession, rows: Sequence[tuple[Extraction, str, int]]
+    session: AsyncSession, settings: Settings, rows: Sequence[tuple[Extraction, str, int]]
 ) -> list[ExtractionOut]:
     reviews = await repository.current_reviews(session, list({e.document_id for e, _, _ in rows}))
+    runs = await session.execute(
+        select(Run.id, Run.model, Run.settings).where(Run.id.in_({e.run_id for e, _, _ in rows}))
+    )
+    prices = {run.id: run_price(settings, run.model, run.settings) for run in runs.all()}
     out = []
     for extraction, name, version in rows:
         review = reviews.get((extraction.document_id, extraction.variable_id))
@@ -33,6 +41,9 @@ async def to_out(
                     },
                     "variable_name": name,
                     "prompt_version": version,
+                    "cost_usd": cost_usd(
+                        prices.get(extraction.run_id), extraction.tokens_in, extraction.tokens_out
+                    ),
                     "review": ReviewOut.model_validate(review) if review else None,
                 }
             )

@@ -2,9 +2,10 @@
 
 Calls go through `ChatOpenAI` (langchain-openai), so OpenAI and any OpenAI-compatible server
 (vLLM, Ollama, llama.cpp, LM Studio, Azure's compatible endpoint) work the same way. The model
-is asked for one fixed JSON shape via structured output; the *value* inside is validated per
-variable type by the caller, so the wire schema never changes between variables (which keeps
-prompts cache-friendly).
+is asked for one fixed JSON shape via structured output (a second fixed one for grouped calls,
+which answer several variables at once); the *value* inside is validated per variable type by
+the caller, so the wire schema never changes between variables (which keeps prompts
+cache-friendly).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from langchain_core.messages import (
 )
 from langchain_openai import ChatOpenAI
 
+from quarry import metrics
 from quarry.errors import BadRequest
 from quarry.llm.limiter import CallLimiter, LimitSettings, create_limiter
 from quarry.llm.retry import (
@@ -67,6 +69,32 @@ ANSWER_SCHEMA: dict[str, Any] = {
     },
 }
 RESPONSE_FORMAT: dict[str, Any] = {"type": "json_schema", "json_schema": ANSWER_SCHEMA}
+# The one wire schema of grouped calls (several variables per call): a list of the single
+# answer's fields, each entry naming its variable. Constant too, whatever the variables.
+GROUP_ANSWER_SCHEMA: dict[str, Any] = {
+    "name": "extraction_group_answer",
+    "strict": True,
+    "schema": {
+        "type": "object",
+        "properties": {
+            "answers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "variable": {"type": "string"},
+                        **ANSWER_SCHEMA["schema"]["properties"],
+                    },
+                    "required": ["variable", *ANSWER_SCHEMA["schema"]["required"]],
+                    "additionalProperties": False,
+                },
+            }
+        },
+        "required": ["answers"],
+        "additionalProperties": False,
+    },
+}
+GROUP_RESPONSE_FORMAT: dict[str, Any] = {"type": "json_schema", "json_schema": GROUP_ANSWER_SCHEMA}
 #: Output tokens assumed for one answer before the provider reports the real count (the
 #: tokens-per-minute limiter is corrected with the real figure after the call).
 EXPECTED_OUTPUT_TOKENS = 200
@@ -117,13 +145,34 @@ class ChatReply:
     tokens_out: int
     latency_ms: int
     model: str
+    #: exp(mean log-probability) of the answer's tokens, when the provider returned them.
+    token_confidence: float | None = None
+
+
+def token_confidence(response_metadata: dict[str, Any]) -> float | None:
+    """The geometric mean of the answer's token probabilities (0..1), or None without
+    log-probabilities. Low when the model hesitated somewhere in its answer."""
+    logprobs = response_metadata.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not content:
+        return None
+    values = [t["logprob"] for t in content if isinstance(t, dict) and "logprob" in t]
+    if not values:
+        return None
+    return round(math.exp(sum(values) / len(values)), 4)
 
 
 class ChatModel(Protocol):
     async def complete_json(
-        self, messages: list[ChatMessage], should_stop: StopCheck | None = None
+        self,
+        messages: list[ChatMessage],
+        should_stop: StopCheck | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> ChatReply:
-        """One answer, retrying transient failures; `should_stop` is asked before each attempt."""
+        """One answer, retrying transient failures; `should_stop` is asked before each attempt.
+
+        `response_format` is `RESPONSE_FORMAT` (one answer) unless given, e.g.
+        `GROUP_RESPONSE_FORMAT` for a grouped call."""
         ...
 
 
@@ -187,22 +236,38 @@ class LangChainChatModel:
         self._rng = rng or random.Random()
 
     async def complete_json(
-        self, messages: list[ChatMessage], should_stop: StopCheck | None = None
+        self,
+        messages: list[ChatMessage],
+        should_stop: StopCheck | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> ChatReply:
         lc_messages = _to_langchain(messages)
+        response_format = response_format or RESPONSE_FORMAT
         estimate = estimate_prompt_tokens(messages) + EXPECTED_OUTPUT_TOKENS
         retries = 0
         while True:
             if should_stop is not None and await should_stop():
                 raise CallCancelled()
+            started = time.perf_counter()
             try:
                 async with self._limiter.slot(estimate) as permit:
-                    reply = await self._attempt(lc_messages)
+                    started = time.perf_counter()  # the call, not the wait for a slot
+                    reply = await self._attempt(lc_messages, response_format)
                     permit.record_usage(reply.tokens_in + reply.tokens_out)
+                metrics.record_llm_call(
+                    reply.model,
+                    metrics.LLM_OK if reply.parsed is not None else "invalid_answer",
+                    time.perf_counter() - started,
+                    reply.tokens_in,
+                    reply.tokens_out,
+                )
                 return reply
             except openai.OpenAIError as exc:
+                seconds = time.perf_counter() - started
+                metrics.record_llm_call(self._model, retry_reason(exc), seconds, 0, 0)
                 if not is_retryable(exc) or retries >= self._policy.max_retries:
                     raise LLMCallError(_describe_failure(exc, self._timeout, retries)) from exc
+                metrics.record_llm_retry(retry_reason(exc))
                 delay = self._policy.delay(retries, retry_after_seconds(exc), self._rng)
                 retries += 1
                 log.info(
@@ -213,13 +278,15 @@ class LangChainChatModel:
                 )
                 await asyncio.sleep(delay)
 
-    async def _attempt(self, lc_messages: list[BaseMessage]) -> ChatReply:
+    async def _attempt(
+        self, lc_messages: list[BaseMessage], response_format: dict[str, Any]
+    ) -> ChatReply:
         """One HTTP request. `response_format` goes to the call rather than through
         `with_structured_output`: the answer text is parsed strictly here anyway, and the
         runnable chain around it costs more CPU than the rest of the call."""
         started = time.perf_counter()
         try:
-            raw = await self._chat.ainvoke(lc_messages, response_format=RESPONSE_FORMAT)
+            raw = await self._chat.ainvoke(lc_messages, response_format=response_format)
         except openai.LengthFinishReasonError as exc:
             # The answer hit the output-token limit: a bad answer, not a failed call.
             usage = exc.completion.usage
@@ -234,7 +301,9 @@ class LangChainChatModel:
             )
         latency_ms = round((time.perf_counter() - started) * 1000)
         text, tokens_in, tokens_out, model, refusal = "", 0, 0, self._model, None
+        token_probability = None
         if isinstance(raw, AIMessage | AIMessageChunk):
+            token_probability = token_confidence(raw.response_metadata)
             text = raw.content if isinstance(raw.content, str) else json.dumps(raw.content)
             if raw.usage_metadata:
                 tokens_in = raw.usage_metadata.get("input_tokens", 0)
@@ -252,6 +321,7 @@ class LangChainChatModel:
             tokens_out=tokens_out,
             latency_ms=latency_ms,
             model=model,
+            token_confidence=token_probability,
         )
 
 
@@ -322,6 +392,8 @@ class ChatModelFactory:
                 timeout=s.llm_timeout_seconds,
                 max_retries=0,  # retried in LangChainChatModel, each attempt through the limiter
                 use_responses_api=False,
+                # Not every model accepts the parameter (OpenAI's reasoning models refuse it).
+                logprobs=True if s.llm_logprobs else None,
             )
             policy = RetryPolicy(max_retries=s.llm_max_retries)
             self._models[key] = LangChainChatModel(

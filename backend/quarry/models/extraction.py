@@ -53,6 +53,10 @@ class Extraction(IdMixin, TimestampMixin, Base):
     char_start: Mapped[int | None] = mapped_column(default=None)
     char_end: Mapped[int | None] = mapped_column(default=None)
     grounded: Mapped[bool | None] = mapped_column(default=None)
+    #: How the quote was found: exact, normalised or fuzzy (runs/grounding.py), and the
+    #: similarity of quote and span (1.0 unless fuzzy).
+    grounding_method: Mapped[str | None] = mapped_column(String(16), default=None)
+    grounding_score: Mapped[float | None] = mapped_column(default=None)
     confidence: Mapped[float | None] = mapped_column(default=None)
     attempts: Mapped[int] = mapped_column(default=0)
     tokens_in: Mapped[int] = mapped_column(default=0)
@@ -61,6 +65,11 @@ class Extraction(IdMixin, TimestampMixin, Base):
     model: Mapped[str | None] = mapped_column(String(200), default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     cached: Mapped[bool] = mapped_column(default=False)
+    #: What determines the answer (document content, rendered prompt, model settings), hashed:
+    #: a later task with the same key may reuse this row's answer (runs/cache.py).
+    cache_key: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    #: Page numbers whose text the model was shown.
+    pages_sent: Mapped[list[int] | None] = mapped_column(JSON, default=None)
     # The lease: who is working on the task and until when (at-least-once delivery).
     lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, String, Text
+from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from quarry.models.base import Base, IdMixin, TimestampMixin
@@ -38,8 +38,6 @@ class Run(IdMixin, TimestampMixin, Base):
     model: Mapped[str] = mapped_column(String(200))
     # Frozen at creation: temperature, repair attempts, … — later edits don't change a run.
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    tokens_in: Mapped[int] = mapped_column(BigInteger, default=0)
-    tokens_out: Mapped[int] = mapped_column(BigInteger, default=0)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -5,16 +5,31 @@ Pure of the database: the task (tasks.py) loads the inputs and stores the outcom
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from quarry.llm.client import CallCancelled, ChatMessage, ChatModel, ChatReply, LLMCallError
+from quarry.llm.client import (
+    GROUP_RESPONSE_FORMAT,
+    CallCancelled,
+    ChatMessage,
+    ChatModel,
+    ChatReply,
+    LLMCallError,
+)
 from quarry.models import ExtractionStatus
-from quarry.runs.grounding import locate_evidence
-from quarry.variables.prompts import SYSTEM_PROMPT, render_repair_message, render_user_message
+from quarry.runs.grounding import DEFAULT_FUZZY_THRESHOLD, locate_evidence
+from quarry.variables.prompts import (
+    GROUP_SYSTEM_PROMPT,
+    SYSTEM_PROMPT,
+    render_group_message,
+    render_repair_message,
+    render_user_message,
+)
 from quarry.variables.types import InvalidValue, JsonValue, TypeSpec, is_not_stated, normalise_value
 
 
@@ -35,6 +50,7 @@ class PairInput:
     variable_prompt: str
     type_spec: TypeSpec
     repair_attempts: int
+    fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD
 
 
 @dataclass
@@ -47,7 +63,11 @@ class PairOutcome:
     char_start: int | None = None
     char_end: int | None = None
     grounded: bool | None = None
+    grounding_method: str | None = None
+    grounding_score: float | None = None
     confidence: float | None = None
+    #: The last answer's token probability (see llm.client.token_confidence), if known.
+    token_confidence: float | None = None
     attempts: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
@@ -62,6 +82,7 @@ class PairOutcome:
         self.tokens_out += reply.tokens_out
         self.latency_ms += reply.latency_ms
         self.model = reply.model
+        self.token_confidence = reply.token_confidence
         self.raw_output = reply.parsed if reply.parsed is not None else reply.text
 
 
@@ -74,6 +95,15 @@ def clamp_confidence(raw: float | None) -> float | None:
     return round(raw, 4)
 
 
+def combine_confidence(stated: float | None, tokens: float | None) -> float | None:
+    """The model's stated confidence and its token probability, when both are known, as their
+    geometric mean: high only when the model both says it is sure and did not hesitate.
+    Grounding then scales the result (a fuzzy quote lowers it; see runs/grounding.py)."""
+    if stated is None or tokens is None:
+        return stated if tokens is None else round(tokens, 4)
+    return round(math.sqrt(stated * tokens), 4)
+
+
 def build_messages(inp: PairInput) -> list[ChatMessage]:
     return [
         ChatMessage("system", SYSTEM_PROMPT),
@@ -84,24 +114,42 @@ def build_messages(inp: PairInput) -> list[ChatMessage]:
 def _read_answer(reply: ChatReply) -> WireAnswer:
     if reply.parsed is None:
         raise InvalidValue(f"{reply.parse_error or 'The answer was not JSON.'}")
+    return _wire_answer(reply.parsed)
+
+
+def _wire_answer(raw: dict[str, Any]) -> WireAnswer:
     try:
-        return WireAnswer.model_validate(reply.parsed)
+        return WireAnswer.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidValue(f"The JSON answer is malformed at '{where}': {first['msg']}.") from exc
 
 
-def _ground(outcome: PairOutcome, inp: PairInput, evidence: str | None) -> None:
+#: Above this many characters, locating a quote runs in a thread: the first search of a long
+#: document folds its whole text, which would stall the event loop (the API's, when embedded).
+_GROUND_IN_THREAD_CHARS = 100_000
+
+
+async def _ground(outcome: PairOutcome, inp: PairInput, evidence: str | None) -> None:
     outcome.evidence = evidence
     if not evidence:
         outcome.grounded = False
         return
-    location = locate_evidence(inp.document_text, inp.page_starts, evidence)
+    args = (inp.document_text, inp.page_starts, evidence)
+    if len(inp.document_text) > _GROUND_IN_THREAD_CHARS:
+        location = await asyncio.to_thread(
+            locate_evidence, *args, fuzzy_threshold=inp.fuzzy_threshold
+        )
+    else:
+        location = locate_evidence(*args, fuzzy_threshold=inp.fuzzy_threshold)
     outcome.grounded = location is not None
     if location is not None:
         outcome.page = location.page
         outcome.char_start, outcome.char_end = location.char_start, location.char_end
+        outcome.grounding_method, outcome.grounding_score = str(location.method), location.score
+        # A quote found only approximately backs the value less than a verbatim one.
+        outcome.confidence = location.adjust_confidence(outcome.confidence)
 
 
 async def extract_pair(
@@ -123,12 +171,7 @@ async def extract_pair(
             return outcome
         outcome.count(reply)
         try:
-            answer = _read_answer(reply)
-            if not answer.found or is_not_stated(inp.type_spec, answer.value):
-                outcome.status = ExtractionStatus.NOT_FOUND
-                outcome.confidence = clamp_confidence(answer.confidence)
-                return outcome
-            value = normalise_value(inp.type_spec, answer.value)
+            await _settle(outcome, inp, _read_answer(reply))
         except InvalidValue as exc:
             error = str(exc)
             outcome.notes.append(error)
@@ -138,12 +181,141 @@ async def extract_pair(
                 ChatMessage("user", render_repair_message(error)),
             ]
             continue
-        if value is None:
-            outcome.status = ExtractionStatus.NOT_FOUND
-            return outcome
-        outcome.status, outcome.value = ExtractionStatus.SUCCEEDED, value
-        outcome.confidence = clamp_confidence(answer.confidence)
-        _ground(outcome, inp, answer.evidence)
         return outcome
     outcome.error = f"No valid answer after {outcome.attempts} attempts: {error}"
     return outcome
+
+
+async def _settle(outcome: PairOutcome, inp: PairInput, answer: WireAnswer) -> None:
+    """Judge a well-formed answer: not stated, or a value valid for the type (then grounded).
+
+    Raises `InvalidValue` — before changing `outcome` — when the value does not fit the type."""
+    if not answer.found or is_not_stated(inp.type_spec, answer.value):
+        outcome.status = ExtractionStatus.NOT_FOUND
+        outcome.confidence = combine_confidence(
+            clamp_confidence(answer.confidence), outcome.token_confidence
+        )
+        return
+    value = normalise_value(inp.type_spec, answer.value)
+    if value is None:
+        outcome.status = ExtractionStatus.NOT_FOUND
+        return
+    outcome.status, outcome.value = ExtractionStatus.SUCCEEDED, value
+    outcome.confidence = combine_confidence(
+        clamp_confidence(answer.confidence), outcome.token_confidence
+    )
+    await _ground(outcome, inp, answer.evidence)
+
+
+# -- several variables per call (a project's `group_size`) ------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupInput:
+    """Variables about one document asked in one call: `pairs[i]` is the single-call input of
+    the variable named `names[i]`; all of them carry the same document block."""
+
+    names: Sequence[str]
+    pairs: Sequence[PairInput]
+
+
+@dataclass
+class GroupAnswer:
+    """One variable's part of a grouped call: its outcome (with its share of the call), and,
+    when that part could not be used, why — the variable is then to be asked on its own."""
+
+    outcome: PairOutcome
+    fallback: str | None = None
+
+
+def build_group_messages(group: GroupInput) -> list[ChatMessage]:
+    prompts = [p.variable_prompt for p in group.pairs]
+    return [
+        ChatMessage("system", GROUP_SYSTEM_PROMPT),
+        ChatMessage("user", render_group_message(group.pairs[0].document_block, prompts)),
+    ]
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """`total` as `parts` whole shares adding up to it exactly, the remainder to the first."""
+    share, rest = divmod(total, parts)
+    return [share + rest] + [share] * (parts - 1)
+
+
+async def extract_group(
+    chat: ChatModel, group: GroupInput, should_stop: Callable[[], Awaitable[bool]]
+) -> list[GroupAnswer]:
+    """Ask about every variable of the group in one call; one answer per variable, in order.
+
+    Each variable's part is validated exactly as a single call's answer (type, "not stated",
+    grounding). There is no re-ask: a part that is missing, malformed or invalid comes back
+    with `fallback` set, and the caller asks that variable on its own. The call's tokens are
+    split evenly across the variables (the remainder to the first), so a run's totals stay
+    exact, and it counts as one attempt for each of them.
+    """
+    outcomes = [PairOutcome(status=ExtractionStatus.FAILED) for _ in group.pairs]
+    try:
+        reply = await chat.complete_json(
+            build_group_messages(group), should_stop, GROUP_RESPONSE_FORMAT
+        )
+    except CallCancelled:
+        for outcome in outcomes:
+            outcome.status, outcome.error = ExtractionStatus.CANCELLED, "The run was cancelled."
+        return [GroupAnswer(outcome) for outcome in outcomes]
+    except LLMCallError as exc:
+        # The server's failure, not the answer's: single calls would meet it too (and a single
+        # call that fails so is not re-asked either).
+        for outcome in outcomes:
+            outcome.attempts, outcome.error = 1, exc.reason
+        return [GroupAnswer(outcome) for outcome in outcomes]
+
+    tokens_in = split_evenly(reply.tokens_in, len(outcomes))
+    tokens_out = split_evenly(reply.tokens_out, len(outcomes))
+    for n, outcome in enumerate(outcomes):
+        outcome.count(reply)
+        outcome.tokens_in, outcome.tokens_out = tokens_in[n], tokens_out[n]
+    entries, problem = _group_entries(reply)
+    answers = []
+    for name, inp, outcome in zip(group.names, group.pairs, outcomes, strict=True):
+        key = _name_key(name)
+        entry = entries.get(key)
+        if entry is not None:
+            outcome.raw_output = entry  # this variable's part, rather than the whole group's
+        try:
+            if problem is not None:
+                raise InvalidValue(problem)
+            if key not in entries:
+                raise InvalidValue("The grouped answer left it out.")
+            if entry is None:
+                raise InvalidValue("The grouped answer had more than one entry for it.")
+            await _settle(outcome, inp, _wire_answer(entry))
+        except InvalidValue as exc:
+            answers.append(GroupAnswer(outcome, fallback=str(exc)))
+            continue
+        answers.append(GroupAnswer(outcome))
+    return answers
+
+
+def _name_key(name: str) -> str:
+    return name.strip().casefold()
+
+
+def _group_entries(reply: ChatReply) -> tuple[dict[str, dict[str, Any] | None], str | None]:
+    """The grouped answer's entries by variable name (None for a name given more than one:
+    which to believe is unclear), or what makes the whole answer unusable.
+
+    Entries that are not objects or name no variable are left out, as are names of variables
+    not in the group: they cannot be told from noise, and the variables they may have meant
+    fall back to single calls."""
+    if reply.parsed is None:
+        return {}, reply.parse_error or "The answer was not JSON."
+    answers = reply.parsed.get("answers")
+    if not isinstance(answers, list):
+        return {}, "The grouped answer had no list of answers."
+    entries: dict[str, dict[str, Any] | None] = {}
+    for entry in answers:
+        if not isinstance(entry, dict) or not isinstance(entry.get("variable"), str):
+            continue
+        key = _name_key(entry["variable"])
+        entries[key] = None if key in entries else entry
+    return entries, None

@@ -20,9 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.documents.parsing import PAGE_SEPARATOR
 from quarry.jobs import JobContext
-from quarry.models import ACTIVE_RUN_STATUSES, Document, DocumentPage, PromptVersion, Run
-from quarry.runs import repository
-from quarry.variables.prompts import render_document_block
+from quarry.models import Document, DocumentPage, PromptVersion, Run
+from quarry.runs import costs
+from quarry.runs.cache import settled_keys
+from quarry.runs.chunks import CHUNK_CHARS, ChunkIndex, split_into_chunks, variable_query
+from quarry.variables.prompts import render_document_block, render_excerpts_block, spec_hash
 
 #: How stale a run's status may be when a task asks whether to make its next call: cancelling
 #: a run stops new calls everywhere within this (plus the check itself).
@@ -55,26 +57,56 @@ class _Recent(Generic[K, V]):
 
 
 class DocumentText:
-    """A document as the prompt shows it (cut to the budget) and as evidence is located in it."""
+    """A document as the model is shown it, and as evidence is located in it.
 
-    def __init__(self, filename: str, pages: list[DocumentPage], max_chars: int) -> None:
+    Within the context budget (`max_chars`) every variable is shown the whole text, so calls
+    about the document share one long prefix. Past it, the text is split into overlapping
+    chunks and each variable is shown the chunks most relevant to it (runs/chunks.py).
+    """
+
+    def __init__(
+        self, filename: str, sha256: str, pages: list[DocumentPage], max_chars: int
+    ) -> None:
         self.filename = filename
-        texts = [p.text for p in pages]
-        # Documents past the budget are cut for now; chunking arrives with the quality issue.
-        budget, kept = max_chars, []
-        for text in texts:
-            kept.append(text[: max(budget, 0)])
-            budget -= len(text)
-            if budget <= 0:
-                break
-        self.truncated = budget < 0
-        self.block = render_document_block(kept)
-        self.text = PAGE_SEPARATOR.join(texts)  # the offsets the pages were stored with
+        self.sha256 = sha256
+        self.max_chars = max_chars
+        self.page_texts = [p.text for p in pages]
+        self.text = PAGE_SEPARATOR.join(self.page_texts)  # the offsets pages were stored with
         self.page_starts = [p.char_start for p in pages]
+        self.all_pages = [p.number for p in pages]
+        self.chunked = len(self.text) > max_chars
+        self._whole: str | None = None
+        self._index: ChunkIndex | None = None
+        self._blocks: _Recent[str, tuple[str, list[int]]] = _Recent(256)
+
+    def block_for(self, spec: dict[str, Any]) -> tuple[str, list[int]]:
+        """The fenced document text to send with this variable, and the pages it holds."""
+        if not self.chunked:
+            if self._whole is None:
+                self._whole = render_document_block(self.page_texts)
+            return self._whole, self.all_pages
+        key = spec_hash(spec)
+        cached = self._blocks.get(key)
+        if cached is not None:
+            return cached
+        if self._index is None:
+            chunk_chars = max(500, min(CHUNK_CHARS, self.max_chars // 4))
+            chunks = split_into_chunks(
+                self.text, self.page_starts, chunk_chars, overlap=chunk_chars // 10
+            )
+            self._index = ChunkIndex(self.text, chunks)
+        chosen = self._index.select(variable_query(spec), self.max_chars)
+        block = render_excerpts_block(
+            [(c.first_page, c.last_page, self.text[c.start : c.end]) for c in chosen],
+            total_pages=len(self.page_texts),
+        )
+        pages = sorted({page for c in chosen for page in c.pages})
+        return self._blocks.put(key, (block, pages))
 
 
 @dataclass(frozen=True)
 class RunConfig:
+    project_id: uuid.UUID
     model: str
     settings: dict[str, Any]
 
@@ -89,10 +121,11 @@ class TaskInputs:
     """One process's cache of task inputs; `for_context` gives the process's instance."""
 
     def __init__(self) -> None:
-        self.documents: _Recent[uuid.UUID, DocumentText] = _Recent(32)
+        self.documents: _Recent[tuple[uuid.UUID, int], DocumentText] = _Recent(32)
         self.prompts: _Recent[uuid.UUID, VariablePrompt] = _Recent(512)
         self.runs: _Recent[uuid.UUID, RunConfig] = _Recent(64)
         self._status: dict[uuid.UUID, tuple[str | None, float]] = {}
+        self._cache_keys: _Recent[uuid.UUID, set[str]] = _Recent(16)
 
     @classmethod
     def for_context(cls, ctx: JobContext) -> TaskInputs:
@@ -107,8 +140,13 @@ class TaskInputs:
         config = self.runs.get(run_id)
         if config is not None:
             return config, False
-        row = (await session.execute(select(Run.model, Run.settings).where(Run.id == run_id))).one()
-        return self.runs.put(run_id, RunConfig(row.model, dict(row.settings))), True
+        row = (
+            await session.execute(
+                select(Run.project_id, Run.model, Run.settings).where(Run.id == run_id)
+            )
+        ).one()
+        config = RunConfig(row.project_id, row.model, dict(row.settings))
+        return self.runs.put(run_id, config), True
 
     async def prompt(self, ctx: JobContext, version_id: uuid.UUID) -> VariablePrompt:
         cached = self.prompts.get(version_id)
@@ -124,14 +162,18 @@ class TaskInputs:
             ).one()
         return self.prompts.put(version_id, VariablePrompt(dict(row.spec), row.prompt))
 
-    async def document(self, ctx: JobContext, document_id: uuid.UUID) -> DocumentText:
-        cached = self.documents.get(document_id)
+    async def document(
+        self, ctx: JobContext, document_id: uuid.UUID, max_chars: int
+    ) -> DocumentText:
+        cached = self.documents.get((document_id, max_chars))
         if cached is not None:
             return cached
         async with ctx.sessionmaker() as session:
-            filename = await session.scalar(
-                select(Document.filename).where(Document.id == document_id)
-            )
+            row = (
+                await session.execute(
+                    select(Document.filename, Document.sha256).where(Document.id == document_id)
+                )
+            ).one()
             pages = list(
                 (
                     await session.execute(
@@ -141,18 +183,33 @@ class TaskInputs:
                     )
                 ).scalars()
             )
-        text = DocumentText(filename or "", pages, ctx.settings.llm_max_document_chars)
-        return self.documents.put(document_id, text)
+        text = DocumentText(row.filename, row.sha256, pages, max_chars)
+        return self.documents.put((document_id, max_chars), text)
 
-    async def run_stopped(self, ctx: JobContext, run_id: uuid.UUID) -> bool:
-        """Has the run been cancelled (or has it otherwise ended)? Asked before every call."""
+    async def cache_keys(self, ctx: JobContext, config: RunConfig, run_id: uuid.UUID) -> set[str]:
+        """The project's cached answers' keys, as they were when this process first asked
+        for the run (see runs/cache.py)."""
+        keys = self._cache_keys.get(run_id)
+        if keys is None:
+            async with ctx.sessionmaker() as session:
+                keys = self._cache_keys.put(run_id, await settled_keys(session, config.project_id))
+        return keys
+
+    async def run_stopped(self, ctx: JobContext, run_id: uuid.UUID) -> str | None:
+        """Why the run may start no new call — cancelled, ended, or its budget spent — or None
+        to go on. Asked before every call.
+
+        A "go on" is reused for `STATUS_TTL_SECONDS`; a stop is not, so a run retried just
+        after it stopped goes on at once. Only tasks already in flight ask about a stopped run
+        (stopping it cancels the pending ones), so that costs at most a query each.
+        """
         now = time.monotonic()
         cached = self._status.get(run_id)
-        if cached is None or now - cached[1] > STATUS_TTL_SECONDS:
-            async with ctx.sessionmaker() as session:
-                status = await repository.run_status(session, run_id)
-            cached = self._status[run_id] = (status, now)
-            if len(self._status) > 1000:  # forget runs nobody asked about lately
-                for key in [k for k, (_, at) in self._status.items() if now - at > 60]:
-                    del self._status[key]
-        return cached[0] not in ACTIVE_RUN_STATUSES
+        if cached is not None and cached[0] is None and now - cached[1] <= STATUS_TTL_SECONDS:
+            return None
+        reason = await costs.stop_reason(ctx.sessionmaker, ctx.settings, run_id)
+        self._status[run_id] = (reason, now)
+        if len(self._status) > 1000:  # forget runs nobody asked about lately
+            for key in [k for k, (_, at) in self._status.items() if now - at > 60]:
+                del self._status[key]
+        return reason

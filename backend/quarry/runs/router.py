@@ -6,8 +6,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, status
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Body, Header, Query, Request, status
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from quarry.auth.deps import CurrentUser
 from quarry.db import SessionDep
@@ -16,15 +16,28 @@ from quarry.llm.deps import LLMDep
 from quarry.pagination import Page, PageDep
 from quarry.projects.deps import ProjectDep
 from quarry.runs import repository, service
-from quarry.runs.schemas import RunCreate, RunEventOut, RunOut
+from quarry.runs.schemas import RunCreate, RunEstimate, RunEventOut, RunOut, RunRetry
 from quarry.settings import SettingsDep
 
 router = APIRouter(prefix="/projects/{project_id}/runs", tags=["runs"])
 
 SSE_POLL_SECONDS = 1.0
+#: Event ids are 64-bit; a larger id from a client would overflow the database driver.
+MAX_EVENT_ID = 2**63 - 1
 
 
-@router.post("", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "",
+    response_model=RunOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        200: {
+            "model": RunEstimate,
+            "description": "With `dry_run: true`: the estimate; nothing is created",
+        },
+        202: {"description": "The run was created and its extractions queued"},
+    },
+)
 async def create_run(
     session: SessionDep,
     settings: SettingsDep,
@@ -33,41 +46,64 @@ async def create_run(
     project: ProjectDep,
     user: CurrentUser,
     data: RunCreate | None = None,
-) -> RunOut:
-    """Start extracting: default every ready document × every variable."""
-    run = await service.create_run(
-        session, settings, llm, queue, project, user, data or RunCreate()
-    )
-    return (await service.to_out(session, [run]))[0]
+) -> RunOut | JSONResponse:
+    """Start extracting: default every ready document × every variable.
+
+    With `dry_run: true`, only estimate the run's tokens and cost (200, `RunEstimate`): the
+    request is checked exactly as a real one, and nothing is created.
+    """
+    data = data or RunCreate()
+    if data.dry_run:
+        estimate = await service.estimate_run(session, settings, project, data)
+        return JSONResponse(estimate.model_dump(mode="json"), status_code=status.HTTP_200_OK)
+    run = await service.create_run(session, settings, llm, queue, project, user, data)
+    return (await service.to_out(session, settings, [run]))[0]
 
 
 @router.get("", response_model=Page[RunOut])
-async def list_runs(session: SessionDep, project: ProjectDep, page: PageDep) -> Page[RunOut]:
+async def list_runs(
+    session: SessionDep, settings: SettingsDep, project: ProjectDep, page: PageDep
+) -> Page[RunOut]:
     runs, total = await repository.list_runs(session, project.id, page.limit, page.offset)
     return Page(
-        items=await service.to_out(session, runs), total=total, limit=page.limit, offset=page.offset
+        items=await service.to_out(session, settings, runs),
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
     )
 
 
 @router.get("/{run_id}", response_model=RunOut)
-async def read_run(session: SessionDep, project: ProjectDep, run_id: uuid.UUID) -> RunOut:
+async def read_run(
+    session: SessionDep, settings: SettingsDep, project: ProjectDep, run_id: uuid.UUID
+) -> RunOut:
     run = await service.get_run(session, project, run_id)
-    return (await service.to_out(session, [run]))[0]
+    return (await service.to_out(session, settings, [run]))[0]
 
 
 @router.post("/{run_id}/cancel", response_model=RunOut)
-async def cancel_run(session: SessionDep, project: ProjectDep, run_id: uuid.UUID) -> RunOut:
+async def cancel_run(
+    session: SessionDep, settings: SettingsDep, project: ProjectDep, run_id: uuid.UUID
+) -> RunOut:
     run = await service.cancel_run(session, await service.get_run(session, project, run_id))
-    return (await service.to_out(session, [run]))[0]
+    return (await service.to_out(session, settings, [run]))[0]
 
 
 @router.post("/{run_id}/retry", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED)
 async def retry_run(
-    session: SessionDep, queue: QueueDep, llm: LLMDep, project: ProjectDep, run_id: uuid.UUID
+    session: SessionDep,
+    settings: SettingsDep,
+    queue: QueueDep,
+    llm: LLMDep,
+    project: ProjectDep,
+    run_id: uuid.UUID,
+    data: Annotated[RunRetry | None, Body()] = None,
 ) -> RunOut:
+    """Queue the run's failed and cancelled extractions again. A run stopped by its budget
+    goes on only with a higher `budget_usd` (or `null` for none)."""
     run = await service.get_run(session, project, run_id)
-    run = await service.retry_run(session, queue, llm, run)
-    return (await service.to_out(session, [run]))[0]
+    run = await service.retry_run(session, settings, queue, llm, run, data or RunRetry())
+    return (await service.to_out(session, settings, [run]))[0]
 
 
 @router.get("/{run_id}/logs", response_model=Page[RunEventOut])
@@ -76,7 +112,9 @@ async def read_logs(
     project: ProjectDep,
     run_id: uuid.UUID,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    after_id: Annotated[int, Query(ge=0, description="Only events after this id")] = 0,
+    after_id: Annotated[
+        int, Query(ge=0, le=MAX_EVENT_ID, description="Only events after this id")
+    ] = 0,
 ) -> Page[RunEventOut]:
     """The run's processing log, oldest first."""
     run = await service.get_run(session, project, run_id)
@@ -111,7 +149,10 @@ async def stream_events(
         after_id = int(last_event_id or 0)
     except ValueError:
         after_id = 0
+    if not 0 <= after_id <= MAX_EVENT_ID:  # a forged id: start from the beginning
+        after_id = 0
     sessionmaker = request.app.state.sessionmaker
+    settings = request.app.state.settings
 
     async def events() -> AsyncIterator[str]:
         nonlocal after_id
@@ -126,7 +167,7 @@ async def stream_events(
                     after_id = event.id
                     payload = RunEventOut.model_validate(event).model_dump_json()
                     yield f"id: {event.id}\nevent: log\ndata: {payload}\n\n"
-                out = (await service.to_out(s, [current]))[0]
+                out = (await service.to_out(s, settings, [current]))[0]
             progress = out.model_dump_json()
             if progress != last_progress:
                 last_progress = progress

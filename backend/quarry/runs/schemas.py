@@ -18,6 +18,23 @@ class RunCreate(BaseModel):
     variable_ids: Annotated[list[uuid.UUID], Field(max_length=1000)] | None = Field(
         None, description="Variables to extract; default: the whole codebook"
     )
+    dry_run: bool = Field(
+        False,
+        description="Only estimate: answer 200 with a RunEstimate (tokens and cost) and "
+        "create nothing. Checked exactly like a real run, except that no LLM needs to be "
+        "configured.",
+    )
+    budget_usd: Annotated[float, Field(gt=0)] | None = Field(
+        None,
+        description="Stop the run once its cost reaches this many US dollars: no new LLM "
+        "call starts, and the pairs not yet asked end `cancelled` saying so. Calls already "
+        "in flight then finish and are counted, so the cost can pass the budget by what "
+        "they cost. Needs a known price for the model.",
+    )
+    force_fresh: bool = Field(
+        False,
+        description="Ignore cached answers and make every call, even for pairs answered before",
+    )
 
 
 class RunCounts(BaseModel):
@@ -41,10 +58,77 @@ class RunOut(BaseModel):
     counts: RunCounts
     tokens_in: int
     tokens_out: int
+    cost_usd: float | None = Field(
+        description="What the run's calls have cost so far, in US dollars: its tokens at "
+        "the model's price; null when the price of the model is unknown (set "
+        "QUARRY_LLM_PRICES)"
+    )
+    budget_usd: float | None = Field(
+        description="The run's budget in US dollars (null: none); no new call starts once "
+        "cost_usd reaches it"
+    )
     error: str | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class RunRetry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    budget_usd: Annotated[float, Field(gt=0)] | None = Field(
+        None,
+        description="A new budget for the run (null: no budget); leave out to keep the "
+        "run's budget. A run stopped by its budget needs a higher one to go on.",
+    )
+
+
+class VariableEstimate(BaseModel):
+    variable_id: uuid.UUID
+    name: str
+    cached_pairs: int
+    estimated_input_tokens: int
+    estimated_output_tokens: int
+    estimated_cost_usd: float | None
+
+
+class RunEstimate(BaseModel):
+    """What a run would cost, before it starts (`POST …/runs` with `dry_run: true`).
+
+    Input tokens are counted on exactly the messages the run would send first for each call —
+    the system instructions, the document's text (or, for a document past the context budget,
+    the excerpts chosen for the variable), the variable's prompt (or, with the project's
+    `group_size`, the prompts of the variables asked together) — with the rule the LLM limiter
+    uses: a quarter of the characters plus four per message (OpenAI's tokenizers give about
+    that for English prose). Pairs whose answer the result cache already holds make no call
+    and are left out (unless `force_fresh`). Output tokens are the average this project's
+    earlier pairs were answered with (per variable where known), or 100 per pair for a project
+    without answers yet. Answers that fail validation and are asked again cost more than
+    estimated; a grouped call's tokens are shared evenly among its variables.
+    """
+
+    pairs: int = Field(description="(document, variable) pairs the run would extract")
+    documents: int
+    variables: int
+    calls: int = Field(
+        description="LLM calls the run would make (fewer than the pairs when the project "
+        "groups variables, or when the cache answers some)"
+    )
+    cached_pairs: int = Field(
+        description="Pairs answered from the result cache, without a call (0 with force_fresh)"
+    )
+    model: str
+    estimated_input_tokens: int
+    estimated_output_tokens: int
+    estimated_cost_usd: float | None = Field(
+        description="At the model's price; null when the price of the model is unknown"
+    )
+    long_documents: int = Field(
+        description="Documents longer than the context budget (QUARRY_LLM_MAX_DOCUMENT_CHARS), "
+        "of which each variable is shown the most relevant excerpts"
+    )
+    budget_usd: float | None
+    per_variable: list[VariableEstimate]
 
 
 class RunEventOut(BaseModel):

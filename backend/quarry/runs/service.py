@@ -12,6 +12,7 @@ from quarry.db import after_commit
 from quarry.errors import BadRequest, Conflict, NotFound
 from quarry.jobs import EXTRACT_PAIR, JobQueue
 from quarry.llm.client import ChatModelFactory
+from quarry.llm.pricing import ModelPrice, cost_usd, find_price, price_table
 from quarry.models import (
     ACTIVE_RUN_STATUSES,
     Document,
@@ -19,14 +20,22 @@ from quarry.models import (
     Extraction,
     ExtractionStatus,
     Project,
+    PromptVersion,
     Run,
     RunStatus,
     User,
     Variable,
 )
 from quarry.models.base import utcnow
-from quarry.runs import repository
-from quarry.runs.schemas import RunCounts, RunCreate, RunOut
+from quarry.runs import costs, estimate, repository
+from quarry.runs.schemas import (
+    RunCounts,
+    RunCreate,
+    RunEstimate,
+    RunOut,
+    RunRetry,
+    VariableEstimate,
+)
 from quarry.settings import Settings
 from quarry.variables.repository import latest_prompt_versions, list_variables
 
@@ -71,6 +80,87 @@ async def _select_variables(
     return variables
 
 
+def _temperature(settings: Settings, project: Project) -> float:
+    if project.llm_temperature is not None:
+        return project.llm_temperature
+    return settings.llm_temperature
+
+
+def _model_price(settings: Settings, model: str, budget_usd: float | None) -> ModelPrice | None:
+    """The model's price now; a budget cannot be kept without one."""
+    price = find_price(price_table(settings.llm_prices), model)
+    if price is None and budget_usd is not None:
+        raise BadRequest(
+            f"A budget needs the model's price, and the price of {model} is unknown; "
+            "set it in QUARRY_LLM_PRICES (USD per million input and output tokens)."
+        )
+    return price
+
+
+async def _select_pairs(
+    session: AsyncSession, settings: Settings, project: Project, data: RunCreate
+) -> tuple[list[Document], list[Variable], dict[uuid.UUID, PromptVersion], str, ModelPrice | None]:
+    """What a run of `data` would extract, with which model at which price — checked the
+    same way for a real run and for an estimate."""
+    documents = await _select_documents(session, project, data.document_ids)
+    variables = await _select_variables(session, project, data.variable_ids)
+    versions = await latest_prompt_versions(session, [v.id for v in variables])
+    model = project.llm_model or settings.llm_model
+    return documents, variables, versions, model, _model_price(settings, model, data.budget_usd)
+
+
+async def estimate_run(
+    session: AsyncSession, settings: Settings, project: Project, data: RunCreate
+) -> RunEstimate:
+    """Tokens and cost a run of `data` would take, creating nothing (see `RunEstimate`).
+
+    No LLM needs to be configured: an estimate helps decide whether to set one up."""
+    documents, variables, versions, model, price = await _select_pairs(
+        session, settings, project, data
+    )
+    result = await estimate.estimate_run(
+        session,
+        project.id,
+        [estimate.DocumentRef(d.id, d.sha256) for d in documents],
+        [
+            estimate.VariableRef(v.id, v.name, versions[v.id].spec, versions[v.id].prompt)
+            for v in variables
+        ],
+        estimate.CallSettings(
+            model=model,
+            temperature=_temperature(settings, project),
+            max_document_chars=settings.llm_max_document_chars,
+            group_size=project.group_size,
+            force_fresh=data.force_fresh,
+        ),
+        price,
+    )
+    return RunEstimate(
+        pairs=result.pairs,
+        documents=result.documents,
+        variables=len(result.variables),
+        calls=result.calls,
+        cached_pairs=result.cached_pairs,
+        model=model,
+        estimated_input_tokens=result.input_tokens,
+        estimated_output_tokens=result.output_tokens,
+        estimated_cost_usd=result.cost_usd(price),
+        long_documents=result.long_documents,
+        budget_usd=data.budget_usd,
+        per_variable=[
+            VariableEstimate(
+                variable_id=v.variable_id,
+                name=v.name,
+                cached_pairs=v.cached_pairs,
+                estimated_input_tokens=v.input_tokens,
+                estimated_output_tokens=v.output_tokens,
+                estimated_cost_usd=v.cost_usd,
+            )
+            for v in result.variables
+        ],
+    )
+
+
 async def create_run(
     session: AsyncSession,
     settings: Settings,
@@ -86,22 +176,24 @@ async def create_run(
     rollback then removes.
     """
     llm.ensure_configured()
-    documents = await _select_documents(session, project, data.document_ids)
-    variables = await _select_variables(session, project, data.variable_ids)
-    versions = await latest_prompt_versions(session, [v.id for v in variables])
+    documents, variables, versions, model, price = await _select_pairs(
+        session, settings, project, data
+    )
     run = Run(
         project_id=project.id,
         created_by=user.id,
         status=RunStatus.QUEUED,
-        model=project.llm_model or settings.llm_model,
+        model=model,
         settings={
-            "temperature": (
-                project.llm_temperature
-                if project.llm_temperature is not None
-                else settings.llm_temperature
-            ),
+            "temperature": _temperature(settings, project),
             "repair_attempts": settings.llm_repair_attempts,
             "max_document_chars": settings.llm_max_document_chars,
+            "grounding_fuzzy_threshold": settings.grounding_fuzzy_threshold,
+            "force_fresh": data.force_fresh,
+            "group_size": project.group_size,
+            costs.BUDGET_KEY: data.budget_usd,
+            # Frozen like the rest: the run's cost does not change when the table does.
+            costs.PRICE_KEY: price.to_json() if price else None,
         },
     )
     session.add(run)
@@ -139,11 +231,12 @@ async def get_run(session: AsyncSession, project: Project, run_id: uuid.UUID) ->
     return run
 
 
-async def to_out(session: AsyncSession, runs: Sequence[Run]) -> list[RunOut]:
+async def to_out(session: AsyncSession, settings: Settings, runs: Sequence[Run]) -> list[RunOut]:
     totals = await repository.run_totals(session, [r.id for r in runs])
     out = []
     for run in runs:
         c = totals[run.id].counts
+        price = costs.run_price(settings, run.model, run.settings)
         total = sum(c.values())
         done = sum(c.get(s, 0) for s in FINAL_STATUSES)
         out.append(
@@ -159,6 +252,8 @@ async def to_out(session: AsyncSession, runs: Sequence[Run]) -> list[RunOut]:
                 counts=RunCounts(**c),
                 tokens_in=totals[run.id].tokens_in,
                 tokens_out=totals[run.id].tokens_out,
+                cost_usd=cost_usd(price, totals[run.id].tokens_in, totals[run.id].tokens_out),
+                budget_usd=costs.budget_of(run.settings),
                 error=run.error,
                 created_at=run.created_at,
                 started_at=run.started_at,
@@ -187,14 +282,38 @@ async def cancel_run(session: AsyncSession, run: Run) -> Run:
     return run
 
 
-async def retry_run(session: AsyncSession, queue: JobQueue, llm: ChatModelFactory, run: Run) -> Run:
-    """Queue the run's failed and cancelled tasks again (and only those)."""
+async def retry_run(
+    session: AsyncSession,
+    settings: Settings,
+    queue: JobQueue,
+    llm: ChatModelFactory,
+    run: Run,
+    data: RunRetry,
+) -> Run:
+    """Queue the run's failed and cancelled tasks again (and only those), with a new budget
+    if `data` sets one."""
     llm.ensure_configured()
+    if "budget_usd" in data.model_fields_set:
+        if costs.run_price(settings, run.model, run.settings) is None:
+            _model_price(settings, run.model, data.budget_usd)  # no price: refuse a budget
+        run.settings = {**run.settings, costs.BUDGET_KEY: data.budget_usd}
+    budget = costs.budget_of(run.settings)
+    if budget is not None:
+        spent = cost_usd(
+            costs.run_price(settings, run.model, run.settings),
+            *await costs.run_tokens(session, run.id),
+        )
+        if spent is not None and spent >= budget:
+            raise Conflict(
+                f"{costs.budget_reason(budget)} Retry with a higher budget_usd "
+                "(or null for none) to go on."
+            )
     ids = await repository.reset_for_retry(session, run.id)
     if not ids:
         raise Conflict("The run has no failed or cancelled extractions to retry.")
     run.status = RunStatus.RUNNING if run.started_at else RunStatus.QUEUED
     run.finished_at = None
+    run.error = None
     repository.add_event(session, run.id, "run.retried", f"Retrying {len(ids)} extractions.")
     await session.flush()
     task_ids = [str(i) for i in ids]

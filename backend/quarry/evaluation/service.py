@@ -1,0 +1,456 @@
+"""Evaluating extracted values against gold values: from a CSV, or from people's reviews.
+
+Predictions are, by default, what an export shows: the final value of each cell, a review's
+value where the cell was reviewed, else the newest answer (see ``exports.service.final_cell``).
+With a ``run_id`` they are that run's extractions. When the reviews are the gold standard the
+predictions are the latest extracted values instead, since the final values would be the
+reviews themselves.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quarry.errors import BadRequest, NotFound
+from quarry.evaluation import repository
+from quarry.evaluation.compare import (
+    SET_TYPES,
+    CellComparison,
+    Outcome,
+    Prediction,
+    PredictionState,
+    Tolerance,
+    compare_cell,
+    parse_gold,
+)
+from quarry.evaluation.gold_csv import GoldFileError, GoldTable, read_gold_csv
+from quarry.evaluation.metrics import Tally, ratio
+from quarry.evaluation.schemas import (
+    CellOut,
+    DocumentResultOut,
+    EvaluationOut,
+    GoldSource,
+    MetricsOut,
+    PredictionSource,
+    ToleranceOut,
+    VariableMetricsOut,
+)
+from quarry.exports.service import final_cell
+from quarry.extractions.repository import current_reviews, latest_answers
+from quarry.models import (
+    ACTIVE_RUN_STATUSES,
+    Document,
+    Extraction,
+    ExtractionStatus,
+    Project,
+    Review,
+    ReviewStatus,
+    Variable,
+)
+from quarry.runs.repository import get_run
+from quarry.variables.repository import list_variables
+from quarry.variables.types import JsonValue, TypeSpec, VariableType
+from quarry.variables.values import InvalidValue
+
+#: The largest gold CSV accepted (413 beyond): a million cells is far more than any codebook.
+MAX_GOLD_BYTES = 10 * 1024 * 1024
+_BATCH = 500
+_MAX_WARNINGS = 100
+
+Key = tuple[uuid.UUID, uuid.UUID]  # (document id, variable id)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class GoldCell:
+    value: JsonValue  # None: not stated
+    raw: str | None = None  # the CSV cell as written
+    error: str | None = None  # why the gold value cannot be used
+
+
+@dataclass
+class _Warnings:
+    items: list[str] = field(default_factory=list)
+    dropped: int = 0
+
+    def add(self, message: str) -> None:
+        if len(self.items) < _MAX_WARNINGS:
+            self.items.append(message)
+        else:
+            self.dropped += 1
+
+    def extend(self, messages: Iterable[str]) -> None:
+        for message in messages:
+            self.add(message)
+
+    def listed(self) -> list[str]:
+        more = [f"… and {self.dropped} more warnings."] if self.dropped else []
+        return [*self.items, *more]
+
+
+def _spec(variable: Variable) -> TypeSpec:
+    return TypeSpec(
+        type=VariableType(variable.type),
+        allowed_values=tuple(variable.allowed_values),
+        unit=variable.unit,
+    )
+
+
+def _chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), _BATCH):
+        yield items[start : start + _BATCH]
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions
+
+
+def _from_extraction(extraction: Extraction | None) -> Prediction:
+    if extraction is None:
+        return Prediction(PredictionState.NOT_EXTRACTED)
+    if extraction.status == ExtractionStatus.SUCCEEDED and extraction.value is not None:
+        return Prediction(PredictionState.VALUE, extraction.value, extraction.grounded)
+    if extraction.status in (ExtractionStatus.SUCCEEDED, ExtractionStatus.NOT_FOUND):
+        return Prediction(PredictionState.NOT_STATED)
+    error = f" ({extraction.error})" if extraction.error else ""
+    return Prediction(
+        PredictionState.NO_ANSWER, detail=f"the extraction {extraction.status}{error}"
+    )
+
+
+def _from_final_cell(extraction: Extraction | None, review: Review | None) -> Prediction:
+    """The value an export shows; a reviewed value has no quote of its own to be grounded."""
+    if review is None:
+        return _from_extraction(extraction)
+    value = final_cell(extraction, None, review).value
+    if value is None:  # corrected to "not stated", or rejected: the export shows a blank
+        return Prediction(PredictionState.NOT_STATED)
+    from_extraction = (
+        extraction is not None
+        and extraction.status == ExtractionStatus.SUCCEEDED
+        and extraction.value == value
+    )
+    grounded = extraction.grounded if from_extraction and extraction else None
+    return Prediction(PredictionState.VALUE, value, grounded)
+
+
+async def _predictions(
+    session: AsyncSession,
+    document_ids: Sequence[uuid.UUID],
+    run_id: uuid.UUID | None,
+    reviewed_values: bool,
+) -> dict[Key, Prediction]:
+    predictions: dict[Key, Prediction] = {}
+    for chunk in _chunks(document_ids):
+        if run_id is not None:
+            extractions = await repository.run_extractions(session, run_id, chunk)
+            predictions |= {key: _from_extraction(e) for key, e in extractions.items()}
+            continue
+        answers = await latest_answers(session, chunk)
+        reviews = await current_reviews(session, chunk) if reviewed_values else {}
+        for key in answers.keys() | reviews.keys():
+            extraction = answers[key][0] if key in answers else None
+            predictions[key] = _from_final_cell(extraction, reviews.get(key))
+    return predictions
+
+
+async def _checked_run(session: AsyncSession, project: Project, run_id: uuid.UUID) -> list[str]:
+    run = await get_run(session, project.id, run_id)
+    if run is None:
+        raise NotFound("No such run in this project.")
+    if run.status in ACTIVE_RUN_STATUSES:
+        return ["The run has not finished; its unfinished pairs count as having no answer."]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Gold values
+
+
+def _variable_for_column(column: str, variables: Sequence[Variable]) -> Variable | None:
+    """A variable named by its name (ignoring case), or failing that by its label."""
+    for variable in variables:
+        if variable.name == column:
+            return variable
+    wanted = column.casefold()
+    for attribute in ("name", "label"):
+        hits = [v for v in variables if str(getattr(v, attribute)).strip().casefold() == wanted]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+def _basename(filename: str) -> str:
+    return filename.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _documents_by_name(
+    rows_filenames: Iterable[str], documents: Sequence[Document]
+) -> dict[str, list[Document]]:
+    """Each gold filename's documents: by exact name, else ignoring case, else without folders."""
+    exact: dict[str, list[Document]] = {}
+    folded: dict[str, list[Document]] = {}
+    for document in documents:
+        exact.setdefault(document.filename, []).append(document)
+        folded.setdefault(document.filename.casefold(), []).append(document)
+    found: dict[str, list[Document]] = {}
+    for name in rows_filenames:
+        for candidate in (name, _basename(name)):
+            hits = exact.get(candidate) or folded.get(candidate.casefold())
+            if hits:
+                found[name] = hits
+                break
+    return found
+
+
+def _gold_from_csv(
+    table: GoldTable,
+    documents: Sequence[Document],
+    variables: Sequence[Variable],
+    warnings: _Warnings,
+) -> tuple[dict[Key, GoldCell], list[Document], list[Variable]]:
+    columns: dict[str, Variable] = {}
+    for column in table.columns:
+        variable = _variable_for_column(column, variables)
+        if variable is None:
+            warnings.add(f"Column '{column}' is not a variable of this project; it was ignored.")
+        elif variable in columns.values():
+            warnings.add(f"Column '{column}' repeats variable '{variable.name}'; it was ignored.")
+        else:
+            columns[column] = variable
+    if not columns:
+        names = ", ".join(v.name for v in variables[:20]) or "none yet"
+        raise BadRequest(
+            "None of the gold CSV's columns names a variable of this project "
+            f"(its variables: {names})."
+        )
+    matches = _documents_by_name((row.filename for row in table.rows), documents)
+    gold: dict[Key, GoldCell] = {}
+    ordered: list[Document] = []
+    seen: set[uuid.UUID] = set()
+    for row in table.rows:
+        hits = matches.get(row.filename)
+        if not hits:
+            warnings.add(
+                f"'{row.filename}' (line {row.line}) is not a document of this project; "
+                "its row was ignored."
+            )
+            continue
+        if len(hits) > 1:
+            warnings.add(
+                f"'{row.filename}' (line {row.line}) names {len(hits)} documents of this "
+                "project; its row was ignored (rename the documents to tell them apart)."
+            )
+            continue
+        document = hits[0]
+        if document.id in seen:
+            warnings.add(
+                f"'{row.filename}' (line {row.line}) repeats an earlier row for the same "
+                "document; it was ignored."
+            )
+            continue
+        ordered.append(document)
+        seen.add(document.id)
+        for column, variable in columns.items():
+            raw = row.cells[column]
+            try:
+                gold[(document.id, variable.id)] = GoldCell(parse_gold(_spec(variable), raw), raw)
+            except InvalidValue as exc:
+                message = (
+                    f"{row.filename} × {variable.name}: the gold value '{raw.strip()[:80]}' "
+                    f"does not fit the variable ({exc}); the pair was skipped."
+                )
+                warnings.add(message)
+                gold[(document.id, variable.id)] = GoldCell(None, raw, error=str(exc))
+    if not ordered:
+        raise BadRequest(
+            f"None of the {len(table.rows)} filenames in the gold CSV is a document of this "
+            f"project (the first is '{table.rows[0].filename}')."
+        )
+    evaluated = [v for v in variables if v in columns.values()]
+    return gold, ordered, evaluated
+
+
+def _gold_from_reviews(
+    reviews: dict[Key, Review], variables: Sequence[Variable], warnings: _Warnings
+) -> dict[Key, GoldCell]:
+    by_id = {v.id: v for v in variables}
+    gold: dict[Key, GoldCell] = {}
+    for key, review in reviews.items():
+        variable = by_id.get(key[1])
+        if variable is None or review.status not in (
+            ReviewStatus.ACCEPTED,
+            ReviewStatus.CORRECTED,
+        ):
+            continue  # a rejection says the value is wrong, not what is right
+        try:
+            gold[key] = GoldCell(parse_gold(_spec(variable), review.value))
+        except InvalidValue as exc:
+            warnings.add(
+                f"A review of '{variable.name}' no longer fits the variable ({exc}); "
+                "the pair was skipped."
+            )
+            gold[key] = GoldCell(None, error=str(exc))
+    return gold
+
+
+# ---------------------------------------------------------------------------------------------
+# Putting it together
+
+
+def _cell_out(
+    variable: Variable, gold: GoldCell, prediction: Prediction, comparison: CellComparison
+) -> CellOut:
+    return CellOut(
+        variable=variable.name,
+        gold=gold.value if gold.error is None else None,
+        gold_raw=gold.raw,
+        predicted=prediction.value,
+        prediction=prediction.state,
+        correct=comparison.correct,
+        outcome=comparison.outcome,
+        reason=comparison.reason,
+        grounded=prediction.grounded if prediction.state is PredictionState.VALUE else None,
+    )
+
+
+def _report(
+    gold: dict[Key, GoldCell],
+    documents: Sequence[Document],
+    variables: Sequence[Variable],
+    predictions: dict[Key, Prediction],
+    tolerance: Tolerance,
+) -> tuple[MetricsOut, list[VariableMetricsOut], list[DocumentResultOut]]:
+    per_variable = {v.id: Tally() for v in variables}
+    specs = {v.id: _spec(v) for v in variables}
+    per_document: list[DocumentResultOut] = []
+    for document in documents:
+        tally = Tally()
+        cells: list[CellOut] = []
+        for variable in variables:
+            key = (document.id, variable.id)
+            gold_cell = gold.get(key)
+            if gold_cell is None:
+                continue
+            prediction = predictions.get(key, Prediction(PredictionState.NOT_EXTRACTED))
+            if gold_cell.error is not None:
+                comparison = CellComparison(
+                    Outcome.GOLD_INVALID, f"The gold value does not fit: {gold_cell.error}"
+                )
+            else:
+                comparison = compare_cell(
+                    specs[variable.id], gold_cell.value, prediction, tolerance
+                )
+            stated = gold_cell.value is not None
+            tally.add(comparison, prediction, stated)
+            per_variable[variable.id].add(comparison, prediction, stated)
+            cells.append(_cell_out(variable, gold_cell, prediction, comparison))
+        if cells:
+            per_document.append(
+                DocumentResultOut(
+                    document_id=document.id,
+                    filename=document.filename,
+                    compared=tally.compared,
+                    correct=tally.correct,
+                    accuracy=ratio(tally.correct, tally.compared),
+                    cells=cells,
+                )
+            )
+    overall = Tally()
+    variable_metrics: list[VariableMetricsOut] = []
+    for variable in variables:
+        tally = per_variable[variable.id]
+        overall.merge(tally)
+        metrics = MetricsOut.from_tally(tally, items=specs[variable.id].type in SET_TYPES)
+        variable_metrics.append(
+            VariableMetricsOut(
+                variable_id=variable.id,
+                variable=variable.name,
+                label=variable.label,
+                type=variable.type,
+                **metrics.model_dump(),
+            )
+        )
+    has_sets = any(specs[v.id].type in SET_TYPES for v in variables)
+    return MetricsOut.from_tally(overall, items=has_sets), variable_metrics, per_document
+
+
+def _evaluation(
+    gold_source: GoldSource,
+    predictions_source: PredictionSource,
+    run_id: uuid.UUID | None,
+    tolerance: Tolerance,
+    report: tuple[MetricsOut, list[VariableMetricsOut], list[DocumentResultOut]],
+    warnings: _Warnings,
+) -> EvaluationOut:
+    overall, variables, documents = report
+    return EvaluationOut(
+        gold_source=gold_source,
+        predictions=predictions_source,
+        run_id=run_id,
+        tolerance=ToleranceOut(absolute=tolerance.absolute, relative=tolerance.relative),
+        documents=sum(1 for d in documents if d.compared),
+        overall=overall,
+        variables=variables,
+        per_document=documents,
+        warnings=warnings.listed(),
+    )
+
+
+async def evaluate_gold_csv(
+    session: AsyncSession,
+    project: Project,
+    data: bytes,
+    run_id: uuid.UUID | None,
+    tolerance: Tolerance,
+) -> EvaluationOut:
+    """Evaluate against a gold CSV (bytes as uploaded); BadRequest when it is unusable."""
+    warnings = _Warnings()
+    if run_id is not None:
+        warnings.extend(await _checked_run(session, project, run_id))
+    try:
+        table = read_gold_csv(data)
+    except GoldFileError as exc:
+        raise BadRequest(str(exc)) from exc
+    warnings.extend(table.warnings)
+    variables = await list_variables(session, project.id)
+    documents = await repository.project_documents(session, project.id)
+    gold, documents_in_gold, evaluated = _gold_from_csv(table, documents, variables, warnings)
+    predictions = await _predictions(
+        session, [d.id for d in documents_in_gold], run_id, reviewed_values=True
+    )
+    report = _report(gold, documents_in_gold, evaluated, predictions, tolerance)
+    source = PredictionSource.RUN if run_id is not None else PredictionSource.FINAL
+    return _evaluation(GoldSource.CSV, source, run_id, tolerance, report, warnings)
+
+
+async def evaluate_reviews(
+    session: AsyncSession, project: Project, run_id: uuid.UUID | None, tolerance: Tolerance
+) -> EvaluationOut:
+    """Evaluate extracted values against the accepted and corrected reviews."""
+    warnings = _Warnings()
+    if run_id is not None:
+        warnings.extend(await _checked_run(session, project, run_id))
+    variables = await list_variables(session, project.id)
+    documents = await repository.project_documents(session, project.id)
+    gold: dict[Key, GoldCell] = {}
+    for chunk in _chunks([d.id for d in documents]):
+        gold |= _gold_from_reviews(await current_reviews(session, chunk), variables, warnings)
+    if not gold:
+        raise BadRequest(
+            "There are no accepted or corrected reviews in this project yet; review some "
+            "values, or upload a gold CSV instead."
+        )
+    reviewed_documents = [d for d in documents if any((d.id, v.id) in gold for v in variables)]
+    reviewed_variables = [v for v in variables if any((d.id, v.id) in gold for d in documents)]
+    predictions = await _predictions(
+        session, [d.id for d in reviewed_documents], run_id, reviewed_values=False
+    )
+    report = _report(gold, reviewed_documents, reviewed_variables, predictions, tolerance)
+    source = PredictionSource.RUN if run_id is not None else PredictionSource.EXTRACTED
+    return _evaluation(GoldSource.REVIEWS, source, run_id, tolerance, report, warnings)

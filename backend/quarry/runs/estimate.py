@@ -1,0 +1,320 @@
+"""What a run would cost, before it starts (`POST …/runs` with `dry_run`).
+
+Input tokens are counted on exactly the messages the engine would send first for each call,
+with the client's own rule (`estimate_prompt_tokens`), without rendering a message per pair:
+a call's messages are its document block plus a part that does not depend on the document
+(instructions, the variable's prompt — or, grouped, the group's prompts — fences and
+separators). So each document block is measured once (once per variable for a document past
+the context budget, whose excerpts depend on the variable), each kind of call is rendered
+once, and the sum over documents is exact. Pairs whose answer the result cache already holds
+make no call and are left out, unless the run would be `force_fresh`.
+
+Calls are formed as the runner forms them: with a project's `group_size` k > 1, the variables
+of a document (in codebook order) are asked k at a time, less those the cache answers, and a
+group of one is a single call; documents past the context budget are never grouped. (With
+many workers claiming at once the groups can come out differently, and answers that fail
+validation are asked again: neither is foreseen.)
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quarry.llm.client import ChatMessage
+from quarry.llm.pricing import ModelPrice, cost_usd
+from quarry.models import DocumentPage, Extraction, ExtractionStatus, Run
+from quarry.runs.cache import cache_key
+from quarry.runs.engine import (
+    GroupInput,
+    PairInput,
+    build_group_messages,
+    build_messages,
+    split_evenly,
+)
+from quarry.runs.inputs import DocumentText
+from quarry.variables.types import TypeSpec, VariableType
+
+#: Output tokens assumed per pair for a project with no answers yet: about one answer with a
+#: sentence-long quote (`{"found": true, "evidence": "…", "value": …, "confidence": 0.9}`).
+DEFAULT_OUTPUT_TOKENS_PER_PAIR = 100
+#: Documents whose text is read at once (bounds the memory an estimate of a large project takes).
+_DOCUMENT_BATCH = 20
+
+
+def _pair_input(block: str, prompt: str) -> PairInput:
+    return PairInput(
+        document_block=block,
+        document_text="",
+        page_starts=(),
+        variable_prompt=prompt,
+        type_spec=TypeSpec(type=VariableType.TEXT),
+        repair_attempts=0,
+    )
+
+
+def render_call(block: str, names: Sequence[str], prompts: Sequence[str]) -> list[ChatMessage]:
+    """The messages of the first call about a document block and one or more variables."""
+    if len(prompts) == 1:
+        return build_messages(_pair_input(block, prompts[0]))
+    return build_group_messages(GroupInput(names, [_pair_input(block, p) for p in prompts]))
+
+
+def _chars(messages: Sequence[ChatMessage]) -> int:
+    return sum(len(m.content) for m in messages)
+
+
+@dataclass(frozen=True)
+class CallShape:
+    """A call's messages hold `rest + b` characters in `messages` messages for a document
+    block of `b` characters."""
+
+    rest: int
+    messages: int
+
+    @classmethod
+    def of(cls, render: Callable[[str], list[ChatMessage]]) -> CallShape:
+        empty = render("")
+        shape = cls(rest=_chars(empty), messages=len(empty))
+        probe = render("b" * 7)
+        if _chars(probe) != shape.rest + 7 or len(probe) != shape.messages:
+            raise AssertionError("The engine's messages are no longer block + the rest.")
+        return shape
+
+    def tokens(self, block_chars: int) -> int:
+        """`estimate_prompt_tokens` of the call's messages, from the lengths alone."""
+        return math.ceil((self.rest + block_chars) / 4) + 4 * self.messages
+
+
+@dataclass
+class BlockSizes:
+    """Document blocks' lengths, summarised so that the tokens of one kind of call about each
+    of them are summed in O(1): with x = rest + b, ⌈x / 4⌉ = (x + 3 − (x + 3) mod 4) / 4, and
+    (x + 3) mod 4 depends only on b mod 4."""
+
+    count: int = 0
+    total: int = 0
+    by_remainder: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+
+    def add(self, block_chars: int) -> None:
+        self.count += 1
+        self.total += block_chars
+        self.by_remainder[block_chars % 4] += 1
+
+    def tokens_for(self, shape: CallShape) -> int:
+        """Σ over the blocks of `shape.tokens(b)`."""
+        base = shape.rest + 3
+        remainders = sum(n * ((base + r) % 4) for r, n in enumerate(self.by_remainder))
+        quarters = (self.count * base + self.total - remainders) // 4
+        return quarters + 4 * shape.messages * self.count
+
+
+@dataclass(frozen=True)
+class DocumentRef:
+    id: uuid.UUID
+    sha256: str
+
+
+@dataclass(frozen=True)
+class VariableRef:
+    id: uuid.UUID
+    name: str
+    spec: dict[str, Any]
+    prompt: str
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    """What the run would send and how (the parts of the run's settings that matter here)."""
+
+    model: str
+    temperature: float
+    max_document_chars: int
+    group_size: int
+    force_fresh: bool
+
+
+@dataclass(frozen=True)
+class VariableCost:
+    variable_id: uuid.UUID
+    name: str
+    cached_pairs: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    documents: int
+    long_documents: int
+    calls: int
+    variables: list[VariableCost]
+
+    @property
+    def pairs(self) -> int:
+        return self.documents * len(self.variables)
+
+    @property
+    def cached_pairs(self) -> int:
+        return sum(v.cached_pairs for v in self.variables)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(v.input_tokens for v in self.variables)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(v.output_tokens for v in self.variables)
+
+    def cost_usd(self, price: ModelPrice | None) -> float | None:
+        return cost_usd(price, self.input_tokens, self.output_tokens)
+
+
+async def output_tokens_per_pair(
+    session: AsyncSession, project_id: uuid.UUID
+) -> tuple[dict[uuid.UUID, float], float | None]:
+    """The average output tokens of the project's earlier pairs that called the model (cached
+    answers cost nothing): per variable, and over all of them (None without any)."""
+    result = await session.execute(
+        select(Extraction.variable_id, func.sum(Extraction.tokens_out), func.count())
+        .join(Run, Run.id == Extraction.run_id)
+        .where(
+            Run.project_id == project_id,
+            Extraction.tokens_out > 0,
+            Extraction.cached.is_(False),
+        )
+        .group_by(Extraction.variable_id)
+    )
+    per_variable: dict[uuid.UUID, float] = {}
+    total_tokens = total_pairs = 0
+    for variable_id, tokens, pairs in result.all():
+        per_variable[variable_id] = int(tokens) / int(pairs)
+        total_tokens += int(tokens)
+        total_pairs += int(pairs)
+    return per_variable, (total_tokens / total_pairs if total_pairs else None)
+
+
+async def _settled_cache_keys(session: AsyncSession, project_id: uuid.UUID) -> set[str]:
+    """The keys of the project's answers the result cache would reuse (runs/cache.py)."""
+    result = await session.execute(
+        select(Extraction.cache_key)
+        .join(Run, Run.id == Extraction.run_id)
+        .where(
+            Run.project_id == project_id,
+            Extraction.cache_key.is_not(None),
+            Extraction.status.in_((ExtractionStatus.SUCCEEDED, ExtractionStatus.NOT_FOUND)),
+        )
+        .distinct()
+    )
+    return {key for key in result.scalars() if key}
+
+
+async def _document_texts(
+    session: AsyncSession, documents: Sequence[DocumentRef], max_chars: int
+) -> list[DocumentText]:
+    pages: dict[uuid.UUID, list[DocumentPage]] = {d.id: [] for d in documents}
+    result = await session.execute(
+        select(DocumentPage)
+        .where(DocumentPage.document_id.in_(list(pages)))
+        .order_by(DocumentPage.document_id, DocumentPage.number)
+    )
+    for page in result.scalars():
+        pages[page.document_id].append(page)
+    return [DocumentText("", d.sha256, pages[d.id], max_chars) for d in documents]
+
+
+async def estimate_run(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    documents: Sequence[DocumentRef],
+    variables: Sequence[VariableRef],
+    call: CallSettings,
+    price: ModelPrice | None,
+) -> Estimate:
+    """Tokens and cost of the first call about every (document, variable) pair the cache
+    does not answer; `variables` in codebook order."""
+    history, overall = await output_tokens_per_pair(session, project_id)
+    usual = overall if overall is not None else float(DEFAULT_OUTPUT_TOKENS_PER_PAIR)
+    known = set() if call.force_fresh else await _settled_cache_keys(session, project_id)
+    size = max(call.group_size, 1)
+    chunks = [range(i, min(i + size, len(variables))) for i in range(0, len(variables), size)]
+    shapes: dict[tuple[int, ...], CallShape] = {}
+
+    def shape_of(members: tuple[int, ...]) -> CallShape:
+        if members not in shapes:
+            names = [variables[i].name for i in members]
+            prompts = [variables[i].prompt for i in members]
+            shapes[members] = CallShape.of(lambda block: render_call(block, names, prompts))
+        return shapes[members]
+
+    # Documents within the context budget: their blocks, by the kind of call made about them
+    # (which variables it asks). Long documents' calls are counted one by one.
+    blocks: dict[tuple[int, ...], BlockSizes] = {}
+    tokens_in = [0] * len(variables)
+    asked = [0] * len(variables)
+    calls = long_documents = 0
+    for start in range(0, len(documents), _DOCUMENT_BATCH):
+        batch = documents[start : start + _DOCUMENT_BATCH]
+        for text in await _document_texts(session, batch, call.max_document_chars):
+            fresh = [not _is_cached(known, text, v, call) for v in variables]
+            if text.chunked:
+                long_documents += 1
+                for i, variable in enumerate(variables):
+                    if fresh[i]:
+                        block = text.block_for(variable.spec)[0]
+                        tokens_in[i] += shape_of((i,)).tokens(len(block))
+                        asked[i] += 1
+                        calls += 1
+                continue
+            block_chars = len(text.block_for({})[0])
+            for chunk in chunks:
+                members = tuple(i for i in chunk if fresh[i])
+                if members:
+                    blocks.setdefault(members, BlockSizes()).add(block_chars)
+    for members, sizes in blocks.items():
+        # A grouped call's tokens are shared evenly among its variables, as the run does.
+        shares = split_evenly(sizes.tokens_for(shape_of(members)), len(members))
+        for i, share in zip(members, shares, strict=True):
+            tokens_in[i] += share
+            asked[i] += sizes.count
+        calls += sizes.count
+
+    costs = []
+    for i, variable in enumerate(variables):
+        tokens_out = round(history.get(variable.id, usual) * asked[i])
+        costs.append(
+            VariableCost(
+                variable.id,
+                variable.name,
+                len(documents) - asked[i],
+                tokens_in[i],
+                tokens_out,
+                cost_usd(price, tokens_in[i], tokens_out),
+            )
+        )
+    return Estimate(
+        documents=len(documents), long_documents=long_documents, calls=calls, variables=costs
+    )
+
+
+def _is_cached(
+    known: set[str], text: DocumentText, variable: VariableRef, call: CallSettings
+) -> bool:
+    """Would the result cache answer this pair (runs/cache.py)?"""
+    return bool(known) and (
+        cache_key(
+            document_sha256=text.sha256,
+            max_document_chars=call.max_document_chars,
+            variable_prompt=variable.prompt,
+            model=call.model,
+            temperature=call.temperature,
+        )
+        in known
+    )
