@@ -29,8 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.llm.client import ChatMessage
 from quarry.llm.pricing import ModelPrice, cost_usd
-from quarry.models import DocumentPage, Extraction, ExtractionStatus, Run
-from quarry.runs.cache import cache_key
+from quarry.models import DocumentPage, Extraction, Run
+from quarry.runs.cache import cache_key, settled_keys
 from quarry.runs.engine import (
     GroupInput,
     PairInput,
@@ -201,21 +201,6 @@ async def output_tokens_per_pair(
     return per_variable, (total_tokens / total_pairs if total_pairs else None)
 
 
-async def _settled_cache_keys(session: AsyncSession, project_id: uuid.UUID) -> set[str]:
-    """The keys of the project's answers the result cache would reuse (runs/cache.py)."""
-    result = await session.execute(
-        select(Extraction.cache_key)
-        .join(Run, Run.id == Extraction.run_id)
-        .where(
-            Run.project_id == project_id,
-            Extraction.cache_key.is_not(None),
-            Extraction.status.in_((ExtractionStatus.SUCCEEDED, ExtractionStatus.NOT_FOUND)),
-        )
-        .distinct()
-    )
-    return {key for key in result.scalars() if key}
-
-
 async def _document_texts(
     session: AsyncSession, documents: Sequence[DocumentRef], max_chars: int
 ) -> list[DocumentText]:
@@ -242,7 +227,7 @@ async def estimate_run(
     does not answer; `variables` in codebook order."""
     history, overall = await output_tokens_per_pair(session, project_id)
     usual = overall if overall is not None else float(DEFAULT_OUTPUT_TOKENS_PER_PAIR)
-    known = set() if call.force_fresh else await _settled_cache_keys(session, project_id)
+    known = set() if call.force_fresh else await settled_keys(session, project_id)
     size = max(call.group_size, 1)
     chunks = [range(i, min(i + size, len(variables))) for i in range(0, len(variables), size)]
     shapes: dict[tuple[int, ...], CallShape] = {}
