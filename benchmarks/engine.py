@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "backend"))
 
 from tests.conftest import make_settings
-from tests.distributed.conftest import DEFAULT_REDIS_URL, purge_queue, worker_env
+from tests.distributed.conftest import purge_queue, worker_env
 from tests.support.api import (
     add_variable,
     create_project,
@@ -54,6 +54,7 @@ from tests.support.api import (
 )
 from tests.support.postgres import temporary_postgres_database
 from tests.support.processes import ProcessGroup, quarry_command
+from tests.support.redis import redis_test_url
 
 from quarry.app import create_app
 from quarry.migrations import run_migrations
@@ -128,7 +129,7 @@ async def platform_under_test(
         await create_schema(settings.database_url)
         yield settings
         return
-    redis_url = os.environ.get("QUARRY_TEST_REDIS_URL") or DEFAULT_REDIS_URL
+    redis_url = redis_test_url()
     queue = f"quarry-bench:{uuid.uuid4().hex[:12]}"
     with temporary_postgres_database("quarry_bench") as database_url:
         await asyncio.to_thread(run_migrations, database_url)

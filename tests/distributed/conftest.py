@@ -13,7 +13,6 @@ cannot be reached the tests are skipped — except in CI (CI=true), where that i
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Generator, Iterator
@@ -24,13 +23,12 @@ import redis
 from arq import constants as arq_keys
 from tests.conftest import make_settings
 from tests.support.fake_llm import FakeLLM
-from tests.support.postgres import in_ci, temporary_postgres_database
+from tests.support.postgres import temporary_postgres_database
 from tests.support.processes import ManagedProcess, ProcessGroup, quarry_command
+from tests.support.redis import require_redis
 
 from quarry.migrations import run_migrations
 from quarry.settings import Settings
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 #: Short enough that a killed worker's tasks come back within seconds, not a minute.
 FAST_RECOVERY: dict[str, object] = {
@@ -65,21 +63,6 @@ _WORKER_SETTINGS = (
 _PROCESSES = pytest.StashKey[ProcessGroup]()
 
 
-def _redis_url() -> str:
-    url = os.environ.get("QUARRY_TEST_REDIS_URL") or DEFAULT_REDIS_URL
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        message = f"Redis is not reachable at {url}: {type(error).__name__}: {error}"
-        if in_ci():
-            pytest.fail(f"{message} (CI=true: the service is required)", pytrace=False)
-        pytest.skip(f"{message} (set QUARRY_TEST_REDIS_URL to use another server)")
-    finally:
-        client.close()
-    return url
-
-
 def purge_queue(url: str, queue: str) -> None:
     """Delete every key of `queue`: its jobs (all still listed in the queue's sorted set,
     since Arq removes a job from it only together with its keys) and its own keys."""
@@ -104,7 +87,7 @@ def purge_queue(url: str, queue: str) -> None:
 
 @pytest.fixture
 def redis_url() -> str:
-    return _redis_url()
+    return require_redis()
 
 
 @pytest.fixture

@@ -21,27 +21,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import redis
 from redis.asyncio import Redis
 
 from quarry.llm.limiter import CallLimiter, LimitSettings, LocalLimiter, create_limiter
 from quarry.llm.redis_limiter import RedisLimiter
+from tests.support.redis import redis_test_url, require_redis
 
-REDIS_URL = os.environ.get("QUARRY_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
+REDIS_URL = redis_test_url()
 BACKEND = Path(__file__).resolve().parents[2] / "backend"
 # Scheduling noise allowed when comparing measured times with the limits.
 SLACK = 0.05
 
 
 def _require_redis() -> None:
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
-            client.ping()
-    except redis.RedisError as exc:
-        message = f"Redis is not reachable at {REDIS_URL}: {exc}"
-        if os.environ.get("CI", "").strip().lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_redis()
 
 
 class Fleet:
