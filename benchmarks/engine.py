@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,13 +110,39 @@ class Result:
     wall: float
     pairs: int
     stats: dict[str, Any]
+    #: Processor seconds Quarry used during the run: this process (the API, and in embedded
+    #: mode the runner) and, distributed, the workers together.
+    cpu_api: float = 0.0
+    cpu_workers: float = 0.0
+    #: Share of the machine's processor time the hypervisor took during the run.
+    steal: float = 0.0
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(stolen, total) processor ticks of the machine so far (Linux /proc/stat): a virtual
+    machine whose host runs other guests loses time it cannot see as its own."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    stolen = fields[7] if len(fields) > 7 else 0
+    return stolen, sum(fields[:8])
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system processor seconds the processes have used so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 @contextlib.asynccontextmanager
 async def platform_under_test(
     mode: str, tmp: Path, base_url: str, concurrency: int, rpm: int | None, workers: int
-) -> AsyncIterator[Settings]:
-    """Settings for `mode`, with its database ready and, distributed, its workers running."""
+) -> AsyncIterator[tuple[Settings, list[int]]]:
+    """Settings for `mode`, with its database ready and, distributed, its workers running
+    (and their process ids)."""
     common: dict[str, Any] = {
         "openai_base_url": base_url,
         "openai_api_key": "sk-bench",
@@ -127,7 +154,7 @@ async def platform_under_test(
     if mode == "embedded":
         settings = make_settings(tmp, None, **common)
         await create_schema(settings.database_url)
-        yield settings
+        yield settings, []
         return
     redis_url = redis_test_url()
     queue = f"quarry-bench:{uuid.uuid4().hex[:12]}"
@@ -149,7 +176,7 @@ async def platform_under_test(
                         assert process.alive, process.tail()
                         assert time.monotonic() < deadline, process.tail()
                         await asyncio.sleep(0.05)
-                yield settings
+                yield settings, [process.pid for process in started]
         finally:
             purge_queue(redis_url, queue)
 
@@ -193,7 +220,7 @@ async def run_once(
     ):
         async with platform_under_test(
             mode, Path(tmp), fake.base_url, concurrency, rpm, workers
-        ) as settings:
+        ) as (settings, worker_pids):
             app = create_app(settings)
             async with (
                 app.router.lifespan_context(app),
@@ -215,13 +242,19 @@ async def run_once(
                     await upload(client, headers, pid, files[start : start + 50])
                 await wait_until_parsed(client, headers, pid, docs)
                 started = time.perf_counter()
+                cpu_api, cpu_workers = time.process_time(), cpu_seconds(worker_pids)
+                ticks = machine_ticks()
                 response = await client.post(f"/api/v1/projects/{pid}/runs", headers=headers)
                 url = f"/api/v1/projects/{pid}/runs/{response.json()['id']}"
                 run = await wait_for_run(client, url, headers)
                 elapsed = time.perf_counter() - started
+                cpu_api = time.process_time() - cpu_api
+                cpu_workers = cpu_seconds(worker_pids) - cpu_workers
+                stolen, total = (b - a for a, b in zip(ticks, machine_ticks(), strict=True))
+                steal = stolen / total if total else 0.0
                 assert run["status"] == "completed", run
                 assert run["counts"]["succeeded"] == docs * variables, run
-                return Result(elapsed, docs * variables, fake.stats())
+                return Result(elapsed, docs * variables, fake.stats(), cpu_api, cpu_workers, steal)
 
 
 def minute_counts(times: list[float]) -> list[int]:
@@ -234,6 +267,12 @@ def minute_counts(times: list[float]) -> list[int]:
     return [
         sum(1 for t in times if first + 60 * m <= t < first + 60 * (m + 1)) for m in range(full)
     ]
+
+
+def cpu_per_pair(r: Result) -> str:
+    """Processor milliseconds per pair: total (API process + workers)."""
+    api, workers = 1000 * r.cpu_api / r.pairs, 1000 * r.cpu_workers / r.pairs
+    return f"{api + workers:.1f} ({api:.1f}+{workers:.1f})"
 
 
 def main() -> None:
@@ -249,6 +288,9 @@ def main() -> None:
     parser.add_argument("--only", default="efficiency,overhead,ratelimit")
     parser.add_argument("--rpm", type=int, default=600)
     parser.add_argument("--ratelimit-pairs", type=int, default=1500)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per scenario (the median is printed)"
+    )
     args = parser.parse_args()
     modes, only = args.modes.split(","), args.only.split(",")
     pairs = args.docs * args.variables
@@ -256,33 +298,44 @@ def main() -> None:
         f"machine: {platform.machine()} {platform.system()} {os.cpu_count()} CPUs, "
         f"python {platform.python_version()}"
     )
-    print(f"{'scenario':<40} {'pairs':>6} {'wall s':>8} {'ideal s':>8} {'ratio':>6} {'pairs/s':>8}")
+    print(
+        f"{'scenario':<40} {'pairs':>6} {'wall s':>8} {'ideal s':>8} {'ratio':>6} {'pairs/s':>8} "
+        f"{'cpu ms/pair (api+workers)':>26} {'steal':>6}"
+    )
     for mode in modes:
-        if "efficiency" in only:
-            ideal = math.ceil(pairs / args.concurrency) * args.latency
-            r = asyncio.run(
-                run_once(
-                    mode,
-                    args.docs,
-                    args.variables,
-                    args.latency,
-                    args.concurrency,
-                    None,
-                    args.workers,
+        for scenario in ("efficiency", "overhead"):
+            if scenario not in only:
+                continue
+            latency = args.latency if scenario == "efficiency" else 0.0
+            ideal = math.ceil(pairs / args.concurrency) * latency
+            label = f"{scenario} {mode} L={latency:g}s C={args.concurrency}"
+            figures = []
+            for _ in range(args.repeat):
+                r = asyncio.run(
+                    run_once(
+                        mode,
+                        args.docs,
+                        args.variables,
+                        latency,
+                        args.concurrency,
+                        None,
+                        args.workers,
+                    )
                 )
-            )
-            label = f"efficiency {mode} L={args.latency:g}s C={args.concurrency}"
-            print(
-                f"{label:<40} {pairs:>6} {r.wall:>8.2f} {ideal:>8.2f} {r.wall / ideal:>6.2f} "
-                f"{pairs / r.wall:>8.1f}",
-                flush=True,
-            )
-        if "overhead" in only:
-            r = asyncio.run(
-                run_once(mode, args.docs, args.variables, 0.0, args.concurrency, None, args.workers)
-            )
-            label = f"overhead {mode} L=0 C={args.concurrency}"
-            print(f"{label:<40} {pairs:>6} {r.wall:>8.2f} {'':>8} {'':>6} {pairs / r.wall:>8.1f}")
+                figures.append(r.wall / ideal if ideal else pairs / r.wall)
+                shown = (f"{ideal:>8.2f}", f"{r.wall / ideal:>6.2f}") if ideal else ("", "")
+                print(
+                    f"{label:<40} {pairs:>6} {r.wall:>8.2f} {shown[0]:>8} {shown[1]:>6} "
+                    f"{pairs / r.wall:>8.1f} {cpu_per_pair(r):>26} {r.steal:>6.0%}",
+                    flush=True,
+                )
+            if args.repeat > 1:
+                what = "ratio" if ideal else "pairs/s"
+                print(
+                    f"{label}: {what} median {statistics.median(figures):.2f}, "
+                    f"best {min(figures) if ideal else max(figures):.2f} of {args.repeat}",
+                    flush=True,
+                )
     if "ratelimit" in only:
         mode = "distributed" if "distributed" in modes else modes[0]
         docs = math.ceil(args.ratelimit_pairs / args.variables)

@@ -114,6 +114,12 @@ async def job_write_scope(
         yield session
 
 
+def writers_take_turns(session: AsyncSession) -> bool:
+    """True on SQLite: one write transaction at a time, which holds the database's write lock
+    from its first write until it ends, so it sees every write transaction before it."""
+    return bool(session.get_bind().dialect.name == "sqlite")
+
+
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with session_scope(request.app.state.sessionmaker) as session:
         yield session

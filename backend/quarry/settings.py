@@ -184,6 +184,13 @@ class Settings(BaseSettings):
         return bool(self.openai_api_key or self.openai_base_url)
 
     @property
+    def task_concurrency(self) -> int:
+        """Extraction tasks one process runs at once: twice the LLM limit, so that tasks
+        loading and storing (database work) overlap other tasks' calls and a call is always
+        ready when a limiter slot frees; the limiter keeps calls in flight at the limit."""
+        return 2 * self.llm_concurrency
+
+    @property
     def task_timeout(self) -> float:
         """Seconds one (document, variable) task may take, LLM calls, retries and re-asks included.
 

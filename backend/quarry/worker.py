@@ -38,7 +38,8 @@ does (0.28, read from its source) and how Quarry lives with it:
   database still says it is unfinished. It cannot lose work, so it is kept small.
 * Workers read at most `queue_read_limit` job ids from the head of the queue per poll, and
   running jobs stay at the head until they finish: the limit must exceed the fleet's total
-  concurrency or an idle worker sees only running jobs. 500 allows e.g. 30 workers × 16.
+  concurrency or an idle worker sees only running jobs. 500 allows e.g. 15 workers running
+  32 tasks each (QUARRY_LLM_CONCURRENCY=16).
 * The default serializer is pickle; Quarry's payloads are ids, serialised as JSON.
 """
 
@@ -90,13 +91,14 @@ JOBS: dict[str, JobFunction] = {
     PARSE_DOCUMENT: parse_document_job,
 }
 
+
 def create_queue(settings: Settings) -> EmbeddedQueue | ArqQueue:
     """The API's queue: Arq when QUARRY_REDIS_URL is set (jobs run in `quarry worker`s)."""
     if settings.redis_url:
         return ArqQueue(redis_client(settings))
     # Parsing runs in child processes, QUARRY_PARSE_CONCURRENCY at a time (documents/parsing).
     return EmbeddedQueue(
-        {EXTRACT_PAIR: settings.llm_concurrency, PARSE_DOCUMENT: settings.parse_concurrency}
+        {EXTRACT_PAIR: settings.task_concurrency, PARSE_DOCUMENT: settings.parse_concurrency}
     )
 
 
@@ -489,12 +491,12 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "queue_name": settings.redis_queue,
         "job_serializer": _dump_job,
         "job_deserializer": _load_job,
-        "max_jobs": settings.llm_concurrency,
+        "max_jobs": settings.task_concurrency,
         "job_timeout": job_timeout,
         "keep_result": 0,
         "max_tries": MAX_TRIES,
         "poll_delay": POLL_DELAY_SECONDS,
-        "queue_read_limit": max(QUEUE_READ_LIMIT, settings.llm_concurrency * 5),
+        "queue_read_limit": max(QUEUE_READ_LIMIT, settings.task_concurrency * 5),
         "health_check_interval": HEALTH_CHECK_SECONDS,
         "job_completion_wait": settings.worker_shutdown_grace_seconds,
         "on_startup": on_startup,

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from quarry.llm.client import (
+    RESPONSE_FORMAT,
     CallCancelled,
     ChatMessage,
     ChatModelFactory,
@@ -115,17 +116,66 @@ async def test_permanent_failures_are_not_retried(
 
 async def test_stop_is_checked_before_every_attempt(tmp_path: Path, fake_llm: FakeLLM) -> None:
     fake_llm.inject("500", times=10)
-    asked = 0
 
     async def stop_after_two_attempts() -> bool:
-        nonlocal asked
-        asked += 1
-        return asked > 2
+        return fake_llm.calls(status=None) >= 2
 
     model = factory(tmp_path, fake_llm, llm_max_retries=5).get("fake-model", 0.0)
     with pytest.raises(CallCancelled):
         await model.complete_json(MESSAGES, stop_after_two_attempts)
     assert fake_llm.calls(status=None) == 2
+
+
+async def test_a_call_waiting_for_a_slot_is_not_sent_once_its_run_is_stopped(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    fake_llm.latency = 0.5
+    stopped = False
+
+    async def should_stop() -> bool:
+        return stopped
+
+    model = factory(tmp_path, fake_llm, llm_concurrency=1).get("fake-model", 0.0)
+    first = asyncio.create_task(model.complete_json(MESSAGES, should_stop))
+    while fake_llm.calls(status=None) == 0:
+        await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(model.complete_json(MESSAGES, should_stop))
+    await asyncio.sleep(0.1)  # it is waiting for the only slot now
+    stopped = True  # the user cancels the run
+    assert (await first).parsed == ANSWER  # already sent: it completes
+    with pytest.raises(CallCancelled):
+        await waiting
+    assert fake_llm.calls(status=None) == 1
+
+
+async def test_the_wire_request_asks_for_the_answer_schema(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    await factory(tmp_path, fake_llm).get("fake-model", 0.0).complete_json(MESSAGES)
+    (request,) = fake_llm.requests
+    assert request.body["response_format"] == RESPONSE_FORMAT
+    assert request.body["model"] == "fake-model"
+    assert [m["role"] for m in request.messages] == ["system", "user"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("length", "The answer was cut off before it was complete."),
+        ("truncated_json", "The answer was not valid JSON."),
+        ("malformed", "The answer was not valid JSON."),
+        ("refusal", "The model refused to answer: I can't help with that"),
+    ],
+)
+async def test_a_bad_answer_is_returned_with_the_reason_not_retried(
+    tmp_path: Path, fake_llm: FakeLLM, fault: str, reason: str
+) -> None:
+    fake_llm.inject(fault)  # type: ignore[arg-type]
+    reply = await factory(tmp_path, fake_llm).get("fake-model", 0.0).complete_json(MESSAGES)
+    assert reply.parsed is None
+    assert reply.parse_error == reason
+    assert reply.tokens_in > 0  # the call was made and is paid for
+    assert fake_llm.calls(status=None) == 1  # re-asking is the engine's decision, not a retry
 
 
 async def test_concurrency_limit_holds_for_every_attempt(tmp_path: Path, fake_llm: FakeLLM) -> None:

@@ -169,7 +169,8 @@ class ChatModel(Protocol):
         should_stop: StopCheck | None = None,
         response_format: dict[str, Any] | None = None,
     ) -> ChatReply:
-        """One answer, retrying transient failures; `should_stop` is asked before each attempt.
+        """One answer, retrying transient failures; `should_stop` is asked before each attempt
+        (before waiting for a limiter slot, and again once it has one).
 
         `response_format` is `RESPONSE_FORMAT` (one answer) unless given, e.g.
         `GROUP_RESPONSE_FORMAT` for a grouped call."""
@@ -251,6 +252,10 @@ class LangChainChatModel:
             started = time.perf_counter()
             try:
                 async with self._limiter.slot(estimate) as permit:
+                    # Asked again: the run may have been cancelled while this call waited.
+                    if should_stop is not None and await should_stop():
+                        permit.record_usage(0)  # no request was sent: no tokens
+                        raise CallCancelled()
                     started = time.perf_counter()  # the call, not the wait for a slot
                     reply = await self._attempt(lc_messages, response_format)
                     permit.record_usage(reply.tokens_in + reply.tokens_out)
@@ -281,38 +286,36 @@ class LangChainChatModel:
     async def _attempt(
         self, lc_messages: list[BaseMessage], response_format: dict[str, Any]
     ) -> ChatReply:
-        """One HTTP request. `response_format` goes to the call rather than through
-        `with_structured_output`: the answer text is parsed strictly here anyway, and the
-        runnable chain around it costs more CPU than the rest of the call."""
+        """One HTTP request.
+
+        `response_format` travels in the request body as is (`extra_body`). Passed as a call
+        argument, langchain-openai would send it through the SDK's `parse()`, which re-walks
+        the schema and builds a parsed copy of the reply that nothing uses (the answer text is
+        parsed strictly here), for about a third of the call's CPU; `with_structured_output`
+        adds a runnable chain on top. The request on the wire is the same.
+        """
         started = time.perf_counter()
-        try:
-            raw = await self._chat.ainvoke(lc_messages, response_format=response_format)
-        except openai.LengthFinishReasonError as exc:
-            # The answer hit the output-token limit: a bad answer, not a failed call.
-            usage = exc.completion.usage
-            return ChatReply(
-                text="",
-                parsed=None,
-                parse_error="The answer was cut off before it was complete.",
-                tokens_in=usage.prompt_tokens if usage else 0,
-                tokens_out=usage.completion_tokens if usage else 0,
-                latency_ms=round((time.perf_counter() - started) * 1000),
-                model=self._model,
-            )
+        raw = await self._chat.ainvoke(lc_messages, extra_body={"response_format": response_format})
         latency_ms = round((time.perf_counter() - started) * 1000)
         text, tokens_in, tokens_out, model, refusal = "", 0, 0, self._model, None
-        token_probability = None
+        token_probability, finish_reason = None, None
         if isinstance(raw, AIMessage | AIMessageChunk):
-            token_probability = token_confidence(raw.response_metadata)
+            metadata = raw.response_metadata
+            token_probability = token_confidence(metadata)
+            finish_reason = metadata.get("finish_reason")
             text = raw.content if isinstance(raw.content, str) else json.dumps(raw.content)
             if raw.usage_metadata:
                 tokens_in = raw.usage_metadata.get("input_tokens", 0)
                 tokens_out = raw.usage_metadata.get("output_tokens", 0)
-            model = str(raw.response_metadata.get("model_name") or model)
+            model = str(metadata.get("model_name") or model)
             refusal = raw.additional_kwargs.get("refusal")
         parsed, parse_error = _parse_object(text)
         if refusal:
             parsed, parse_error = None, f"The model refused to answer: {str(refusal)[:300]}"
+        elif finish_reason == "length":
+            # The answer hit the output-token limit: a bad answer, not a failed call. (Cut-off
+            # JSON can still parse, e.g. a list closed early: it is not trusted either.)
+            parsed, parse_error = None, "The answer was cut off before it was complete."
         return ChatReply(
             text=text,
             parsed=parsed,
@@ -353,6 +356,7 @@ class ChatModelFactory:
         self._settings = settings
         self._models: dict[tuple[str, float], ChatModel] = {}
         self._limiter = limiter
+        self._http: openai.DefaultAsyncHttpxClient | None = None
 
     @property
     def configured(self) -> bool:
@@ -384,7 +388,14 @@ class ChatModelFactory:
             s = self._settings
             # A local server needs no key, but the client insists on one.
             api_key = s.openai_api_key.get_secret_value() if s.openai_api_key else "not-needed"
+            if self._http is None:
+                # The factory's own connection pool, closed with it. langchain-openai's default
+                # is one pool per base URL for the whole interpreter, whose kept-alive
+                # connections belong to the event loop that opened them: a second loop in the
+                # same process (an embedded app restarted, a test) would reuse dead ones.
+                self._http = openai.DefaultAsyncHttpxClient(timeout=s.llm_timeout_seconds)
             chat = ChatOpenAI(
+                http_async_client=self._http,
                 model=model,
                 temperature=temperature,
                 api_key=api_key,
@@ -404,3 +415,7 @@ class ChatModelFactory:
     async def aclose(self) -> None:
         if self._limiter is not None:
             await self._limiter.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+            self._models.clear()

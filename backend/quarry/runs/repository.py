@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.models import (
@@ -91,15 +91,85 @@ async def status_counts(
     return {run_id: t.counts for run_id, t in (await run_totals(session, run_ids)).items()}
 
 
+# -- the task path ---------------------------------------------------------------------------
+# Every task runs the statements below (claim, heartbeat, store, "anything left?"), thousands
+# of times per run. Building a statement and its cache key afresh each time cost more
+# processor time than executing it, so these are built once, with bound parameters.
+
+_TASKS = cast(Table, Extraction.__table__)
+_UNFINISHED = (ExtractionStatus.PENDING, ExtractionStatus.RUNNING)
+
+_ANY_UNFINISHED = (
+    select(_TASKS.c.id)
+    .where(_TASKS.c.run_id == bindparam("run_id"), _TASKS.c.status.in_(_UNFINISHED))
+    .limit(1)
+)
+
+_CLAIM = (
+    update(_TASKS)
+    .where(
+        _TASKS.c.id == bindparam("task_id"),
+        _TASKS.c.run_id.in_(select(Run.id).where(Run.status.in_(ACTIVE_RUN_STATUSES))),
+        (_TASKS.c.status == ExtractionStatus.PENDING)
+        | (
+            (_TASKS.c.status == ExtractionStatus.RUNNING)
+            & (_TASKS.c.lease_expires_at < bindparam("now"))
+        ),
+    )
+    .values(
+        status=ExtractionStatus.RUNNING,
+        lease_owner=bindparam("owner"),
+        lease_expires_at=bindparam("expires"),
+        started_at=bindparam("now"),
+    )
+    .returning(
+        _TASKS.c.run_id, _TASKS.c.document_id, _TASKS.c.variable_id, _TASKS.c.prompt_version_id
+    )
+)
+
+#: The condition for a task this worker still holds: it may write only then.
+_HELD = (
+    _TASKS.c.id == bindparam("task_id"),
+    _TASKS.c.lease_owner == bindparam("owner"),
+    _TASKS.c.status == ExtractionStatus.RUNNING,
+)
+
+_RENEW = update(_TASKS).where(*_HELD).values(lease_expires_at=bindparam("expires"))
+
+#: Columns a stored outcome adds to rather than sets: a task's attempts and tokens count
+#: every time it ran (a retried run included); the run's token totals are their sum.
+ADDED_COLUMNS = ("attempts", "tokens_in", "tokens_out")
+_STORES: dict[tuple[str, ...], Any] = {}
+
+
+def _store_statement(columns: tuple[str, ...]) -> Any:
+    """The store statement setting `columns` (built once per set of columns)."""
+    statement = _STORES.get(columns)
+    if statement is None:
+        values: dict[str, Any] = {
+            column: (
+                _TASKS.c[column] + bindparam(f"v_{column}")
+                if column in ADDED_COLUMNS
+                else bindparam(f"v_{column}")
+            )
+            for column in columns
+        }
+        statement = _STORES[columns] = (
+            update(_TASKS)
+            .where(*_HELD)
+            .values(
+                **values,
+                lease_owner=None,
+                lease_expires_at=None,
+                finished_at=bindparam("finished"),
+            )
+        )
+    return statement
+
+
 async def has_unfinished_tasks(session: AsyncSession, run_id: uuid.UUID) -> bool:
     """Cheap (an index probe): is any task of the run still pending or running?"""
-    unfinished = (ExtractionStatus.PENDING, ExtractionStatus.RUNNING)
-    found = await session.scalar(
-        select(Extraction.id)
-        .where(Extraction.run_id == run_id, Extraction.status.in_(unfinished))
-        .limit(1)
-    )
-    return found is not None
+    return await session.scalar(_ANY_UNFINISHED, {"run_id": run_id}) is not None
 
 
 async def run_status(session: AsyncSession, run_id: uuid.UUID) -> str | None:
@@ -126,43 +196,11 @@ async def claim_extraction(
 
     Returns what the task is about, or None when there is nothing to take."""
     now = utcnow()
-    active_runs = select(Run.id).where(Run.status.in_(ACTIVE_RUN_STATUSES))
     result = await session.execute(
-        update(Extraction)
-        .where(
-            Extraction.id == extraction_id,
-            Extraction.run_id.in_(active_runs),
-            (Extraction.status == ExtractionStatus.PENDING)
-            | (
-                (Extraction.status == ExtractionStatus.RUNNING)
-                & (Extraction.lease_expires_at < now)
-            ),
-        )
-        .values(
-            status=ExtractionStatus.RUNNING,
-            lease_owner=owner,
-            lease_expires_at=now + lease,
-            started_at=now,
-        )
-        .returning(
-            Extraction.run_id,
-            Extraction.document_id,
-            Extraction.variable_id,
-            Extraction.prompt_version_id,
-        )
-        .execution_options(synchronize_session=False)
+        _CLAIM, {"task_id": extraction_id, "owner": owner, "now": now, "expires": now + lease}
     )
     row = result.one_or_none()
     return None if row is None else ClaimedTask(*row)
-
-
-def _held_by(extraction_id: uuid.UUID, owner: str) -> tuple[Any, ...]:
-    """The condition for a task this worker still holds: it may write only then."""
-    return (
-        Extraction.id == extraction_id,
-        Extraction.lease_owner == owner,
-        Extraction.status == ExtractionStatus.RUNNING,
-    )
 
 
 async def renew_lease(
@@ -170,10 +208,7 @@ async def renew_lease(
 ) -> bool:
     """Heartbeat: extend the lease of a task this worker still holds; False if it lost it."""
     result = await session.execute(
-        update(Extraction)
-        .where(*_held_by(extraction_id, owner))
-        .values(lease_expires_at=utcnow() + lease)
-        .execution_options(synchronize_session=False)
+        _RENEW, {"task_id": extraction_id, "owner": owner, "expires": utcnow() + lease}
     )
     return _rowcount(result) == 1
 
@@ -181,13 +216,13 @@ async def renew_lease(
 async def store_outcome(
     session: AsyncSession, extraction_id: uuid.UUID, owner: str, values: dict[str, Any]
 ) -> bool:
-    """Write a task's result if this worker still holds its lease (idempotent per task)."""
-    result = await session.execute(
-        update(Extraction)
-        .where(*_held_by(extraction_id, owner))
-        .values(**values, lease_owner=None, lease_expires_at=None, finished_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    """Write a task's result if this worker still holds its lease (idempotent per task).
+
+    `values` are column values, except that those of `ADDED_COLUMNS` are added to the row's."""
+    columns = tuple(sorted(values))
+    params = {f"v_{column}": values[column] for column in columns}
+    params.update(task_id=extraction_id, owner=owner, finished=utcnow())
+    result = await session.execute(_store_statement(columns), params)
     return _rowcount(result) == 1
 
 

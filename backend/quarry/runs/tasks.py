@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quarry.db import job_write_scope
+from quarry.db import job_write_scope, writers_take_turns
 from quarry.jobs import JobContext
 from quarry.llm.client import LLMCallError
 from quarry.models import (
@@ -93,11 +93,10 @@ def _outcome_values(outcome: PairOutcome, cache_key: str, pages: list[int]) -> d
         "grounding_method": outcome.grounding_method,
         "grounding_score": outcome.grounding_score,
         "confidence": outcome.confidence,
-        "attempts": Extraction.attempts + outcome.attempts,
-        # Summed over every attempt of the task (retries of a failed run included): the run's
-        # token totals are the sum of its tasks'.
-        "tokens_in": Extraction.tokens_in + outcome.tokens_in,
-        "tokens_out": Extraction.tokens_out + outcome.tokens_out,
+        # Added to the row's (repository.ADDED_COLUMNS): summed over every time the task ran.
+        "attempts": outcome.attempts,
+        "tokens_in": outcome.tokens_in,
+        "tokens_out": outcome.tokens_out,
         "latency_ms": outcome.latency_ms,
         "model": outcome.model,
         "error": outcome.error,
@@ -328,10 +327,14 @@ class _Task:
     async def store(
         self, values: dict[str, object], events: Sequence[tuple[str, str, str]] = ()
     ) -> None:
-        """Write the outcome (and its log lines) if the lease is still ours; then, after the
-        commit, finish the run if this was its last task — after, so that of two tasks
-        finishing at once the later one sees both done. Usually that check reads one index
-        entry; the write happens only for the run's last task."""
+        """Write the outcome (and its log lines) if the lease is still ours, and finish the
+        run if this was its last task. Usually that check reads one index entry; the write
+        happens only for the run's last task.
+
+        Of two tasks finishing at once, the later must see both done. On PostgreSQL a
+        transaction does not see another's uncommitted store, so the check runs after the
+        commit; on SQLite writers take turns (the store holds the write lock until it
+        commits), so it runs in the same transaction and sees every earlier store."""
         ctx = self.ctx
         async with job_write_scope(ctx.sessionmaker) as session:
             if not await repository.store_outcome(session, self.task_id, ctx.worker_id, values):
@@ -347,9 +350,15 @@ class _Task:
                     document_id=self.document_id,
                     variable_id=self.variable_id,
                 )
+            if writers_take_turns(session):
+                await self._finish_run_if_last(session)
+                return
         async with job_write_scope(ctx.sessionmaker) as session:
-            if not await repository.has_unfinished_tasks(session, self.run_id):
-                await finish_run_if_done(session, self.run_id)
+            await self._finish_run_if_last(session)
+
+    async def _finish_run_if_last(self, session: AsyncSession) -> None:
+        if not await repository.has_unfinished_tasks(session, self.run_id):
+            await finish_run_if_done(session, self.run_id)
 
 
 async def finish_run_if_done(session: AsyncSession, run_id: uuid.UUID) -> None:
