@@ -151,7 +151,9 @@ async def test_a_call_waiting_for_a_slot_is_not_sent_once_its_run_is_stopped(
 async def test_the_wire_request_asks_for_the_answer_schema(
     tmp_path: Path, fake_llm: FakeLLM
 ) -> None:
-    await factory(tmp_path, fake_llm).get("fake-model", 0.0).complete_json(MESSAGES)
+    reply = await factory(tmp_path, fake_llm).get("fake-model", 0.0).complete_json(MESSAGES)
+    assert (reply.parsed, reply.model) == (ANSWER, "fake-model")
+    assert reply.tokens_in > 0 and reply.tokens_out > 0
     (request,) = fake_llm.requests
     assert request.body["response_format"] == RESPONSE_FORMAT
     assert request.body["model"] == "fake-model"

@@ -41,7 +41,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.documents.parsing import PAGE_SEPARATOR
@@ -73,18 +73,20 @@ def group_size(run_settings: dict[str, Any]) -> int:
     return size if isinstance(size, int) and size > 1 else 1
 
 
+#: Every claim on PostgreSQL runs it, grouped run or not: built once (see repository.py).
+_TASK_RUN_SETTINGS = (
+    select(Extraction.run_id, Extraction.document_id, Run.settings)
+    .join(Run, Run.id == Extraction.run_id)
+    .where(Extraction.id == bindparam("task_id"))
+)
+
+
 async def take_claim_turn(session: AsyncSession, task_id: uuid.UUID) -> None:
     """PostgreSQL, grouped runs: wait for this document's other claims to commit (see the
     module docstring); the lock is held until this transaction ends. Call before claiming."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    row = (
-        await session.execute(
-            select(Extraction.run_id, Extraction.document_id, Run.settings)
-            .join(Run, Run.id == Extraction.run_id)
-            .where(Extraction.id == task_id)
-        )
-    ).one_or_none()
+    row = (await session.execute(_TASK_RUN_SETTINGS, {"task_id": task_id})).one_or_none()
     if row is None or group_size(row.settings) <= 1:
         return
     digest = hashlib.sha256(b"quarry.runs.groups" + row.run_id.bytes + row.document_id.bytes)
