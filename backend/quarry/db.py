@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import Depends, Request
 from sqlalchemy import Engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -33,11 +35,17 @@ AfterCommit = Callable[[], Awaitable[None] | None]
 _AFTER_COMMIT_KEY = "quarry.after_commit"
 
 
+#: A pooled PostgreSQL connection unused for this long is checked before it is handed out.
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
 def create_engine(database_url: str) -> AsyncEngine:
     """Create the async engine; SQLite gets WAL, foreign keys and a generous busy timeout."""
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = create_async_engine(url, pool_size=10, max_overflow=20)
+        _ping_idle_connections(engine)
+        return engine
 
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +62,33 @@ def create_engine(database_url: str) -> AsyncEngine:
         cursor.close()
 
     return engine
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """`pool_pre_ping`, for connections that sat idle: a database restarted since then has
+    closed them, and the pool replaces one that fails the ping (up to three times).
+
+    SQLAlchemy's own pre-ping costs three round trips on asyncpg (BEGIN, a ping, ROLLBACK) at
+    every checkout, which is several per task; a connection handed back moments ago by a
+    busy worker is as good as a pinged one. One whose database went away while it was in
+    use fails that transaction, which is then retried (a job's task by the sweeper, as for
+    any crash); the pool then recycles every connection it held.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _mark_idle(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is not None and time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_conn.ping()
+        except Exception as exc:
+            raise DisconnectionError(f"idle connection lost: {exc}") from exc
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -49,8 +49,10 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # The HTTP clients log every request line at INFO, including URLs: keep them quiet.
+    # The HTTP clients log every request line at INFO, including URLs, and Arq every job's
+    # start and end (two lines per extraction): keep them quiet.
     for noisy in (
+        "arq",
         "httpx",
         "httpx2",
         "httpcore",

@@ -105,6 +105,12 @@ _ANY_UNFINISHED = (
     .limit(1)
 )
 
+_ANY_PENDING = (
+    select(_TASKS.c.id)
+    .where(_TASKS.c.run_id == bindparam("run_id"), _TASKS.c.status == ExtractionStatus.PENDING)
+    .limit(1)
+)
+
 _CLAIM = (
     update(_TASKS)
     .where(
@@ -170,6 +176,11 @@ def _store_statement(columns: tuple[str, ...]) -> Any:
 async def has_unfinished_tasks(session: AsyncSession, run_id: uuid.UUID) -> bool:
     """Cheap (an index probe): is any task of the run still pending or running?"""
     return await session.scalar(_ANY_UNFINISHED, {"run_id": run_id}) is not None
+
+
+async def has_pending_tasks(session: AsyncSession, run_id: uuid.UUID) -> bool:
+    """Cheap (an index probe): is any task of the run still waiting to be claimed?"""
+    return await session.scalar(_ANY_PENDING, {"run_id": run_id}) is not None
 
 
 async def run_status(session: AsyncSession, run_id: uuid.UUID) -> str | None:

@@ -331,10 +331,12 @@ class _Task:
         run if this was its last task. Usually that check reads one index entry; the write
         happens only for the run's last task.
 
-        Of two tasks finishing at once, the later must see both done. On PostgreSQL a
-        transaction does not see another's uncommitted store, so the check runs after the
-        commit; on SQLite writers take turns (the store holds the write lock until it
-        commits), so it runs in the same transaction and sees every earlier store."""
+        Of two tasks finishing at once, the later must see both done. On SQLite writers take
+        turns (the store holds the write lock until it commits), so the check runs in the
+        store's transaction and sees every earlier store. On PostgreSQL a transaction does
+        not see another's uncommitted store, so the check runs after the commit — but only
+        near the run's end: while a task of the run is still pending, its own store comes
+        later and checks then (cancelling pending tasks finishes or re-checks the run)."""
         ctx = self.ctx
         async with job_write_scope(ctx.sessionmaker) as session:
             if not await repository.store_outcome(session, self.task_id, ctx.worker_id, values):
@@ -352,6 +354,8 @@ class _Task:
                 )
             if writers_take_turns(session):
                 await self._finish_run_if_last(session)
+                return
+            if await repository.has_pending_tasks(session, self.run_id):
                 return
         async with job_write_scope(ctx.sessionmaker) as session:
             await self._finish_run_if_last(session)
