@@ -14,6 +14,11 @@ It prints a table; record the figures and the machine in benchmarks/RESULTS.md.
   minute after the first call, the lowest of them ÷ 600 (target ≥ 0.95); 429s provoked
   (target 0). Distributed mode, 2 workers, so the limit is shared through Redis.
 
+Each row also shows the processor time Quarry used per pair (this process + the workers) and
+the share of the machine's time the hypervisor stole during the run (/proc/stat): on a shared
+virtual machine the same code is much slower when steal is high. `--repeat N` runs each
+scenario N times and prints the median.
+
 The fake LLM runs in its own process, as a real provider would: it must not share the
 benchmarked process's CPU and GIL. Distributed mode needs PostgreSQL and Redis (the test
 suite's: QUARRY_TEST_POSTGRES_URL / QUARRY_TEST_REDIS_URL or the local defaults).

@@ -494,6 +494,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             worker_id=ctx.worker_id,
             queue=queue.name,
             concurrency=settings.llm_concurrency,
+            tasks=settings.task_concurrency,
             job_timeout=job_timeout,
             lease_seconds=settings.task_lease_seconds,
             llm_configured=ctx.llm.configured,
