@@ -9,6 +9,7 @@ is a trip through one connection thread, so these reads are most of a task's dat
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import OrderedDict
@@ -126,6 +127,7 @@ class TaskInputs:
         self.runs: _Recent[uuid.UUID, RunConfig] = _Recent(64)
         self._status: dict[uuid.UUID, tuple[str | None, float]] = {}
         self._cache_keys: _Recent[uuid.UUID, set[str]] = _Recent(16)
+        self._asking: dict[uuid.UUID, asyncio.Future[str | None]] = {}
 
     @classmethod
     def for_context(cls, ctx: JobContext) -> TaskInputs:
@@ -207,7 +209,23 @@ class TaskInputs:
         cached = self._status.get(run_id)
         if cached is not None and cached[0] is None and now - cached[1] <= STATUS_TTL_SECONDS:
             return None
-        reason = await costs.stop_reason(ctx.sessionmaker, ctx.settings, run_id)
+        # The tasks of a run ask at the same moments (the answer expires for all at once):
+        # one query answers every task that asks while it runs.
+        pending = self._asking.get(run_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        pending = self._asking[run_id] = asyncio.ensure_future(
+            costs.stop_reason(ctx.sessionmaker, ctx.settings, run_id)
+        )
+
+        def forget(done: asyncio.Future[str | None]) -> None:
+            self._asking.pop(run_id, None)
+            if not done.cancelled():
+                done.exception()  # the askers got it; no "never retrieved" warning
+
+        pending.add_done_callback(forget)
+        # Shielded: an asker that is cancelled does not cancel the others' answer.
+        reason = await asyncio.shield(pending)
         self._status[run_id] = (reason, now)
         if len(self._status) > 1000:  # forget runs nobody asked about lately
             for key in [k for k, (_, at) in self._status.items() if now - at > 60]:
