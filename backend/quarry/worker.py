@@ -1,11 +1,11 @@
-"""The job transport facade: the only module that knows how jobs travel, and the only one
+"""The job transport facade: `create_queue` picks how jobs travel, and this is the only module
 that imports arq (upstream is in maintenance mode; keeping it here keeps a switch mechanical).
 
 Embedded mode (no QUARRY_REDIS_URL) runs jobs on asyncio tasks inside the API process with a
-bounded number of concurrent jobs per kind. Distributed mode enqueues jobs in Redis through
-Arq; the API process runs none, and any number of `quarry worker` processes run them.
-Services only see the `JobQueue` protocol and jobs only take ids, so both modes share every
-line above this module.
+bounded number of concurrent jobs per kind (runner.py, with the jobs and the sweeper both
+modes share). Distributed mode enqueues jobs in Redis through Arq; the API process runs none,
+and any number of `quarry worker` processes run them. Services only see the `JobQueue`
+protocol and jobs only take ids, so both modes share every line above these two modules.
 
 The database is the source of truth (DESIGN §4); the queue only wakes workers up. What Arq
 does (0.28, read from its source) and how Quarry lives with it:
@@ -53,7 +53,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,27 +69,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
-from quarry.db import create_engine, create_sessionmaker, job_write_scope
-from quarry.documents.repository import documents_to_parse
-from quarry.documents.service import parse_document_job
+from quarry.db import create_engine, create_sessionmaker
 from quarry.documents.storage import LocalStorage
-from quarry.jobs import EXTRACT_PAIR, PARSE_DOCUMENT, JobContext, JobQueue
+from quarry.jobs import EXTRACT_PAIR, PARSE_DOCUMENT, JobContext
 from quarry.llm.client import ChatModelFactory
 from quarry.metrics import serve_worker_metrics
-from quarry.models.base import utcnow
-from quarry.runs.repository import active_run_ids, tasks_to_requeue
-from quarry.runs.tasks import finish_run_if_done, run_extract_pair
+from quarry.runner import JOBS, EmbeddedQueue, JobFunction, check_job, sweep
 from quarry.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-JobFunction = Callable[[JobContext, str], Awaitable[None]]
-
-#: Every job Quarry runs, by its dotted name.
-JOBS: dict[str, JobFunction] = {
-    EXTRACT_PAIR: run_extract_pair,
-    PARSE_DOCUMENT: parse_document_job,
-}
 
 
 def create_queue(settings: Settings) -> EmbeddedQueue | ArqQueue:
@@ -100,99 +88,6 @@ def create_queue(settings: Settings) -> EmbeddedQueue | ArqQueue:
     return EmbeddedQueue(
         {EXTRACT_PAIR: settings.task_concurrency, PARSE_DOCUMENT: settings.parse_concurrency}
     )
-
-
-async def sweep(ctx: JobContext, queue: JobQueue) -> None:
-    """Re-deliver what the database says is unfinished (never-enqueued tasks, expired leases,
-    unparsed documents) and finish runs whose last task's worker died before it could."""
-    async with ctx.sessionmaker() as session:
-        task_ids = [str(i) for i in await tasks_to_requeue(session, utcnow())]
-        doc_ids = [str(i) for i in await documents_to_parse(session)]
-    if task_ids:
-        # Each of these is pending or its lease expired: nobody holds it, so a queue that
-        # remembers a delivery as "in progress" may forget it (see ArqQueue.redeliver).
-        redeliver = getattr(queue, "redeliver", queue.enqueue)
-        await redeliver(EXTRACT_PAIR, task_ids)
-    if doc_ids:
-        # No lease here: a live parse cannot be told from a dead one, so only enqueue.
-        await queue.enqueue(PARSE_DOCUMENT, doc_ids)
-    async with job_write_scope(ctx.sessionmaker) as session:
-        for run_id in await active_run_ids(session):
-            await finish_run_if_done(session, run_id)
-    if task_ids or doc_ids:
-        log.info("worker.swept", tasks=len(task_ids), documents=len(doc_ids))
-
-
-# -- embedded ---------------------------------------------------------------------------------
-
-
-class EmbeddedQueue:
-    """In-process queues, one per job kind, each drained by a fixed pool of asyncio workers.
-
-    A job already waiting is not queued twice; the database decides whether a delivered job
-    still has anything to do, so duplicates would be harmless anyway, only wasteful.
-    """
-
-    def __init__(self, concurrency: dict[str, int]) -> None:
-        self._concurrency = concurrency
-        self._queues: dict[str, asyncio.Queue[str]] = {job: asyncio.Queue() for job in JOBS}
-        self._waiting: dict[str, set[str]] = {job: set() for job in JOBS}
-        self._workers: list[asyncio.Task[None]] = []
-        self._sweeper: asyncio.Task[None] | None = None
-        self._ctx: JobContext | None = None
-
-    async def enqueue(self, job: str, ids: list[str]) -> None:
-        _check_job(job)
-        waiting = self._waiting[job]
-        for job_id in ids:
-            if job_id not in waiting:
-                waiting.add(job_id)
-                self._queues[job].put_nowait(job_id)
-
-    async def start(self, ctx: JobContext) -> None:
-        self._ctx = ctx
-        for job in JOBS:
-            for n in range(self._concurrency.get(job, 1)):
-                self._workers.append(
-                    asyncio.create_task(self._drain(job), name=f"quarry-{job}-{n}")
-                )
-        self._sweeper = asyncio.create_task(self._sweep_forever(ctx), name="quarry-sweeper")
-
-    async def stop(self) -> None:
-        tasks = [*self._workers, *([self._sweeper] if self._sweeper else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._workers.clear()
-
-    async def join(self) -> None:
-        """Wait until every queued job has been processed (used by tests and the CLI)."""
-        for queue in self._queues.values():
-            await queue.join()
-
-    async def _drain(self, job: str) -> None:
-        assert self._ctx is not None
-        queue, function = self._queues[job], JOBS[job]
-        while True:
-            job_id = await queue.get()
-            self._waiting[job].discard(job_id)
-            try:
-                await function(self._ctx, job_id)
-            except Exception:
-                # The row stays pending/running; the sweeper will deliver it again.
-                log.exception("worker.job_failed", job=job, job_id=job_id)
-            finally:
-                queue.task_done()
-
-    async def _sweep_forever(self, ctx: JobContext) -> None:
-        while True:
-            try:
-                await sweep(ctx, self)
-            except Exception:
-                log.exception("worker.sweep_failed")
-            await asyncio.sleep(ctx.settings.sweep_interval_seconds)
 
 
 # -- distributed (Arq on Redis) ---------------------------------------------------------------
@@ -293,7 +188,7 @@ class ArqQueue:
         return self._redis.default_queue_name
 
     async def enqueue(self, job: str, ids: list[str]) -> None:
-        _check_job(job)
+        check_job(job)
         for start in range(0, len(ids), _ENQUEUE_BATCH):
             chunk = ids[start : start + _ENQUEUE_BATCH]
             # One round trip finds the jobs already waiting (the common case for a sweep);
@@ -319,7 +214,7 @@ class ArqQueue:
         not have claimed its row yet; deleting its fresh marker would let a second worker
         (or the same one, which Arq does not expect) start it again.
         """
-        _check_job(job)
+        check_job(job)
         released = 0
         if self._marker_ttl_ms and self._stale_after_ms:
             args = [self._marker_ttl_ms, self._stale_after_ms]
@@ -346,11 +241,6 @@ class ArqQueue:
 
     async def stop(self) -> None:
         await self._redis.aclose(close_connection_pool=True)
-
-
-def _check_job(job: str) -> None:
-    if job not in JOBS:
-        raise ValueError(f"unknown job {job}")
 
 
 def _arq_job(function: JobFunction) -> WorkerCoroutine:
