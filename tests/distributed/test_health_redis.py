@@ -5,23 +5,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
 from tests.conftest import make_settings
-from tests.support.api import create_schema
-
-from quarry.app import create_app
+from tests.support.api import running_app
 
 
 async def test_ready_is_503_naming_redis_when_redis_is_unreachable(tmp_path: Path) -> None:
     # Nothing listens on port 1: the API still starts (it connects lazily) and says why
     # it is not ready, quickly, instead of hanging the probe.
     settings = make_settings(tmp_path, None, redis_url="redis://127.0.0.1:1/0")
-    await create_schema(settings.database_url)
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with running_app(settings) as (_app, client):
         started = time.monotonic()
         response = await client.get("/health/ready")
         assert time.monotonic() - started < 5

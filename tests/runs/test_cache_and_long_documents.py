@@ -11,13 +11,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from quarry.app import create_app
 from quarry.runs.chunks import ChunkIndex, split_into_chunks, variable_query
 from tests.conftest import make_settings
 from tests.support.api import (
     add_variable,
     create_project,
-    create_schema,
+    list_extractions,
+    running_app,
     sign_up,
     upload,
     wait_for_documents,
@@ -47,17 +47,6 @@ async def start_run(
     run = await wait_for_run(client, headers, pid, response.json()["id"])
     assert run["status"] == "completed", run
     return run
-
-
-async def extractions(
-    client: httpx.AsyncClient, headers: Headers, pid: str, run_id: str
-) -> list[dict[str, Any]]:
-    response = await client.get(
-        f"/api/v1/projects/{pid}/extractions",
-        params={"run_id": run_id, "limit": 500},
-        headers=headers,
-    )
-    return response.json()["items"]  # type: ignore[no-any-return]
 
 
 async def test_rerun_after_editing_one_variable_calls_only_for_it(
@@ -92,7 +81,7 @@ async def test_rerun_after_editing_one_variable_calls_only_for_it(
     second = await start_run(client, headers, pid)
     assert fake_llm.calls() == documents  # exactly N calls: the edited variable over N documents
     assert {r.variable for r in fake_llm.requests} == {"site"}
-    rows = await extractions(client, headers, pid, second["id"])
+    rows = await list_extractions(client, headers, pid, run_id=second["id"])
     assert len(rows) == documents * len(VARIABLES)
     for row in rows:
         reused = row["variable_name"] != "site"
@@ -150,12 +139,7 @@ def long_report() -> list[str]:
 async def test_a_long_document_is_sent_as_the_excerpts_relevant_to_each_variable(
     settings: Any, fake_llm: FakeLLM
 ) -> None:
-    await create_schema(settings.database_url)
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with running_app(settings) as (app, client):
         headers = await sign_up(app, client, "long@example.org")
         pid = (await create_project(client, headers))["id"]
         await add_variable(
@@ -177,7 +161,7 @@ async def test_a_long_document_is_sent_as_the_excerpts_relevant_to_each_variable
             "confidence": 0.9,
         }
         run = await start_run(client, headers, pid)
-        (row,) = await extractions(client, headers, pid, run["id"])
+        (row,) = await list_extractions(client, headers, pid, run_id=run["id"])
 
         sent = fake_llm.requests[-1].text
         assert "318 patients were enrolled" in sent  # page 7, the relevant one

@@ -22,6 +22,7 @@ from tests.support.api import (
     add_variable,
     create_project,
     create_schema,
+    list_extractions,
     sign_up,
     upload,
     wait_for_documents,
@@ -173,13 +174,7 @@ async def test_the_estimate_matches_the_tokens_the_provider_reports(
         # The run's cost is its tokens at the configured price, and its extractions add up to it.
         assert run["cost_usd"] == pytest.approx(_priced(run["tokens_in"], run["tokens_out"]))
         assert run["budget_usd"] is None
-        extractions = (
-            await client.get(
-                f"/api/v1/projects/{pid}/extractions",
-                params={"run_id": run["id"], "limit": 100},
-                headers=headers,
-            )
-        ).json()["items"]
+        extractions = await list_extractions(client, headers, pid, run_id=run["id"])
         assert sum(e["cost_usd"] for e in extractions) == pytest.approx(run["cost_usd"])
 
         # Again: every answer is in the cache, so nothing would be called or cost anything…
@@ -228,13 +223,7 @@ async def test_the_estimate_counts_grouped_calls_as_the_run_makes_them(
         assert estimate["estimated_input_tokens"] == reported
         # Per variable, grouped calls are shared out as the run shares them (give or take the
         # odd token of a call that does not split evenly).
-        extractions = (
-            await client.get(
-                f"/api/v1/projects/{pid}/extractions",
-                params={"run_id": run["id"], "limit": 100},
-                headers=headers,
-            )
-        ).json()["items"]
+        extractions = await list_extractions(client, headers, pid, run_id=run["id"])
         for variable in estimate["per_variable"]:
             spent = sum(
                 e["tokens_in"] for e in extractions if e["variable_name"] == variable["name"]
@@ -312,13 +301,9 @@ async def test_a_budget_stops_new_calls_and_a_higher_one_lets_the_run_go_on(
         assert 3 <= made <= 5, made
         assert run["cost_usd"] >= budget
         assert run["counts"]["cancelled"] == 10 - made
-        cancelled = (
-            await client.get(
-                f"/api/v1/projects/{pid}/extractions",
-                params={"run_id": run["id"], "status": "cancelled"},
-                headers=headers,
-            )
-        ).json()["items"]
+        cancelled = await list_extractions(
+            client, headers, pid, run_id=run["id"], status="cancelled"
+        )
         assert {e["error"] for e in cancelled} == {reason}
         assert all(e["tokens_in"] == 0 for e in cancelled)
         logs = await client.get(f"/api/v1/projects/{pid}/runs/{run['id']}/logs", headers=headers)

@@ -28,6 +28,8 @@ from tests.conftest import make_settings
 from tests.support.api import (
     add_variable,
     create_schema,
+    list_extractions,
+    running_app,
     sign_up,
     upload,
     wait_for_documents,
@@ -142,17 +144,6 @@ async def run_to_end(
     return await wait_for_run(client, headers, pid, response.json()["id"])
 
 
-async def rows_of(
-    client: httpx.AsyncClient, headers: Headers, pid: str, run_id: str
-) -> list[dict[str, Any]]:
-    response = await client.get(
-        f"/api/v1/projects/{pid}/extractions",
-        params={"run_id": run_id, "limit": 500},
-        headers=headers,
-    )
-    return response.json()["items"]  # type: ignore[no-any-return]
-
-
 async def log_events(
     client: httpx.AsyncClient, headers: Headers, pid: str, run_id: str
 ) -> list[dict[str, Any]]:
@@ -202,7 +193,7 @@ async def test_a_group_of_five_over_seven_variables_makes_two_calls_per_document
         }
         assert len(blocks) == 1
 
-    rows = await rows_of(client, headers, pid, grouped["id"])
+    rows = await list_extractions(client, headers, pid, run_id=grouped["id"])
     assert len(rows) == documents * 7
     assert_all_right(rows, numbers)
     assert all(row["attempts"] == 1 and not row["cached"] for row in rows)
@@ -224,7 +215,7 @@ async def test_a_group_of_five_over_seven_variables_makes_two_calls_per_document
     assert len(requests) == documents * 7
     assert all(r.body["response_format"] == SINGLE_RESPONSE_FORMAT for r in requests)
     assert all(r.messages[0]["content"] == SYSTEM_PROMPT for r in requests)
-    assert_all_right(await rows_of(client, headers, pid, single["id"]), numbers)
+    assert_all_right(await list_extractions(client, headers, pid, run_id=single["id"]), numbers)
 
     pairs = documents * 7
     per_pair_grouped = grouped["tokens_in"] / pairs
@@ -268,7 +259,7 @@ async def test_only_the_unusable_parts_of_a_grouped_answer_are_asked_again_alone
     requests = chat_requests(fake_llm)
     assert [r.is_group for r in requests] == [True, False, False, False]
     assert sorted(str(r.variable) for r in requests[1:]) == ["design", "patients", "site"]
-    rows = await rows_of(client, headers, pid, run["id"])
+    rows = await list_extractions(client, headers, pid, run_id=run["id"])
     assert_all_right(rows, numbers)
     fell_back = {"site", "patients", "design"}
     for row in rows:
@@ -298,7 +289,7 @@ async def test_an_unreadable_grouped_answer_asks_every_variable_alone(
     assert run["status"] == "completed", run
     requests = chat_requests(fake_llm)
     assert [r.is_group for r in requests] == [True, False, False, False]
-    rows = await rows_of(client, headers, pid, run["id"])
+    rows = await list_extractions(client, headers, pid, run_id=run["id"])
     assert_all_right(rows, numbers)
     assert all(row["attempts"] == 2 for row in rows)
 
@@ -320,7 +311,10 @@ async def test_not_stated_answers_in_a_group_are_not_found_not_fallbacks(
     run = await run_to_end(client, headers, pid)
     assert run["status"] == "completed", run
     assert fake_llm.calls() == 1
-    rows = {row["variable_name"]: row for row in await rows_of(client, headers, pid, run["id"])}
+    rows = {
+        row["variable_name"]: row
+        for row in await list_extractions(client, headers, pid, run_id=run["id"])
+    }
     assert rows["title"]["status"] == "succeeded" and rows["title"]["value"] == "Report 0"
     for name in ("site", "patients", "start"):
         assert rows[name]["status"] == "not_found" and rows[name]["value"] is None
@@ -336,7 +330,7 @@ async def test_a_grouped_call_that_fails_fails_its_variables_with_the_reason(
     run = await run_to_end(client, headers, pid)
     assert run["status"] == "failed"
     assert fake_llm.calls(status=None) == 1
-    rows = await rows_of(client, headers, pid, run["id"])
+    rows = await list_extractions(client, headers, pid, run_id=run["id"])
     assert {row["status"] for row in rows} == {"failed"}
     assert all("rejected the API key" in str(row["error"]) for row in rows)
 
@@ -381,7 +375,7 @@ async def run_with_a_second_worker(
     requests = chat_requests(fake_llm)
     asked = Counter((document_of(r), v) for r in requests for v in r.variables)
     assert len(asked) == documents * 7 and set(asked.values()) == {1}  # none asked twice
-    rows = await rows_of(client, headers, pid, str(run_id))
+    rows = await list_extractions(client, headers, pid, run_id=str(run_id))
     assert len(rows) == documents * 7
     assert_all_right(rows, numbers)
     assert all(row["attempts"] == 1 for row in rows)
@@ -447,7 +441,7 @@ async def test_the_result_cache_works_with_grouping(
     requests = chat_requests(fake_llm)
     assert len(requests) == documents
     assert all(not r.is_group and r.variable == "site" for r in requests)
-    rows = await rows_of(client, headers, pid, second["id"])
+    rows = await list_extractions(client, headers, pid, run_id=second["id"])
     assert_all_right(rows, numbers)
     assert all(row["cached"] is (row["variable_name"] != "site") for row in rows)
 
@@ -460,17 +454,12 @@ async def test_the_result_cache_works_with_grouping(
     requests = chat_requests(fake_llm)
     assert len(requests) == documents
     assert all(r.is_group and sorted(r.variables) == ["patients", "site"] for r in requests)
-    assert_all_right(await rows_of(client, headers, pid, third["id"]), numbers)
+    assert_all_right(await list_extractions(client, headers, pid, run_id=third["id"]), numbers)
 
 
 async def test_cancelling_a_grouped_run_stops_new_calls(tmp_path: Path, fake_llm: FakeLLM) -> None:
     settings = make_settings(tmp_path, fake_llm, llm_concurrency=2)
-    await create_schema(settings.database_url)
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with running_app(settings) as (app, client):
         fake_llm.default_reply = right_answers
         headers, pid, _ = await project(
             app, client, group_size=3, documents=20, variables=VARIABLES[:3]
@@ -501,12 +490,7 @@ def long_report_text() -> str:
 
 async def test_a_long_document_is_not_grouped(tmp_path: Path, fake_llm: FakeLLM) -> None:
     settings = make_settings(tmp_path, fake_llm, llm_max_document_chars=4000)
-    await create_schema(settings.database_url)
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with running_app(settings) as (app, client):
         fake_llm.default_reply = right_answers
         texts = {"r0.txt": report(0), "r2.txt": long_report_text()}
         headers, pid, _ = await project(

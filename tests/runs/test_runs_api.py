@@ -12,12 +12,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from quarry.app import create_app
 from tests.conftest import make_settings
 from tests.support.api import (
     add_variable,
     create_project,
-    create_schema,
+    list_extractions,
+    running_app,
     sign_up,
     upload,
     wait_for_documents,
@@ -50,15 +50,6 @@ async def _start(
     return response.json()  # type: ignore[no-any-return]
 
 
-async def _extractions(
-    client: httpx.AsyncClient, headers: Headers, pid: str, **params: Any
-) -> list[dict[str, Any]]:
-    response = await client.get(
-        f"/api/v1/projects/{pid}/extractions", params={"limit": 500, **params}, headers=headers
-    )
-    return response.json()["items"]  # type: ignore[no-any-return]
-
-
 async def _logs(client: httpx.AsyncClient, headers: Headers, pid: str, run_id: str) -> list[str]:
     response = await client.get(f"/api/v1/projects/{pid}/runs/{run_id}/logs", headers=headers)
     return [e["message"] for e in response.json()["items"]]
@@ -84,7 +75,7 @@ async def test_invalid_answer_is_reasked_with_the_validation_error(
     )
     run = await wait_for_run(client, headers, pid, (await _start(client, headers, pid))["id"])
     assert run["status"] == "completed"
-    [extraction] = await _extractions(client, headers, pid)
+    [extraction] = await list_extractions(client, headers, pid)
     assert extraction["value"] == 42 and extraction["attempts"] == 2
     assert extraction["grounded"] is True
     # The second request carried the model's bad answer and the validation error.
@@ -118,7 +109,7 @@ async def test_flaky_server_is_retried_and_every_pair_succeeds(
     fake_llm.inject("malformed")
     run = await wait_for_run(client, headers, pid, (await _start(client, headers, pid))["id"])
     assert run["status"] == "completed" and run["counts"]["succeeded"] == 4
-    values = sorted(e["value"] for e in await _extractions(client, headers, pid))
+    values = sorted(e["value"] for e in await list_extractions(client, headers, pid))
     assert values == [30, 31, 32, 33]
     assert fake_llm.calls(status=429) == 1 and fake_llm.calls(status=500) == 1
 
@@ -147,7 +138,7 @@ async def test_permanent_failure_has_a_reason_and_retry_reruns_only_it(
         "failed": 1,
         "cancelled": 0,
     }
-    [failed] = await _extractions(client, headers, pid, status="failed")
+    [failed] = await list_extractions(client, headers, pid, status="failed")
     assert "not valid JSON" in failed["error"] and failed["attempts"] == 3
     assert any(
         "bad.txt" in line and "not valid JSON" in line
@@ -172,12 +163,7 @@ async def test_permanent_failure_has_a_reason_and_retry_reruns_only_it(
 
 async def test_cancel_stops_new_calls(tmp_path: Path, fake_llm: FakeLLM) -> None:
     settings = make_settings(tmp_path, fake_llm, llm_concurrency=2)
-    await create_schema(settings.database_url)
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with running_app(settings) as (app, client):
         texts = {f"d{i}.txt": f"Document {i} text." for i in range(20)}
         headers, pid, _ = await _project_with_docs(app, client, texts, [AGE])
         fake_llm.latency = 0.3
@@ -205,28 +191,18 @@ async def test_timeout_fails_the_pair_with_a_readable_reason(
     tmp_path: Path, fake_llm: FakeLLM
 ) -> None:
     settings = make_settings(tmp_path, fake_llm, llm_timeout_seconds=0.5, llm_max_retries=0)
-    await create_schema(settings.database_url)
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with running_app(settings) as (app, client):
         headers, pid, _ = await _project_with_docs(app, client, {"a.txt": "Some text."}, [AGE])
         fake_llm.inject("timeout")
         run = await wait_for_run(client, headers, pid, (await _start(client, headers, pid))["id"])
         assert run["status"] == "failed"
-        [extraction] = await _extractions(client, headers, pid)
+        [extraction] = await list_extractions(client, headers, pid)
         assert extraction["error"] == "The LLM call timed out after 0.5 s."
 
 
 async def test_without_an_llm_the_app_starts_and_runs_are_refused_clearly(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, None)
-    await create_schema(settings.database_url)
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with running_app(settings) as (app, client):
         assert (await client.get("/health/ready")).status_code == 200
         headers, pid, _ = await _project_with_docs(app, client, {"a.txt": "Some text."}, [AGE])
         response = await client.post(f"/api/v1/projects/{pid}/runs", json={}, headers=headers)

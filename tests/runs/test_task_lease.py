@@ -7,14 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from quarry.app import create_app
 from tests.conftest import make_settings
 from tests.support.api import (
     add_variable,
     create_project,
-    create_schema,
+    running_app,
     sign_up,
     upload,
     wait_for_documents,
@@ -30,12 +27,7 @@ async def _run_one_pair(
     settings_path: Path, fake_llm: FakeLLM, **settings: object
 ) -> dict[str, Any]:
     app_settings = make_settings(settings_path, fake_llm, **settings)
-    await create_schema(app_settings.database_url)
-    app = create_app(app_settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with running_app(app_settings) as (app, client):
         headers = await sign_up(app, client, "lease@example.org")
         pid = (await create_project(client, headers))["id"]
         await add_variable(client, headers, pid, **AGE)

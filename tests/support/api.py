@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from quarry.app import create_app
 from quarry.auth.service import create_user
 from quarry.db import session_scope
 from quarry.models import Base
+from quarry.settings import Settings
 
 PASSWORD = "correct horse battery staple"
 
@@ -22,6 +26,19 @@ async def create_schema(database_url: str) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
     await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app for `settings` on a fresh schema, started, and a client talking to it in-process
+    (for tests whose settings differ from the `app` / `client` fixtures')."""
+    await create_schema(settings.database_url)
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        yield app, client
 
 
 async def sign_up(app: FastAPI, client: httpx.AsyncClient, email: str) -> dict[str, str]:
@@ -78,6 +95,20 @@ async def wait_for_documents(
             return items
         assert time.monotonic() < deadline, f"documents still parsing: {items}"
         await asyncio.sleep(0.05)
+
+
+async def list_extractions(
+    client: httpx.AsyncClient, headers: dict[str, str], project_id: str, **params: Any
+) -> list[dict[str, Any]]:
+    """The project's extractions (up to 500), filtered by `params` (e.g. run_id, status)."""
+    response = await client.get(
+        f"/api/v1/projects/{project_id}/extractions",
+        params={"limit": 500, **params},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
 
 
 async def wait_for_run(
