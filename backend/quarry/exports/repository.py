@@ -1,0 +1,230 @@
+"""The queries that feed an export: the project's documents in upload order, and each batch's
+latest answers and current reviews, as plain rows (not ORM objects: an export reads every
+cell of the project once, and building an identity-mapped object per row cost more than
+everything else the export did).
+
+Plans (checked by tests/exports/test_repository.py on SQLite and PostgreSQL):
+
+- documents: one ordered read of the project's documents through `ix_documents_project_id`,
+  streamed with a server-side cursor and cut into batches. The sort on (created_at, filename,
+  id) happens once per export. Paging instead (OFFSET, or a keyset on that sort key) would
+  repeat the read and the sort for every page: no index covers (project_id, created_at,
+  filename, id), so even a keyset page re-reads every document of the project to find the
+  next 200, which is the same O(documents) per page as OFFSET.
+- answers and reviews: one query each per batch, by `document_id IN (…)` through the
+  (document_id, variable_id) indexes of extractions and reviews; the window function that
+  picks the newest row of each cell ranks only that batch's rows. Each answer's prompt version
+  is a primary-key lookup, and whether it is newer than the cell's current review an index
+  probe of reviews.
+
+Cells are keyed by their ids as text, cast by the database (the same expression for documents,
+variables, answers and reviews, so the keys match whatever the dialect's spelling): turning
+four ids per cell into uuid.UUID objects, and every cell's finished_at into a datetime, cost
+more than everything else the reading did.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any, NamedTuple, TypeAlias
+
+from sqlalchemy import ColumnElement, Result, Select, String, cast, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quarry.models import Document, Extraction, ExtractionStatus, PromptVersion, Review, Variable
+
+#: Outcomes that count as the current answer of a cell ("not stated" is an answer); the same
+#: rule as extractions.repository.latest_answers.
+ANSWERED = (ExtractionStatus.SUCCEEDED, ExtractionStatus.NOT_FOUND)
+
+#: (document key, variable key): the ids as text (see the module docstring).
+Key = tuple[str, str]
+#: A statement whose rows are read by position.
+Rows: TypeAlias = Select[*tuple[Any, ...]]
+
+
+class DocumentRef(NamedTuple):
+    id: uuid.UUID
+    key: str
+    filename: str
+
+
+class Answer(NamedTuple):
+    """The newest answered extraction of a cell (else its newest extraction of any status)."""
+
+    status: str
+    value: Any
+    evidence: str | None
+    page: int | None
+    confidence: float | None
+    grounded: bool | None
+    model: str | None
+    run_id: uuid.UUID
+    error: str | None
+    #: Finished after the cell's current review was made (None: no review, or unfinished).
+    newer_than_review: bool | None
+    prompt_version: int | None
+
+
+class CurrentReview(NamedTuple):
+    """The most recent review of a cell."""
+
+    status: str
+    value: Any
+
+
+def _key(column: Any) -> ColumnElement[str]:
+    return cast(column, String)
+
+
+async def _core(session: AsyncSession, statement: Rows) -> Result[*tuple[Any, ...]]:
+    # Through the session's connection: plain Core rows, without the ORM's per-row loading
+    # (a third of the export's database time went there).
+    connection = await session.connection()
+    return await connection.execute(statement)
+
+
+async def variable_keys(session: AsyncSession, project_id: uuid.UUID) -> dict[uuid.UUID, str]:
+    """The key of each of the project's variables."""
+    result = await _core(
+        session, select(Variable.id, _key(Variable.id)).where(Variable.project_id == project_id)
+    )
+    return {row[0]: row[1] for row in result.all()}
+
+
+def documents_in_upload_order(project_id: uuid.UUID) -> Rows:
+    return (
+        select(Document.id, _key(Document.id), Document.filename)
+        .where(Document.project_id == project_id)
+        .order_by(Document.created_at, Document.filename, Document.id)
+    )
+
+
+async def stream_documents(
+    session: AsyncSession, project_id: uuid.UUID, batch_size: int
+) -> AsyncGenerator[list[DocumentRef], None]:
+    """The project's documents in upload order, `batch_size` at a time, from one cursor.
+
+    The session may run other queries between batches (the cursor stays open in its
+    transaction on PostgreSQL; SQLite steps its statement as it is read).
+    """
+    connection = await session.connection()
+    result = await connection.stream(
+        documents_in_upload_order(project_id).execution_options(yield_per=batch_size)
+    )
+    try:
+        async for rows in result.partitions(batch_size):
+            yield [DocumentRef(row[0], row[1], row[2]) for row in rows]
+    finally:
+        await result.close()
+
+
+def latest_answers_of(document_ids: Sequence[uuid.UUID]) -> Rows:
+    """The rank-1 extraction of each (document, variable) of `document_ids`: the two keys,
+    then Answer's fields in order (run_id as text)."""
+    answered_first = func.row_number().over(
+        partition_by=(Extraction.document_id, Extraction.variable_id),
+        order_by=(
+            Extraction.status.in_(ANSWERED).desc(),
+            Extraction.finished_at.desc().nulls_last(),
+            Extraction.created_at.desc(),
+        ),
+    )
+    ranked = (
+        select(
+            Extraction.document_id,
+            Extraction.variable_id,
+            Extraction.status,
+            Extraction.value,
+            Extraction.evidence,
+            Extraction.page,
+            Extraction.confidence,
+            Extraction.grounded,
+            Extraction.model,
+            Extraction.run_id,
+            Extraction.error,
+            Extraction.finished_at,
+            Extraction.prompt_version_id,
+            answered_first.label("rank"),
+        )
+        .where(Extraction.document_id.in_(document_ids))
+        .subquery()
+    )
+    # The current review is the newest, so "newer than it" is "newer than the newest".
+    newest_review = (
+        select(func.max(Review.created_at))
+        .where(Review.document_id == ranked.c.document_id)
+        .where(Review.variable_id == ranked.c.variable_id)
+        .scalar_subquery()
+    )
+    return (
+        select(
+            _key(ranked.c.document_id),
+            _key(ranked.c.variable_id),
+            ranked.c.status,
+            ranked.c.value,
+            ranked.c.evidence,
+            ranked.c.page,
+            ranked.c.confidence,
+            ranked.c.grounded,
+            ranked.c.model,
+            _key(ranked.c.run_id),
+            ranked.c.error,
+            (ranked.c.finished_at > newest_review).label("newer_than_review"),
+            PromptVersion.version,
+        )
+        .outerjoin(PromptVersion, PromptVersion.id == ranked.c.prompt_version_id)
+        .where(ranked.c.rank == 1)
+    )
+
+
+async def latest_answers(
+    session: AsyncSession, document_ids: Sequence[uuid.UUID]
+) -> dict[Key, Answer]:
+    """Each cell's current answer for a batch of documents."""
+    if not document_ids:
+        return {}
+    result = await _core(session, latest_answers_of(document_ids))
+    runs: dict[str, uuid.UUID] = {}  # a few runs answer a batch's thousands of cells
+    answers: dict[Key, Answer] = {}
+    for row in result.all():
+        run_id = runs.get(row[9])
+        if run_id is None:
+            run_id = runs[row[9]] = uuid.UUID(row[9])
+        status, value, evidence, page, confidence, grounded, model = row[2:9]
+        answers[row[0], row[1]] = Answer(
+            status, value, evidence, page, confidence, grounded, model, run_id, *row[10:13]
+        )
+    return answers
+
+
+def current_reviews_of(document_ids: Sequence[uuid.UUID]) -> Rows:
+    newest = func.row_number().over(
+        partition_by=(Review.document_id, Review.variable_id),
+        order_by=(Review.created_at.desc(), Review.id.desc()),
+    )
+    ranked = (
+        select(
+            Review.document_id,
+            Review.variable_id,
+            Review.status,
+            Review.value,
+            newest.label("rank"),
+        )
+        .where(Review.document_id.in_(document_ids))
+        .subquery()
+    )
+    return select(
+        _key(ranked.c.document_id), _key(ranked.c.variable_id), ranked.c.status, ranked.c.value
+    ).where(ranked.c.rank == 1)
+
+
+async def current_reviews(
+    session: AsyncSession, document_ids: Sequence[uuid.UUID]
+) -> dict[Key, CurrentReview]:
+    """Each reviewed cell's most recent review for a batch of documents."""
+    if not document_ids:
+        return {}
+    result = await _core(session, current_reviews_of(document_ids))
+    return {(row[0], row[1]): CurrentReview(row[2], row[3]) for row in result.all()}
