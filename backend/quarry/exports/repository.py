@@ -25,11 +25,12 @@ more than everything else the reading did.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any, NamedTuple, TypeAlias
 
-from sqlalchemy import ColumnElement, Result, Select, String, cast, func, select
+from sqlalchemy import ColumnElement, Result, Select, String, Text, cast, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.models import Document, Extraction, ExtractionStatus, PromptVersion, Review, Variable
@@ -43,6 +44,8 @@ Key = tuple[str, str]
 #: A statement whose rows are read by position.
 Rows: TypeAlias = Select[*tuple[Any, ...]]
 
+_UNDECODED = object()
+
 
 class DocumentRef(NamedTuple):
     id: uuid.UUID
@@ -53,6 +56,8 @@ class DocumentRef(NamedTuple):
 class Answer(NamedTuple):
     """The newest answered extraction of a cell (else its newest extraction of any status)."""
 
+    document_key: str
+    variable_key: str
     status: str
     value: Any
     evidence: str | None
@@ -60,7 +65,9 @@ class Answer(NamedTuple):
     confidence: float | None
     grounded: bool | None
     model: str | None
-    run_id: uuid.UUID
+    #: The run's id as text (a batch's thousands of cells share a few runs: the caller
+    #: converts each once).
+    run_key: str
     error: str | None
     #: Finished after the cell's current review was made (None: no review, or unfinished).
     newer_than_review: bool | None
@@ -70,6 +77,8 @@ class Answer(NamedTuple):
 class CurrentReview(NamedTuple):
     """The most recent review of a cell."""
 
+    document_key: str
+    variable_key: str
     status: str
     value: Any
 
@@ -121,8 +130,9 @@ async def stream_documents(
 
 
 def latest_answers_of(document_ids: Sequence[uuid.UUID]) -> Rows:
-    """The rank-1 extraction of each (document, variable) of `document_ids`: the two keys,
-    then Answer's fields in order (run_id as text)."""
+    """The rank-1 extraction of each (document, variable) of `document_ids`: Answer's fields
+    in order, the value as the driver gives it (SQLite: JSON text or a number; asyncpg:
+    decoded)."""
     answered_first = func.row_number().over(
         partition_by=(Extraction.document_id, Extraction.variable_id),
         order_by=(
@@ -163,7 +173,8 @@ def latest_answers_of(document_ids: Sequence[uuid.UUID]) -> Rows:
             _key(ranked.c.document_id),
             _key(ranked.c.variable_id),
             ranked.c.status,
-            ranked.c.value,
+            # As the driver gives it: decoded by latest_answers, which knows values repeat.
+            type_coerce(ranked.c.value, Text),
             ranked.c.evidence,
             ranked.c.page,
             ranked.c.confidence,
@@ -185,17 +196,26 @@ async def latest_answers(
     """Each cell's current answer for a batch of documents."""
     if not document_ids:
         return {}
-    result = await _core(session, latest_answers_of(document_ids))
-    runs: dict[str, uuid.UUID] = {}  # a few runs answer a batch's thousands of cells
+    connection = await session.connection()
+    result = await connection.execute(latest_answers_of(document_ids))
+    rows = result.all()
+    if connection.dialect.supports_native_json_deserialization:
+        # asyncpg decodes JSON itself (SQLAlchemy installs the codec).
+        return {(row[0], row[1]): Answer(*row) for row in rows}
+    # The driver hands over the JSON text. Most values repeat (categories, yes/no, small
+    # numbers, dates), so each distinct text is decoded once per batch; cells with equal
+    # values share one (never mutated) object.
+    decoded: dict[str, Any] = {}
     answers: dict[Key, Answer] = {}
-    for row in result.all():
-        run_id = runs.get(row[9])
-        if run_id is None:
-            run_id = runs[row[9]] = uuid.UUID(row[9])
-        status, value, evidence, page, confidence, grounded, model = row[2:9]
-        answers[row[0], row[1]] = Answer(
-            status, value, evidence, page, confidence, grounded, model, run_id, *row[10:13]
-        )
+    for row in rows:
+        value = row[3]
+        if value.__class__ is str:
+            text = value
+            value = decoded.get(text, _UNDECODED)
+            if value is _UNDECODED:
+                value = decoded[text] = json.loads(text)
+        # else None, or a number: SQLite gives a JSON column numeric affinity.
+        answers[row[0], row[1]] = Answer(row[0], row[1], row[2], value, *row[4:])
     return answers
 
 
@@ -227,4 +247,4 @@ async def current_reviews(
     if not document_ids:
         return {}
     result = await _core(session, current_reviews_of(document_ids))
-    return {(row[0], row[1]): CurrentReview(row[2], row[3]) for row in result.all()}
+    return {(row[0], row[1]): CurrentReview(*row) for row in result.all()}

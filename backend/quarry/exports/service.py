@@ -241,7 +241,7 @@ def wide_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[Wi
 def long_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[LongRow]:
     """One row per (document, variable), in codebook order, with the answer's provenance."""
     columns = tuple(zip(codebook.variable_keys, codebook.variables, strict=True))
-    run_ids: dict[uuid.UUID, str] = {}
+    run_ids: dict[str, str] = {}
     for batch in batches:
         answers, reviews = batch.answers, batch.reviews
         for document in batch.documents:
@@ -264,9 +264,9 @@ def long_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[Lo
                     )
                     continue
                 value, flags = final_value(answer, review, answer.newer_than_review)
-                run_id = run_ids.get(answer.run_id)
+                run_id = run_ids.get(answer.run_key)
                 if run_id is None:
-                    run_id = run_ids[answer.run_id] = str(answer.run_id)
+                    run_id = run_ids[answer.run_key] = str(uuid.UUID(answer.run_key))
                 yield LongRow(
                     document_id,
                     filename,
