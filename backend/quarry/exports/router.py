@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from quarry.db import SessionDep
 from quarry.exports import service
@@ -17,6 +18,23 @@ from quarry.security.audit import AuditAction, AuditDep
 router = APIRouter(prefix="/projects/{project_id}", tags=["export"])
 
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that closes its body iterator however the response ends.
+
+    When a send fails because the client went away (ASGI spec 2.4: Starlette raises
+    ClientDisconnect), Starlette leaves the iterator suspended, and an export's writer thread
+    would wait on it, holding a database connection, until the garbage collector came by.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 def _download_name(project_name: str, layout: str, extension: str) -> str:
@@ -80,7 +98,7 @@ async def export(
 
     media = "text/csv; charset=utf-8" if format is ExportFormat.CSV else "application/json"
     name = _download_name(project.name, layout.value, format.value)
-    return StreamingResponse(
+    return _ClosingStreamingResponse(
         service.stream_table(sessionmaker, project.id, codebook, format, layout),
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
