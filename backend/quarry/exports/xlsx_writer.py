@@ -218,7 +218,7 @@ class _Cells:
             # openpyxl writes a plain str as a text cell unless it starts with "=" (a formula,
             # caught by looks_like_formula) or is an error code such as "#N/A".
             return text
-        cell = _FastCell(self.sheet, style_array=self._styles.array(fill, wrap=wrap, quote=quote))
+        cell = self._cell(self._styles.array(fill, wrap=wrap, quote=quote))
         cell.value = text
         # openpyxl turns a str starting with "=" into a formula and "#N/A" into an error:
         # every such text is forced back to a plain string, whatever it looks like.
@@ -229,7 +229,7 @@ class _Cells:
         if isinstance(value, str):
             return self.text(value, fill, wrap)
         if isinstance(value, date):
-            cell = _FastCell(self.sheet, style_array=self._styles.array(fill, date=True))
+            cell = self._cell(self._styles.array(fill, date=True))
             cell.value = value
             return cell
         if fill is None:
@@ -237,12 +237,16 @@ class _Cells:
         return self._styled(value, fill)
 
     def _styled(self, value: XlsxValue, fill: PatternFill | None) -> Any:
-        cell = _FastCell(self.sheet, style_array=self._styles.array(fill))
+        cell = self._cell(self._styles.array(fill))
         cell.value = value
         return cell
 
+    def _cell(self, style: StyleArray) -> Any:
+        # At A1 as WriteOnlyCell makes them; append gives each its real place.
+        return _FastCell(self.sheet, row=1, column=1, style_array=style)
+
     def header(self, text: str) -> Any:
-        cell = _FastCell(self.sheet, style_array=self._styles.array(_HEADER_FILL, header=True))
+        cell = self._cell(self._styles.array(_HEADER_FILL, header=True))
         cell.value = clean_xlsx_text(text)
         cell.data_type = "s"
         return cell
