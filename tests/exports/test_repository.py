@@ -56,7 +56,10 @@ async def test_export_queries_are_index_driven(project: Project) -> None:
     async with project.app.state.engine.connect() as connection, connection.begin():
         dialect = connection.dialect.name
         documents = await plan(connection, repository.documents_in_upload_order(project.id))
-        answers = await plan(connection, repository.latest_answers_of(batch))
+        ranks_in_sql = repository.ranks_in_sql(connection.dialect)
+        answers = await plan(
+            connection, repository.latest_answers_of(batch, rank_in_sql=ranks_in_sql)
+        )
         reviews = await plan(connection, repository.current_reviews_of(batch))
 
     for text in (documents, answers, reviews):
