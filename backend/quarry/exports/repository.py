@@ -12,10 +12,10 @@ Plans (checked by tests/exports/test_repository.py on SQLite and PostgreSQL):
   filename, id), so even a keyset page re-reads every document of the project to find the
   next 200, which is the same O(documents) per page as OFFSET.
 - answers and reviews: one query each per batch, by `document_id IN (…)` through the
-  (document_id, variable_id) indexes of extractions and reviews; the window function that
-  picks the newest row of each cell ranks only that batch's rows. Each answer's prompt version
-  is a primary-key lookup, and whether it is newer than the cell's current review an index
-  probe of reviews.
+  (document_id, variable_id) indexes of extractions and reviews; each cell's current
+  extraction is picked among that batch's rows only (a window function on PostgreSQL, a sort
+  on SQLite: see latest_answers_of). Each answer's prompt version is a primary-key lookup,
+  and whether it is newer than the cell's current review an index probe of reviews.
 
 Cells are keyed by their ids as text, cast by the database (the same expression for documents,
 variables, answers and reviews, so the keys match whatever the dialect's spelling): turning
