@@ -15,6 +15,7 @@ from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import Cell
 from openpyxl.styles.cell_style import StyleArray
+from openpyxl.worksheet._writer import ALL_TEMP_FILES as openpyxl_temp_files
 
 from quarry.exports.table import (
     LONG_COLUMNS,
@@ -238,13 +239,18 @@ def test_optional_evaluation_sheet_and_legend(tmp_path: Path) -> None:
 
 def test_a_failing_export_leaves_no_file_behind(tmp_path: Path) -> None:
     def broken() -> Iterator[WideRow]:
-        yield wide_rows()[0]
+        for _ in range(150):  # past the width sample: rows are being streamed to disk
+            yield wide_rows()[0]
         raise RuntimeError("database went away")
 
     path = tmp_path / "export.xlsx"
+    # openpyxl's own list of the temporary files its write-only sheets stream to.
+    before = set(openpyxl_temp_files)
     with pytest.raises(RuntimeError):
         write_xlsx(path, CODEBOOK, broken(), [])
     assert list(tmp_path.iterdir()) == []
+    left = [f for f in set(openpyxl_temp_files) - before if Path(f).exists()]
+    assert left == []  # not left in /tmp until the server restarts
 
 
 class TrackedValues(dict[str, JsonValue]):

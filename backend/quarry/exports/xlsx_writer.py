@@ -15,6 +15,7 @@ descriptors, which hash the fill or alignment on every assignment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
@@ -62,9 +63,6 @@ CODEBOOK_COLUMNS: tuple[str, ...] = (
     "position",
     "prompt_version",
 )
-_WRAPPED = frozenset(
-    {"evidence", "error", "description", "examples", "instructions", "allowed_values"}
-)
 _SAMPLE_ROWS = 100
 _MIN_WIDTH, _MAX_WIDTH = 8, 60
 _DATE_FORMAT = "yyyy-mm-dd"
@@ -104,6 +102,27 @@ def write_xlsx(
     """
     headers = wide_headers(variables)
     wb = Workbook(write_only=True)
+    try:
+        _write_sheets(wb, variables, headers, wide_rows, long_rows, evaluation)
+    except BaseException:
+        _discard(wb)
+        raise
+    partial = path.with_name(f".{path.name}.part")
+    try:
+        wb.save(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _write_sheets(
+    wb: Any,
+    variables: Sequence[ExportVariable],
+    headers: Sequence[str],
+    wide_rows: Iterable[WideRow],
+    long_rows: Iterable[LongRow],
+    evaluation: EvaluationTable | None,
+) -> None:
     cells = _Cells(wb.create_sheet("Results"))
     columns = [(v.name, v.type) for v in variables]
     _write_sheet(
@@ -121,12 +140,26 @@ def write_xlsx(
         _write_sheet(cells, evaluation.columns, rows)
     cells = cells.on(wb.create_sheet("Legend"))
     _write_sheet(cells, ("colour", "meaning"), _legend_rows(cells), autofilter=False)
-    partial = path.with_name(f".{path.name}.part")
-    try:
-        wb.save(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+
+
+def _discard(wb: Any) -> None:
+    """Remove the temporary files of an unfinished write-only workbook.
+
+    openpyxl streams each sheet to a temporary file and deletes it when the workbook is saved,
+    or else only when the process exits: a server would collect one per failed or abandoned
+    export. Its sheet writers are private (openpyxl 3.1.5, pinned): if they move, the files are
+    left as before rather than the export failing differently.
+    """
+    for sheet in wb.worksheets:
+        # In order: the sheet's row stream, then its XML stream, then the file.
+        for close in (
+            getattr(getattr(sheet, "_rows", None), "close", None),
+            getattr(getattr(sheet, "_writer", None), "close", None),
+            getattr(getattr(sheet, "_writer", None), "cleanup", None),
+        ):
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
 
 
 def flag_fill(flags: CellFlags | None) -> PatternFill | None:
