@@ -1,8 +1,9 @@
 # ruff: noqa: S608 - the set-up SQL is put together from this file's own constants
 """Export benchmark (issue "The engine at a hundred thousand documents"): how fast, in how much memory.
 
-Run by hand: `.venv/bin/python benchmarks/exports.py [--documents N] [--variables V] [--postgres]`.
-It prints a table; record the figures, the machine and its load in benchmarks/RESULTS.md.
+Run by hand: `.venv/bin/python benchmarks/exports.py [--documents N] [--variables V] [--postgres]
+[--repeat R] [--tracemalloc] [--only "csv long,xlsx"]`. It prints a table; record the figures,
+the machine and its load in benchmarks/RESULTS.md.
 
 A project of N documents × V variables with settled extractions is written straight into the
 database with set-based INSERT … SELECT statements (so a quarter of a million cells take seconds,
@@ -13,9 +14,13 @@ httpx.ASGITransport, as the tests talk to it, with the body written to a file as
 (ASGITransport would otherwise keep the whole response in memory, which is the client's memory,
 not the server's).
 
-Per export: wall seconds, processor seconds of this process (all its threads: the route, the
-writer thread, SQLite; PostgreSQL's own work is in its server process and not counted), rows/s
-and cells/s, and the peak growth of resident memory during the download (sampled every 5 ms).
+Per export, the median of R runs: wall seconds; processor seconds of this process (all its
+threads: the route, the writer thread, SQLite; PostgreSQL's own work is in its server process
+and not counted); rows/s; cells/s, counting every cell written (for xlsx both sheets, 16 cells
+or so per document × variable); pairs/s, document × variable cells per second, the same unit
+for every format; the peak growth of resident memory during the download (sampled every 5 ms,
+after a first download has warmed the heap); the share of the machine's time its hypervisor
+stole. With --tracemalloc, one more traced run reports the most Python memory held at once.
 Beside each, a reference doing the irreducible part of the same job in a tight loop over the
 same rows held in memory — csv.writer, json.dumps, openpyxl write-only with plain values — so
 the figures can be read on a shared machine: the ratio moves much less with the load than the
@@ -37,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -272,6 +278,7 @@ class Measure:
     cells: int
     pairs: int
     samples: list[Sample]
+    traced_mb: float | None = None
 
     def median(self, field: str) -> float:
         return statistics.median(getattr(s, field) for s in self.samples)
@@ -282,6 +289,7 @@ class Measure:
             f"| {self.name} | {self.rows:,} | {self.cells:,} | {wall:.2f} "
             f"| {self.median('cpu'):.2f} | **{self.rows / wall:,.0f}** | **{self.cells / wall:,.0f}** "
             f"| {self.pairs / wall:,.0f} | {self.median('rss_mb'):.0f} "
+            f"| {'' if self.traced_mb is None else f'{self.traced_mb:.1f}'} "
             f"| {self.cells / reference:,.0f} | {wall / reference:.1f}× "
             f"| {self.median('steal'):.0%} |"
         )
@@ -289,8 +297,8 @@ class Measure:
 
 HEADER = (
     "| export | rows | cells | wall s | CPU s | rows/s | cells/s | pairs/s | peak RSS growth MB "
-    "| reference cells/s | × reference | steal |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| traced peak MB | reference cells/s | × reference | steal |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -445,6 +453,15 @@ async def measure_all(
         result = Measure(name, rows, cells, d * v, [])
         for _ in range(args.repeat):
             result.samples.append(await sample(work, reference))
+        if args.tracemalloc:
+            # One more run, traced (a few times slower, so not timed): the most Python memory
+            # the export held at once. lxml's own buffers (xlsx) are not seen.
+            tracemalloc.start()
+            try:
+                await work()
+                result.traced_mb = tracemalloc.get_traced_memory()[1] / 1e6
+            finally:
+                tracemalloc.stop()
         results.append(result)
         print(result.line(), flush=True)
 
@@ -513,6 +530,9 @@ def main() -> None:
         "--keep", type=Path, help="write the SQLite database here and keep it (to profile later)"
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs of each export (medians)")
+    parser.add_argument(
+        "--tracemalloc", action="store_true", help="one more run of each export, traced"
+    )
     parser.add_argument(
         "--only", default="", help="comma-separated: csv wide, csv long, json wide, json long, xlsx"
     )

@@ -43,7 +43,7 @@ from quarry.variables.types import VariableType
 LOW_CONFIDENCE = 0.5
 #: Cells read per batch, and so per hop to the writer thread: enough that the hops and the
 #: per-query costs disappear in the cell work, few enough that a batch stays a few MB.
-CELLS_PER_BATCH = 5_000
+CELLS_PER_BATCH = 2_000
 #: The most documents in one batch's `IN (…)` list, however few the variables.
 MAX_DOCUMENTS_PER_BATCH = 1_000
 
