@@ -207,7 +207,7 @@ async def wait_for_run(client: httpx.AsyncClient, url: str, headers: dict[str, s
     The run's end is read from its `finished_at`, so polling does not blur the figure."""
     while True:
         run = (await client.get(url, headers=headers)).json()
-        if run["status"] not in ("queued", "running"):
+        if run["status"] not in ("preparing", "queued", "running"):
             return run
         await asyncio.sleep(0.5)
 

@@ -71,7 +71,7 @@ async def test_killed_workers_lose_and_duplicate_nothing(
         victim.kill()
         orphaned |= held[victim.pid]
         pool.append(workers.start())  # the survivors carry on while it starts
-    while (run := await run_state())["status"] in ("queued", "running"):
+    while (run := await run_state())["status"] in ("preparing", "queued", "running"):
         assert time.monotonic() - started < 60, f"run did not finish: {run}"
         await asyncio.sleep(0.1)
     elapsed = time.monotonic() - started

@@ -122,7 +122,7 @@ async def wait_for_run(
     while True:
         response = await client.get(f"/api/v1/projects/{project_id}/runs/{run_id}", headers=headers)
         run: dict[str, Any] = response.json()
-        if run["status"] not in ("queued", "running"):
+        if run["status"] not in ("preparing", "queued", "running"):
             return run
         assert time.monotonic() < deadline, f"run still going: {run}"
         await asyncio.sleep(0.05)

@@ -280,7 +280,7 @@ def arrange_project(
             run_id = response.json()["id"]
             finished = _wait(
                 lambda: api.get(f"/projects/{pid}/runs/{run_id}").json(),
-                lambda r: r["status"] not in ("queued", "running"),
+                lambda r: r["status"] not in ("preparing", "queued", "running"),
             )
     return {"project": project, "variables": created, "documents": documents, "run": finished}
 

@@ -10,25 +10,24 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quarry.db import after_commit, session_scope
+from quarry.db import after_commit
 from quarry.documents import repository
+from quarry.documents.jobs import WAKE_ID
 from quarry.documents.parsing import (
     DocumentKind,
-    DocumentParseError,
     UnsupportedFileType,
     content_type_for,
     sniff_kind,
 )
-from quarry.documents.parsing.isolation import UNEXPECTED_REASON, IsolatedParser
 from quarry.documents.storage import LocalStorage, StagedFile
 from quarry.errors import BadRequest, Conflict, NotFound, UnsupportedMediaType
-from quarry.jobs import PARSE_DOCUMENT, JobContext, JobQueue
+from quarry.jobs import PARSE_DOCUMENT, JobQueue
 from quarry.models import Document, DocumentStatus, Project
+from quarry.runs.lifecycle import forget_document
 
 log = structlog.get_logger(__name__)
 
 MAX_FILENAME = 255
-_PARSER_KEY = "documents.parser"
 
 
 def _clean_filename(name: str | None) -> str:
@@ -102,7 +101,8 @@ async def upload_documents(
         for file in files:
             file.discard()  # what was kept has moved into storage already
     if to_parse:
-        after_commit(session, lambda: queue.enqueue(PARSE_DOCUMENT, to_parse))
+        # The database is the parse queue: one wake-up says documents are waiting.
+        after_commit(session, lambda: queue.enqueue(PARSE_DOCUMENT, [WAKE_ID]))
     return documents
 
 
@@ -119,56 +119,9 @@ async def get_document(session: AsyncSession, project: Project, document_id: uui
 
 async def delete_document(session: AsyncSession, storage: LocalStorage, document: Document) -> None:
     key = document.storage_key
+    # Task rows have no foreign keys (runs/lifecycle.py): they go first, out of their runs.
+    await forget_document(session, document.id)
     await session.delete(document)
     await session.flush()
     if await repository.count_blob_users(session, key) == 0:
         after_commit(session, lambda: storage.delete(key))
-
-
-def document_parser(ctx: JobContext) -> IsolatedParser:
-    """This process's parser: one per job context, so its concurrency limit is shared by
-    every parse the process runs."""
-    parser = ctx.extras.get(_PARSER_KEY)
-    if not isinstance(parser, IsolatedParser):
-        parser = IsolatedParser.from_settings(ctx.settings)
-        ctx.extras[_PARSER_KEY] = parser
-    return parser
-
-
-async def parse_document_job(ctx: JobContext, document_id: str) -> None:
-    """`documents.parse`: turn a stored file into pages; safe to run twice.
-
-    The file is parsed in a child process (see `parsing.isolation`): a file that crashes,
-    hangs or exhausts the parser ends this document `failed` with the reason and nothing
-    else.
-    """
-    doc_id = uuid.UUID(document_id)
-    async with session_scope(ctx.sessionmaker) as session:
-        document = await session.get(Document, doc_id)
-        if document is None or document.status in (DocumentStatus.READY, DocumentStatus.FAILED):
-            return
-        document.status = DocumentStatus.PARSING
-        path = ctx.storage.path_for(document.storage_key)
-        kind = DocumentKind(document.kind)
-    try:
-        parsed = await document_parser(ctx).parse(path, kind)
-        error = None
-    except DocumentParseError as exc:
-        parsed, error = None, exc.reason
-    except Exception:
-        log.exception("documents.parse.crashed", document_id=document_id)
-        parsed, error = None, UNEXPECTED_REASON
-    async with session_scope(ctx.sessionmaker) as session:
-        document = await session.get(Document, doc_id)
-        if document is None or document.status != DocumentStatus.PARSING:
-            return  # deleted meanwhile, or another delivery of this job finished first
-        if parsed is None:
-            document.status, document.error = DocumentStatus.FAILED, error
-            log.info("documents.parse.failed", document_id=document_id, reason=error)
-            return
-        await repository.add_pages(session, doc_id, parsed.pages)
-        document.status = DocumentStatus.READY
-        document.error = None
-        document.page_count = len(parsed.pages)
-        document.char_count = len(parsed.text)
-        log.info("documents.parse.ready", document_id=document_id, pages=len(parsed.pages))

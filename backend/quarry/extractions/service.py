@@ -13,32 +13,41 @@ from quarry.errors import BadRequest, NotFound
 from quarry.extractions import repository
 from quarry.extractions.schemas import ExtractionOut, ReviewIn, ReviewOut
 from quarry.llm.pricing import cost_usd
-from quarry.models import Extraction, Project, Review, ReviewStatus, Run, User
+from quarry.models import Extraction, ExtractionStatus, Project, Review, ReviewStatus, Run, User
 from quarry.runs.costs import run_price
+from quarry.runs.lifecycle import CANCELLED_REASON
+from quarry.runs.snapshot import RunSnapshot
 from quarry.settings import Settings
 from quarry.variables.repository import get_variable
 from quarry.variables.types import InvalidValue, TypeSpec, VariableType, normalise_value
 
 
 async def to_out(
-    session: AsyncSession, settings: Settings, rows: Sequence[tuple[Extraction, str, int]]
+    session: AsyncSession,
+    settings: Settings,
+    rows: Sequence[tuple[Extraction, str, int, bool, str | None]],
 ) -> list[ExtractionOut]:
-    reviews = await repository.current_reviews(session, list({e.document_id for e, _, _ in rows}))
+    reviews = await repository.current_reviews(session, list({r[0].document_id for r in rows}))
     runs = await session.execute(
-        select(Run.id, Run.model, Run.settings).where(Run.id.in_({e.run_id for e, _, _ in rows}))
+        select(Run.id, Run.model, Run.settings).where(Run.id.in_({r[0].run_id for r in rows}))
     )
-    prices = {run.id: run_price(settings, run.model, run.settings) for run in runs.all()}
+    prices = {
+        run.id: run_price(settings, RunSnapshot.from_row(run.settings, run.model))
+        for run in runs.all()
+    }
     out = []
-    for extraction, name, version in rows:
+    for extraction, name, version, run_stopped, stop_reason in rows:
         review = reviews.get((extraction.document_id, extraction.variable_id))
+        fields = {
+            f: getattr(extraction, f) for f in ExtractionOut.model_fields if hasattr(extraction, f)
+        }
+        if run_stopped and extraction.status == ExtractionStatus.PENDING:
+            # Never started, and never will: its run is over or stopped.
+            fields.update(status=ExtractionStatus.CANCELLED, error=stop_reason or CANCELLED_REASON)
         out.append(
             ExtractionOut.model_validate(
                 {
-                    **{
-                        f: getattr(extraction, f)
-                        for f in ExtractionOut.model_fields
-                        if hasattr(extraction, f)
-                    },
+                    **fields,
                     "variable_name": name,
                     "prompt_version": version,
                     "cost_usd": cost_usd(
