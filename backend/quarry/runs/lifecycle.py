@@ -593,18 +593,21 @@ async def claim_tasks(
         .order_by(_TASKS.c.seq)
         .limit(limit)
     )
+    claim = update(_TASKS).values(
+        status=ExtractionStatus.RUNNING,
+        lease_owner=owner,
+        lease_expires_at=now + lease,
+        started_at=now,
+    )
     if _is_postgres(session):
-        candidates = candidates.with_for_update(skip_locked=True)
+        # A CTE, which runs once: as `id IN (subquery)` PostgreSQL may run a locking
+        # subquery more than once and update more rows than its LIMIT.
+        locked = candidates.with_for_update(skip_locked=True).cte("claimable")
+        claim = claim.where(_TASKS.c.id == locked.c.id)
+    else:
+        claim = claim.where(_TASKS.c.id.in_(candidates.scalar_subquery()))
     result = await session.execute(
-        update(_TASKS)
-        .where(_TASKS.c.id.in_(candidates.scalar_subquery()), _TASKS.c.status == "pending")
-        .values(
-            status=ExtractionStatus.RUNNING,
-            lease_owner=owner,
-            lease_expires_at=now + lease,
-            started_at=now,
-        )
-        .returning(*_CLAIM_COLUMNS)
+        claim.where(_TASKS.c.status == ExtractionStatus.PENDING).returning(*_CLAIM_COLUMNS)
     )
     claimed = [ClaimedTask(*row) for row in result.all()]
     if not claimed:

@@ -170,6 +170,10 @@ class ProgressHub:
         finally:
             watch.streams -= 1
 
+    def watched(self) -> dict[uuid.UUID, int]:
+        """The runs watched now, with how many streams each has (one reader per run)."""
+        return {run_id: watch.streams for run_id, watch in self._watches.items()}
+
     async def close(self) -> None:
         for watch in list(self._watches.values()):
             if watch.task is not None:
