@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import structlog
@@ -44,11 +44,14 @@ from quarry.runs.tasks import PairWork, TaskGate, answer_from_cache, prepare, ru
 log = structlog.get_logger(__name__)
 
 _EXECUTOR_KEY = "runs.executor"
-#: A claim waits this long for more slots to free when fewer than a quarter are free, so
-#: that tasks are claimed in batches rather than one by one as calls end.
-CLAIM_LINGER_SECONDS = 0.01
-#: Outcomes are stored at most this long after they are ready, many per transaction.
-STORE_LINGER_SECONDS = 0.025
+#: A claim waits this long for more slots to free when fewer than half are free, so that
+#: tasks are claimed in batches rather than one by one as calls end. The tasks claimed
+#: before, waiting for an LLM slot, keep the calls going meanwhile (a process holds twice as
+#: many tasks as it may have calls in flight).
+CLAIM_LINGER_SECONDS = 0.1
+#: Outcomes are stored at most this long after they are ready, many per transaction (at
+#: once when nothing else is in flight: the end of a run is not held back).
+STORE_LINGER_SECONDS = 0.1
 STORE_BATCH = 256
 #: A process posts a wake-up for a run it is busy with at most this often.
 ANNOUNCE_EVERY_SECONDS = 1.0
@@ -60,9 +63,12 @@ class OutcomeWriter:
     free at once; the writer stores what gathered within `STORE_LINGER_SECONDS` in one
     transaction (until it is stored, the task's lease is still held and renewed)."""
 
-    def __init__(self, ctx: JobContext, held: set[uuid.UUID]) -> None:
+    def __init__(
+        self, ctx: JobContext, held: set[uuid.UUID], busy: Callable[[], bool] = lambda: True
+    ) -> None:
         self._ctx = ctx
         self._held = held
+        self._busy = busy
         self._waiting: list[Outcome] = []
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
@@ -77,6 +83,10 @@ class OutcomeWriter:
         self._ready.set()
         if self._loop is None or self._loop.done():
             self._loop = asyncio.create_task(self._store_forever(), name="quarry-outcome-writer")
+
+    def nudge(self) -> None:
+        """Look again at once (the executor has nothing else in flight)."""
+        self._ready.set()
 
     async def flush(self) -> None:
         """Wait until everything handed over is stored."""
@@ -94,8 +104,13 @@ class OutcomeWriter:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            if len(self._waiting) < STORE_BATCH:
-                await asyncio.sleep(STORE_LINGER_SECONDS)
+            if len(self._waiting) < STORE_BATCH and self._busy():
+                # More will come: wait for them (or for the last unit in flight to end).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STORE_LINGER_SECONDS):
+                        while len(self._waiting) < STORE_BATCH and self._busy():
+                            self._ready.clear()
+                            await self._ready.wait()
             while self._waiting:
                 batch = self._waiting[:STORE_BATCH]
                 await self._store(batch)
@@ -136,7 +151,7 @@ class TaskExecutor:
         self._units: set[asyncio.Task[None]] = set()
         #: Tasks this process holds a lease on whose outcome is not stored yet.
         self._held: set[uuid.UUID] = set()
-        self._writer = OutcomeWriter(ctx, self._held)
+        self._writer = OutcomeWriter(ctx, self._held, lambda: bool(self._units))
         self._claim_turn = asyncio.Lock()
         self._announced: dict[uuid.UUID, float] = {}
         self._heartbeat: asyncio.Task[None] | None = None
@@ -172,7 +187,7 @@ class TaskExecutor:
             if config is None:
                 return
             width = config.snapshot.group_size
-            batch_target = max(1, self._slots.capacity // 4)
+            batch_target = max(1, self._slots.capacity // 2)
             while not self._stopping:
                 free = await self._slots.wait_until_free(batch_target, CLAIM_LINGER_SECONDS)
                 async with self._claim_turn:
@@ -223,6 +238,8 @@ class TaskExecutor:
     def _unit_done(self, task: asyncio.Task[None]) -> None:
         self._units.discard(task)
         self._slots.give()
+        if not self._units:
+            self._writer.nudge()  # nothing else in flight: store now
 
     async def _run_unit(self, config: RunConfig, unit: list[PairWork]) -> None:
         gate = TaskGate(self._ctx, self._inputs, config, unit[0].task)

@@ -247,12 +247,32 @@ class _Delta:
         return values
 
 
-async def _apply(session: AsyncSession, deltas: dict[uuid.UUID, _Delta]) -> None:
-    """Update the runs' counters, in run id order (see the module docstring)."""
+async def _apply(session: AsyncSession, deltas: dict[uuid.UUID, _Delta]) -> set[uuid.UUID]:
+    """Update the runs' counters, in run id order (see the module docstring); returns the
+    runs this may have left without work — only those need `finish_if_done`. The counts come
+    back from the update itself, which on PostgreSQL waited for the row lock: they include
+    every transaction committed before this one."""
+    maybe_done: set[uuid.UUID] = set()
     for run_id in sorted(deltas):
         values = deltas[run_id].values()
-        if values:
-            await session.execute(update(_RUNS).where(_RUNS.c.id == run_id).values(**values))
+        if not values:
+            continue
+        result = await session.execute(
+            update(_RUNS)
+            .where(_RUNS.c.id == run_id)
+            .values(**values)
+            .returning(
+                _RUNS.c.status, _RUNS.c.running_count, _RUNS.c.pending_count, _RUNS.c.stop_reason
+            )
+        )
+        row = result.one_or_none()
+        if row is None or row.status not in ACTIVE_RUN_STATUSES or row.running_count:
+            continue
+        if row.stop_reason is not None or (
+            row.pending_count == 0 and row.status != RunStatus.PREPARING
+        ):
+            maybe_done.add(run_id)
+    return maybe_done
 
 
 _FINAL_STATUS = case(
@@ -785,13 +805,14 @@ async def store_outcomes(
         delta.tokens_out += o.tokens_out
         delta.reserved -= held[o.task.id]
         lines[o.task.run_id] += o.events
-    await _apply(session, deltas)
+    maybe_done = await _apply(session, deltas)
     finished: dict[uuid.UUID, str] = {}
     for run_id in sorted(deltas):
         await _log(session, run_id, lines[run_id])
-        final = await finish_if_done(session, run_id)
-        if final is not None:
-            finished[run_id] = final
+        if run_id in maybe_done:
+            final = await finish_if_done(session, run_id)
+            if final is not None:
+                finished[run_id] = final
     return StoreResult(len(kept), lost, finished)
 
 
@@ -818,8 +839,7 @@ async def _back_to_pending(
         delta = deltas[row.run_id]
         delta.move(ExtractionStatus.RUNNING, ExtractionStatus.PENDING)
         delta.reserved -= row.reserved_usd or 0.0
-    await _apply(session, deltas)
-    for run_id in sorted(deltas):
+    for run_id in sorted(await _apply(session, deltas)):
         # A stopped run may have been waiting only for these.
         await finish_if_done(session, run_id)
     return set(deltas)
@@ -1059,8 +1079,7 @@ async def _forget(
     that go); runs left with nothing to do finish."""
     for run_id, pairs in plan_shares:
         deltas[run_id].task_count -= int(pairs)
-    await _apply(session, deltas)
-    for run_id in sorted(deltas):
+    for run_id in sorted(await _apply(session, deltas)):
         await finish_if_done(session, run_id)
 
 
