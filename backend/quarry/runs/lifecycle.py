@@ -227,24 +227,61 @@ class _Delta:
         if target is not None:
             self.counts[_COUNT_COLUMN[ExtractionStatus(target)]] += n
 
+    def params(self, run_id: uuid.UUID) -> dict[str, Any]:
+        """The parameters of `_COUNTERS` for this change of `run_id`'s counters."""
+        params: dict[str, Any] = {f"d_{name}": self.counts.get(name, 0) for name in _COUNTS}
+        params.update(
+            run_id=run_id,
+            d_tokens_in=self.tokens_in,
+            d_tokens_out=self.tokens_out,
+            d_reserved=self.reserved,
+            d_task_count=self.task_count,
+        )
+        return params
+
     def values(self) -> dict[str, Any]:
+        """The same change as SET values (for a statement that sets more)."""
         columns = _RUNS.c
         values: dict[str, Any] = {
             name: columns[name] + change for name, change in self.counts.items() if change
         }
-        if self.tokens_in:
-            values["tokens_in"] = columns.tokens_in + self.tokens_in
-        if self.tokens_out:
-            values["tokens_out"] = columns.tokens_out + self.tokens_out
-        if self.reserved:
-            # Never below zero: float sums of reservations and releases need not cancel exactly.
-            values["reserved_usd"] = case(
-                (columns.reserved_usd + self.reserved > 0, columns.reserved_usd + self.reserved),
-                else_=0.0,
-            )
         if self.task_count:
             values["task_count"] = columns.task_count + self.task_count
         return values
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            any(self.counts.values())
+            or self.tokens_in
+            or self.tokens_out
+            or self.reserved
+            or self.task_count
+        )
+
+
+_COUNTS = tuple(_COUNT_COLUMN.values())
+#: Every counter change in one statement, built once (a claim or store runs it per batch; a
+#: statement built afresh costs more to compile than to run). Adding 0 changes nothing.
+_COUNTERS = (
+    update(_RUNS)
+    .where(_RUNS.c.id == bindparam("run_id"))
+    .values(
+        **{name: _RUNS.c[name] + bindparam(f"d_{name}") for name in _COUNTS},
+        tokens_in=_RUNS.c.tokens_in + bindparam("d_tokens_in"),
+        tokens_out=_RUNS.c.tokens_out + bindparam("d_tokens_out"),
+        task_count=_RUNS.c.task_count + bindparam("d_task_count"),
+        # Never below zero: float sums of reservations and releases need not cancel exactly.
+        reserved_usd=case(
+            (
+                _RUNS.c.reserved_usd + bindparam("d_reserved") > 0,
+                _RUNS.c.reserved_usd + bindparam("d_reserved"),
+            ),
+            else_=0.0,
+        ),
+    )
+    .returning(_RUNS.c.status, _RUNS.c.running_count, _RUNS.c.pending_count, _RUNS.c.stop_reason)
+)
 
 
 async def _apply(session: AsyncSession, deltas: dict[uuid.UUID, _Delta]) -> set[uuid.UUID]:
@@ -254,17 +291,10 @@ async def _apply(session: AsyncSession, deltas: dict[uuid.UUID, _Delta]) -> set[
     every transaction committed before this one."""
     maybe_done: set[uuid.UUID] = set()
     for run_id in sorted(deltas):
-        values = deltas[run_id].values()
-        if not values:
+        delta = deltas[run_id]
+        if delta.empty:
             continue
-        result = await session.execute(
-            update(_RUNS)
-            .where(_RUNS.c.id == run_id)
-            .values(**values)
-            .returning(
-                _RUNS.c.status, _RUNS.c.running_count, _RUNS.c.pending_count, _RUNS.c.stop_reason
-            )
-        )
+        result = await session.execute(_COUNTERS, delta.params(run_id))
         row = result.one_or_none()
         if row is None or row.status not in ACTIVE_RUN_STATUSES or row.running_count:
             continue
@@ -302,22 +332,29 @@ _FINAL_STATUS = case(
 )
 
 
+_FINISH = (
+    update(_RUNS)
+    .where(
+        _RUNS.c.id == bindparam("run_id"),
+        _RUNS.c.status.in_(ACTIVE_RUN_STATUSES),
+        _RUNS.c.running_count == 0,
+        ((_RUNS.c.pending_count == 0) & (_RUNS.c.status != RunStatus.PREPARING))
+        | _RUNS.c.stop_reason.is_not(None),
+    )
+    .values(
+        status=_FINAL_STATUS,
+        finished_at=bindparam("now", type_=UTCDateTime()),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+    .returning(_RUNS.c.status)
+)
+
+
 async def finish_if_done(session: AsyncSession, run_id: uuid.UUID) -> str | None:
     """Give the run its final status if no task is running and none may still start (none
     pending, or the run was stopped); returns the status when this call set it."""
-    now = utcnow()
-    result = await session.execute(
-        update(_RUNS)
-        .where(
-            _RUNS.c.id == run_id,
-            _RUNS.c.status.in_(ACTIVE_RUN_STATUSES),
-            _RUNS.c.running_count == 0,
-            ((_RUNS.c.pending_count == 0) & (_RUNS.c.status != RunStatus.PREPARING))
-            | _RUNS.c.stop_reason.is_not(None),
-        )
-        .values(status=_FINAL_STATUS, finished_at=now, lease_owner=None, lease_expires_at=None)
-        .returning(_RUNS.c.status)
-    )
+    result = await session.execute(_FINISH, {"run_id": run_id, "now": utcnow()})
     final: str | None = result.scalar_one_or_none()
     if final is not None:
         await _log(session, run_id, [LogLine("run.finished", f"The run finished: {final}.")])
@@ -599,6 +636,55 @@ _CLAIM_COLUMNS = (
 )
 
 
+def _claim_statement(postgres: bool) -> Any:
+    candidates = (
+        select(_TASKS.c.id)
+        .where(
+            _TASKS.c.run_id == bindparam("b_run", type_=Uuid()),
+            _TASKS.c.status == ExtractionStatus.PENDING,
+        )
+        .order_by(_TASKS.c.seq)
+        .limit(bindparam("limit", type_=Integer()))
+    )
+    claim = update(_TASKS).values(
+        status=ExtractionStatus.RUNNING,
+        lease_owner=bindparam("owner", type_=String()),
+        lease_expires_at=bindparam("expires", type_=UTCDateTime()),
+        started_at=bindparam("now", type_=UTCDateTime()),
+    )
+    if postgres:
+        # A CTE, which runs once: as `id IN (subquery)` PostgreSQL may run a locking
+        # subquery more than once and update more rows than its LIMIT.
+        locked = candidates.with_for_update(skip_locked=True).cte("claimable")
+        claim = claim.where(_TASKS.c.id == locked.c.id)
+    else:
+        claim = claim.where(_TASKS.c.id.in_(candidates.scalar_subquery()))
+    return claim.where(_TASKS.c.status == ExtractionStatus.PENDING).returning(*_CLAIM_COLUMNS)
+
+
+#: Built once each (see `_COUNTERS`).
+_CLAIM_POSTGRES = _claim_statement(postgres=True)
+_CLAIM_SQLITE = _claim_statement(postgres=False)
+_START = (
+    update(_RUNS)
+    .where(
+        _RUNS.c.id == bindparam("run_id"),
+        _RUNS.c.status.in_(ACTIVE_RUN_STATUSES),
+        _RUNS.c.stop_reason.is_(None),
+    )
+    .values(
+        pending_count=_RUNS.c.pending_count - bindparam("claimed"),
+        running_count=_RUNS.c.running_count + bindparam("claimed"),
+        status=case(
+            (_RUNS.c.status == RunStatus.QUEUED, literal(RunStatus.RUNNING.value)),
+            else_=_RUNS.c.status,
+        ),
+        started_at=func.coalesce(_RUNS.c.started_at, bindparam("now", type_=UTCDateTime())),
+    )
+    .returning(_RUNS.c.started_at)
+)
+
+
 async def claim_tasks(
     session: AsyncSession, run_id: uuid.UUID, owner: str, lease: timedelta, limit: int
 ) -> list[ClaimedTask]:
@@ -607,49 +693,15 @@ async def claim_tasks(
     The run's counters move in the same transaction; a queued run becomes running. Returns
     nothing (and changes nothing) when the run may not start tasks."""
     now = utcnow()
-    candidates = (
-        select(_TASKS.c.id)
-        .where(_TASKS.c.run_id == run_id, _TASKS.c.status == ExtractionStatus.PENDING)
-        .order_by(_TASKS.c.seq)
-        .limit(limit)
-    )
-    claim = update(_TASKS).values(
-        status=ExtractionStatus.RUNNING,
-        lease_owner=owner,
-        lease_expires_at=now + lease,
-        started_at=now,
-    )
-    if _is_postgres(session):
-        # A CTE, which runs once: as `id IN (subquery)` PostgreSQL may run a locking
-        # subquery more than once and update more rows than its LIMIT.
-        locked = candidates.with_for_update(skip_locked=True).cte("claimable")
-        claim = claim.where(_TASKS.c.id == locked.c.id)
-    else:
-        claim = claim.where(_TASKS.c.id.in_(candidates.scalar_subquery()))
+    statement = _CLAIM_POSTGRES if _is_postgres(session) else _CLAIM_SQLITE
     result = await session.execute(
-        claim.where(_TASKS.c.status == ExtractionStatus.PENDING).returning(*_CLAIM_COLUMNS)
+        statement,
+        {"b_run": run_id, "limit": limit, "owner": owner, "expires": now + lease, "now": now},
     )
     claimed = [ClaimedTask(*row) for row in result.all()]
     if not claimed:
         return []
-    moved = await session.execute(
-        update(_RUNS)
-        .where(
-            _RUNS.c.id == run_id,
-            _RUNS.c.status.in_(ACTIVE_RUN_STATUSES),
-            _RUNS.c.stop_reason.is_(None),
-        )
-        .values(
-            pending_count=_RUNS.c.pending_count - len(claimed),
-            running_count=_RUNS.c.running_count + len(claimed),
-            status=case(
-                (_RUNS.c.status == RunStatus.QUEUED, literal(RunStatus.RUNNING.value)),
-                else_=_RUNS.c.status,
-            ),
-            started_at=func.coalesce(_RUNS.c.started_at, literal(now, UTCDateTime())),
-        )
-        .returning(_RUNS.c.started_at)
-    )
+    moved = await session.execute(_START, {"run_id": run_id, "claimed": len(claimed), "now": now})
     started = moved.scalar_one_or_none()
     if started is None:
         # Cancelled or stopped meanwhile: the claim must not happen. Undo it in place (the
@@ -665,6 +717,18 @@ async def claim_tasks(
     return claimed
 
 
+_RENEW = (
+    update(_TASKS)
+    .where(
+        _TASKS.c.id.in_(bindparam("ids", expanding=True)),
+        _TASKS.c.lease_owner == bindparam("owner"),
+        _TASKS.c.status == ExtractionStatus.RUNNING,
+    )
+    .values(lease_expires_at=bindparam("expires", type_=UTCDateTime()))
+    .returning(_TASKS.c.id)
+)
+
+
 async def renew_leases(
     session: AsyncSession, task_ids: Sequence[uuid.UUID], owner: str, lease: timedelta
 ) -> set[uuid.UUID]:
@@ -673,14 +737,7 @@ async def renew_leases(
     expires = utcnow() + lease
     for batch in _chunks(list(task_ids)):
         result = await session.execute(
-            update(_TASKS)
-            .where(
-                _TASKS.c.id.in_(batch),
-                _TASKS.c.lease_owner == owner,
-                _TASKS.c.status == ExtractionStatus.RUNNING,
-            )
-            .values(lease_expires_at=expires)
-            .returning(_TASKS.c.id)
+            _RENEW, {"ids": list(batch), "owner": owner, "expires": expires}
         )
         held.update(result.scalars())
     return held
@@ -751,25 +808,33 @@ class StoreResult:
     finished: dict[uuid.UUID, str]
 
 
+def _held_statement(postgres: bool) -> Any:
+    query = (
+        select(_TASKS.c.id, _TASKS.c.reserved_usd)
+        .where(
+            _TASKS.c.id.in_(bindparam("ids", expanding=True)),
+            _TASKS.c.lease_owner == bindparam("owner"),
+            _TASKS.c.status == ExtractionStatus.RUNNING,
+        )
+        .order_by(_TASKS.c.id)
+    )
+    return query.with_for_update() if postgres else query
+
+
+_HELD_POSTGRES = _held_statement(postgres=True)
+_HELD_SQLITE = _held_statement(postgres=False)
+
+
 async def _held(
     session: AsyncSession, task_ids: Sequence[uuid.UUID], owner: str
 ) -> dict[uuid.UUID, float]:
     """Of `task_ids`, those this worker holds a lease on, with what each has reserved;
     locked on PostgreSQL (in id order) until the transaction ends."""
     held: dict[uuid.UUID, float] = {}
+    statement = _HELD_POSTGRES if _is_postgres(session) else _HELD_SQLITE
     for batch in _chunks(sorted(task_ids)):
-        query = (
-            select(_TASKS.c.id, _TASKS.c.reserved_usd)
-            .where(
-                _TASKS.c.id.in_(batch),
-                _TASKS.c.lease_owner == owner,
-                _TASKS.c.status == ExtractionStatus.RUNNING,
-            )
-            .order_by(_TASKS.c.id)
-        )
-        if _is_postgres(session):
-            query = query.with_for_update()
-        held.update({row.id: row.reserved_usd or 0.0 for row in await session.execute(query)})
+        rows = await session.execute(statement, {"ids": list(batch), "owner": owner})
+        held.update({row.id: row.reserved_usd or 0.0 for row in rows})
     return held
 
 
