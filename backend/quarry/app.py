@@ -14,6 +14,7 @@ from quarry.auth.router import router as auth_router
 from quarry.auth.service import ensure_admin
 from quarry.db import create_engine, create_sessionmaker, session_scope
 from quarry.documents.router import router as documents_router
+from quarry.documents.service import close_document_parser
 from quarry.documents.storage import LocalStorage
 from quarry.errors import document_error_responses, install_error_handlers
 from quarry.evaluation.router import router as evaluation_router
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await queue.stop()
+            await close_document_parser(ctx)
             await app.state.rate_limiter.close()
             await llm.aclose()
             await engine.dispose()

@@ -135,6 +135,14 @@ def document_parser(ctx: JobContext) -> IsolatedParser:
     return parser
 
 
+async def close_document_parser(ctx: JobContext) -> None:
+    """Stop this process's parser children, if it ever started any (at shutdown, after the
+    jobs have been stopped)."""
+    parser = ctx.extras.pop(_PARSER_KEY, None)
+    if isinstance(parser, IsolatedParser):
+        await parser.aclose()
+
+
 async def parse_document_job(ctx: JobContext, document_id: str) -> None:
     """`documents.parse`: turn a stored file into pages; safe to run twice.
 
