@@ -144,7 +144,11 @@ class IsolatedParser:
         if self._closed:
             raise ParserClosedError("the document parser is closed")
         command = ChildCommand(CHILD_MODULE, self.limits, MAX_RESULT_BYTES, self.recycle_after)
-        return await ParserProcess.start(command)
+        child = await ParserProcess.start(command)
+        if self._closed:  # closed while this child was starting: `aclose` did not see it
+            self._retire(child)
+            raise ParserClosedError("the document parser is closed")
+        return child
 
     def _check_in(self, child: ParserProcess) -> None:
         if self._closed or not child.alive or child.worn(self.recycle_after):

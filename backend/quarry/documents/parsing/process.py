@@ -81,15 +81,14 @@ class ParserProcess:
         work_dir: Path,
         stderr: IO[bytes],
         limits: ParseLimits,
-        baseline_vm_bytes: int,
     ) -> None:
         self._process = process
         self._work_dir = work_dir
         self._stderr = stderr
         self.limits = limits
-        self._baseline_vm_bytes = baseline_vm_bytes
-        self._vm_bytes = baseline_vm_bytes
-        self._requests = 0
+        #: Its address space once ready, and after its last document.
+        self._baseline_vm_bytes = self._vm_bytes = 0
+        #: Documents it was given, which number its requests.
         self.documents = 0
         #: Set once anything went wrong, or the parent stopped it: never use it again.
         self.spent = False
@@ -122,7 +121,7 @@ class ParserProcess:
             stderr.close()
             await asyncio.to_thread(shutil.rmtree, work_dir, True)
             raise
-        child = cls(process, work_dir, stderr, command.limits, 0)
+        child = cls(process, work_dir, stderr, command.limits)
         ready: dict[str, object] | None = None
         returncode: int | None = None
         try:
@@ -175,11 +174,10 @@ class ParserProcess:
         anything but a clean answer (a limit, a crash, a strange reply, a cancelled parse)
         the child has been killed and is spent.
         """
-        self._requests += 1
         self.documents += 1
-        result = self._work_dir / f"result-{self._requests}.json"
+        result = self._work_dir / f"result-{self.documents}.json"
         request: dict[str, object] = {
-            "id": self._requests,
+            "id": self.documents,
             "kind": kind.value,
             "source": str(source),
             "result": str(result),
