@@ -173,9 +173,13 @@ def run(kind_name: str, source: Path, result: Path) -> int:
     return 0
 
 
-def forget_document() -> None:
-    """Drop what the parsers cache between documents: MuPDF keeps the fonts and images it
-    decoded, and the next document must start without them."""
+def forget_cached_resources() -> None:
+    """Empty MuPDF's resource store (fonts and images it decoded), to give memory back.
+
+    Only for memory: MuPDF keys what it caches by the document it came from, so nothing of
+    one document is served to another. Not after every document either: refilling the store
+    with the same standard fonts doubles the cost of a small PDF.
+    """
     pymupdf = sys.modules.get("pymupdf")
     if pymupdf is not None:
         pymupdf.TOOLS.store_shrink(100)
@@ -215,21 +219,25 @@ def read_frame(source: BinaryIO) -> dict[str, object] | None:
     return message
 
 
-def serve(cpu_seconds: int, parse: DocumentParser = run) -> int:
+def serve(cpu_seconds: int, memory_bytes: int, parse: DocumentParser = run) -> int:
     """Answer the parent's requests until its input ends; returns the exit code."""
     # Replies travel on a private copy of stdout, and stdout itself now leads to stderr:
     # whatever a library prints cannot be taken for a reply.
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     requests = sys.stdin.buffer
-    write_frame(replies, {"ready": True, "vm_bytes": vm_bytes()})
+    baseline = vm_bytes()
+    write_frame(replies, {"ready": True, "vm_bytes": baseline})
     while (request := read_frame(requests)) is not None:
         allow_cpu_for_next_document(cpu_seconds)
         source, result = Path(str(request["source"])), Path(str(request["result"]))
         code = parse(str(request["kind"]), source, result)
         if code != 0:
             return code
-        forget_document()
+        # Past a quarter of the headroom, free the caches; the parent replaces a child
+        # still past half of it.
+        if vm_bytes() - baseline > (memory_bytes - baseline) / 4:
+            forget_cached_resources()
         write_frame(replies, {"id": request["id"], "vm_bytes": vm_bytes()})
     return 0
 
@@ -252,7 +260,7 @@ def main(argv: list[str] | None = None, parse: DocumentParser = run) -> int:
             # Paid once for many documents. A child for a single document imports only the
             # parser of its kind, as it is needed (PyMuPDF and lxml are most of start-up).
             preload_parsers()
-        return serve(args.cpu_seconds, parse)
+        return serve(args.cpu_seconds, args.memory_bytes, parse)
     except BaseException as exc:
         return exit_code_for(exc)
 
