@@ -38,6 +38,10 @@ _STDERR_TAIL_BYTES = 4000
 _STDERR_RECYCLE_BYTES = 1024 * 1024
 
 
+#: How long a child may take to get ready, at least (trusted work: imports, no document).
+_MIN_START_SECONDS = 60.0
+
+
 class ParserClosedError(RuntimeError):
     """The pool was closed (the process is shutting down) while this document was parsed."""
 
@@ -125,9 +129,9 @@ class ParserProcess:
         ready: dict[str, object] | None = None
         returncode: int | None = None
         try:
-            # Start-up is not the document's time, but a child that never gets ready must
-            # not hold its slot for ever.
-            async with asyncio.timeout(command.limits.timeout_seconds):
+            # Start-up is not the document's time (a busy machine can make it slow), but a
+            # child that never gets ready must not hold its slot for ever.
+            async with asyncio.timeout(max(command.limits.timeout_seconds, _MIN_START_SECONDS)):
                 ready = await child._read_reply()
                 if ready is None:
                     returncode = await process.wait()
