@@ -50,7 +50,7 @@ class Settings(BaseSettings):
 
     max_upload_mb: Annotated[int, Field(ge=1, le=10_000)] = 50
     # Uploads and parsing (README "Upload and parsing limits"). Every document is parsed in a
-    # child process of its own with these limits, so a hostile file fails only itself.
+    # child process under these limits, so a hostile file fails only itself.
     #: Files accepted in one upload request (each up to `max_upload_mb`).
     max_upload_files: Annotated[int, Field(ge=1, le=1000)] = 100
     #: Wall-clock seconds one document's parser may run before it is killed.
@@ -59,8 +59,12 @@ class Settings(BaseSettings):
     parse_cpu_seconds: Annotated[int, Field(ge=1, le=3600)] = 90
     #: Memory one document's parser may map, in MB (RLIMIT_AS, its whole address space).
     parse_memory_mb: Annotated[int, Field(ge=200, le=65_536)] = 1024
-    #: Documents one process (the API in embedded mode, or each worker) parses at once.
+    #: Documents one process (the API in embedded mode, or each worker) parses at once: the
+    #: size of its pool of parser child processes.
     parse_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    #: Documents a parser child parses before it is replaced by a fresh one (it is replaced
+    #: at once after any failure); 1 = a fresh child for every document.
+    parse_recycle_after: Annotated[int, Field(ge=1, le=100_000)] = 100
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -25,7 +25,11 @@ from quarry.capacity import Slots
 from quarry.db import job_write_scope
 from quarry.documents import lifecycle
 from quarry.documents.parsing import DocumentKind, DocumentParseError, ParsedDocument
-from quarry.documents.parsing.isolation import UNEXPECTED_REASON, IsolatedParser
+from quarry.documents.parsing.isolation import (
+    UNEXPECTED_REASON,
+    IsolatedParser,
+    ParserClosedError,
+)
 from quarry.jobs import PARSE_DOCUMENT, JobContext
 
 log = structlog.get_logger(__name__)
@@ -42,7 +46,8 @@ class ParseFeed:
     def __init__(self, ctx: JobContext) -> None:
         self._ctx = ctx
         self._parser = IsolatedParser.from_settings(ctx.settings)
-        self._slots = Slots(ctx.settings.parse_concurrency)
+        # Twice the parser's children: one document's result is stored while the next parses.
+        self._slots = Slots(2 * ctx.settings.parse_concurrency)
         self._lease = timedelta(seconds=ctx.settings.task_lease_seconds)
         self._feed: asyncio.Task[None] | None = None
         self._look_again = False
@@ -105,6 +110,8 @@ class ParseFeed:
             error: str | None = None
             try:
                 parsed = await self._parser.parse(path, DocumentKind(document.kind))
+            except ParserClosedError:
+                return  # this process is stopping: `stop` hands the document back
             except DocumentParseError as exc:
                 error = exc.reason
             except Exception:
@@ -174,9 +181,7 @@ class ParseFeed:
             with contextlib.suppress(Exception):
                 async with job_write_scope(self._ctx.sessionmaker) as session:
                     await lifecycle.release_documents(session, unfinished, self._ctx.worker_id)
-        close = getattr(self._parser, "aclose", None)
-        if close is not None:
-            await close()
+        await self._parser.aclose()
 
 
 async def parse_documents_job(ctx: JobContext, _waiting: str) -> None:

@@ -37,14 +37,27 @@ def _clean_filename(name: str | None) -> str:
     return (base or "document")[:MAX_FILENAME]
 
 
-async def _check(file: StagedFile) -> DocumentKind:
-    filename = _clean_filename(file.filename)
-    if file.size == 0:
-        raise BadRequest(f"{filename} is empty.")
-    try:
-        return await asyncio.to_thread(sniff_kind, file.path, filename)
-    except UnsupportedFileType as exc:
-        raise UnsupportedMediaType(exc.reason) from exc
+def _check_all(files: Sequence[StagedFile]) -> list[DocumentKind]:
+    """The kind of every file, in order; raises for the first one Quarry cannot take.
+
+    Synchronous (it reads each file's first bytes): call it in a thread, once per upload
+    rather than once per file, since a request carries up to a hundred small files.
+    """
+    kinds: list[DocumentKind] = []
+    for file in files:
+        filename = _clean_filename(file.filename)
+        if file.size == 0:
+            raise BadRequest(f"{filename} is empty.")
+        try:
+            kinds.append(sniff_kind(file.path, filename))
+        except UnsupportedFileType as exc:
+            raise UnsupportedMediaType(exc.reason) from exc
+    return kinds
+
+
+def _commit_all(storage: LocalStorage, files: Sequence[StagedFile]) -> list[str]:
+    """Move every staged file into storage (file I/O: one thread hop for the whole upload)."""
+    return [storage.commit(file) for file in files]
 
 
 async def upload_documents(
@@ -64,12 +77,12 @@ async def upload_documents(
     documents: list[Document] = []
     to_parse: list[str] = []
     try:
-        kinds = [await _check(file) for file in files]
-        for file, kind in zip(files, kinds, strict=True):
-            existing = await repository.get_by_sha256(session, project.id, file.sha256)
-            key = await asyncio.to_thread(storage.commit, file)
-            if existing is None:
-                existing = _in_batch(documents, file.sha256)
+        kinds = await asyncio.to_thread(_check_all, files)
+        known = await repository.get_by_sha256s(session, project.id, {f.sha256 for f in files})
+        keys = await asyncio.to_thread(_commit_all, storage, files)
+        for file, kind, key in zip(files, kinds, keys, strict=True):
+            # Already in the project, or earlier in this same upload.
+            existing = known.get(file.sha256)
             if existing is not None:
                 documents.append(existing)
                 continue
@@ -86,6 +99,7 @@ async def upload_documents(
                 status=DocumentStatus.UPLOADED,
             )
             session.add(document)
+            known[file.sha256] = document
             documents.append(document)
             to_parse.append(str(document.id))
         await session.flush()
@@ -104,10 +118,6 @@ async def upload_documents(
         # The database is the parse queue: one wake-up says documents are waiting.
         after_commit(session, lambda: queue.enqueue(PARSE_DOCUMENT, [WAKE_ID]))
     return documents
-
-
-def _in_batch(documents: list[Document], sha256: str) -> Document | None:
-    return next((d for d in documents if d.sha256 == sha256), None)
 
 
 async def get_document(session: AsyncSession, project: Project, document_id: uuid.UUID) -> Document:
