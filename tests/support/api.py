@@ -10,22 +10,14 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from quarry.app import create_app
 from quarry.auth.service import create_user
 from quarry.db import session_scope
-from quarry.models import Base
 from quarry.settings import Settings
+from tests.support.schema import create_schema as create_schema  # re-exported: tests import it here
 
 PASSWORD = "correct horse battery staple"
-
-
-async def create_schema(database_url: str) -> None:
-    engine = create_async_engine(database_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    await engine.dispose()
 
 
 @contextlib.asynccontextmanager
