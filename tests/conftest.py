@@ -2,7 +2,9 @@
 and the fake OpenAI-compatible LLM server (real HTTP, real client code path).
 
 Set-up is kept cheap because the suite is run often: the schema is a copy of a template built
-once per session (tests/support/schema.py, tests/support/postgres.py).
+once per session (tests/support/schema.py, tests/support/postgres.py) and passwords are hashed
+with argon2's cheapest parameters (`password_hash_profile="test"`); tests/auth checks the
+standard ones.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from quarry.app import create_app
-from quarry.settings import Environment, Settings
+from quarry.settings import Environment, PasswordHashProfile, Settings
 from tests.support.api import create_schema
 from tests.support.fake_llm import FakeLLM
 from tests.support.fixtures_llm import fake_llm
@@ -38,6 +40,7 @@ def make_settings(tmp_path: Path, fake: FakeLLM | None, **overrides: object) -> 
         "llm_timeout_seconds": 5.0,
         "log_json": False,
         "log_level": "WARNING",
+        "password_hash_profile": PasswordHashProfile.TEST,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -36,7 +36,7 @@ async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.
 async def sign_up(app: FastAPI, client: httpx.AsyncClient, email: str) -> dict[str, str]:
     """Create a user and sign in through the API; returns the Authorization header."""
     async with session_scope(app.state.sessionmaker) as session:
-        await create_user(session, email, PASSWORD)
+        await create_user(session, app.state.settings, email, PASSWORD)
     response = await client.post(
         "/api/v1/auth/token", data={"username": email, "password": PASSWORD}
     )
