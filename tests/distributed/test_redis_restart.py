@@ -94,7 +94,7 @@ async def test_a_redis_restart_mid_run_loses_and_duplicates_nothing(
 
     started = time.monotonic()
     while (await client.get(run_url, headers=headers)).json()["done"] < pairs // 3:
-        assert time.monotonic() - started < 30, "the run stalled before the restart"
+        assert time.monotonic() - started < 60, "the run stalled before the restart"
         await asyncio.sleep(0.05)
     private_redis.crash()  # the queue, every job and every marker are gone
     await asyncio.sleep(1.0)
@@ -105,7 +105,7 @@ async def test_a_redis_restart_mid_run_loses_and_duplicates_nothing(
         "queued",
         "running",
     ):
-        assert time.monotonic() - started < 60, f"run did not finish: {run}"
+        assert time.monotonic() - started < 150, f"run did not finish: {run}"
         await asyncio.sleep(0.1)
     assert all(p.alive for p in pool), "a worker did not survive the Redis restart"
     await assert_stored_exactly_once(app, run, pairs)

@@ -134,7 +134,7 @@ async def test_a_parser_that_hangs_is_killed_at_the_timeout(
     started = time.monotonic()
     reason = await parse_error(make_parser(limits, 1), path, DocumentKind.TEXT)
     assert "timed out after 1.5 s" in reason
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 15
     assert_process_gone(int(path.with_name("x.txt.pid").read_text()))
 
 

@@ -18,10 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 
-from quarry.auth import passwords
 from quarry.settings import Settings
 from tests.conftest import make_settings
 from tests.support.api import create_project, sign_up, upload, wait_for_documents
@@ -36,15 +34,6 @@ from tests.support.fake_llm import FakeLLM
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x02" + bytes(64)
 OLE2_DOC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504) + b"Microsoft Word 97-2003"
 TEXT = b"Trial of aspirin.\nA total of 120 patients were randomised.\n"
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cheap argon2id parameters: these tests sign users up, they do not test hashing cost
-    (tests/auth does, with the real parameters)."""
-    monkeypatch.setattr(
-        passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
 
 
 @pytest.fixture

@@ -169,7 +169,7 @@ def test_twenty_thousand_rows_stream_in_bounded_memory(tmp_path: Path) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < 30  # a hang guard: this takes ~1 s
     assert first.startswith("\ufeffdocument_id,")
     assert len(sizes) > 10 and max(sizes) < 64 * 1024  # many modest chunks, not one blob
     # The file is ~1 MB and the rows ~10 MB as objects; streaming holds a chunk or two

@@ -22,7 +22,7 @@ from quarry.documents.parsing import (
 from quarry.documents.storage import LocalStorage, StagedFile
 from quarry.errors import BadRequest, Conflict, NotFound, UnsupportedMediaType
 from quarry.jobs import PARSE_DOCUMENT, JobQueue
-from quarry.models import Document, DocumentStatus, Project
+from quarry.models import Document, DocumentPage, DocumentStatus, Project
 from quarry.runs.lifecycle import forget_document
 
 log = structlog.get_logger(__name__)
@@ -118,6 +118,20 @@ async def upload_documents(
         # The database is the parse queue: one wake-up says documents are waiting.
         after_commit(session, lambda: queue.enqueue(PARSE_DOCUMENT, [WAKE_ID]))
     return documents
+
+
+async def list_documents(
+    session: AsyncSession,
+    project: Project,
+    limit: int,
+    offset: int,
+    status: DocumentStatus | None = None,
+) -> tuple[Sequence[Document], int]:
+    return await repository.list_documents(session, project.id, limit, offset, status)
+
+
+async def list_pages(session: AsyncSession, document: Document) -> Sequence[DocumentPage]:
+    return await repository.list_pages(session, document.id)
 
 
 async def get_document(session: AsyncSession, project: Project, document_id: uuid.UUID) -> Document:

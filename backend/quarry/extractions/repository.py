@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from typing import Any
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -79,6 +80,18 @@ async def list_extractions(
         .offset(offset)
     )
     return [(row[0], row[1], row[2], row[3], row[4]) for row in result.all()], total or 0
+
+
+async def run_models(
+    session: AsyncSession, run_ids: Collection[uuid.UUID]
+) -> list[tuple[uuid.UUID, str, dict[str, Any]]]:
+    """(id, model, frozen settings) of each run, for pricing its extractions."""
+    if not run_ids:
+        return []
+    result = await session.execute(
+        select(Run.id, Run.model, Run.settings).where(Run.id.in_(run_ids))
+    )
+    return [(run_id, model, frozen) for run_id, model, frozen in result.all()]
 
 
 async def latest_answers(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.documents.repository import get_document
@@ -13,7 +12,7 @@ from quarry.errors import BadRequest, NotFound
 from quarry.extractions import repository
 from quarry.extractions.schemas import ExtractionOut, ReviewIn, ReviewOut
 from quarry.llm.pricing import cost_usd
-from quarry.models import Extraction, ExtractionStatus, Project, Review, ReviewStatus, Run, User
+from quarry.models import Extraction, ExtractionStatus, Project, Review, ReviewStatus, User
 from quarry.runs.costs import run_price
 from quarry.runs.lifecycle import CANCELLED_REASON
 from quarry.runs.snapshot import RunSnapshot
@@ -22,18 +21,42 @@ from quarry.variables.repository import get_variable
 from quarry.variables.types import InvalidValue, TypeSpec, VariableType, normalise_value
 
 
+async def list_extractions(
+    session: AsyncSession,
+    settings: Settings,
+    project: Project,
+    limit: int,
+    offset: int,
+    *,
+    run_id: uuid.UUID | None = None,
+    document_id: uuid.UUID | None = None,
+    variable_id: uuid.UUID | None = None,
+    status: ExtractionStatus | None = None,
+) -> tuple[list[ExtractionOut], int]:
+    """One page of the project's extractions (with their reviews and costs) and the total."""
+    rows, total = await repository.list_extractions(
+        session,
+        project.id,
+        limit,
+        offset,
+        run_id=run_id,
+        document_id=document_id,
+        variable_id=variable_id,
+        status=status,
+    )
+    return await to_out(session, settings, rows), total
+
+
 async def to_out(
     session: AsyncSession,
     settings: Settings,
     rows: Sequence[tuple[Extraction, str, int, bool, str | None]],
 ) -> list[ExtractionOut]:
     reviews = await repository.current_reviews(session, list({r[0].document_id for r in rows}))
-    runs = await session.execute(
-        select(Run.id, Run.model, Run.settings).where(Run.id.in_({r[0].run_id for r in rows}))
-    )
+    runs = await repository.run_models(session, {r[0].run_id for r in rows})
     prices = {
-        run.id: run_price(settings, RunSnapshot.from_row(run.settings, run.model))
-        for run in runs.all()
+        run_id: run_price(settings, RunSnapshot.from_row(frozen, model))
+        for run_id, model, frozen in runs
     }
     out = []
     for extraction, name, version, run_stopped, stop_reason in rows:
