@@ -4,10 +4,13 @@ Run by hand: `.venv/bin/python benchmarks/engine.py [--only efficiency,overhead,
 It prints a table; record the figures and the machine in benchmarks/RESULTS.md.
 
 - efficiency: fake LLM latency L, concurrency C, D documents × V variables; wall time of the run
-  (from the POST to the `finished_at` its final status was stored with) ÷ ideal, where
-  ideal = ceil(pairs ÷ C) × L. Target ≤ 1.15, in embedded mode (SQLite, in-process runner)
-  and distributed mode (PostgreSQL, Redis, 2 `quarry worker` processes; the API runs in this
-  process).
+  (from the POST to the `finished_at` its final status was stored with) in embedded mode
+  (SQLite, in-process runner) and distributed mode (PostgreSQL, Redis, 2 `quarry worker`
+  processes; the API runs in this process), beside the *floor*: a bare `openai.AsyncOpenAI`
+  loop making the same calls (the same messages and answer schema, C at a time) to the same
+  fake in the same run. Printed: wall ÷ the floor's (targets: ≤ 1.05 embedded, ≤ 1.10
+  distributed) and processor time per pair ÷ the floor's (targets: ≤ 1.5 embedded, ≤ 2
+  distributed, API + workers), and wall ÷ ideal, where ideal = ceil(pairs ÷ C) × L.
 - overhead: L = 0, pairs per second end to end, both modes.
 - ratelimit: the fake LLM enforces RPM = 600 (a sliding minute, answering 429 above it) and
   Quarry is told QUARRY_LLM_RPM=600. Achieved rate = calls the fake answered in each full
@@ -65,8 +68,16 @@ from tests.support.processes import ProcessGroup, quarry_command
 from tests.support.redis import redis_test_url
 
 from quarry.app import create_app
+from quarry.llm.client import RESPONSE_FORMAT
 from quarry.migrations import run_migrations
 from quarry.settings import Settings
+from quarry.variables.prompts import (
+    SYSTEM_PROMPT,
+    prompt_spec,
+    render_document_block,
+    render_user_message,
+    render_variable_prompt,
+)
 
 FAKE_SERVER = """
 import json, sys
@@ -207,7 +218,7 @@ async def wait_for_run(client: httpx.AsyncClient, url: str, headers: dict[str, s
     The run's end is read from its `finished_at`, so polling does not blur the figure."""
     while True:
         run = (await client.get(url, headers=headers)).json()
-        if run["status"] not in ("queued", "running"):
+        if run["status"] not in ("preparing", "queued", "running"):
             return run
         await asyncio.sleep(0.5)
 
@@ -266,6 +277,56 @@ async def run_once(
                 return Result(elapsed, docs * variables, fake.stats(), cpu_api, cpu_workers, steal)
 
 
+def floor_messages(docs: int, variables: int) -> list[list[dict[str, str]]]:
+    """The messages Quarry sends for the benchmark's pairs, rendered by its own prompt code."""
+    calls = []
+    for d in range(docs):
+        block = render_document_block([f"Document {d}: the value is here."])
+        for v in range(variables):
+            spec = prompt_spec(
+                {"name": f"v{v}", "label": f"v{v}", "description": f"Value {v}", "type": "text"}
+            )
+            calls.append(
+                [
+                    {"role": "system", "content": SYSTEM_PROMPT},
+                    {
+                        "role": "user",
+                        "content": render_user_message(block, render_variable_prompt(spec)),
+                    },
+                ]
+            )
+    return calls
+
+
+async def floor_once(docs: int, variables: int, latency: float, concurrency: int) -> Result:
+    """The same calls with a bare openai client, C at a time: the floor Quarry is held to."""
+    import openai
+
+    calls = floor_messages(docs, variables)
+    with fake_llm_process(latency) as fake:
+        client = openai.AsyncOpenAI(base_url=fake.base_url, api_key="sk-bench", max_retries=0)
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(messages: list[dict[str, str]]) -> None:
+            async with slots:
+                reply = await client.chat.completions.create(
+                    model="fake-model",
+                    messages=messages,  # type: ignore[arg-type]
+                    temperature=0,
+                    response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
+                )
+                json.loads(reply.choices[0].message.content or "{}")
+
+        await asyncio.gather(*(one(m) for m in calls[: min(32, len(calls))]))  # connections
+        ticks = machine_ticks()
+        started, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(one(m) for m in calls))
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        stolen, total = (b - a for a, b in zip(ticks, machine_ticks(), strict=True))
+        await client.close()
+        return Result(wall, len(calls), fake.stats(), cpu, 0.0, stolen / total if total else 0.0)
+
+
 def minute_counts(times: list[float]) -> list[int]:
     """Calls in each full minute from the first one (the last, partial minute is left out)."""
     if not times:
@@ -311,6 +372,7 @@ def main() -> None:
         f"{'scenario':<40} {'pairs':>6} {'wall s':>8} {'ideal s':>8} {'ratio':>6} {'pairs/s':>8} "
         f"{'cpu ms/pair (api+workers)':>26} {'steal':>6}"
     )
+    floors: dict[float, list[Result]] = {}
     for mode in modes:
         for scenario in ("efficiency", "overhead"):
             if scenario not in only:
@@ -318,8 +380,13 @@ def main() -> None:
             latency = args.latency if scenario == "efficiency" else 0.0
             ideal = math.ceil(pairs / args.concurrency) * latency
             label = f"{scenario} {mode} L={latency:g}s C={args.concurrency}"
-            figures = []
+            walls, cpus = [], []
             for _ in range(args.repeat):
+                # The floor in the same run, right before: these machines are shared.
+                floor = asyncio.run(
+                    floor_once(args.docs, args.variables, latency, args.concurrency)
+                )
+                floors.setdefault(latency, []).append(floor)
                 r = asyncio.run(
                     run_once(
                         mode,
@@ -331,18 +398,27 @@ def main() -> None:
                         args.workers,
                     )
                 )
-                figures.append(r.wall / ideal if ideal else pairs / r.wall)
-                shown = (f"{ideal:>8.2f}", f"{r.wall / ideal:>6.2f}") if ideal else ("", "")
+                wall_ratio = r.wall / floor.wall
+                cpu_ratio = (r.cpu_api + r.cpu_workers) / r.pairs / (floor.cpu_api / floor.pairs)
+                walls.append(wall_ratio)
+                cpus.append(cpu_ratio)
+                shown = f"{r.wall / ideal:>6.2f}" if ideal else ""
                 print(
-                    f"{label:<40} {pairs:>6} {r.wall:>8.2f} {shown[0]:>8} {shown[1]:>6} "
-                    f"{pairs / r.wall:>8.1f} {cpu_per_pair(r):>26} {r.steal:>6.0%}",
+                    f"{'floor (bare openai loop)':<40} {pairs:>6} {floor.wall:>8.2f} "
+                    f"{ideal:>8.2f} {'':>6} {pairs / floor.wall:>8.1f} "
+                    f"{1000 * floor.cpu_api / floor.pairs:>26.1f} {floor.steal:>6.0%}",
+                    flush=True,
+                )
+                print(
+                    f"{label:<40} {pairs:>6} {r.wall:>8.2f} {ideal:>8.2f} {shown:>6} "
+                    f"{pairs / r.wall:>8.1f} {cpu_per_pair(r):>26} {r.steal:>6.0%}   "
+                    f"wall/floor {wall_ratio:.3f}  cpu/floor {cpu_ratio:.2f}",
                     flush=True,
                 )
             if args.repeat > 1:
-                what = "ratio" if ideal else "pairs/s"
                 print(
-                    f"{label}: {what} median {statistics.median(figures):.2f}, "
-                    f"best {min(figures) if ideal else max(figures):.2f} of {args.repeat}",
+                    f"{label}: wall/floor median {statistics.median(walls):.3f}, "
+                    f"cpu/floor median {statistics.median(cpus):.2f} of {args.repeat}",
                     flush=True,
                 )
     if "ratelimit" in only:

@@ -266,7 +266,7 @@ async def run_to_end(client: httpx.AsyncClient, headers: dict[str, str], pid: st
     url = f"/api/v1/projects/{pid}/runs/{response.json()['id']}"
     while True:
         run = (await client.get(url, headers=headers)).json()
-        if run["status"] not in ("queued", "running"):
+        if run["status"] not in ("preparing", "queued", "running"):
             assert run["status"] == "completed", run
             return run
         await asyncio.sleep(0.1)

@@ -1,5 +1,11 @@
 """Shared fixtures: settings on a temporary SQLite file, the app with its lifespan, a client,
-and the fake OpenAI-compatible LLM server (real HTTP, real client code path)."""
+and the fake OpenAI-compatible LLM server (real HTTP, real client code path).
+
+Set-up is kept cheap because the suite is run often: the schema is a copy of a template built
+once per session (tests/support/schema.py, tests/support/postgres.py) and passwords are hashed
+with argon2's cheapest parameters (`password_hash_profile="test"`); tests/auth checks the
+standard ones.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,11 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from quarry.app import create_app
-from quarry.settings import Environment, Settings
+from quarry.settings import Environment, PasswordHashProfile, Settings
 from tests.support.api import create_schema
 from tests.support.fake_llm import FakeLLM
 from tests.support.fixtures_llm import fake_llm
+from tests.support.postgres import drop_session_template
 
 __all__ = ["fake_llm"]
 
@@ -33,9 +40,14 @@ def make_settings(tmp_path: Path, fake: FakeLLM | None, **overrides: object) -> 
         "llm_timeout_seconds": 5.0,
         "log_json": False,
         "log_level": "WARNING",
+        "password_hash_profile": PasswordHashProfile.TEST,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    drop_session_template()
 
 
 @pytest.fixture

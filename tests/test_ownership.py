@@ -17,10 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 
-from quarry.auth import passwords
 from tests.support.api import (
     add_variable,
     create_project,
@@ -102,15 +100,6 @@ PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
 
 # Routes answered without a token, by design.
 PUBLIC_ROUTES = {("POST", "/auth/token")}
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cheap argon2id parameters: these tests sign users up, they do not test hashing cost
-    (tests/auth does, with the real parameters)."""
-    monkeypatch.setattr(
-        passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
 
 
 @dataclass

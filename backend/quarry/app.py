@@ -25,6 +25,7 @@ from quarry.llm.client import ChatModelFactory
 from quarry.logs import configure_logging
 from quarry.metrics import install_metrics
 from quarry.projects.router import router as projects_router
+from quarry.runs.progress import ProgressHub
 from quarry.runs.router import router as runs_router
 from quarry.security.middleware import install_middleware
 from quarry.security.ratelimit import create_rate_limiter
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.storage = storage
         app.state.llm = llm
         app.state.queue = queue
+        app.state.progress = ProgressHub(sessionmaker, settings)
         app.state.rate_limiter = create_rate_limiter(settings)
         settings.signing_key()  # fail at start-up, not at the first sign-in
         async with session_scope(sessionmaker) as session:
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.progress.close()
             await queue.stop()
             await app.state.rate_limiter.close()
             await llm.aclose()

@@ -114,10 +114,11 @@ def create_user_command(
     from quarry.errors import QuarryError
 
     async def create() -> str:
-        engine = create_engine(get_settings().database_url)
+        settings = get_settings()
+        engine = create_engine(settings.database_url)
         try:
             async with session_scope(create_sessionmaker(engine)) as session:
-                user = await create_user(session, email, password)
+                user = await create_user(session, settings, email, password)
                 return user.email
         finally:
             await engine.dispose()

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, Request
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -89,6 +89,12 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
             dbapi_conn.ping()
         except Exception as exc:
             raise DisconnectionError(f"idle connection lost: {exc}") from exc
+
+
+async def ping_database(engine: AsyncEngine) -> None:
+    """Raise unless the database answers a trivial query."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

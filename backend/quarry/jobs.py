@@ -1,7 +1,10 @@
 """What a job is, independent of how it travels (in-process or Arq; see worker.py).
 
-Jobs carry ids only; a job reloads its state from the database, which is the source of truth,
-and is safe to run twice.
+Jobs carry one id; a job reloads its state from the database, which is the source of truth,
+and is safe to run twice. The run engine's jobs are wake-ups: `runs.work` says "run R has
+work" and the process that gets it claims R's tasks from the database (runs/executor.py);
+nothing queued names a task, so a run of millions of pairs costs the queue what a run of ten
+does.
 """
 
 from __future__ import annotations
@@ -17,12 +20,19 @@ if TYPE_CHECKING:
     from quarry.llm.client import ChatModelFactory
     from quarry.settings import Settings
 
-EXTRACT_PAIR = "runs.extract_pair"
+#: "Run <id> has tasks to claim."
+WORK_ON_RUN = "runs.work"
+#: "Run <id> has task rows still to create."
+PREPARE_RUN = "runs.prepare"
+#: "Document <id> is to be parsed."
 PARSE_DOCUMENT = "documents.parse"
 
 
 class JobQueue(Protocol):
     """Wakes a worker up to run `job` for each id. Delivery is at least once."""
+
+    #: True when other processes run jobs too (a wake-up may reach an idle worker).
+    fleet: bool
 
     async def enqueue(self, job: str, ids: list[str]) -> None: ...
 

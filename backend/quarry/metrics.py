@@ -38,11 +38,11 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quarry.errors import Unauthorized
-from quarry.models import ACTIVE_RUN_STATUSES, Extraction, ExtractionStatus, Run, RunStatus
+from quarry.models import ExtractionStatus, RunStatus
+from quarry.monitoring import repository
 from quarry.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -214,17 +214,8 @@ async def _work_families(request: Request) -> list[GaugeMetricFamily]:
     task_counts = {status.value: 0 for status in ExtractionStatus}
     try:
         async with request.app.state.sessionmaker() as session:
-            for status, count in await session.execute(
-                select(Run.status, func.count()).group_by(Run.status)
-            ):
-                run_counts[status] = count
-            active = select(Run.id).where(Run.status.in_(ACTIVE_RUN_STATUSES))
-            for status, count in await session.execute(
-                select(Extraction.status, func.count())
-                .where(Extraction.run_id.in_(active))
-                .group_by(Extraction.status)
-            ):
-                task_counts[status] = count
+            run_counts.update(await repository.count_runs_by_status(session))
+            task_counts.update(await repository.count_active_tasks_by_status(session))
     except Exception as exc:
         log.warning("metrics.database_unavailable", error_type=type(exc).__name__)
         database_up.add_metric([], 0)

@@ -1,36 +1,49 @@
 """The jobs, the sweeper every mode runs, and the embedded (in-process) queue.
 
 Jobs take one id and find everything else in the database, so the transports only carry ids:
-embedded mode (no QUARRY_REDIS_URL) runs them on asyncio tasks inside the API process, with a
-bounded number of concurrent jobs per kind (this module); distributed mode carries them in
-Redis through Arq to `quarry worker` processes (worker.py, the only module that imports arq).
-Both deliver at least once; the database decides whether a delivered job has anything to do.
+embedded mode (no QUARRY_REDIS_URL) runs them on asyncio tasks inside the API process (this
+module); distributed mode carries them in Redis through Arq to `quarry worker` processes
+(worker.py, the only module that imports arq). Every job is a wake-up that returns at once:
+the work it starts — extraction tasks, preparing a run, parsing — is claimed from the
+database and run by the process's own executors (runs/executor.py, runs/preparer.py,
+documents/jobs.py), which hold leases on what they work on. So what Arq carries is a bounded
+number of wake-ups per run, never one job per pair, and the transport can come and go (a
+Redis restart) without interrupting work in progress.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
 
 from quarry.db import job_write_scope
-from quarry.documents.repository import documents_to_parse
-from quarry.documents.service import parse_document_job
-from quarry.jobs import EXTRACT_PAIR, PARSE_DOCUMENT, JobContext, JobQueue
+from quarry.documents import lifecycle as documents_lifecycle
+from quarry.documents.jobs import WAKE_ID, ParseFeed, parse_documents_job
+from quarry.jobs import PARSE_DOCUMENT, PREPARE_RUN, WORK_ON_RUN, JobContext, JobQueue
 from quarry.models.base import utcnow
-from quarry.runs.repository import active_run_ids, tasks_to_requeue
-from quarry.runs.tasks import finish_run_if_done, run_extract_pair
+from quarry.runs import lifecycle, repository
+from quarry.runs.executor import TaskExecutor
+from quarry.runs.preparer import Preparer, prepare_run_job
 
 log = structlog.get_logger(__name__)
 
 JobFunction = Callable[[JobContext, str], Awaitable[None]]
 
+
+async def work_on_run_job(ctx: JobContext, run_id: str) -> None:
+    """`runs.work`: run `run_id` has tasks to claim; this process takes some (returns at once)."""
+    TaskExecutor.for_context(ctx).wake(uuid.UUID(run_id))
+
+
 #: Every job Quarry runs, by its dotted name.
 JOBS: dict[str, JobFunction] = {
-    EXTRACT_PAIR: run_extract_pair,
-    PARSE_DOCUMENT: parse_document_job,
+    WORK_ON_RUN: work_on_run_job,
+    PREPARE_RUN: prepare_run_job,
+    PARSE_DOCUMENT: parse_documents_job,
 }
 
 
@@ -40,85 +53,92 @@ def check_job(job: str) -> None:
 
 
 async def sweep(ctx: JobContext, queue: JobQueue) -> None:
-    """Re-deliver what the database says is unfinished (never-enqueued tasks, expired leases,
-    unparsed documents) and finish runs whose last task's worker died before it could."""
+    """What the database says needs a worker, woken again: tasks whose lease expired (handed
+    back in bounded, indexed batches — the cost follows what expired), runs with pending
+    tasks, runs whose preparation stopped, documents waiting to be parsed. Also finishes any
+    active run with nothing left (a safety net: every transition finishes its run itself)."""
+    now = utcnow()
+    woken: set[uuid.UUID] = set()
+    reclaimed = 0
+    while True:
+        async with job_write_scope(ctx.sessionmaker) as session:
+            count, runs = await lifecycle.reclaim_expired(session, now)
+        reclaimed += count
+        woken |= runs
+        if count < lifecycle.RECLAIM_BATCH:
+            break
     async with ctx.sessionmaker() as session:
-        task_ids = [str(i) for i in await tasks_to_requeue(session, utcnow())]
-        doc_ids = [str(i) for i in await documents_to_parse(session)]
-    if task_ids:
-        # Each of these is pending or its lease expired: nobody holds it, so a queue that
-        # remembers a delivery as "in progress" may forget it (see ArqQueue.redeliver).
-        redeliver = getattr(queue, "redeliver", queue.enqueue)
-        await redeliver(EXTRACT_PAIR, task_ids)
-    if doc_ids:
-        # No lease here: a live parse cannot be told from a dead one, so only enqueue.
-        await queue.enqueue(PARSE_DOCUMENT, doc_ids)
-    async with job_write_scope(ctx.sessionmaker) as session:
-        for run_id in await active_run_ids(session):
-            await finish_run_if_done(session, run_id)
-    if task_ids or doc_ids:
-        log.info("worker.swept", tasks=len(task_ids), documents=len(doc_ids))
+        woken |= set(await repository.runs_with_work(session))
+        to_prepare = await lifecycle.runs_to_prepare(session, now)
+        to_parse = await documents_lifecycle.any_to_parse(session, now)
+    if to_prepare:
+        await queue.enqueue(PREPARE_RUN, [str(r) for r in to_prepare])
+    if woken:
+        await queue.enqueue(WORK_ON_RUN, [str(r) for r in sorted(woken)])
+    if to_parse:
+        await queue.enqueue(PARSE_DOCUMENT, [WAKE_ID])
+    if reclaimed:
+        log.info("worker.swept", expired_tasks=reclaimed, runs=len(woken))
+
+
+async def stop_work(ctx: JobContext, grace: float) -> None:
+    """Stop this process's work: preparations at once, extraction and parses after `grace`
+    seconds for what is in flight; what is unfinished is handed back."""
+    await Preparer.for_context(ctx).stop()
+    await asyncio.gather(
+        TaskExecutor.for_context(ctx).stop(grace), ParseFeed.for_context(ctx).stop(grace)
+    )
 
 
 class EmbeddedQueue:
-    """In-process queues, one per job kind, each drained by a fixed pool of asyncio workers.
+    """Wake-ups delivered in this process: a job waiting already is not queued twice."""
 
-    A job already waiting is not queued twice; the database decides whether a delivered job
-    still has anything to do, so duplicates would be harmless anyway, only wasteful.
-    """
+    fleet = False
 
-    def __init__(self, concurrency: dict[str, int]) -> None:
-        self._concurrency = concurrency
-        self._queues: dict[str, asyncio.Queue[str]] = {job: asyncio.Queue() for job in JOBS}
-        self._waiting: dict[str, set[str]] = {job: set() for job in JOBS}
-        self._workers: list[asyncio.Task[None]] = []
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._waiting: set[tuple[str, str]] = set()
+        self._drainer: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._ctx: JobContext | None = None
 
     async def enqueue(self, job: str, ids: list[str]) -> None:
         check_job(job)
-        waiting = self._waiting[job]
-        for job_id in ids:
-            if job_id not in waiting:
-                waiting.add(job_id)
-                self._queues[job].put_nowait(job_id)
+        for object_id in ids:
+            key = (job, object_id)
+            if key not in self._waiting:
+                self._waiting.add(key)
+                self._queue.put_nowait(key)
 
     async def start(self, ctx: JobContext) -> None:
         self._ctx = ctx
-        for job in JOBS:
-            for n in range(self._concurrency.get(job, 1)):
-                self._workers.append(
-                    asyncio.create_task(self._drain(job), name=f"quarry-{job}-{n}")
-                )
+        self._drainer = asyncio.create_task(self._drain(ctx), name="quarry-jobs")
         self._sweeper = asyncio.create_task(self._sweep_forever(ctx), name="quarry-sweeper")
 
     async def stop(self) -> None:
-        tasks = [*self._workers, *([self._sweeper] if self._sweeper else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._workers.clear()
+        for task in (self._sweeper, self._drainer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._ctx is not None:
+            await stop_work(self._ctx, grace=0)
 
     async def join(self) -> None:
-        """Wait until every queued job has been processed (used by tests and the CLI)."""
-        for queue in self._queues.values():
-            await queue.join()
+        """Wait until every job delivered so far has run (jobs return at once)."""
+        await self._queue.join()
 
-    async def _drain(self, job: str) -> None:
-        assert self._ctx is not None
-        queue, function = self._queues[job], JOBS[job]
+    async def _drain(self, ctx: JobContext) -> None:
         while True:
-            job_id = await queue.get()
-            self._waiting[job].discard(job_id)
+            job, object_id = await self._queue.get()
+            self._waiting.discard((job, object_id))
             try:
-                await function(self._ctx, job_id)
+                await JOBS[job](ctx, object_id)
             except Exception:
-                # The row stays pending/running; the sweeper will deliver it again.
-                log.exception("worker.job_failed", job=job, job_id=job_id)
+                # The database still says what is to do; the sweeper delivers it again.
+                log.exception("worker.job_failed", job=job, job_id=object_id)
             finally:
-                queue.task_done()
+                self._queue.task_done()
 
     async def _sweep_forever(self, ctx: JobContext) -> None:
         while True:

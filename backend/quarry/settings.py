@@ -27,6 +27,19 @@ class Environment(StrEnum):
     TEST = "test"
 
 
+class PasswordHashProfile(StrEnum):
+    """argon2id parameters for password hashes (auth/passwords.py has the numbers).
+
+    `standard` is argon2's RFC 9106 low-memory profile (64 MiB, 3 passes, 4 lanes: about
+    0.2 s per hash on one core). `test` is the cheapest argon2 allows, for test suites that
+    sign hundreds of users in; only `QUARRY_ENV=test` may use it. A hash made with either
+    verifies under both, and is re-made with the configured profile at the next sign-in.
+    """
+
+    STANDARD = "standard"
+    TEST = "test"
+
+
 class Settings(BaseSettings):
     """Configuration read from `QUARRY_*` environment variables (and `.env`)."""
 
@@ -47,10 +60,12 @@ class Settings(BaseSettings):
 
     admin_email: str | None = None
     admin_password: SecretStr | None = None
+    #: argon2id parameters of new password hashes; `test` only with `QUARRY_ENV=test`.
+    password_hash_profile: PasswordHashProfile = PasswordHashProfile.STANDARD
 
     max_upload_mb: Annotated[int, Field(ge=1, le=10_000)] = 50
     # Uploads and parsing (README "Upload and parsing limits"). Every document is parsed in a
-    # child process of its own with these limits, so a hostile file fails only itself.
+    # child process under these limits, so a hostile file fails only itself.
     #: Files accepted in one upload request (each up to `max_upload_mb`).
     max_upload_files: Annotated[int, Field(ge=1, le=1000)] = 100
     #: Wall-clock seconds one document's parser may run before it is killed.
@@ -59,8 +74,12 @@ class Settings(BaseSettings):
     parse_cpu_seconds: Annotated[int, Field(ge=1, le=3600)] = 90
     #: Memory one document's parser may map, in MB (RLIMIT_AS, its whole address space).
     parse_memory_mb: Annotated[int, Field(ge=200, le=65_536)] = 1024
-    #: Documents one process (the API in embedded mode, or each worker) parses at once.
+    #: Documents one process (the API in embedded mode, or each worker) parses at once: the
+    #: size of its pool of parser child processes.
     parse_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    #: Documents a parser child parses before it is replaced by a fresh one (it is replaced
+    #: at once after any failure); 1 = a fresh child for every document.
+    parse_recycle_after: Annotated[int, Field(ge=1, le=100_000)] = 100
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -172,6 +191,20 @@ class Settings(BaseSettings):
                     "characters in production (e.g. `python -c 'import secrets; "
                     "print(secrets.token_urlsafe(48))'`)."
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _weak_password_hashing_only_in_tests(self) -> Settings:
+        # A production (or development) install must never store passwords that are cheap to
+        # crack because a test setting leaked into its environment or .env file.
+        if (
+            self.password_hash_profile is PasswordHashProfile.TEST
+            and self.env is not Environment.TEST
+        ):
+            raise ValueError(
+                "QUARRY_PASSWORD_HASH_PROFILE=test makes password hashes cheap to crack and is "
+                f"only allowed with QUARRY_ENV=test (not {self.env.value})."
+            )
         return self
 
     @property

@@ -23,11 +23,10 @@ import redis
 from arq import constants as arq_keys
 from tests.conftest import make_settings
 from tests.support.fake_llm import FakeLLM
-from tests.support.postgres import temporary_postgres_database
+from tests.support.postgres import migrated_postgres_database
 from tests.support.processes import ManagedProcess, ProcessGroup, quarry_command
 from tests.support.redis import require_redis
 
-from quarry.migrations import run_migrations
 from quarry.settings import Settings
 
 #: Short enough that a killed worker's tasks come back within seconds, not a minute.
@@ -93,8 +92,7 @@ def redis_url() -> str:
 @pytest.fixture
 def database_url(redis_url: str) -> Iterator[str]:
     # Depends on redis_url only so that a missing Redis skips before a database is made.
-    with temporary_postgres_database() as url:
-        run_migrations(url)
+    with migrated_postgres_database() as url:
         yield url
 
 

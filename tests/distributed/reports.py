@@ -41,7 +41,7 @@ async def make_project(
     app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM, documents: int
 ) -> tuple[dict[str, str], str, int]:
     """Sign up, create the codebook, upload and parse the reports, script the fake LLM (with
-    0.2 s of latency); returns the headers, the project id and the number of pairs."""
+    0.1 s of latency); returns the headers, the project id and the number of pairs."""
     headers = await sign_up(app, client, "fleet@example.org")
     pid = str((await create_project(client, headers, "Numbered reports"))["id"])
     for i in range(VARIABLES):
@@ -51,7 +51,7 @@ async def make_project(
     assert (await upload(client, headers, pid, files)).status_code == 201
     await wait_for_documents(client, headers, pid, timeout=30)
     fake_llm.default_reply = answer
-    fake_llm.latency = 0.2
+    fake_llm.latency = 0.1
     return headers, pid, documents * VARIABLES
 
 

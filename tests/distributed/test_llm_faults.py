@@ -57,7 +57,7 @@ async def test_every_pair_succeeds_through_a_30_percent_fault_rate(
         "queued",
         "running",
     ):
-        assert time.monotonic() - started < 120, f"run did not finish: {run}"
+        assert time.monotonic() - started < 200, f"run did not finish: {run}"
         await asyncio.sleep(0.2)
 
     faults = Counter(r.fault for r in fake_llm.requests if r.fault)

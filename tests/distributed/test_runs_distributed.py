@@ -99,20 +99,20 @@ async def test_journey_with_a_worker_process(
     assert (await upload(client, headers, pid, files)).status_code == 201
 
     # The API only enqueues: with no worker running nothing is parsed, and what waits in
-    # Redis is one job per document under a deterministic id, carrying just the id, as JSON.
+    # Redis is one wake-up ("documents are waiting") under a deterministic id, as JSON — the
+    # database is the work list.
     await asyncio.sleep(0.3)
     listed = (await client.get(f"/api/v1/projects/{pid}/documents", headers=headers)).json()
     assert {d["status"] for d in listed["items"]} == {"uploaded"}
     payloads = await _queued_payloads(settings)
     assert payloads == {
-        f"documents.parse:{d['id']}": {
+        "documents.parse:waiting": {
             "t": None,
             "f": "documents.parse",
-            "a": [d["id"]],
+            "a": ["waiting"],
             "k": {},
-            "et": payloads[f"documents.parse:{d['id']}"]["et"],
+            "et": payloads["documents.parse:waiting"]["et"],
         }
-        for d in listed["items"]
     }
 
     await workers.start_ready()
@@ -181,3 +181,39 @@ async def test_retry_reruns_only_the_failed_pair(
         "items"
     ]
     assert sorted(e["value"] for e in extractions) == [50, 60]
+
+
+async def test_a_run_queues_one_wake_up_and_a_cancel_leaves_nothing_to_do(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    settings: Settings,
+    fake_llm: FakeLLM,
+    workers: Workers,
+) -> None:
+    worker = await workers.start_ready()
+    headers = await sign_up(app, client, "big@example.org")
+    pid = (await create_project(client, headers))["id"]
+    for n in range(10):
+        await add_variable(
+            client, headers, pid, name=f"v{n}", description=f"Value {n}", type="text"
+        )
+    files = [(f"d{n}.txt", f"Document {n}.".encode(), "text/plain") for n in range(20)]
+    assert (await upload(client, headers, pid, files)).status_code == 201
+    await wait_for_documents(client, headers, pid, timeout=30)
+    assert worker.stop() == 0  # SIGTERM: a clean exit
+
+    # 200 pairs, and what waits in Redis is one wake-up for the run, not a job per pair.
+    run_id = await _start_run(client, headers, pid)
+    assert set(await _queued_payloads(settings)) == {f"runs.work:{run_id}"}
+    cancel = await client.post(f"/api/v1/projects/{pid}/runs/{run_id}/cancel", headers=headers)
+    assert cancel.status_code == 200 and cancel.json()["status"] == "cancelled"
+    assert cancel.json()["counts"]["cancelled"] == 200
+
+    # A worker that takes the wake-up finds nothing to claim: no call is made.
+    await workers.start_ready()
+    for _ in range(200):  # until the wake-up was taken (a hang guard of 10 s)
+        if not await _queued_payloads(settings):
+            break
+        await asyncio.sleep(0.05)
+    assert await _queued_payloads(settings) == {}
+    assert fake_llm.calls(status=None) == 0

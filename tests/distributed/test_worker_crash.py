@@ -58,7 +58,7 @@ async def test_killed_workers_lose_and_duplicate_nothing(
     for kill in range(1, KILLS + 1):
         # Spread the kills over the run, each at a moment the victim has calls in flight.
         while (await run_state())["done"] < kill * pairs // (KILLS + 2):
-            assert time.monotonic() - started < 60, "the run stalled before every kill"
+            assert time.monotonic() - started < 200, "the run stalled before every kill"
             await asyncio.sleep(0.05)
         # A worker can be between two tasks at the instant we look: look again briefly.
         for _ in range(100):
@@ -71,8 +71,8 @@ async def test_killed_workers_lose_and_duplicate_nothing(
         victim.kill()
         orphaned |= held[victim.pid]
         pool.append(workers.start())  # the survivors carry on while it starts
-    while (run := await run_state())["status"] in ("queued", "running"):
-        assert time.monotonic() - started < 60, f"run did not finish: {run}"
+    while (run := await run_state())["status"] in ("preparing", "queued", "running"):
+        assert time.monotonic() - started < 300, f"run did not finish: {run}"
         await asyncio.sleep(0.1)
     elapsed = time.monotonic() - started
 

@@ -1,9 +1,9 @@
 """A stand-in for `quarry.documents.parsing.child` that misbehaves on cue, for tests only.
 
 No file we can craft reliably segfaults MuPDF or makes a parser sleep, so tests point
-`quarry.documents.parsing.isolation.CHILD_MODULE` here. It takes the real child's arguments
-and sets the real limits; a file whose first line is `QUARRY-TEST-FAULT:<fault>` then gets
-the fault, and any other file the real parser. Production code has no such switch.
+`quarry.documents.parsing.isolation.CHILD_MODULE` here. It is the real child (arguments,
+limits, protocol) with one change: a file whose first line is `QUARRY-TEST-FAULT:<fault>`
+gets the fault, and any other file the real parser. Production code has no such switch.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 from quarry.documents.parsing import child
 
 MARKER = b"QUARRY-TEST-FAULT:"
+_HOARD: list[bytearray] = []
 
 
 def fault_file(fault: str, text: str = "A document that makes its parser misbehave.") -> bytes:
@@ -33,6 +33,20 @@ def _commit(fault: str, kind: str, source: Path, result: Path) -> int:
         with source.with_name(source.name + ".runs").open("a") as runs:
             runs.write(f"{started} {time.monotonic()}\n")
         return child.run(kind, source, result)
+    if fault == "pid":
+        # Answers which process parsed it, so tests can tell a reused child from a new one.
+        result.write_text(json.dumps({"pages": [str(os.getpid())]}))
+        return 0
+    if fault == "burn":
+        # Uses 0.6 s of processor time, then answers like "pid".
+        started = time.process_time()
+        while time.process_time() - started < 0.6:
+            pass
+        return _commit("pid", kind, source, result)
+    if fault == "hoard":
+        # Keeps 200 MB of address space after its document, as a leaking parser would.
+        _HOARD.append(bytearray(200 * 1024 * 1024))
+        return _commit("pid", kind, source, result)
     if fault == "environ":
         result.write_text(json.dumps({"pages": [json.dumps(dict(os.environ))]}))
         return 0
@@ -64,25 +78,14 @@ def _commit(fault: str, kind: str, source: Path, result: Path) -> int:
     raise ValueError(f"unknown fault {fault!r}")
 
 
-def main() -> int:
-    argv = sys.argv[1:]
-    kind, source, result = argv[0], Path(argv[1]), Path(argv[2])
-    options = dict(arg.removeprefix("--").split("=", 1) for arg in argv[3:])
-    child.set_limits(
-        cpu_seconds=int(options["cpu-seconds"]),
-        memory_bytes=int(options["memory-bytes"]),
-        file_bytes=int(options["file-bytes"]),
-    )
+def parse_or_fault(kind: str, source: Path, result: Path) -> int:
+    """The real parser, unless the file asks for a fault."""
     with source.open("rb") as file:
         first_line = file.readline(200)
-    try:
-        if first_line.startswith(MARKER):
-            fault = first_line[len(MARKER) :].strip().decode()
-            return _commit(fault, kind, source, result)
-        return child.run(kind, source, result)
-    except BaseException as exc:
-        return child.exit_code_for(exc)
+    if first_line.startswith(MARKER):
+        return _commit(first_line[len(MARKER) :].strip().decode(), kind, source, result)
+    return child.run(kind, source, result)
 
 
 if __name__ == "__main__":
-    os._exit(main())
+    child.exit_now(child.main(parse=parse_or_fault))

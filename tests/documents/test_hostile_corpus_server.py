@@ -59,6 +59,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "QUARRY_SECRET_KEY": "corpus-test-secret-key-long-enough-for-hs256",
         "QUARRY_ADMIN_EMAIL": ADMIN_EMAIL,
         "QUARRY_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "QUARRY_PASSWORD_HASH_PROFILE": "test",
         "QUARRY_LOG_LEVEL": "WARNING",
         "QUARRY_LOG_JSON": "false",
         "QUARRY_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB),

@@ -15,10 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 
-from quarry.auth import passwords
 from quarry.documents.parsing import isolation
 from quarry.settings import Settings
 from tests.conftest import make_settings
@@ -33,13 +31,6 @@ from tests.support.api import create_project, sign_up, upload, wait_for_document
 from tests.support.fake_llm import FakeLLM
 
 FAST = [hostile for hostile in CORPUS if not hostile.slow]
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
 
 
 @pytest.fixture(autouse=True)

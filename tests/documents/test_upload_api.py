@@ -8,7 +8,9 @@ ends by checking that /health/ready still answers 200.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
+import time
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,10 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 
-from quarry.auth import passwords
 from quarry.settings import Settings
 from tests.conftest import make_settings
 from tests.support.api import create_project, sign_up, upload, wait_for_documents
@@ -34,15 +34,6 @@ from tests.support.fake_llm import FakeLLM
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x02" + bytes(64)
 OLE2_DOC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504) + b"Microsoft Word 97-2003"
 TEXT = b"Trial of aspirin.\nA total of 120 patients were randomised.\n"
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cheap argon2id parameters: these tests sign users up, they do not test hashing cost
-    (tests/auth does, with the real parameters)."""
-    monkeypatch.setattr(
-        passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
 
 
 @pytest.fixture
@@ -272,6 +263,69 @@ async def test_the_same_bytes_uploaded_twice_are_one_document(
     assert sorted(d["filename"] for d in documents) == ["a.txt", "trial.txt"]
     blobs = [p for p in stored_files(settings) if p.startswith("sha256/") and p.count("/") == 2]
     assert len(blobs) == 2
+
+
+async def all_settled(
+    client: httpx.AsyncClient, headers: dict[str, str], pid: str, timeout: float = 120
+) -> list[dict[str, Any]]:
+    """Every document of the project (up to 500), once none is waiting to be parsed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get(
+            f"/api/v1/projects/{pid}/documents", params={"limit": 500}, headers=headers
+        )
+        items: list[dict[str, Any]] = response.json()["items"]
+        if all(d["status"] in ("ready", "failed") for d in items):
+            return items
+        assert time.monotonic() < deadline, [d["status"] for d in items]
+        await asyncio.sleep(0.05)
+
+
+async def test_a_hundred_files_in_one_upload_are_each_their_own_document(
+    client: httpx.AsyncClient, owner: tuple[dict[str, str], str], settings: Settings
+) -> None:
+    headers, pid = owner
+    kept = await upload(client, headers, pid, [("kept.txt", TEXT, "text/plain")])
+    files: list[tuple[str, bytes, str]] = []
+    for n in range(96):
+        line = f"Document number {n} of the batch."
+        if n % 3 == 0:
+            files.append((f"n{n}.txt", line.encode() + b"\n", "text/plain"))
+        elif n % 3 == 1:
+            files.append((f"n{n}.pdf", make_pdf([line]), "application/pdf"))
+        else:
+            files.append((f"n{n}.docx", make_docx([line]), "application/octet-stream"))
+    # Larger than what is gathered in memory before it is written, among the small ones.
+    large = b"A long report of the trial.\n" * 12_000
+    files[40:40] = [("large.txt", large, "text/plain")]
+    # Bytes already in the project, and bytes twice in this upload: one document each.
+    files += [("kept-again.txt", TEXT, ""), ("n0-again.txt", files[0][1], "")]
+    files.append(("empty-ish.txt", b" \n", "text/plain"))
+
+    response = await upload(client, headers, pid, files)
+    assert response.status_code == 201, response.text
+    items = response.json()["items"]
+    assert [item["filename"] for item in items[:-3]] == [name for name, _, _ in files[:-3]]
+    assert items[-3]["id"] == kept.json()["items"][0]["id"]
+    assert items[-2]["id"] == items[0]["id"]
+    assert [item["sha256"] for item in items] == [
+        hashlib.sha256(data).hexdigest() for _, data, _ in files
+    ]
+    assert [item["size_bytes"] for item in items] == [len(data) for _, data, _ in files]
+    assert blob_path(settings, items[40]["sha256"]).read_bytes() == large
+    assert stored_files(settings).count("tmp") == 1
+    assert not list((settings.storage_dir / "tmp").iterdir())
+
+    documents = await all_settled(client, headers, pid)
+    assert len(documents) == 99
+    by_name = {d["filename"]: d for d in documents}
+    assert by_name["empty-ish.txt"]["status"] == "failed"
+    for n in (0, 1, 2, 50, 94, 95):
+        name = next(name for name, _, _ in files if name.startswith(f"n{n}."))
+        text = await client.get(
+            f"/api/v1/projects/{pid}/documents/{by_name[name]['id']}/text", headers=headers
+        )
+        assert text.json()["pages"][0]["text"] == f"Document number {n} of the batch."
 
 
 async def test_the_same_file_uploaded_concurrently_is_still_one_document(

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 
-from quarry.auth import passwords
 from quarry.settings import Settings
 from tests.conftest import make_settings
 from tests.support.api import create_project, sign_up, upload, wait_for_documents
@@ -21,13 +19,6 @@ from tests.support.fake_llm import FakeLLM
 MB = 1024 * 1024
 BOUNDARY = "quarry-test-boundary"
 TEXT = b"A total of 120 patients were randomised.\n"
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
 
 
 @pytest.fixture

@@ -1,9 +1,19 @@
 """Evaluation through the API: a real run against the fake model, then gold values from a CSV
-(JSON and xlsx) and from reviews, and the bad files a user will upload."""
+(JSON and xlsx) and from reviews, and the bad files a user will upload.
+
+The project and its run are made once for the module, through the API (`world`); every test
+starts its own app on a copy of that database and storage, so what one test records (a
+review) is seen by no other.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,9 +21,12 @@ import openpyxl
 import pytest
 from fastapi import FastAPI
 
+from quarry.settings import Settings
+from tests.conftest import make_settings
 from tests.support.api import (
     add_variable,
     create_project,
+    running_app,
     sign_up,
     upload,
     wait_for_documents,
@@ -163,11 +176,48 @@ def figures(evaluation: dict[str, Any]) -> dict[str, tuple[int, int, float | Non
     }
 
 
+Project = tuple[dict[str, str], str, dict[str, str], dict[str, str], str]
+
+
+@dataclass(frozen=True)
+class World:
+    """The database and stored files after `setup_project`, and what it returned."""
+
+    directory: Path
+    project: Project
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    directory = tmp_path_factory.mktemp("evaluation-world")
+
+    async def build() -> World:
+        with FakeLLM() as fake:
+            async with running_app(make_settings(directory, fake)) as (app, client):
+                return World(directory, await setup_project(app, client, fake))
+
+    made: list[World] = []
+    # A thread of its own: asyncio.run must not meet the event loop of the test being set up.
+    builder = threading.Thread(target=lambda: made.append(asyncio.run(build())))
+    builder.start()
+    builder.join()
+    assert made, "building the evaluation project failed (see the output above)"
+    return made[0]
+
+
 @pytest.fixture
-async def project(
-    app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
-) -> tuple[dict[str, str], str, dict[str, str], dict[str, str], str]:
-    return await setup_project(app, client, fake_llm)
+def settings(tmp_path: Path, fake_llm: FakeLLM, world: World) -> Settings:
+    """The root conftest's settings, on a copy of the world (the app is shut down, so the
+    SQLite file is complete without its WAL; the sign-in token stays valid: same key, same
+    user)."""
+    shutil.copyfile(world.directory / "quarry.db", tmp_path / "quarry.db")
+    shutil.copytree(world.directory / "storage", tmp_path / "storage")
+    return make_settings(tmp_path, fake_llm)
+
+
+@pytest.fixture
+def project(world: World, app: FastAPI) -> Project:
+    return world.project
 
 
 async def test_a_gold_csv_gives_per_variable_accuracy(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,6 +160,7 @@ def test_twenty_thousand_rows_stream_in_bounded_memory(tmp_path: Path) -> None:
         for i in range(20_000):
             yield WideRow(f"doc-{i}", f"file {i}.pdf", {"title": f"title {i}", "effect": i / 4})
 
+    started = time.perf_counter()
     tracemalloc.start()
     try:
         chunks = iter_wide_csv(variables, rows())
@@ -167,6 +169,7 @@ def test_twenty_thousand_rows_stream_in_bounded_memory(tmp_path: Path) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    assert time.perf_counter() - started < 30  # a hang guard: this takes ~1 s
     assert first.startswith("\ufeffdocument_id,")
     assert len(sizes) > 10 and max(sizes) < 64 * 1024  # many modest chunks, not one blob
     # The file is ~1 MB and the rows ~10 MB as objects; streaming holds a chunk or two

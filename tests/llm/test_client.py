@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -39,6 +40,23 @@ def factory(
     tmp_path: Path, fake: FakeLLM, limiter: LocalLimiter | None = None, **overrides: object
 ) -> ChatModelFactory:
     return ChatModelFactory(make_settings(tmp_path, fake, **overrides), limiter=limiter)
+
+
+class Gate:
+    """A call gate for these tests: refuses once `stop()` says so; records settlements."""
+
+    def __init__(self, stop: Callable[[], bool]) -> None:
+        self.stop = stop
+        self.settled: list[tuple[int, int]] = []
+
+    async def check(self) -> str | None:
+        return "stopped" if self.stop() else None
+
+    async def admit(self, prompt_tokens: int) -> str | None:
+        return await self.check()
+
+    async def settle(self, tokens_in: int, tokens_out: int) -> None:
+        self.settled.append((tokens_in, tokens_out))
 
 
 @pytest.fixture(autouse=True)
@@ -117,13 +135,13 @@ async def test_permanent_failures_are_not_retried(
 async def test_stop_is_checked_before_every_attempt(tmp_path: Path, fake_llm: FakeLLM) -> None:
     fake_llm.inject("500", times=10)
 
-    async def stop_after_two_attempts() -> bool:
-        return fake_llm.calls(status=None) >= 2
-
+    gate = Gate(lambda: fake_llm.calls(status=None) >= 2)
     model = factory(tmp_path, fake_llm, llm_max_retries=5).get("fake-model", 0.0)
-    with pytest.raises(CallCancelled):
-        await model.complete_json(MESSAGES, stop_after_two_attempts)
+    with pytest.raises(CallCancelled) as stopped:
+        await model.complete_json(MESSAGES, gate)
+    assert stopped.value.reason == "stopped"
     assert fake_llm.calls(status=None) == 2
+    assert gate.settled == [(0, 0), (0, 0)]  # two failed attempts, nothing to pay
 
 
 async def test_a_call_waiting_for_a_slot_is_not_sent_once_its_run_is_stopped(
@@ -131,18 +149,18 @@ async def test_a_call_waiting_for_a_slot_is_not_sent_once_its_run_is_stopped(
 ) -> None:
     fake_llm.latency = 0.5
     stopped = False
-
-    async def should_stop() -> bool:
-        return stopped
+    gate = Gate(lambda: stopped)
 
     model = factory(tmp_path, fake_llm, llm_concurrency=1).get("fake-model", 0.0)
-    first = asyncio.create_task(model.complete_json(MESSAGES, should_stop))
+    first = asyncio.create_task(model.complete_json(MESSAGES, gate))
     while fake_llm.calls(status=None) == 0:
         await asyncio.sleep(0.01)
-    waiting = asyncio.create_task(model.complete_json(MESSAGES, should_stop))
+    waiting = asyncio.create_task(model.complete_json(MESSAGES, gate))
     await asyncio.sleep(0.1)  # it is waiting for the only slot now
     stopped = True  # the user cancels the run
-    assert (await first).parsed == ANSWER  # already sent: it completes
+    reply = await first
+    assert reply.parsed == ANSWER  # already sent: it completes
+    assert gate.settled == [(reply.tokens_in, reply.tokens_out)]
     with pytest.raises(CallCancelled):
         await waiting
     assert fake_llm.calls(status=None) == 1

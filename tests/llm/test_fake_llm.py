@@ -67,7 +67,7 @@ async def ask(client: AsyncOpenAI, variable: str, document: str = "plain text") 
     return json.loads(content)
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -276,7 +276,7 @@ async def test_timeout_fault_times_out_the_client_and_stop_frees_held_calls(
     ) as impatient:
         with pytest.raises(openai.APITimeoutError):
             await ask(impatient, "total")
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 5.0
     assert fake_llm.requests[0].fault == "timeout" and fake_llm.requests[0].status is None
 
     # A client that would wait 30 s: stop() must not wait for it.
@@ -389,7 +389,7 @@ async def test_max_concurrent_counts_overlapping_calls(
 
     started = time.monotonic()
     await asyncio.gather(*(ask(client, f"v{i}") for i in range(5)))
-    assert time.monotonic() - started < 1.0  # served in parallel, not 5 × 0.3 s
+    assert time.monotonic() - started < 3.0  # a hang guard; max_concurrent shows the overlap
     assert fake_llm.max_concurrent == 5
 
     fake_llm.reset()

@@ -7,11 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from quarry.auth import passwords
 from quarry.models import (
     Document,
     DocumentPage,
@@ -34,15 +32,6 @@ from tests.support.api import (
 )
 
 PROJECTS = "/api/v1/projects"
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cheap argon2id parameters: these tests sign users up, they do not test hashing cost
-    (tests/auth does, with the real parameters)."""
-    monkeypatch.setattr(
-        passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
 
 
 @pytest.fixture

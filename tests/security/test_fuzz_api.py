@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -33,7 +32,6 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from quarry.app import create_app
-from quarry.auth import passwords
 from tests.conftest import make_settings
 from tests.support.api import create_schema
 from tests.support.fake_llm import FakeLLM
@@ -113,10 +111,6 @@ def wait_until(check: Any, what: str, timeout: float = 30) -> Any:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp_path = tmp_path_factory.mktemp("fuzz")
     fake = FakeLLM().start()
-    # Cheap argon2 (tests/auth checks the real cost), also for unknown emails' dummy hash.
-    saved = passwords._hasher, passwords._DUMMY_HASH
-    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    passwords._DUMMY_HASH = passwords._hasher.hash("dummy")
     settings_ = make_settings(
         tmp_path,
         fake,
@@ -163,7 +157,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     finally:
         asgi.shutdown_lifespans()
         fake.stop()
-        passwords._hasher, passwords._DUMMY_HASH = saved
 
 
 def fuzz(world: World, operation: Any, mode: GenerationMode, examples: int) -> None:

@@ -54,7 +54,7 @@ def client_for(app: FastAPI, ip: str = "127.0.0.1") -> httpx.AsyncClient:
 
 async def add_user(app: FastAPI, email: str) -> None:
     async with session_scope(app.state.sessionmaker) as session:
-        await create_user(session, email, PASSWORD)
+        await create_user(session, app.state.settings, email, PASSWORD)
 
 
 async def sign_in(

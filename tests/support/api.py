@@ -10,22 +10,14 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from quarry.app import create_app
 from quarry.auth.service import create_user
 from quarry.db import session_scope
-from quarry.models import Base
 from quarry.settings import Settings
+from tests.support.schema import create_schema as create_schema  # re-exported: tests import it here
 
 PASSWORD = "correct horse battery staple"
-
-
-async def create_schema(database_url: str) -> None:
-    engine = create_async_engine(database_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    await engine.dispose()
 
 
 @contextlib.asynccontextmanager
@@ -44,7 +36,7 @@ async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.
 async def sign_up(app: FastAPI, client: httpx.AsyncClient, email: str) -> dict[str, str]:
     """Create a user and sign in through the API; returns the Authorization header."""
     async with session_scope(app.state.sessionmaker) as session:
-        await create_user(session, email, PASSWORD)
+        await create_user(session, app.state.settings, email, PASSWORD)
     response = await client.post(
         "/api/v1/auth/token", data={"username": email, "password": PASSWORD}
     )
@@ -122,7 +114,7 @@ async def wait_for_run(
     while True:
         response = await client.get(f"/api/v1/projects/{project_id}/runs/{run_id}", headers=headers)
         run: dict[str, Any] = response.json()
-        if run["status"] not in ("queued", "running"):
+        if run["status"] not in ("preparing", "queued", "running"):
             return run
         assert time.monotonic() < deadline, f"run still going: {run}"
         await asyncio.sleep(0.05)

@@ -329,10 +329,11 @@ class FakeLLM:
         self._stopping.clear()
         server = _Server(("127.0.0.1", 0), _Handler, fake=self)
         self._server = server
-        # A short poll interval keeps stop() fast; serving is not affected by it.
+        # A short poll interval keeps stop() fast (it waits for the next poll; most tests start
+        # and stop a server of their own); serving is not affected by it.
         self._thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.01},
             name=f"fake-llm-{server.server_address[1]}",
             daemon=True,
         )

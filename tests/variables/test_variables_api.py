@@ -6,10 +6,8 @@ from typing import Any
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 
-from quarry.auth import passwords
 from tests.support.api import add_variable, create_project, sign_up
 
 Owner = tuple[dict[str, str], str]
@@ -44,15 +42,6 @@ EVERY_TYPE: list[dict[str, Any]] = [
     },
     {"name": "drugs", "description": "Drugs given", "type": "list"},
 ]
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cheap argon2id parameters: these tests sign users up, they do not test hashing cost
-    (tests/auth does, with the real parameters)."""
-    monkeypatch.setattr(
-        passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
 
 
 @pytest.fixture

@@ -94,9 +94,13 @@ class LiveServer:
         )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The app on 127.0.0.1:<free port>, in a background thread, with the fake LLM."""
+    """The app on 127.0.0.1:<free port>, in a background thread, with the fake LLM.
+
+    One for all the browser tests (starting it costs a second): each test works in projects
+    of its own, and `page` gives each a fake LLM without the previous test's scripts.
+    """
     tmp_path = tmp_path_factory.mktemp("web")
     fake = FakeLLM().start()
     overrides: dict[str, object] = {
@@ -146,8 +150,14 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         fake.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
+    """One Chromium for all the browser tests (a launch costs a second or two); each test gets
+    a fresh context of its own (`page`), so no cookie or storage crosses between tests.
+
+    Package scope, not session: Playwright's sync API keeps an event loop in this thread while
+    it runs, and no async test could run after the browser tests until it stops. Pytest ends
+    package fixtures as soon as the next test is outside tests/web/, whatever the order."""
     if not CHROMIUM.exists():
         _unavailable(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     try:
@@ -168,6 +178,9 @@ def browser() -> Iterator[Browser]:
 def page(browser: Browser, live_server: LiveServer) -> Iterator[Page]:
     """A fresh browser tab (own sessionStorage) that fails the test on script errors and on
     anything the Content-Security-Policy refused."""
+    # The server is shared: what an earlier test scripted must not answer this one's calls.
+    live_server.fake.reset()
+    live_server.fake.latency = 0.0
     context = browser.new_context(
         base_url=live_server.base_url,
         accept_downloads=True,
@@ -280,7 +293,7 @@ def arrange_project(
             run_id = response.json()["id"]
             finished = _wait(
                 lambda: api.get(f"/projects/{pid}/runs/{run_id}").json(),
-                lambda r: r["status"] not in ("queued", "running"),
+                lambda r: r["status"] not in ("preparing", "queued", "running"),
             )
     return {"project": project, "variables": created, "documents": documents, "run": finished}
 

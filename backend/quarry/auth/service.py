@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.auth import repository
-from quarry.auth.passwords import hash_password, verify_password
+from quarry.auth.passwords import password_hashing
 from quarry.auth.tokens import issue_token, read_token
 from quarry.errors import BadRequest, Conflict, Unauthorized
 from quarry.models import User
@@ -23,7 +23,8 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
-async def create_user(session: AsyncSession, email: str, password: str) -> User:
+async def create_user(session: AsyncSession, settings: Settings, email: str, password: str) -> User:
+    """A new active user, its password hashed with the configured parameters (in a thread)."""
     email = normalise_email(email)
     if not _EMAIL.match(email) or len(email) > 320:
         raise BadRequest(f"'{email}' is not a valid email address.")
@@ -31,7 +32,8 @@ async def create_user(session: AsyncSession, email: str, password: str) -> User:
         raise BadRequest(f"The password must be at least {MIN_PASSWORD_LENGTH} characters long.")
     if await repository.get_user_by_email(session, email) is not None:
         raise Conflict(f"A user with email {email} already exists.")
-    user = User(email=email, password_hash=hash_password(password))
+    password_hash = await password_hashing(settings).hash(password)
+    user = User(email=email, password_hash=password_hash)
     session.add(user)
     await session.flush()
     return user
@@ -45,7 +47,7 @@ async def ensure_admin(session: AsyncSession, settings: Settings) -> User | None
     if existing is not None:
         return existing
     return await create_user(
-        session, settings.admin_email, settings.admin_password.get_secret_value()
+        session, settings, settings.admin_email, settings.admin_password.get_secret_value()
     )
 
 
@@ -64,15 +66,23 @@ class SignInFailed(Unauthorized):
 async def sign_in(
     session: AsyncSession, settings: Settings, email: str, password: str
 ) -> tuple[User, str, datetime]:
-    """The user and a fresh token for them; `SignInFailed` (a 401) otherwise."""
+    """The user and a fresh token for them; `SignInFailed` (a 401) otherwise.
+
+    A password hash made with other parameters than the configured ones (older, weaker
+    defaults) is re-made with the configured ones, now that the password is known.
+    """
+    hashing = password_hashing(settings)
     user = await repository.get_user_by_email(session, normalise_email(email))
-    ok = verify_password(user.password_hash if user else None, password)
+    ok = await hashing.verify(user.password_hash if user else None, password)
     if user is None:
         raise SignInFailed(None, "unknown_email")
     if not ok:
         raise SignInFailed(user.id, "wrong_password")
     if not user.is_active:
         raise SignInFailed(user.id, "inactive_user")
+    if hashing.needs_rehash(user.password_hash):
+        user.password_hash = await hashing.hash(password)
+        await session.flush()
     token, expires_at = issue_token(
         user.id, settings.signing_key(), timedelta(minutes=settings.token_expire_minutes)
     )

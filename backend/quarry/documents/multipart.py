@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -34,7 +35,7 @@ _PART_OVERHEAD_BYTES = 16 * 1024
 #: Other (non-file) fields are ignored, but not without limit.
 _MAX_OTHER_FIELDS = 20
 _MAX_OTHER_FIELD_BYTES = 64 * 1024
-#: File bytes gathered in memory before they are handed to a thread to be written.
+#: File bytes gathered in memory (over all files) before a thread writes them.
 _WRITE_BATCH_BYTES = 256 * 1024
 _MB = 1024 * 1024
 
@@ -92,21 +93,22 @@ def hang_up(error: QuarryError) -> QuarryError:
     return error
 
 
-@dataclass
+@dataclass(eq=False)
 class _Part:
     name: str = ""
     filename: str | None = None
     size: int = 0
-    staging: StagingFile | None = None
+    #: Bytes received and not yet written to the part's staging file.
     pending: list[bytes] = field(default_factory=list)
-    pending_bytes: int = 0
+    #: The part's last byte has arrived.
+    ended: bool = False
 
 
 class _FilesReceiver:
     """python-multipart's callbacks, collecting the parts of one request.
 
     The callbacks run synchronously inside `MultipartParser.write`; they only count and queue.
-    File I/O happens in `receive_files` between writes, in a thread.
+    File I/O happens in `receive_files` between writes, in a thread (see `_Stager`).
     """
 
     def __init__(self, limits: UploadLimits) -> None:
@@ -117,8 +119,10 @@ class _FilesReceiver:
         self._header_value = b""
         self.files = 0
         self.other_fields = 0
-        self.to_open: list[_Part] = []
-        self.finished: list[_Part] = []
+        #: File parts with bytes to write or an end to record, in the order they came.
+        self.unstaged: list[_Part] = []
+        #: File bytes received and not yet written, over all parts.
+        self.pending_bytes = 0
         self.complete = False
 
     def callbacks(self) -> MultipartCallbacks:
@@ -170,7 +174,7 @@ class _FilesReceiver:
                 "(QUARRY_MAX_UPLOAD_FILES)."
             )
         self.part.filename = options[b"filename"].decode("utf-8", errors="replace")
-        self.to_open.append(self.part)
+        self.unstaged.append(self.part)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self.part
@@ -182,11 +186,20 @@ class _FilesReceiver:
         if part.size > self.limits.max_file_bytes:
             raise self.limits.file_too_large(part.filename)
         part.pending.append(data[start:end])
-        part.pending_bytes += end - start
+        self.pending_bytes += end - start
 
     def on_part_end(self) -> None:
-        if self.part.filename is not None:
-            self.finished.append(self.part)
+        self.part.ended = True
+
+    def take_unstaged(self) -> list[tuple[_Part, list[bytes], bool]]:
+        """What is to be written since the last call: (part, bytes, whether it ended)."""
+        work = [(part, part.pending, part.ended) for part in self.unstaged]
+        for part in self.unstaged:
+            part.pending = []
+        # A part still arriving stays listed for its next bytes.
+        self.unstaged = [part for part in self.unstaged if not part.ended]
+        self.pending_bytes = 0
+        return work
 
     def on_end(self) -> None:
         self.complete = True
@@ -214,8 +227,7 @@ async def receive_files(
         raise BadRequest("The multipart upload has no boundary in its Content-Type.")
 
     receiver = _FilesReceiver(limits)
-    staged: list[StagedFile] = []
-    open_files: list[StagingFile] = []
+    stager = _Stager(storage)
     body_read = False
     try:
         parser = MultipartParser(boundary, receiver.callbacks())
@@ -228,17 +240,10 @@ async def receive_files(
                 parser.write(chunk)
             except FormParserError as exc:
                 raise BadRequest("The upload is not valid multipart/form-data.") from exc
-            for part in receiver.to_open:
-                part.staging = await asyncio.to_thread(storage.open_staging, part.filename or "")
-                open_files.append(part.staging)
-            receiver.to_open.clear()
-            await _write_pending(receiver.part, force=False)
-            for part in receiver.finished:
-                await _write_pending(part, force=True)
-                assert part.staging is not None
-                staged.append(await asyncio.to_thread(part.staging.finish))
-                open_files.remove(part.staging)
-            receiver.finished.clear()
+            # Small files are gathered in memory and staged together: a hundred of them
+            # cost a few trips to a thread, not three each.
+            if receiver.pending_bytes >= _WRITE_BATCH_BYTES:
+                await asyncio.to_thread(stager.stage, receiver.take_unstaged())
         body_read = True
         try:
             parser.finalize()
@@ -246,37 +251,64 @@ async def receive_files(
             raise BadRequest("The upload is not valid multipart/form-data.") from exc
         if not receiver.complete:
             raise BadRequest("The upload ended before it was complete; send it again.")
-        if not staged:
+        await asyncio.to_thread(stager.stage, receiver.take_unstaged())
+        if not stager.staged:
             raise BadRequest(f"No files were sent; use the multipart field '{FILES_FIELD}'.")
-        return staged
+        return stager.staged
     except ClientDisconnect:
         # Nobody will read the answer; the files sent so far are dropped all the same.
-        _discard(staged, open_files)
+        stager.discard()
         raise BadRequest("The upload was interrupted before it finished.") from None
     except QuarryError as exc:
-        _discard(staged, open_files)
+        stager.discard()
         if not body_read:
             hang_up(exc)
         raise
     except BaseException:
-        _discard(staged, open_files)
+        stager.discard()
         raise
 
 
-async def _write_pending(part: _Part, *, force: bool) -> None:
-    if part.staging is None or not part.pending:
-        return
-    if not force and part.pending_bytes < _WRITE_BATCH_BYTES:
-        return
-    chunks, part.pending, part.pending_bytes = part.pending, [], 0
-    await asyncio.to_thread(part.staging.write, chunks)
+class _Stager:
+    """The staging files of one request: written in a thread, discarded from anywhere.
 
+    `stage` runs in a thread and `discard` on the event loop, possibly while `stage` is
+    still running (the request was cancelled, and the thread cannot be). Each file operation
+    and the discarding hold one lock, so every file `stage` creates is either recorded
+    before `discard` removes what is recorded, or never created.
+    """
 
-def _discard(staged: list[StagedFile], open_files: list[StagingFile]) -> None:
-    # Synchronous on purpose: this also runs when the request is cancelled, where awaiting
-    # a thread could be cut short and leave files behind. Unlinking is quick.
-    for file in staged:
-        file.discard()
-    for staging in open_files:
-        with contextlib.suppress(OSError):
-            staging.discard()
+    def __init__(self, storage: LocalStorage) -> None:
+        self._storage = storage
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._open: dict[_Part, StagingFile] = {}
+        self.staged: list[StagedFile] = []
+
+    def stage(self, work: list[tuple[_Part, list[bytes], bool]]) -> None:
+        """Write each part's bytes to its staging file (opened on its first bytes) and
+        finish the file when the part has ended. Synchronous: call it in a thread."""
+        for part, chunks, ended in work:
+            with self._lock:
+                if self._abandoned:
+                    return
+                staging = self._open.get(part)
+                if staging is None:
+                    staging = self._storage.open_staging(part.filename or "")
+                    self._open[part] = staging
+                staging.write(chunks)
+                if ended:
+                    self.staged.append(staging.finish())
+                    del self._open[part]
+
+    def discard(self) -> None:
+        # Synchronous on purpose: this also runs when the request is cancelled, where
+        # awaiting a thread could be cut short and leave files behind. Unlinking is quick.
+        with self._lock:
+            self._abandoned = True
+            for file in self.staged:
+                file.discard()
+            for staging in self._open.values():
+                with contextlib.suppress(OSError):
+                    staging.discard()
+            self.staged, self._open = [], {}

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quarry.documents.parsing import ParsedPage
 from quarry.models import Document, DocumentPage, DocumentStatus
 
 
@@ -19,13 +18,25 @@ async def get_document(
     return result.scalar_one_or_none()
 
 
-async def get_by_sha256(
-    session: AsyncSession, project_id: uuid.UUID, sha256: str
-) -> Document | None:
-    result = await session.execute(
-        select(Document).where(Document.project_id == project_id, Document.sha256 == sha256)
-    )
-    return result.scalar_one_or_none()
+#: Bound parameters per `IN (...)` list: well under every SQLite build's limit.
+_IN_BATCH = 500
+
+
+async def get_by_sha256s(
+    session: AsyncSession, project_id: uuid.UUID, sha256s: Collection[str]
+) -> dict[str, Document]:
+    """The project's documents holding any of these contents, by sha256 (one query per 500)."""
+    found: dict[str, Document] = {}
+    wanted = sorted(sha256s)
+    for start in range(0, len(wanted), _IN_BATCH):
+        result = await session.execute(
+            select(Document).where(
+                Document.project_id == project_id,
+                Document.sha256.in_(wanted[start : start + _IN_BATCH]),
+            )
+        )
+        found.update((document.sha256, document) for document in result.scalars())
+    return found
 
 
 async def list_documents(
@@ -58,32 +69,6 @@ async def list_pages(session: AsyncSession, document_id: uuid.UUID) -> Sequence[
     return result.scalars().all()
 
 
-async def add_pages(
-    session: AsyncSession, document_id: uuid.UUID, pages: Sequence[ParsedPage]
-) -> None:
-    """Store a parsed document's pages in one multi-row insert.
-
-    Not through the ORM: a document of thousands of pages would otherwise cost seconds of
-    object bookkeeping on the event loop that serves every other request.
-    """
-    if not pages:
-        return
-    await session.execute(
-        insert(DocumentPage),
-        [
-            {
-                "id": uuid.uuid4(),
-                "document_id": document_id,
-                "number": page.number,
-                "text": page.text,
-                "char_start": page.char_start,
-                "char_end": page.char_end,
-            }
-            for page in pages
-        ],
-    )
-
-
 async def count_blob_users(session: AsyncSession, storage_key: str) -> int:
     return (
         await session.scalar(
@@ -91,16 +76,6 @@ async def count_blob_users(session: AsyncSession, storage_key: str) -> int:
         )
         or 0
     )
-
-
-async def documents_to_parse(session: AsyncSession) -> Sequence[uuid.UUID]:
-    """Documents whose parsing never finished (e.g. the process stopped mid-way)."""
-    result = await session.execute(
-        select(Document.id).where(
-            Document.status.in_([DocumentStatus.UPLOADED, DocumentStatus.PARSING])
-        )
-    )
-    return result.scalars().all()
 
 
 async def storage_keys(session: AsyncSession, project_id: uuid.UUID) -> Sequence[str]:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, status
 
 from quarry.db import SessionDep
-from quarry.documents import repository, service
+from quarry.documents import service
 from quarry.documents.multipart import (
     FILES_FIELD,
     UploadLimits,
@@ -98,8 +98,8 @@ async def list_documents(
     page: PageDep,
     status_filter: Annotated[DocumentStatus | None, Query(alias="status")] = None,
 ) -> Page[DocumentOut]:
-    items, total = await repository.list_documents(
-        session, project.id, page.limit, page.offset, status_filter
+    items, total = await service.list_documents(
+        session, project, page.limit, page.offset, status_filter
     )
     return Page(
         items=[DocumentOut.model_validate(d) for d in items],
@@ -122,7 +122,7 @@ async def read_document_text(
 ) -> DocumentTextOut:
     """The parsed text, page by page, with each page's character offsets in the whole text."""
     document = await service.get_document(session, project, document_id)
-    pages = await repository.list_pages(session, document.id)
+    pages = await service.list_pages(session, document)
     return DocumentTextOut(
         document_id=document.id,
         status=DocumentStatus(document.status),

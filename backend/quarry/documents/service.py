@@ -10,25 +10,24 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quarry.db import after_commit, session_scope
+from quarry.db import after_commit
 from quarry.documents import repository
+from quarry.documents.jobs import WAKE_ID
 from quarry.documents.parsing import (
     DocumentKind,
-    DocumentParseError,
     UnsupportedFileType,
     content_type_for,
     sniff_kind,
 )
-from quarry.documents.parsing.isolation import UNEXPECTED_REASON, IsolatedParser
 from quarry.documents.storage import LocalStorage, StagedFile
 from quarry.errors import BadRequest, Conflict, NotFound, UnsupportedMediaType
-from quarry.jobs import PARSE_DOCUMENT, JobContext, JobQueue
-from quarry.models import Document, DocumentStatus, Project
+from quarry.jobs import PARSE_DOCUMENT, JobQueue
+from quarry.models import Document, DocumentPage, DocumentStatus, Project
+from quarry.runs.lifecycle import forget_document
 
 log = structlog.get_logger(__name__)
 
 MAX_FILENAME = 255
-_PARSER_KEY = "documents.parser"
 
 
 def _clean_filename(name: str | None) -> str:
@@ -38,14 +37,27 @@ def _clean_filename(name: str | None) -> str:
     return (base or "document")[:MAX_FILENAME]
 
 
-async def _check(file: StagedFile) -> DocumentKind:
-    filename = _clean_filename(file.filename)
-    if file.size == 0:
-        raise BadRequest(f"{filename} is empty.")
-    try:
-        return await asyncio.to_thread(sniff_kind, file.path, filename)
-    except UnsupportedFileType as exc:
-        raise UnsupportedMediaType(exc.reason) from exc
+def _check_all(files: Sequence[StagedFile]) -> list[DocumentKind]:
+    """The kind of every file, in order; raises for the first one Quarry cannot take.
+
+    Synchronous (it reads each file's first bytes): call it in a thread, once per upload
+    rather than once per file, since a request carries up to a hundred small files.
+    """
+    kinds: list[DocumentKind] = []
+    for file in files:
+        filename = _clean_filename(file.filename)
+        if file.size == 0:
+            raise BadRequest(f"{filename} is empty.")
+        try:
+            kinds.append(sniff_kind(file.path, filename))
+        except UnsupportedFileType as exc:
+            raise UnsupportedMediaType(exc.reason) from exc
+    return kinds
+
+
+def _commit_all(storage: LocalStorage, files: Sequence[StagedFile]) -> list[str]:
+    """Move every staged file into storage (file I/O: one thread hop for the whole upload)."""
+    return [storage.commit(file) for file in files]
 
 
 async def upload_documents(
@@ -65,12 +77,12 @@ async def upload_documents(
     documents: list[Document] = []
     to_parse: list[str] = []
     try:
-        kinds = [await _check(file) for file in files]
-        for file, kind in zip(files, kinds, strict=True):
-            existing = await repository.get_by_sha256(session, project.id, file.sha256)
-            key = await asyncio.to_thread(storage.commit, file)
-            if existing is None:
-                existing = _in_batch(documents, file.sha256)
+        kinds = await asyncio.to_thread(_check_all, files)
+        known = await repository.get_by_sha256s(session, project.id, {f.sha256 for f in files})
+        keys = await asyncio.to_thread(_commit_all, storage, files)
+        for file, kind, key in zip(files, kinds, keys, strict=True):
+            # Already in the project, or earlier in this same upload.
+            existing = known.get(file.sha256)
             if existing is not None:
                 documents.append(existing)
                 continue
@@ -87,6 +99,7 @@ async def upload_documents(
                 status=DocumentStatus.UPLOADED,
             )
             session.add(document)
+            known[file.sha256] = document
             documents.append(document)
             to_parse.append(str(document.id))
         await session.flush()
@@ -102,12 +115,23 @@ async def upload_documents(
         for file in files:
             file.discard()  # what was kept has moved into storage already
     if to_parse:
-        after_commit(session, lambda: queue.enqueue(PARSE_DOCUMENT, to_parse))
+        # The database is the parse queue: one wake-up says documents are waiting.
+        after_commit(session, lambda: queue.enqueue(PARSE_DOCUMENT, [WAKE_ID]))
     return documents
 
 
-def _in_batch(documents: list[Document], sha256: str) -> Document | None:
-    return next((d for d in documents if d.sha256 == sha256), None)
+async def list_documents(
+    session: AsyncSession,
+    project: Project,
+    limit: int,
+    offset: int,
+    status: DocumentStatus | None = None,
+) -> tuple[Sequence[Document], int]:
+    return await repository.list_documents(session, project.id, limit, offset, status)
+
+
+async def list_pages(session: AsyncSession, document: Document) -> Sequence[DocumentPage]:
+    return await repository.list_pages(session, document.id)
 
 
 async def get_document(session: AsyncSession, project: Project, document_id: uuid.UUID) -> Document:
@@ -119,56 +143,9 @@ async def get_document(session: AsyncSession, project: Project, document_id: uui
 
 async def delete_document(session: AsyncSession, storage: LocalStorage, document: Document) -> None:
     key = document.storage_key
+    # Task rows have no foreign keys (runs/lifecycle.py): they go first, out of their runs.
+    await forget_document(session, document.id)
     await session.delete(document)
     await session.flush()
     if await repository.count_blob_users(session, key) == 0:
         after_commit(session, lambda: storage.delete(key))
-
-
-def document_parser(ctx: JobContext) -> IsolatedParser:
-    """This process's parser: one per job context, so its concurrency limit is shared by
-    every parse the process runs."""
-    parser = ctx.extras.get(_PARSER_KEY)
-    if not isinstance(parser, IsolatedParser):
-        parser = IsolatedParser.from_settings(ctx.settings)
-        ctx.extras[_PARSER_KEY] = parser
-    return parser
-
-
-async def parse_document_job(ctx: JobContext, document_id: str) -> None:
-    """`documents.parse`: turn a stored file into pages; safe to run twice.
-
-    The file is parsed in a child process (see `parsing.isolation`): a file that crashes,
-    hangs or exhausts the parser ends this document `failed` with the reason and nothing
-    else.
-    """
-    doc_id = uuid.UUID(document_id)
-    async with session_scope(ctx.sessionmaker) as session:
-        document = await session.get(Document, doc_id)
-        if document is None or document.status in (DocumentStatus.READY, DocumentStatus.FAILED):
-            return
-        document.status = DocumentStatus.PARSING
-        path = ctx.storage.path_for(document.storage_key)
-        kind = DocumentKind(document.kind)
-    try:
-        parsed = await document_parser(ctx).parse(path, kind)
-        error = None
-    except DocumentParseError as exc:
-        parsed, error = None, exc.reason
-    except Exception:
-        log.exception("documents.parse.crashed", document_id=document_id)
-        parsed, error = None, UNEXPECTED_REASON
-    async with session_scope(ctx.sessionmaker) as session:
-        document = await session.get(Document, doc_id)
-        if document is None or document.status != DocumentStatus.PARSING:
-            return  # deleted meanwhile, or another delivery of this job finished first
-        if parsed is None:
-            document.status, document.error = DocumentStatus.FAILED, error
-            log.info("documents.parse.failed", document_id=document_id, reason=error)
-            return
-        await repository.add_pages(session, doc_id, parsed.pages)
-        document.status = DocumentStatus.READY
-        document.error = None
-        document.page_count = len(parsed.pages)
-        document.char_count = len(parsed.text)
-        log.info("documents.parse.ready", document_id=document_id, pages=len(parsed.pages))

@@ -3,20 +3,39 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from typing import Any
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quarry.models import Extraction, ExtractionStatus, PromptVersion, Review, Run, Variable
+from quarry.models import (
+    FINAL_RUN_STATUSES,
+    Extraction,
+    ExtractionStatus,
+    PromptVersion,
+    Review,
+    Run,
+    Variable,
+)
 
 #: Outcomes that count as the current answer of a cell ("not stated" is an answer).
 ANSWERED = (ExtractionStatus.SUCCEEDED, ExtractionStatus.NOT_FOUND)
 
+#: A pending task of a run that is over or stopped will never start: it reads as cancelled
+#: (cancelling a run changes one row, not its pending tasks': runs/lifecycle.py).
+_RUN_STOPPED = Run.status.in_(FINAL_RUN_STATUSES) | Run.stop_reason.is_not(None)
 
-def _extraction_rows(project_id: uuid.UUID) -> Select[Extraction, str, int]:
+
+def _extraction_rows(project_id: uuid.UUID) -> Select[Extraction, str, int, bool, str | None]:
     return (
-        select(Extraction, Variable.name, PromptVersion.version)
+        select(
+            Extraction,
+            Variable.name,
+            PromptVersion.version,
+            _RUN_STOPPED.label("run_stopped"),
+            Run.stop_reason,
+        )
         .join(Run, Run.id == Extraction.run_id)
         .join(Variable, Variable.id == Extraction.variable_id)
         .join(PromptVersion, PromptVersion.id == Extraction.prompt_version_id)
@@ -34,7 +53,10 @@ async def list_extractions(
     document_id: uuid.UUID | None = None,
     variable_id: uuid.UUID | None = None,
     status: ExtractionStatus | None = None,
-) -> tuple[Sequence[tuple[Extraction, str, int]], int]:
+) -> tuple[Sequence[tuple[Extraction, str, int, bool, str | None]], int]:
+    """The project's extractions as a user reads them: a never-started task of a stopped or
+    finished run is `cancelled` (filtering included). Rows: (extraction, variable name,
+    prompt version, whether its run is stopped, the run's stop reason)."""
     query = _extraction_rows(project_id)
     if run_id is not None:
         query = query.where(Extraction.run_id == run_id)
@@ -42,15 +64,34 @@ async def list_extractions(
         query = query.where(Extraction.document_id == document_id)
     if variable_id is not None:
         query = query.where(Extraction.variable_id == variable_id)
-    if status is not None:
+    if status == ExtractionStatus.CANCELLED:
+        query = query.where(
+            (Extraction.status == status)
+            | ((Extraction.status == ExtractionStatus.PENDING) & _RUN_STOPPED)
+        )
+    elif status == ExtractionStatus.PENDING:
+        query = query.where(Extraction.status == status, ~_RUN_STOPPED)
+    elif status is not None:
         query = query.where(Extraction.status == status)
     total = await session.scalar(select(func.count()).select_from(query.subquery()))
     result = await session.execute(
-        query.order_by(Extraction.created_at, Extraction.document_id, Variable.position)
+        query.order_by(Run.created_at, Extraction.run_id, Extraction.seq)
         .limit(limit)
         .offset(offset)
     )
-    return [(row[0], row[1], row[2]) for row in result.all()], total or 0
+    return [(row[0], row[1], row[2], row[3], row[4]) for row in result.all()], total or 0
+
+
+async def run_models(
+    session: AsyncSession, run_ids: Collection[uuid.UUID]
+) -> list[tuple[uuid.UUID, str, dict[str, Any]]]:
+    """(id, model, frozen settings) of each run, for pricing its extractions."""
+    if not run_ids:
+        return []
+    result = await session.execute(
+        select(Run.id, Run.model, Run.settings).where(Run.id.in_(run_ids))
+    )
+    return [(run_id, model, frozen) for run_id, model, frozen in result.all()]
 
 
 async def latest_answers(

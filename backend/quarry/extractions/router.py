@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 
 from quarry.auth.deps import CurrentUser
 from quarry.db import SessionDep
-from quarry.extractions import repository, service
+from quarry.extractions import service
 from quarry.extractions.schemas import ExtractionOut, ReviewIn, ReviewOut
 from quarry.models import ExtractionStatus
 from quarry.pagination import Page, PageDep
@@ -29,9 +29,10 @@ async def list_extractions(
     status: Annotated[ExtractionStatus | None, Query()] = None,
 ) -> Page[ExtractionOut]:
     """Extraction results with their evidence; filter by run, document, variable or status."""
-    rows, total = await repository.list_extractions(
+    items, total = await service.list_extractions(
         session,
-        project.id,
+        settings,
+        project,
         page.limit,
         page.offset,
         run_id=run_id,
@@ -40,7 +41,7 @@ async def list_extractions(
         status=status,
     )
     return Page(
-        items=await service.to_out(session, settings, rows),
+        items=items,
         total=total,
         limit=page.limit,
         offset=page.offset,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.documents.repository import get_document
@@ -13,32 +12,65 @@ from quarry.errors import BadRequest, NotFound
 from quarry.extractions import repository
 from quarry.extractions.schemas import ExtractionOut, ReviewIn, ReviewOut
 from quarry.llm.pricing import cost_usd
-from quarry.models import Extraction, Project, Review, ReviewStatus, Run, User
+from quarry.models import Extraction, ExtractionStatus, Project, Review, ReviewStatus, User
 from quarry.runs.costs import run_price
+from quarry.runs.lifecycle import CANCELLED_REASON
+from quarry.runs.snapshot import RunSnapshot
 from quarry.settings import Settings
 from quarry.variables.repository import get_variable
 from quarry.variables.types import InvalidValue, TypeSpec, VariableType, normalise_value
 
 
-async def to_out(
-    session: AsyncSession, settings: Settings, rows: Sequence[tuple[Extraction, str, int]]
-) -> list[ExtractionOut]:
-    reviews = await repository.current_reviews(session, list({e.document_id for e, _, _ in rows}))
-    runs = await session.execute(
-        select(Run.id, Run.model, Run.settings).where(Run.id.in_({e.run_id for e, _, _ in rows}))
+async def list_extractions(
+    session: AsyncSession,
+    settings: Settings,
+    project: Project,
+    limit: int,
+    offset: int,
+    *,
+    run_id: uuid.UUID | None = None,
+    document_id: uuid.UUID | None = None,
+    variable_id: uuid.UUID | None = None,
+    status: ExtractionStatus | None = None,
+) -> tuple[list[ExtractionOut], int]:
+    """One page of the project's extractions (with their reviews and costs) and the total."""
+    rows, total = await repository.list_extractions(
+        session,
+        project.id,
+        limit,
+        offset,
+        run_id=run_id,
+        document_id=document_id,
+        variable_id=variable_id,
+        status=status,
     )
-    prices = {run.id: run_price(settings, run.model, run.settings) for run in runs.all()}
+    return await to_out(session, settings, rows), total
+
+
+async def to_out(
+    session: AsyncSession,
+    settings: Settings,
+    rows: Sequence[tuple[Extraction, str, int, bool, str | None]],
+) -> list[ExtractionOut]:
+    reviews = await repository.current_reviews(session, list({r[0].document_id for r in rows}))
+    runs = await repository.run_models(session, {r[0].run_id for r in rows})
+    prices = {
+        run_id: run_price(settings, RunSnapshot.from_row(frozen, model))
+        for run_id, model, frozen in runs
+    }
     out = []
-    for extraction, name, version in rows:
+    for extraction, name, version, run_stopped, stop_reason in rows:
         review = reviews.get((extraction.document_id, extraction.variable_id))
+        fields = {
+            f: getattr(extraction, f) for f in ExtractionOut.model_fields if hasattr(extraction, f)
+        }
+        if run_stopped and extraction.status == ExtractionStatus.PENDING:
+            # Never started, and never will: its run is over or stopped.
+            fields.update(status=ExtractionStatus.CANCELLED, error=stop_reason or CANCELLED_REASON)
         out.append(
             ExtractionOut.model_validate(
                 {
-                    **{
-                        f: getattr(extraction, f)
-                        for f in ExtractionOut.model_fields
-                        if hasattr(extraction, f)
-                    },
+                    **fields,
                     "variable_name": name,
                     "prompt_version": version,
                     "cost_usd": cost_usd(

@@ -18,6 +18,11 @@ import openai
 MAX_RETRY_AFTER_SECONDS = 120.0
 
 
+class InvalidCompletion(Exception):
+    """A 2xx reply that is not a chat completion (a proxy's error page, a broken server):
+    retried like a 5xx, since the next attempt may well reach a working server."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded retries with "equal jitter" exponential backoff.
@@ -45,7 +50,7 @@ def is_retryable(exc: BaseException) -> bool:
     A 429 that says the account's quota is used up is not transient, and neither is any
     other 4xx (bad request, wrong key, unknown model): retrying those only wastes time.
     """
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+    if isinstance(exc, openai.APIConnectionError | InvalidCompletion):  # incl. APITimeoutError
         return True
     if isinstance(exc, openai.RateLimitError):
         return not is_quota_exhausted(exc)
@@ -66,6 +71,8 @@ def retry_reason(exc: BaseException) -> str:
         return "connection"
     if isinstance(exc, openai.APIStatusError):
         return str(exc.status_code)
+    if isinstance(exc, InvalidCompletion):
+        return "invalid_response"
     return type(exc).__name__
 
 

@@ -8,13 +8,15 @@ from quarry.models.extraction import Extraction, ExtractionStatus
 from quarry.models.project import Project
 from quarry.models.prompt_version import PromptVersion
 from quarry.models.review import Review, ReviewStatus
-from quarry.models.run import ACTIVE_RUN_STATUSES, Run, RunStatus
+from quarry.models.run import ACTIVE_RUN_STATUSES, FINAL_RUN_STATUSES, Run, RunStatus
 from quarry.models.run_event import RunEvent
+from quarry.models.run_plan import RunDocument, RunVariable
 from quarry.models.user import User
 from quarry.models.variable import Variable
 
 __all__ = [
     "ACTIVE_RUN_STATUSES",
+    "FINAL_RUN_STATUSES",
     "AuditEvent",
     "Base",
     "Document",
@@ -27,8 +29,10 @@ __all__ = [
     "Review",
     "ReviewStatus",
     "Run",
+    "RunDocument",
     "RunEvent",
     "RunStatus",
+    "RunVariable",
     "User",
     "Variable",
 ]

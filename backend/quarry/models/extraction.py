@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from quarry.models.base import Base, IdMixin, TimestampMixin
@@ -29,21 +29,59 @@ FINISHED_EXTRACTION_STATUSES = (
 
 
 class Extraction(IdMixin, TimestampMixin, Base):
-    """One (run, document, variable) task and its result; the row is the source of truth."""
+    """One (run, document, variable) task and its result; the row is the source of truth.
+
+    The task rows are the work list (the database is the queue): a run's rows are created
+    with set-based SQL, claimed in batches, and moved between statuses only by
+    runs/lifecycle.py. Being the table that grows by millions of rows a run, it is kept lean
+    to write: ids are time-ordered (inserts land at the right edge of the index), it has no
+    foreign keys (a check per row per key; its parents' deletions remove their task rows in
+    the same transaction, see runs/lifecycle.py), and the indexes that only some statuses
+    need are partial, so creating a run's pending rows maintains four indexes, not eight.
+    """
 
     __tablename__ = "extractions"
     __table_args__ = (
-        UniqueConstraint("run_id", "document_id", "variable_id"),
-        Index("ix_extractions_run_id_status", "run_id", "status"),
+        # The pair's place in its run (document-major); unique, so a run is never created twice.
+        UniqueConstraint("run_id", "seq"),
+        # The work list: pending tasks of a run in order (claims).
+        Index(
+            "ix_extractions_pending",
+            "run_id",
+            "seq",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # Running tasks by lease expiry (the sweeper, proportional to what expired).
+        Index(
+            "ix_extractions_lease",
+            "lease_expires_at",
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
+        # What a retry runs again.
+        Index(
+            "ix_extractions_retryable",
+            "run_id",
+            "seq",
+            sqlite_where=text("status IN ('failed', 'cancelled')"),
+            postgresql_where=text("status IN ('failed', 'cancelled')"),
+        ),
         Index("ix_extractions_document_id_variable_id", "document_id", "variable_id"),
+        Index(
+            "ix_extractions_cache_key",
+            "cache_key",
+            sqlite_where=text("cache_key IS NOT NULL"),
+            postgresql_where=text("cache_key IS NOT NULL"),
+        ),
     )
 
-    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
-    variable_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("variables.id", ondelete="CASCADE"))
-    prompt_version_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("prompt_versions.id", ondelete="CASCADE")
-    )
+    run_id: Mapped[uuid.UUID]
+    document_id: Mapped[uuid.UUID]
+    variable_id: Mapped[uuid.UUID]
+    prompt_version_id: Mapped[uuid.UUID]
+    #: document ordinal × the run's variable count + variable ordinal (models/run_plan.py).
+    seq: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default=ExtractionStatus.PENDING)
     # JSON(none_as_null) so "not stated" is SQL NULL rather than the JSON literal null.
     value: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True, default=None)
@@ -66,12 +104,15 @@ class Extraction(IdMixin, TimestampMixin, Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     cached: Mapped[bool] = mapped_column(default=False)
     #: What determines the answer (document content, rendered prompt, model settings), hashed:
-    #: a later task with the same key may reuse this row's answer (runs/cache.py).
-    cache_key: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    #: a later task with the same key may reuse this row's answer (runs/snapshot.py).
+    cache_key: Mapped[str | None] = mapped_column(String(64), default=None)
     #: Page numbers whose text the model was shown.
     pages_sent: Mapped[list[int] | None] = mapped_column(JSON, default=None)
     # The lease: who is working on the task and until when (at-least-once delivery).
     lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: Estimated cost of this task's admitted calls held against the run's budget until its
+    #: outcome is stored (so a lost lease gives the reservation back; runs/lifecycle.py).
+    reserved_usd: Mapped[float | None] = mapped_column(default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)

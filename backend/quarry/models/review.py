@@ -21,7 +21,11 @@ class Review(IdMixin, Base):
     """A person's verdict on (document, variable); rows are never updated, so history is kept."""
 
     __tablename__ = "reviews"
-    __table_args__ = (Index("ix_reviews_document_id_variable_id", "document_id", "variable_id"),)
+    __table_args__ = (
+        Index("ix_reviews_document_id_variable_id", "document_id", "variable_id"),
+        # Deleting extractions (a project, a document) looks up the reviews pointing at them.
+        Index("ix_reviews_extraction_id", "extraction_id"),
+    )
 
     document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
     variable_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("variables.id", ondelete="CASCADE"))

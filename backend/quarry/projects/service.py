@@ -14,6 +14,7 @@ from quarry.errors import NotFound
 from quarry.models import Project, User
 from quarry.projects import repository
 from quarry.projects.schemas import ProjectCreate, ProjectUpdate
+from quarry.runs.lifecycle import forget_project
 
 
 async def get_project_for_user(session: AsyncSession, project_id: uuid.UUID, user: User) -> Project:
@@ -50,6 +51,8 @@ async def update_project(session: AsyncSession, project: Project, data: ProjectU
 async def delete_project(session: AsyncSession, storage: LocalStorage, project: Project) -> None:
     """Delete the project with everything in it, and the files no other project shares."""
     keys = await documents_repository.storage_keys(session, project.id)
+    # Task rows have no foreign keys (runs/lifecycle.py): they go first.
+    await forget_project(session, project.id)
     await session.delete(project)
     await session.flush()
     orphans = [

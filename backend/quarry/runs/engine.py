@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from quarry.llm.client import (
     GROUP_RESPONSE_FORMAT,
     CallCancelled,
+    CallGate,
     ChatMessage,
     ChatModel,
     ChatReply,
@@ -152,18 +153,16 @@ async def _ground(outcome: PairOutcome, inp: PairInput, evidence: str | None) ->
         outcome.confidence = location.adjust_confidence(outcome.confidence)
 
 
-async def extract_pair(
-    chat: ChatModel, inp: PairInput, should_stop: Callable[[], Awaitable[bool]]
-) -> PairOutcome:
+async def extract_pair(chat: ChatModel, inp: PairInput, gate: CallGate | None) -> PairOutcome:
     """Ask until the answer validates (at most 1 + repair_attempts calls)."""
     outcome = PairOutcome(status=ExtractionStatus.FAILED)
     messages = build_messages(inp)
     error = ""
     for _ in range(1 + inp.repair_attempts):
         try:
-            reply = await chat.complete_json(messages, should_stop)
-        except CallCancelled:
-            outcome.status, outcome.error = ExtractionStatus.CANCELLED, "The run was cancelled."
+            reply = await chat.complete_json(messages, gate)
+        except CallCancelled as exc:
+            outcome.status, outcome.error = ExtractionStatus.CANCELLED, exc.reason
             return outcome
         except LLMCallError as exc:
             outcome.attempts += 1
@@ -243,7 +242,7 @@ def split_evenly(total: int, parts: int) -> list[int]:
 
 
 async def extract_group(
-    chat: ChatModel, group: GroupInput, should_stop: Callable[[], Awaitable[bool]]
+    chat: ChatModel, group: GroupInput, gate: CallGate | None
 ) -> list[GroupAnswer]:
     """Ask about every variable of the group in one call; one answer per variable, in order.
 
@@ -255,12 +254,10 @@ async def extract_group(
     """
     outcomes = [PairOutcome(status=ExtractionStatus.FAILED) for _ in group.pairs]
     try:
-        reply = await chat.complete_json(
-            build_group_messages(group), should_stop, GROUP_RESPONSE_FORMAT
-        )
-    except CallCancelled:
+        reply = await chat.complete_json(build_group_messages(group), gate, GROUP_RESPONSE_FORMAT)
+    except CallCancelled as exc:
         for outcome in outcomes:
-            outcome.status, outcome.error = ExtractionStatus.CANCELLED, "The run was cancelled."
+            outcome.status, outcome.error = ExtractionStatus.CANCELLED, exc.reason
         return [GroupAnswer(outcome) for outcome in outcomes]
     except LLMCallError as exc:
         # The server's failure, not the answer's: single calls would meet it too (and a single

@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.llm.client import ChatMessage
 from quarry.llm.pricing import ModelPrice, cost_usd
-from quarry.models import DocumentPage, Extraction, Run
-from quarry.runs.cache import cache_key, settled_keys
+from quarry.runs import repository
 from quarry.runs.engine import (
     GroupInput,
     PairInput,
@@ -39,6 +37,8 @@ from quarry.runs.engine import (
     split_evenly,
 )
 from quarry.runs.inputs import DocumentText
+from quarry.runs.snapshot import RunSnapshot, cache_key
+from quarry.variables.prompts import SYSTEM_PROMPT
 from quarry.variables.types import TypeSpec, VariableType
 
 #: Output tokens assumed per pair for a project with no answers yet: about one answer with a
@@ -116,28 +116,11 @@ class BlockSizes:
 
 
 @dataclass(frozen=True)
-class DocumentRef:
-    id: uuid.UUID
-    sha256: str
-
-
-@dataclass(frozen=True)
 class VariableRef:
     id: uuid.UUID
     name: str
     spec: dict[str, Any]
     prompt: str
-
-
-@dataclass(frozen=True)
-class CallSettings:
-    """What the run would send and how (the parts of the run's settings that matter here)."""
-
-    model: str
-    temperature: float
-    max_document_chars: int
-    group_size: int
-    force_fresh: bool
 
 
 @dataclass(frozen=True)
@@ -177,58 +160,19 @@ class Estimate:
         return cost_usd(price, self.input_tokens, self.output_tokens)
 
 
-async def output_tokens_per_pair(
-    session: AsyncSession, project_id: uuid.UUID
-) -> tuple[dict[uuid.UUID, float], float | None]:
-    """The average output tokens of the project's earlier pairs that called the model (cached
-    answers cost nothing): per variable, and over all of them (None without any)."""
-    result = await session.execute(
-        select(Extraction.variable_id, func.sum(Extraction.tokens_out), func.count())
-        .join(Run, Run.id == Extraction.run_id)
-        .where(
-            Run.project_id == project_id,
-            Extraction.tokens_out > 0,
-            Extraction.cached.is_(False),
-        )
-        .group_by(Extraction.variable_id)
-    )
-    per_variable: dict[uuid.UUID, float] = {}
-    total_tokens = total_pairs = 0
-    for variable_id, tokens, pairs in result.all():
-        per_variable[variable_id] = int(tokens) / int(pairs)
-        total_tokens += int(tokens)
-        total_pairs += int(pairs)
-    return per_variable, (total_tokens / total_pairs if total_pairs else None)
-
-
-async def _document_texts(
-    session: AsyncSession, documents: Sequence[DocumentRef], max_chars: int
-) -> list[DocumentText]:
-    pages: dict[uuid.UUID, list[DocumentPage]] = {d.id: [] for d in documents}
-    result = await session.execute(
-        select(DocumentPage)
-        .where(DocumentPage.document_id.in_(list(pages)))
-        .order_by(DocumentPage.document_id, DocumentPage.number)
-    )
-    for page in result.scalars():
-        pages[page.document_id].append(page)
-    return [DocumentText("", d.sha256, pages[d.id], max_chars) for d in documents]
-
-
 async def estimate_run(
     session: AsyncSession,
     project_id: uuid.UUID,
-    documents: Sequence[DocumentRef],
+    document_ids: Sequence[uuid.UUID] | None,
     variables: Sequence[VariableRef],
-    call: CallSettings,
-    price: ModelPrice | None,
+    snapshot: RunSnapshot,
 ) -> Estimate:
     """Tokens and cost of the first call about every (document, variable) pair the cache
-    does not answer; `variables` in codebook order."""
-    history, overall = await output_tokens_per_pair(session, project_id)
+    does not answer: the project's ready documents (or `document_ids`), `variables` in
+    codebook order, asked as `snapshot` says."""
+    history, overall = await repository.output_tokens_per_pair(session, project_id)
     usual = overall if overall is not None else float(DEFAULT_OUTPUT_TOKENS_PER_PAIR)
-    known = set() if call.force_fresh else await settled_keys(session, project_id)
-    size = max(call.group_size, 1)
+    size = max(snapshot.group_size, 1)
     chunks = [range(i, min(i + size, len(variables))) for i in range(0, len(variables), size)]
     shapes: dict[tuple[int, ...], CallShape] = {}
 
@@ -244,11 +188,29 @@ async def estimate_run(
     blocks: dict[tuple[int, ...], BlockSizes] = {}
     tokens_in = [0] * len(variables)
     asked = [0] * len(variables)
-    calls = long_documents = 0
-    for start in range(0, len(documents), _DOCUMENT_BATCH):
-        batch = documents[start : start + _DOCUMENT_BATCH]
-        for text in await _document_texts(session, batch, call.max_document_chars):
-            fresh = [not _is_cached(known, text, v, call) for v in variables]
+    calls = long_documents = documents = 0
+    async for batch in _document_batches(session, project_id, document_ids):
+        pages = await repository.pages_of(session, [doc_id for doc_id, _ in batch])
+        texts = [
+            DocumentText("", sha256, pages[doc_id], snapshot.max_document_chars)
+            for doc_id, sha256 in batch
+        ]
+        documents += len(texts)
+        keys = {
+            (n, i): cache_key(
+                snapshot,
+                system_prompt=SYSTEM_PROMPT,
+                document_sha256=text.sha256,
+                variable_prompt=variable.prompt,
+            )
+            for n, text in enumerate(texts)
+            for i, variable in enumerate(variables)
+        }
+        known: set[str] = set()
+        if not snapshot.force_fresh:
+            known = await repository.settled_keys_among(session, project_id, list(keys.values()))
+        for n, text in enumerate(texts):
+            fresh = [keys[(n, i)] not in known for i in range(len(variables))]
             if text.chunked:
                 long_documents += 1
                 for i, variable in enumerate(variables):
@@ -272,34 +234,37 @@ async def estimate_run(
         calls += sizes.count
 
     costs = []
+    price = snapshot.model_price
     for i, variable in enumerate(variables):
         tokens_out = round(history.get(variable.id, usual) * asked[i])
         costs.append(
             VariableCost(
                 variable.id,
                 variable.name,
-                len(documents) - asked[i],
+                documents - asked[i],
                 tokens_in[i],
                 tokens_out,
                 cost_usd(price, tokens_in[i], tokens_out),
             )
         )
     return Estimate(
-        documents=len(documents), long_documents=long_documents, calls=calls, variables=costs
+        documents=documents, long_documents=long_documents, calls=calls, variables=costs
     )
 
 
-def _is_cached(
-    known: set[str], text: DocumentText, variable: VariableRef, call: CallSettings
-) -> bool:
-    """Would the result cache answer this pair (runs/cache.py)?"""
-    return bool(known) and (
-        cache_key(
-            document_sha256=text.sha256,
-            max_document_chars=call.max_document_chars,
-            variable_prompt=variable.prompt,
-            model=call.model,
-            temperature=call.temperature,
-        )
-        in known
-    )
+async def _document_batches(
+    session: AsyncSession, project_id: uuid.UUID, document_ids: Sequence[uuid.UUID] | None
+) -> AsyncIterator[list[tuple[uuid.UUID, str]]]:
+    """The run's documents in upload order, `_DOCUMENT_BATCH` at a time (id, sha256)."""
+    wanted = None if document_ids is None else sorted(set(document_ids))
+    groups = [None] if wanted is None else [wanted[i : i + 500] for i in range(0, len(wanted), 500)]
+    for ids in groups:
+        after = None
+        while True:
+            rows = await repository.ready_documents(
+                session, project_id, ids, after, _DOCUMENT_BATCH
+            )
+            if not rows:
+                break
+            yield [(doc_id, sha256) for _, doc_id, sha256 in rows]
+            after = (rows[-1][0], rows[-1][1])

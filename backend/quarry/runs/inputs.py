@@ -1,10 +1,10 @@
 """What a task needs besides its own row, kept per worker process between tasks.
 
 A run's tasks ask for the same few things over and over: its 20 prompt versions, its 50
-documents' text, its model settings, whether it was cancelled. Prompt versions, parsed page
-texts and a run's model settings never change, so each process reads them once; the run's
-status does change and is re-read at most every `STATUS_TTL_SECONDS`. On SQLite every query
-is a trip through one connection thread, so these reads are most of a task's database time.
+documents' text, its snapshot, whether it was cancelled. Prompt versions, parsed page texts
+and a run's snapshot never change, so each process reads them once; the run's state does
+change and is re-read at most every `STATUS_TTL_SECONDS`, one query answering every task of
+the process that asks meanwhile.
 """
 
 from __future__ import annotations
@@ -16,18 +16,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from quarry.documents.parsing import PAGE_SEPARATOR
 from quarry.jobs import JobContext
-from quarry.models import Document, DocumentPage, PromptVersion, Run
-from quarry.runs import costs
-from quarry.runs.cache import settled_keys
+from quarry.models import ACTIVE_RUN_STATUSES, DocumentPage
+from quarry.runs import repository
 from quarry.runs.chunks import CHUNK_CHARS, ChunkIndex, split_into_chunks, variable_query
+from quarry.runs.lifecycle import CANCELLED_REASON
+from quarry.runs.snapshot import RunSnapshot
 from quarry.variables.prompts import render_document_block, render_excerpts_block, spec_hash
 
-#: How stale a run's status may be when a task asks whether to make its next call: cancelling
+#: How stale a run's state may be when a task asks whether to make its next call: cancelling
 #: a run stops new calls everywhere within this (plus the check itself).
 STATUS_TTL_SECONDS = 0.5
 _CACHE_KEY = "runs.inputs"
@@ -105,11 +103,26 @@ class DocumentText:
         return self._blocks.put(key, (block, pages))
 
 
+class DocumentGone(Exception):
+    """The task's document was deleted after the task was claimed."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
+    """A run as its tasks see it: its project, what it froze, and whether the project had
+    answers a task might reuse when this process first saw the run."""
+
     project_id: uuid.UUID
-    model: str
-    settings: dict[str, Any]
+    snapshot: RunSnapshot
+    has_answers: bool
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Whether the run may start calls (None) or why not, and its budget (None: none)."""
+
+    stop_reason: str | None
+    budget_usd: float | None
 
 
 @dataclass(frozen=True)
@@ -125,9 +138,9 @@ class TaskInputs:
         self.documents: _Recent[tuple[uuid.UUID, int], DocumentText] = _Recent(32)
         self.prompts: _Recent[uuid.UUID, VariablePrompt] = _Recent(512)
         self.runs: _Recent[uuid.UUID, RunConfig] = _Recent(64)
-        self._status: dict[uuid.UUID, tuple[str | None, float]] = {}
-        self._cache_keys: _Recent[uuid.UUID, set[str]] = _Recent(16)
-        self._asking: dict[uuid.UUID, asyncio.Future[str | None]] = {}
+        self._status: dict[uuid.UUID, tuple[RunStatus, float]] = {}
+        self._asking: dict[uuid.UUID, asyncio.Future[RunStatus]] = {}
+        self._output: dict[uuid.UUID, tuple[int, int]] = {}  # run: (answers, tokens)
 
     @classmethod
     def for_context(cls, ctx: JobContext) -> TaskInputs:
@@ -136,33 +149,26 @@ class TaskInputs:
             inputs = ctx.extras[_CACHE_KEY] = TaskInputs()
         return inputs
 
-    async def run(self, session: AsyncSession, run_id: uuid.UUID) -> tuple[RunConfig, bool]:
-        """The run's model settings, and True the first time this process sees the run (the
-        caller then marks it started if it is still queued)."""
+    async def run(self, ctx: JobContext, run_id: uuid.UUID) -> RunConfig | None:
+        """The run's snapshot (None if the run is gone)."""
         config = self.runs.get(run_id)
         if config is not None:
-            return config, False
-        row = (
-            await session.execute(
-                select(Run.project_id, Run.model, Run.settings).where(Run.id == run_id)
-            )
-        ).one()
-        config = RunConfig(row.project_id, row.model, dict(row.settings))
-        return self.runs.put(run_id, config), True
+            return config
+        async with ctx.sessionmaker() as session:
+            row = await repository.run_row(session, run_id)
+            if row is None:
+                return None
+            has_answers = await repository.project_has_answers(session, row.project_id)
+        snapshot = RunSnapshot.from_row(row.settings, row.model)
+        return self.runs.put(run_id, RunConfig(row.project_id, snapshot, has_answers))
 
     async def prompt(self, ctx: JobContext, version_id: uuid.UUID) -> VariablePrompt:
         cached = self.prompts.get(version_id)
         if cached is not None:
             return cached
         async with ctx.sessionmaker() as session:
-            row = (
-                await session.execute(
-                    select(PromptVersion.spec, PromptVersion.prompt).where(
-                        PromptVersion.id == version_id
-                    )
-                )
-            ).one()
-        return self.prompts.put(version_id, VariablePrompt(dict(row.spec), row.prompt))
+            spec, prompt = await repository.prompt_version(session, version_id)
+        return self.prompts.put(version_id, VariablePrompt(spec, prompt))
 
     async def document(
         self, ctx: JobContext, document_id: uuid.UUID, max_chars: int
@@ -171,63 +177,67 @@ class TaskInputs:
         if cached is not None:
             return cached
         async with ctx.sessionmaker() as session:
-            row = (
-                await session.execute(
-                    select(Document.filename, Document.sha256).where(Document.id == document_id)
-                )
-            ).one()
-            pages = list(
-                (
-                    await session.execute(
-                        select(DocumentPage)
-                        .where(DocumentPage.document_id == document_id)
-                        .order_by(DocumentPage.number)
-                    )
-                ).scalars()
-            )
-        text = DocumentText(row.filename, row.sha256, pages, max_chars)
+            found = await repository.document_pages(session, document_id)
+        if found is None:
+            raise DocumentGone(str(document_id))
+        filename, sha256, pages = found
+        text = DocumentText(filename, sha256, pages, max_chars)
         return self.documents.put((document_id, max_chars), text)
 
-    async def cache_keys(self, ctx: JobContext, config: RunConfig, run_id: uuid.UUID) -> set[str]:
-        """The project's cached answers' keys, as they were when this process first asked
-        for the run (see runs/cache.py)."""
-        keys = self._cache_keys.get(run_id)
-        if keys is None:
-            async with ctx.sessionmaker() as session:
-                keys = self._cache_keys.put(run_id, await settled_keys(session, config.project_id))
-        return keys
+    def record_output(self, run_id: uuid.UUID, tokens_out: int) -> None:
+        """An answer of the run used `tokens_out` output tokens."""
+        answers, tokens = self._output.get(run_id, (0, 0))
+        self._output[run_id] = (answers + 1, tokens + tokens_out)
 
-    async def run_stopped(self, ctx: JobContext, run_id: uuid.UUID) -> str | None:
-        """Why the run may start no new call — cancelled, ended, or its budget spent — or None
-        to go on. Asked before every call.
+    def output_guess(self, run_id: uuid.UUID, default: int) -> int:
+        """Output tokens to expect of the run's next answer: the average so far, or `default`."""
+        answers, tokens = self._output.get(run_id, (0, 0))
+        return round(tokens / answers) if answers else default
+
+    def forget_status(self, run_id: uuid.UUID) -> None:
+        """Ask the database next time (this process just changed the run's state)."""
+        self._status.pop(run_id, None)
+
+    async def run_status(self, ctx: JobContext, run_id: uuid.UUID) -> RunStatus:
+        """Whether the run may start a call now (see `RunStatus`). Asked before every call.
 
         A "go on" is reused for `STATUS_TTL_SECONDS`; a stop is not, so a run retried just
-        after it stopped goes on at once. Only tasks already in flight ask about a stopped run
-        (stopping it cancels the pending ones), so that costs at most a query each.
+        after it stopped goes on at once. Only tasks already in flight ask about a stopped
+        run (its pending tasks are not claimed), so that costs at most a query each.
         """
         now = time.monotonic()
         cached = self._status.get(run_id)
-        if cached is not None and cached[0] is None and now - cached[1] <= STATUS_TTL_SECONDS:
-            return None
+        if (
+            cached is not None
+            and cached[0].stop_reason is None
+            and now - cached[1] <= STATUS_TTL_SECONDS
+        ):
+            return cached[0]
         # The tasks of a run ask at the same moments (the answer expires for all at once):
         # one query answers every task that asks while it runs.
         pending = self._asking.get(run_id)
         if pending is not None:
             return await asyncio.shield(pending)
-        pending = self._asking[run_id] = asyncio.ensure_future(
-            costs.stop_reason(ctx.sessionmaker, ctx.settings, run_id)
-        )
+        pending = self._asking[run_id] = asyncio.ensure_future(_read_status(ctx, run_id))
 
-        def forget(done: asyncio.Future[str | None]) -> None:
+        def forget(done: asyncio.Future[RunStatus]) -> None:
             self._asking.pop(run_id, None)
             if not done.cancelled():
                 done.exception()  # the askers got it; no "never retrieved" warning
 
         pending.add_done_callback(forget)
         # Shielded: an asker that is cancelled does not cancel the others' answer.
-        reason = await asyncio.shield(pending)
-        self._status[run_id] = (reason, now)
+        status = await asyncio.shield(pending)
+        self._status[run_id] = (status, now)
         if len(self._status) > 1000:  # forget runs nobody asked about lately
             for key in [k for k, (_, at) in self._status.items() if now - at > 60]:
                 del self._status[key]
-        return reason
+        return status
+
+
+async def _read_status(ctx: JobContext, run_id: uuid.UUID) -> RunStatus:
+    async with ctx.sessionmaker() as session:
+        state = await repository.run_state(session, run_id)
+    if state is None or state.status not in ACTIVE_RUN_STATUSES:
+        return RunStatus(CANCELLED_REASON, None)
+    return RunStatus(state.stop_reason, state.budget_usd)

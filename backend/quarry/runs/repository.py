@@ -1,25 +1,33 @@
-"""Queries for runs, their task rows (extractions) and their processing log."""
+"""Queries that read runs, what their tasks need, and their processing log.
+
+Every change of a run's or a task's state is in runs/lifecycle.py; this module only reads
+(and adds log lines through the session, as any service may).
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import CursorResult, Table, bindparam, func, select, update
+from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.models import (
     ACTIVE_RUN_STATUSES,
+    Document,
+    DocumentPage,
+    DocumentStatus,
     Extraction,
     ExtractionStatus,
+    PromptVersion,
     Run,
     RunEvent,
-    RunStatus,
 )
-from quarry.models.base import utcnow
+
+#: Outcomes whose answer a later task with the same cache key may reuse.
+SETTLED = (ExtractionStatus.SUCCEEDED, ExtractionStatus.NOT_FOUND)
 
 
 async def get_run(session: AsyncSession, project_id: uuid.UUID, run_id: uuid.UUID) -> Run | None:
@@ -27,6 +35,10 @@ async def get_run(session: AsyncSession, project_id: uuid.UUID, run_id: uuid.UUI
         select(Run).where(Run.id == run_id, Run.project_id == project_id)
     )
     return result.scalar_one_or_none()
+
+
+async def run_by_id(session: AsyncSession, run_id: uuid.UUID) -> Run | None:
+    return (await session.execute(select(Run).where(Run.id == run_id))).scalar_one_or_none()
 
 
 async def list_runs(
@@ -45,291 +57,242 @@ async def list_runs(
     return result.scalars().all(), total or 0
 
 
-@dataclass
-class RunTotals:
-    """What a run's task rows add up to: counts per status and tokens spent."""
+@dataclass(frozen=True)
+class DocumentChoice:
+    """What a run over a selection of documents would be over."""
 
-    counts: dict[str, int] = field(default_factory=dict)
-    tokens_in: int = 0
-    tokens_out: int = 0
+    ready: int
+    missing: list[uuid.UUID]
+    not_ready: list[str]
 
 
-async def run_totals(
-    session: AsyncSession, run_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, RunTotals]:
-    """Task counts per status and token sums for each run, in one query.
-
-    Tokens are summed from the task rows rather than kept on the run row: a counter on the
-    run would be one hot row every task has to update, which serialises the workers.
-    """
-    totals = {run_id: RunTotals() for run_id in run_ids}
-    if not run_ids:
-        return totals
-    result = await session.execute(
-        select(
-            Extraction.run_id,
-            Extraction.status,
-            func.count(),
-            func.coalesce(func.sum(Extraction.tokens_in), 0),
-            func.coalesce(func.sum(Extraction.tokens_out), 0),
+async def count_ready_documents(session: AsyncSession, project_id: uuid.UUID) -> int:
+    return (
+        await session.scalar(
+            select(func.count())
+            .select_from(Document)
+            .where(Document.project_id == project_id, Document.status == DocumentStatus.READY)
         )
-        .where(Extraction.run_id.in_(run_ids))
-        .group_by(Extraction.run_id, Extraction.status)
+        or 0
     )
-    for run_id, status, count, tokens_in, tokens_out in result.all():
-        run = totals[run_id]
-        run.counts[status] = count
-        run.tokens_in += int(tokens_in)
-        run.tokens_out += int(tokens_out)
-    return totals
 
 
-async def status_counts(
-    session: AsyncSession, run_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, dict[str, int]]:
-    """Task counts per status for each run, in one query."""
-    return {run_id: t.counts for run_id, t in (await run_totals(session, run_ids)).items()}
-
-
-# -- the task path ---------------------------------------------------------------------------
-# Every task runs the statements below (claim, heartbeat, store, "anything left?"), thousands
-# of times per run. Building a statement and its cache key afresh each time cost more
-# processor time than executing it, so these are built once, with bound parameters.
-
-_TASKS = cast(Table, Extraction.__table__)
-_UNFINISHED = (ExtractionStatus.PENDING, ExtractionStatus.RUNNING)
-
-_ANY_UNFINISHED = (
-    select(_TASKS.c.id)
-    .where(_TASKS.c.run_id == bindparam("run_id"), _TASKS.c.status.in_(_UNFINISHED))
-    .limit(1)
-)
-
-_ANY_PENDING = (
-    select(_TASKS.c.id)
-    .where(_TASKS.c.run_id == bindparam("run_id"), _TASKS.c.status == ExtractionStatus.PENDING)
-    .limit(1)
-)
-
-_CLAIM = (
-    update(_TASKS)
-    .where(
-        _TASKS.c.id == bindparam("task_id"),
-        _TASKS.c.run_id.in_(select(Run.id).where(Run.status.in_(ACTIVE_RUN_STATUSES))),
-        (_TASKS.c.status == ExtractionStatus.PENDING)
-        | (
-            (_TASKS.c.status == ExtractionStatus.RUNNING)
-            & (_TASKS.c.lease_expires_at < bindparam("now"))
-        ),
-    )
-    .values(
-        status=ExtractionStatus.RUNNING,
-        lease_owner=bindparam("owner"),
-        lease_expires_at=bindparam("expires"),
-        started_at=bindparam("now"),
-    )
-    .returning(
-        _TASKS.c.run_id, _TASKS.c.document_id, _TASKS.c.variable_id, _TASKS.c.prompt_version_id
-    )
-)
-
-#: The condition for a task this worker still holds: it may write only then.
-_HELD = (
-    _TASKS.c.id == bindparam("task_id"),
-    _TASKS.c.lease_owner == bindparam("owner"),
-    _TASKS.c.status == ExtractionStatus.RUNNING,
-)
-
-_RENEW = update(_TASKS).where(*_HELD).values(lease_expires_at=bindparam("expires"))
-
-#: Columns a stored outcome adds to rather than sets: a task's attempts and tokens count
-#: every time it ran (a retried run included); the run's token totals are their sum.
-ADDED_COLUMNS = ("attempts", "tokens_in", "tokens_out")
-_STORES: dict[tuple[str, ...], Any] = {}
-
-
-def _store_statement(columns: tuple[str, ...]) -> Any:
-    """The store statement setting `columns` (built once per set of columns)."""
-    statement = _STORES.get(columns)
-    if statement is None:
-        values: dict[str, Any] = {
-            column: (
-                _TASKS.c[column] + bindparam(f"v_{column}")
-                if column in ADDED_COLUMNS
-                else bindparam(f"v_{column}")
-            )
-            for column in columns
-        }
-        statement = _STORES[columns] = (
-            update(_TASKS)
-            .where(*_HELD)
-            .values(
-                **values,
-                lease_owner=None,
-                lease_expires_at=None,
-                finished_at=bindparam("finished"),
+async def check_documents(
+    session: AsyncSession, project_id: uuid.UUID, document_ids: Sequence[uuid.UUID]
+) -> DocumentChoice:
+    """Which of `document_ids` are the project's and ready (in batches: a run may name
+    100,000 documents)."""
+    wanted = sorted(set(document_ids))
+    found: dict[uuid.UUID, tuple[str, str]] = {}
+    for start in range(0, len(wanted), 500):
+        batch = wanted[start : start + 500]
+        rows = await session.execute(
+            select(Document.id, Document.filename, Document.status).where(
+                Document.project_id == project_id, Document.id.in_(batch)
             )
         )
-    return statement
-
-
-async def has_unfinished_tasks(session: AsyncSession, run_id: uuid.UUID) -> bool:
-    """Cheap (an index probe): is any task of the run still pending or running?"""
-    return await session.scalar(_ANY_UNFINISHED, {"run_id": run_id}) is not None
-
-
-async def has_pending_tasks(session: AsyncSession, run_id: uuid.UUID) -> bool:
-    """Cheap (an index probe): is any task of the run still waiting to be claimed?"""
-    return await session.scalar(_ANY_PENDING, {"run_id": run_id}) is not None
-
-
-async def run_status(session: AsyncSession, run_id: uuid.UUID) -> str | None:
-    status: str | None = await session.scalar(select(Run.status).where(Run.id == run_id))
-    return status
-
-
-def _rowcount(result: Any) -> int:
-    return result.rowcount if isinstance(result, CursorResult) else 0
+        found.update({row.id: (row.filename, row.status) for row in rows})
+    return DocumentChoice(
+        ready=sum(1 for _, status in found.values() if status == DocumentStatus.READY),
+        missing=[i for i in wanted if i not in found],
+        not_ready=sorted(name for name, status in found.values() if status != DocumentStatus.READY),
+    )
 
 
 @dataclass(frozen=True)
-class ClaimedTask:
-    run_id: uuid.UUID
-    document_id: uuid.UUID
-    variable_id: uuid.UUID
-    prompt_version_id: uuid.UUID
+class RunRow:
+    project_id: uuid.UUID
+    model: str
+    settings: dict[str, Any]
 
 
-async def claim_extraction(
-    session: AsyncSession, extraction_id: uuid.UUID, owner: str, lease: timedelta
-) -> ClaimedTask | None:
-    """Compare-and-set: take a pending task (or one whose lease expired) of an active run.
-
-    Returns what the task is about, or None when there is nothing to take."""
-    now = utcnow()
-    result = await session.execute(
-        _CLAIM, {"task_id": extraction_id, "owner": owner, "now": now, "expires": now + lease}
-    )
-    row = result.one_or_none()
-    return None if row is None else ClaimedTask(*row)
-
-
-async def renew_lease(
-    session: AsyncSession, extraction_id: uuid.UUID, owner: str, lease: timedelta
-) -> bool:
-    """Heartbeat: extend the lease of a task this worker still holds; False if it lost it."""
-    result = await session.execute(
-        _RENEW, {"task_id": extraction_id, "owner": owner, "expires": utcnow() + lease}
-    )
-    return _rowcount(result) == 1
-
-
-async def store_outcome(
-    session: AsyncSession, extraction_id: uuid.UUID, owner: str, values: dict[str, Any]
-) -> bool:
-    """Write a task's result if this worker still holds its lease (idempotent per task).
-
-    `values` are column values, except that those of `ADDED_COLUMNS` are added to the row's."""
-    columns = tuple(sorted(values))
-    params = {f"v_{column}": values[column] for column in columns}
-    params.update(task_id=extraction_id, owner=owner, finished=utcnow())
-    result = await session.execute(_store_statement(columns), params)
-    return _rowcount(result) == 1
-
-
-async def mark_run_started(session: AsyncSession, run_id: uuid.UUID) -> bool:
-    result = await session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
-        .values(status=RunStatus.RUNNING, started_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return _rowcount(result) == 1
-
-
-async def finish_run_if_done(session: AsyncSession, run_id: uuid.UUID) -> str | None:
-    """Set the final status once no task is pending or running; returns it if this call did."""
-    counts = (await status_counts(session, [run_id]))[run_id]
-    if counts.get(ExtractionStatus.PENDING, 0) or counts.get(ExtractionStatus.RUNNING, 0):
-        return None
-    failed = counts.get(ExtractionStatus.FAILED, 0)
-    done = sum(counts.values())
-    if failed and failed == done:
-        final = RunStatus.FAILED
-    elif failed or counts.get(ExtractionStatus.CANCELLED, 0):
-        final = RunStatus.COMPLETED_WITH_ERRORS
-    else:
-        final = RunStatus.COMPLETED
-    result = await session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.status.in_(ACTIVE_RUN_STATUSES))
-        .values(status=final, finished_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return final if _rowcount(result) == 1 else None
-
-
-async def cancel_pending(session: AsyncSession, run_id: uuid.UUID) -> int:
-    result = await session.execute(
-        update(Extraction)
-        .where(Extraction.run_id == run_id, Extraction.status == ExtractionStatus.PENDING)
-        .values(
-            status=ExtractionStatus.CANCELLED, error="The run was cancelled.", finished_at=utcnow()
+async def run_row(session: AsyncSession, run_id: uuid.UUID) -> RunRow | None:
+    row = (
+        await session.execute(
+            select(Run.project_id, Run.model, Run.settings).where(Run.id == run_id)
         )
-        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    return None if row is None else RunRow(row.project_id, row.model, dict(row.settings or {}))
+
+
+@dataclass(frozen=True)
+class RunState:
+    status: str
+    stop_reason: str | None
+    budget_usd: float | None
+
+
+async def run_state(session: AsyncSession, run_id: uuid.UUID) -> RunState | None:
+    row = (
+        await session.execute(
+            select(Run.status, Run.stop_reason, Run.budget_usd).where(Run.id == run_id)
+        )
+    ).one_or_none()
+    return None if row is None else RunState(row.status, row.stop_reason, row.budget_usd)
+
+
+async def run_tokens(session: AsyncSession, run_id: uuid.UUID) -> tuple[int, int]:
+    """Input and output tokens the run's calls have used so far (its counters)."""
+    row = (
+        await session.execute(select(Run.tokens_in, Run.tokens_out).where(Run.id == run_id))
+    ).one_or_none()
+    return (int(row.tokens_in), int(row.tokens_out)) if row is not None else (0, 0)
+
+
+async def runs_with_work(session: AsyncSession) -> Sequence[uuid.UUID]:
+    """Active, unstopped runs with pending tasks (an index on status; runs are few)."""
+    result = await session.execute(
+        select(Run.id).where(
+            Run.status.in_(ACTIVE_RUN_STATUSES),
+            Run.stop_reason.is_(None),
+            Run.pending_count > 0,
+        )
     )
-    return _rowcount(result)
+    return result.scalars().all()
 
 
-async def reset_for_retry(session: AsyncSession, run_id: uuid.UUID) -> list[uuid.UUID]:
-    """Failed and cancelled tasks of the run go back to pending; returns their ids."""
-    retry_statuses = (ExtractionStatus.FAILED, ExtractionStatus.CANCELLED)
-    ids = list(
+async def prompt_version(
+    session: AsyncSession, version_id: uuid.UUID
+) -> tuple[dict[str, Any], str]:
+    row = (
+        await session.execute(
+            select(PromptVersion.spec, PromptVersion.prompt).where(PromptVersion.id == version_id)
+        )
+    ).one()
+    return dict(row.spec), row.prompt
+
+
+async def document_pages(
+    session: AsyncSession, document_id: uuid.UUID
+) -> tuple[str, str, list[DocumentPage]] | None:
+    """A document's filename, sha256 and pages (in order); None if it is gone."""
+    row = (
+        await session.execute(
+            select(Document.filename, Document.sha256).where(Document.id == document_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    pages = list(
         (
             await session.execute(
-                select(Extraction.id).where(
-                    Extraction.run_id == run_id, Extraction.status.in_(retry_statuses)
-                )
+                select(DocumentPage)
+                .where(DocumentPage.document_id == document_id)
+                .order_by(DocumentPage.number)
             )
         ).scalars()
     )
-    if ids:
-        await session.execute(
-            update(Extraction)
-            .where(Extraction.id.in_(ids), Extraction.status.in_(retry_statuses))
-            .values(
-                status=ExtractionStatus.PENDING,
-                error=None,
-                lease_owner=None,
-                lease_expires_at=None,
-                finished_at=None,
+    return row.filename, row.sha256, pages
+
+
+async def project_has_answers(session: AsyncSession, project_id: uuid.UUID) -> bool:
+    """Whether any task of the project has settled with a cache key (else no task of a run
+    needs to look for a cached answer: every first run)."""
+    runs = select(Run.id).where(Run.project_id == project_id).scalar_subquery()
+    return bool(
+        await session.scalar(
+            select(
+                exists().where(
+                    Extraction.run_id.in_(runs),
+                    Extraction.cache_key.is_not(None),
+                    Extraction.status.in_(SETTLED),
+                )
             )
-            .execution_options(synchronize_session=False)
         )
-    return ids
+    )
 
 
-async def tasks_to_requeue(session: AsyncSession, now: datetime) -> Sequence[uuid.UUID]:
-    """Pending tasks of active runs, and running ones whose lease has expired."""
+async def cached_answers(
+    session: AsyncSession, project_id: uuid.UUID, keys: Sequence[str]
+) -> dict[str, Extraction]:
+    """The most recent settled answer in the project for each of `keys` that has one (the
+    cache-key index, then the project check on the few rows found)."""
+    if not keys:
+        return {}
     result = await session.execute(
-        select(Extraction.id)
+        select(Extraction)
         .join(Run, Run.id == Extraction.run_id)
         .where(
-            Run.status.in_(ACTIVE_RUN_STATUSES),
-            (Extraction.status == ExtractionStatus.PENDING)
-            | (
-                (Extraction.status == ExtractionStatus.RUNNING)
-                & (Extraction.lease_expires_at < now)
-            ),
+            Extraction.cache_key.in_(set(keys)),
+            Extraction.status.in_(SETTLED),
+            Run.project_id == project_id,
         )
-        .order_by(Extraction.created_at)
+        .order_by(Extraction.finished_at.desc().nulls_last())
     )
-    return result.scalars().all()
+    found: dict[str, Extraction] = {}
+    for extraction in result.scalars():
+        if extraction.cache_key is not None:
+            found.setdefault(extraction.cache_key, extraction)
+    return found
 
 
-async def active_run_ids(session: AsyncSession) -> Sequence[uuid.UUID]:
-    result = await session.execute(select(Run.id).where(Run.status.in_(ACTIVE_RUN_STATUSES)))
-    return result.scalars().all()
+async def settled_keys_among(
+    session: AsyncSession, project_id: uuid.UUID, keys: Sequence[str]
+) -> set[str]:
+    """Which of `keys` the project has a settled answer for (the estimate's question)."""
+    return set(await cached_answers(session, project_id, keys))
+
+
+async def output_tokens_per_pair(
+    session: AsyncSession, project_id: uuid.UUID
+) -> tuple[dict[uuid.UUID, float], float | None]:
+    """The average output tokens of the project's earlier pairs that called the model (cached
+    answers cost nothing): per variable, and over all of them (None without any)."""
+    result = await session.execute(
+        select(Extraction.variable_id, func.sum(Extraction.tokens_out), func.count())
+        .join(Run, Run.id == Extraction.run_id)
+        .where(
+            Run.project_id == project_id,
+            Extraction.tokens_out > 0,
+            Extraction.cached.is_(False),
+        )
+        .group_by(Extraction.variable_id)
+    )
+    per_variable: dict[uuid.UUID, float] = {}
+    total_tokens = total_pairs = 0
+    for variable_id, tokens, pairs in result.all():
+        per_variable[variable_id] = int(tokens) / int(pairs)
+        total_tokens += int(tokens)
+        total_pairs += int(pairs)
+    return per_variable, (total_tokens / total_pairs if total_pairs else None)
+
+
+async def pages_of(
+    session: AsyncSession, document_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[DocumentPage]]:
+    """The pages of several documents, in order (the estimate reads documents in batches)."""
+    pages: dict[uuid.UUID, list[DocumentPage]] = {d: [] for d in document_ids}
+    result = await session.execute(
+        select(DocumentPage)
+        .where(DocumentPage.document_id.in_(list(pages)))
+        .order_by(DocumentPage.document_id, DocumentPage.number)
+    )
+    for page in result.scalars():
+        pages[page.document_id].append(page)
+    return pages
+
+
+async def ready_documents(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    ids: Sequence[uuid.UUID] | None,
+    after: tuple[Any, uuid.UUID] | None,
+    limit: int,
+) -> list[tuple[Any, uuid.UUID, str]]:
+    """Ready documents of the project (or of `ids`) in upload order, a page at a time after
+    the (created_at, id) `after`: (created_at, id, sha256) rows."""
+    query = select(Document.created_at, Document.id, Document.sha256).where(
+        Document.project_id == project_id, Document.status == DocumentStatus.READY
+    )
+    if ids is not None:
+        query = query.where(Document.id.in_(list(ids)))
+    if after is not None:
+        query = query.where(
+            (Document.created_at > after[0])
+            | ((Document.created_at == after[0]) & (Document.id > after[1]))
+        )
+    result = await session.execute(query.order_by(Document.created_at, Document.id).limit(limit))
+    return [(row.created_at, row.id, row.sha256) for row in result]
 
 
 def add_event(
@@ -366,6 +329,11 @@ async def list_events(
         .limit(limit)
     )
     return result.scalars().all()
+
+
+async def newest_event_id(session: AsyncSession, run_id: uuid.UUID) -> int:
+    newest = await session.scalar(select(func.max(RunEvent.id)).where(RunEvent.run_id == run_id))
+    return int(newest or 0)
 
 
 async def count_events(session: AsyncSession, run_id: uuid.UUID) -> int:

@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request, status
@@ -15,13 +12,13 @@ from quarry.jobs import QueueDep
 from quarry.llm.deps import LLMDep
 from quarry.pagination import Page, PageDep
 from quarry.projects.deps import ProjectDep
-from quarry.runs import repository, service
+from quarry.runs import service
+from quarry.runs.progress import ProgressHub
 from quarry.runs.schemas import RunCreate, RunEstimate, RunEventOut, RunOut, RunRetry
 from quarry.settings import SettingsDep
 
 router = APIRouter(prefix="/projects/{project_id}/runs", tags=["runs"])
 
-SSE_POLL_SECONDS = 1.0
 #: Event ids are 64-bit; a larger id from a client would overflow the database driver.
 MAX_EVENT_ID = 2**63 - 1
 
@@ -57,16 +54,16 @@ async def create_run(
         estimate = await service.estimate_run(session, settings, project, data)
         return JSONResponse(estimate.model_dump(mode="json"), status_code=status.HTTP_200_OK)
     run = await service.create_run(session, settings, llm, queue, project, user, data)
-    return (await service.to_out(session, settings, [run]))[0]
+    return service.to_out(settings, [run])[0]
 
 
 @router.get("", response_model=Page[RunOut])
 async def list_runs(
     session: SessionDep, settings: SettingsDep, project: ProjectDep, page: PageDep
 ) -> Page[RunOut]:
-    runs, total = await repository.list_runs(session, project.id, page.limit, page.offset)
+    runs, total = await service.list_runs(session, project, page.limit, page.offset)
     return Page(
-        items=await service.to_out(session, settings, runs),
+        items=service.to_out(settings, runs),
         total=total,
         limit=page.limit,
         offset=page.offset,
@@ -78,7 +75,7 @@ async def read_run(
     session: SessionDep, settings: SettingsDep, project: ProjectDep, run_id: uuid.UUID
 ) -> RunOut:
     run = await service.get_run(session, project, run_id)
-    return (await service.to_out(session, settings, [run]))[0]
+    return service.to_out(settings, [run])[0]
 
 
 @router.post("/{run_id}/cancel", response_model=RunOut)
@@ -86,7 +83,7 @@ async def cancel_run(
     session: SessionDep, settings: SettingsDep, project: ProjectDep, run_id: uuid.UUID
 ) -> RunOut:
     run = await service.cancel_run(session, await service.get_run(session, project, run_id))
-    return (await service.to_out(session, settings, [run]))[0]
+    return service.to_out(settings, [run])[0]
 
 
 @router.post("/{run_id}/retry", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED)
@@ -103,7 +100,7 @@ async def retry_run(
     goes on only with a higher `budget_usd` (or `null` for none)."""
     run = await service.get_run(session, project, run_id)
     run = await service.retry_run(session, settings, queue, llm, run, data or RunRetry())
-    return (await service.to_out(session, settings, [run]))[0]
+    return service.to_out(settings, [run])[0]
 
 
 @router.get("/{run_id}/logs", response_model=Page[RunEventOut])
@@ -118,10 +115,10 @@ async def read_logs(
 ) -> Page[RunEventOut]:
     """The run's processing log, oldest first."""
     run = await service.get_run(session, project, run_id)
-    events = await repository.list_events(session, run.id, after_id, limit)
+    events, total = await service.read_log(session, run, after_id, limit)
     return Page(
         items=[RunEventOut.model_validate(e) for e in events],
-        total=await repository.count_events(session, run.id),
+        total=total,
         limit=limit,
         offset=0,
     )
@@ -141,44 +138,19 @@ async def stream_events(
 ) -> StreamingResponse:
     """Server-sent events: `progress` (the run, as in GET), `log` (new log lines), `end`.
 
-    Progress is read from the database, so it is live whichever process does the work.
+    Progress is read from the database, so it is live whichever process does the work; one
+    reader per run serves every open stream of it (runs/progress.py).
     """
     run = await service.get_run(session, project, run_id)
-    project_id, the_run_id = project.id, run.id
     try:
         after_id = int(last_event_id or 0)
     except ValueError:
         after_id = 0
     if not 0 <= after_id <= MAX_EVENT_ID:  # a forged id: start from the beginning
         after_id = 0
-    sessionmaker = request.app.state.sessionmaker
-    settings = request.app.state.settings
-
-    async def events() -> AsyncIterator[str]:
-        nonlocal after_id
-        last_progress = ""
-        while not await request.is_disconnected():
-            async with sessionmaker() as s:
-                current = await repository.get_run(s, project_id, the_run_id)
-                if current is None:
-                    yield "event: end\ndata: {}\n\n"
-                    return
-                for event in await repository.list_events(s, the_run_id, after_id, 500):
-                    after_id = event.id
-                    payload = RunEventOut.model_validate(event).model_dump_json()
-                    yield f"id: {event.id}\nevent: log\ndata: {payload}\n\n"
-                out = (await service.to_out(s, settings, [current]))[0]
-            progress = out.model_dump_json()
-            if progress != last_progress:
-                last_progress = progress
-                yield f"event: progress\ndata: {progress}\n\n"
-            if out.status not in ("queued", "running"):
-                yield f"event: end\ndata: {json.dumps({'status': out.status})}\n\n"
-                return
-            await asyncio.sleep(SSE_POLL_SECONDS)
-
+    hub: ProgressHub = request.app.state.progress
     return StreamingResponse(
-        events(),
+        hub.stream(run.id, after_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -26,10 +26,11 @@ class RunCreate(BaseModel):
     )
     budget_usd: Annotated[float, Field(gt=0)] | None = Field(
         None,
-        description="Stop the run once its cost reaches this many US dollars: no new LLM "
-        "call starts, and the pairs not yet asked end `cancelled` saying so. Calls already "
-        "in flight then finish and are counted, so the cost can pass the budget by what "
-        "they cost. Needs a known price for the model.",
+        description="Keep the run's cost within this many US dollars: every LLM call "
+        "reserves its estimated cost before it is sent, and a call the budget cannot cover "
+        "is not made — the run stops, and the pairs not yet asked end `cancelled` saying so "
+        "(calls already in flight finish and are counted: the cost can pass the budget only "
+        "by what they cost beyond their estimates). Needs a known price for the model.",
     )
     force_fresh: bool = Field(
         False,
@@ -52,7 +53,10 @@ class RunOut(BaseModel):
     status: RunStatus
     model: str
     settings: dict[str, Any]
-    total: int = Field(description="Number of (document, variable) tasks")
+    total: int = Field(
+        description="Number of (document, variable) pairs; while the run is `preparing`, "
+        "some have no task row yet and count as pending"
+    )
     done: int = Field(description="Tasks that reached a final status")
     progress: float = Field(description="done / total, from 0 to 1")
     counts: RunCounts

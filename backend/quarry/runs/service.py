@@ -1,33 +1,31 @@
-"""Creating, reading, cancelling and retrying runs."""
+"""Creating, reading, cancelling and retrying runs (the transitions: runs/lifecycle.py)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.db import after_commit
 from quarry.errors import BadRequest, Conflict, NotFound
-from quarry.jobs import EXTRACT_PAIR, JobQueue
+from quarry.jobs import PREPARE_RUN, WORK_ON_RUN, JobQueue
 from quarry.llm.client import ChatModelFactory
 from quarry.llm.pricing import ModelPrice, cost_usd, find_price, price_table
 from quarry.models import (
-    ACTIVE_RUN_STATUSES,
-    Document,
-    DocumentStatus,
-    Extraction,
-    ExtractionStatus,
+    FINAL_RUN_STATUSES,
     Project,
     PromptVersion,
     Run,
+    RunEvent,
     RunStatus,
     User,
     Variable,
 )
-from quarry.models.base import utcnow
-from quarry.runs import costs, estimate, repository
+from quarry.runs import estimate, lifecycle, repository
+from quarry.runs.costs import budget_reason, run_price
+from quarry.runs.lifecycle import LogLine
 from quarry.runs.schemas import (
     RunCounts,
     RunCreate,
@@ -36,33 +34,38 @@ from quarry.runs.schemas import (
     RunRetry,
     VariableEstimate,
 )
+from quarry.runs.snapshot import ENGINE_VERSION, FrozenPrice, RunSnapshot
 from quarry.settings import Settings
 from quarry.variables.repository import latest_prompt_versions, list_variables
 
-FINAL_STATUSES = ("succeeded", "not_found", "failed", "cancelled")
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a run of a request would be over, and what it would freeze."""
+
+    documents: int
+    variables: list[Variable]
+    versions: dict[uuid.UUID, PromptVersion]
+    snapshot: RunSnapshot
 
 
-async def _select_documents(
+async def _count_documents(
     session: AsyncSession, project: Project, ids: Sequence[uuid.UUID] | None
-) -> list[Document]:
-    query = select(Document).where(Document.project_id == project.id)
+) -> int:
     if ids is None:
-        query = query.where(Document.status == DocumentStatus.READY)
+        count = await repository.count_ready_documents(session, project.id)
     else:
-        query = query.where(Document.id.in_(set(ids)))
-    documents = list((await session.execute(query.order_by(Document.created_at))).scalars())
-    if ids is not None:
-        missing = set(ids) - {d.id for d in documents}
-        if missing:
-            raise NotFound(f"No such document in this project: {sorted(map(str, missing))[0]}.")
-        not_ready = [d.filename for d in documents if d.status != DocumentStatus.READY]
-        if not_ready:
+        choice = await repository.check_documents(session, project.id, ids)
+        if choice.missing:
+            raise NotFound(f"No such document in this project: {choice.missing[0]}.")
+        if choice.not_ready:
             raise BadRequest(
-                f"These documents are not ready for extraction: {', '.join(not_ready[:5])}."
+                f"These documents are not ready for extraction: {', '.join(choice.not_ready[:5])}."
             )
-    if not documents:
+        count = choice.ready
+    if not count:
         raise BadRequest("There are no ready documents to process; upload documents first.")
-    return documents
+    return count
 
 
 async def _select_variables(
@@ -80,12 +83,6 @@ async def _select_variables(
     return variables
 
 
-def _temperature(settings: Settings, project: Project) -> float:
-    if project.llm_temperature is not None:
-        return project.llm_temperature
-    return settings.llm_temperature
-
-
 def _model_price(settings: Settings, model: str, budget_usd: float | None) -> ModelPrice | None:
     """The model's price now; a budget cannot be kept without one."""
     price = find_price(price_table(settings.llm_prices), model)
@@ -97,16 +94,32 @@ def _model_price(settings: Settings, model: str, budget_usd: float | None) -> Mo
     return price
 
 
-async def _select_pairs(
+async def _plan(
     session: AsyncSession, settings: Settings, project: Project, data: RunCreate
-) -> tuple[list[Document], list[Variable], dict[uuid.UUID, PromptVersion], str, ModelPrice | None]:
-    """What a run of `data` would extract, with which model at which price — checked the
-    same way for a real run and for an estimate."""
-    documents = await _select_documents(session, project, data.document_ids)
+) -> _Plan:
+    """What a run of `data` would extract and freeze — checked the same way for a real run
+    and for an estimate."""
+    documents = await _count_documents(session, project, data.document_ids)
     variables = await _select_variables(session, project, data.variable_ids)
     versions = await latest_prompt_versions(session, [v.id for v in variables])
     model = project.llm_model or settings.llm_model
-    return documents, variables, versions, model, _model_price(settings, model, data.budget_usd)
+    price = _model_price(settings, model, data.budget_usd)
+    snapshot = RunSnapshot(
+        engine_version=ENGINE_VERSION,
+        model=model,
+        temperature=(
+            project.llm_temperature
+            if project.llm_temperature is not None
+            else settings.llm_temperature
+        ),
+        max_document_chars=settings.llm_max_document_chars,
+        grounding_fuzzy_threshold=settings.grounding_fuzzy_threshold,
+        group_size=max(project.group_size, 1),
+        repair_attempts=settings.llm_repair_attempts,
+        force_fresh=data.force_fresh,
+        price=FrozenPrice(input=price.input, output=price.output) if price else None,
+    )
+    return _Plan(documents, variables, versions, snapshot)
 
 
 async def estimate_run(
@@ -115,33 +128,25 @@ async def estimate_run(
     """Tokens and cost a run of `data` would take, creating nothing (see `RunEstimate`).
 
     No LLM needs to be configured: an estimate helps decide whether to set one up."""
-    documents, variables, versions, model, price = await _select_pairs(
-        session, settings, project, data
-    )
+    plan = await _plan(session, settings, project, data)
     result = await estimate.estimate_run(
         session,
         project.id,
-        [estimate.DocumentRef(d.id, d.sha256) for d in documents],
+        data.document_ids,
         [
-            estimate.VariableRef(v.id, v.name, versions[v.id].spec, versions[v.id].prompt)
-            for v in variables
+            estimate.VariableRef(v.id, v.name, plan.versions[v.id].spec, plan.versions[v.id].prompt)
+            for v in plan.variables
         ],
-        estimate.CallSettings(
-            model=model,
-            temperature=_temperature(settings, project),
-            max_document_chars=settings.llm_max_document_chars,
-            group_size=project.group_size,
-            force_fresh=data.force_fresh,
-        ),
-        price,
+        plan.snapshot,
     )
+    price = plan.snapshot.model_price
     return RunEstimate(
         pairs=result.pairs,
         documents=result.documents,
         variables=len(result.variables),
         calls=result.calls,
         cached_pairs=result.cached_pairs,
-        model=model,
+        model=plan.snapshot.model,
         estimated_input_tokens=result.input_tokens,
         estimated_output_tokens=result.output_tokens,
         estimated_cost_usd=result.cost_usd(price),
@@ -170,57 +175,47 @@ async def create_run(
     user: User,
     data: RunCreate,
 ) -> Run:
-    """Create a run and one task row per (document, variable) in this transaction.
+    """Create a run, its plan and its first task rows in this transaction (set-based SQL:
+    no object per pair), the rest by `runs.prepare` when the run is large.
 
-    The jobs are enqueued only after the commit, so no worker ever sees a task that a
-    rollback then removes.
-    """
+    Its wake-ups are enqueued only after the commit, so no worker looks for a run that a
+    rollback then removes."""
     llm.ensure_configured()
-    documents, variables, versions, model, price = await _select_pairs(
-        session, settings, project, data
-    )
+    plan = await _plan(session, settings, project, data)
     run = Run(
         project_id=project.id,
         created_by=user.id,
-        status=RunStatus.QUEUED,
-        model=model,
-        settings={
-            "temperature": _temperature(settings, project),
-            "repair_attempts": settings.llm_repair_attempts,
-            "max_document_chars": settings.llm_max_document_chars,
-            "grounding_fuzzy_threshold": settings.grounding_fuzzy_threshold,
-            "force_fresh": data.force_fresh,
-            "group_size": project.group_size,
-            costs.BUDGET_KEY: data.budget_usd,
-            # Frozen like the rest: the run's cost does not change when the table does.
-            costs.PRICE_KEY: price.to_json() if price else None,
-        },
+        model=plan.snapshot.model,
+        settings=plan.snapshot.to_row(),
+        budget_usd=data.budget_usd,
     )
-    session.add(run)
-    await session.flush()
-    tasks = [
-        Extraction(
-            id=uuid.uuid4(),
-            run_id=run.id,
-            document_id=document.id,
-            variable_id=variable.id,
-            prompt_version_id=versions[variable.id].id,
-            status=ExtractionStatus.PENDING,
-        )
-        for document in documents
-        for variable in variables
-    ]
-    session.add_all(tasks)
-    repository.add_event(
+    planned = await lifecycle.create_run(
+        session,
+        run,
+        project_id=project.id,
+        document_ids=data.document_ids,
+        variables=[(v.id, plan.versions[v.id].id) for v in plan.variables],
+    )
+    run = planned.run
+    await lifecycle.log_events(
         session,
         run.id,
-        "run.created",
-        f"Run created: {len(documents)} documents × {len(variables)} variables = "
-        f"{len(tasks)} extractions with {run.model}.",
+        [
+            LogLine(
+                "run.created",
+                f"Run created: {run.document_count} documents × {run.variable_count} variables "
+                f"= {run.task_count} extractions with {run.model}.",
+            )
+        ],
     )
-    await session.flush()
-    task_ids = [str(t.id) for t in tasks]
-    after_commit(session, lambda: queue.enqueue(EXTRACT_PAIR, task_ids))
+    run_id = str(run.id)
+
+    async def wake() -> None:
+        if not planned.prepared:
+            await queue.enqueue(PREPARE_RUN, [run_id])
+        await queue.enqueue(WORK_ON_RUN, [run_id])
+
+    after_commit(session, wake)
     return run
 
 
@@ -231,30 +226,61 @@ async def get_run(session: AsyncSession, project: Project, run_id: uuid.UUID) ->
     return run
 
 
-async def to_out(session: AsyncSession, settings: Settings, runs: Sequence[Run]) -> list[RunOut]:
-    totals = await repository.run_totals(session, [r.id for r in runs])
+async def list_runs(
+    session: AsyncSession, project: Project, limit: int, offset: int
+) -> tuple[Sequence[Run], int]:
+    return await repository.list_runs(session, project.id, limit, offset)
+
+
+async def read_log(
+    session: AsyncSession, run: Run, after_id: int, limit: int
+) -> tuple[Sequence[RunEvent], int]:
+    """The run's log lines after `after_id`, oldest first, and how many it has in all."""
+    events = await repository.list_events(session, run.id, after_id, limit)
+    return events, await repository.count_events(session, run.id)
+
+
+def run_counts(run: Run) -> RunCounts:
+    """The run's tasks by status as a user reads them: pairs without a row yet are pending,
+    and once a run is over or stopped, what will never start counts as cancelled."""
+    counts = RunCounts(
+        pending=run.pending_count + run.unprepared_count,
+        running=run.running_count,
+        succeeded=run.succeeded_count,
+        not_found=run.not_found_count,
+        failed=run.failed_count,
+        cancelled=run.cancelled_count,
+    )
+    if run.status in FINAL_RUN_STATUSES or run.stop_reason is not None:
+        counts.cancelled += counts.pending
+        counts.pending = 0
+    return counts
+
+
+def to_out(settings: Settings, runs: Sequence[Run]) -> list[RunOut]:
+    """The runs as the API shows them: one row each, whatever their size."""
     out = []
     for run in runs:
-        c = totals[run.id].counts
-        price = costs.run_price(settings, run.model, run.settings)
-        total = sum(c.values())
-        done = sum(c.get(s, 0) for s in FINAL_STATUSES)
+        snapshot = RunSnapshot.from_row(run.settings, run.model)
+        counts = run_counts(run)
+        total = run.task_count
+        done = counts.succeeded + counts.not_found + counts.failed + counts.cancelled
         out.append(
             RunOut(
                 id=run.id,
                 project_id=run.project_id,
                 status=RunStatus(run.status),
                 model=run.model,
-                settings=run.settings,
+                settings=snapshot.to_row(),
                 total=total,
                 done=done,
                 progress=round(done / total, 4) if total else 1.0,
-                counts=RunCounts(**c),
-                tokens_in=totals[run.id].tokens_in,
-                tokens_out=totals[run.id].tokens_out,
-                cost_usd=cost_usd(price, totals[run.id].tokens_in, totals[run.id].tokens_out),
-                budget_usd=costs.budget_of(run.settings),
-                error=run.error,
+                counts=counts,
+                tokens_in=run.tokens_in,
+                tokens_out=run.tokens_out,
+                cost_usd=cost_usd(run_price(settings, snapshot), run.tokens_in, run.tokens_out),
+                budget_usd=run.budget_usd,
+                error=run.error or run.stop_reason,
                 created_at=run.created_at,
                 started_at=run.started_at,
                 finished_at=run.finished_at,
@@ -265,20 +291,20 @@ async def to_out(session: AsyncSession, settings: Settings, runs: Sequence[Run])
 
 async def cancel_run(session: AsyncSession, run: Run) -> Run:
     """Stop the run: no new LLM call starts; calls in flight finish and are kept."""
-    if run.status not in ACTIVE_RUN_STATUSES:
-        raise Conflict(
-            f"The run is already {run.status}; only queued or running runs can be cancelled."
-        )
-    run.status = RunStatus.CANCELLED
-    run.finished_at = utcnow()
-    cancelled = await repository.cancel_pending(session, run.id)
-    repository.add_event(
+    cancelled = await lifecycle.cancel_run(
         session,
         run.id,
-        "run.cancelled",
-        f"The run was cancelled; {cancelled} extractions will not run.",
+        LogLine(
+            "run.cancelled",
+            "The run was cancelled; the extractions not yet started will not run.",
+        ),
     )
-    await session.flush()
+    if not cancelled:
+        raise Conflict(
+            f"The run is already {run.status}; only preparing, queued or running runs can be "
+            "cancelled."
+        )
+    await session.refresh(run)
     return run
 
 
@@ -290,32 +316,32 @@ async def retry_run(
     run: Run,
     data: RunRetry,
 ) -> Run:
-    """Queue the run's failed and cancelled tasks again (and only those), with a new budget
-    if `data` sets one."""
+    """Run again the run's failed and cancelled tasks, and those it never started (and only
+    those), with a new budget if `data` sets one."""
     llm.ensure_configured()
-    if "budget_usd" in data.model_fields_set:
-        if costs.run_price(settings, run.model, run.settings) is None:
-            _model_price(settings, run.model, data.budget_usd)  # no price: refuse a budget
-        run.settings = {**run.settings, costs.BUDGET_KEY: data.budget_usd}
-    budget = costs.budget_of(run.settings)
+    snapshot = RunSnapshot.from_row(run.settings, run.model)
+    set_budget = "budget_usd" in data.model_fields_set
+    budget = data.budget_usd if set_budget else run.budget_usd
+    if set_budget and budget is not None and run_price(settings, snapshot) is None:
+        _model_price(settings, run.model, budget)  # no price: refuse a budget
     if budget is not None:
-        spent = cost_usd(
-            costs.run_price(settings, run.model, run.settings),
-            *await costs.run_tokens(session, run.id),
-        )
-        if spent is not None and spent >= budget:
+        spent = cost_usd(run_price(settings, snapshot), run.tokens_in, run.tokens_out)
+        stopped_by_it = not set_budget and run.stop_reason == budget_reason(budget)
+        if stopped_by_it or (spent is not None and spent >= budget):
             raise Conflict(
-                f"{costs.budget_reason(budget)} Retry with a higher budget_usd "
-                "(or null for none) to go on."
+                f"{budget_reason(budget)} Retry with a higher budget_usd (or null for none) "
+                "to go on."
             )
-    ids = await repository.reset_for_retry(session, run.id)
-    if not ids:
+    result = await lifecycle.retry_run(session, run.id, budget, set_budget=set_budget)
+    if not result.pairs:
         raise Conflict("The run has no failed or cancelled extractions to retry.")
-    run.status = RunStatus.RUNNING if run.started_at else RunStatus.QUEUED
-    run.finished_at = None
-    run.error = None
-    repository.add_event(session, run.id, "run.retried", f"Retrying {len(ids)} extractions.")
-    await session.flush()
-    task_ids = [str(i) for i in ids]
-    after_commit(session, lambda: queue.enqueue(EXTRACT_PAIR, task_ids))
+    run_id = str(run.id)
+
+    async def wake() -> None:
+        if result.preparing:
+            await queue.enqueue(PREPARE_RUN, [run_id])
+        await queue.enqueue(WORK_ON_RUN, [run_id])
+
+    after_commit(session, wake)
+    await session.refresh(run)
     return run

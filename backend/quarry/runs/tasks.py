@@ -1,187 +1,76 @@
-"""`runs.extract_pair`: what a worker executes for one (run, document, variable) task.
+"""What a worker does with the tasks it claimed: prepare each pair, answer the ones the result
+cache holds, make the calls — one per pair, or one per group of a document's variables
+(runs/groups.py) — and turn every answer into the outcome to store.
 
-Delivery is at least once, so the task claims its row with a lease (compare-and-set), makes
-the LLM calls with no transaction open, and writes its result only while it holds the lease.
-Running it twice, or on two workers at once, stores exactly one result.
-
-When the run groups variables (`group_size` > 1), the job that claims a task also claims
-pending sibling tasks of the same document and asks about them in one call: runs/groups.py,
-built on the steps below (`prepare_pair`, `reuse_cached`, `store_outcome`).
+Nothing here writes a task's row: the executor (runs/executor.py) claims the tasks, hands
+them here, and stores the outcomes in batches (runs/lifecycle.py). The one write is the
+budget reservation a call makes just before it is sent (`TaskGate.admit`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from quarry.db import job_write_scope, writers_take_turns
+from quarry.db import job_write_scope
 from quarry.jobs import JobContext
-from quarry.llm.client import LLMCallError
-from quarry.models import (
-    Extraction,
-    ExtractionStatus,
-)
-from quarry.runs import repository
-from quarry.runs.cache import ANSWER_COLUMNS, cache_key, find_cached_answer
+from quarry.llm.client import EXPECTED_OUTPUT_TOKENS, LLMCallError
+from quarry.llm.pricing import cost_usd, format_usd
+from quarry.models import Extraction, ExtractionStatus
+from quarry.runs import lifecycle, repository
+from quarry.runs.costs import budget_reason
 from quarry.runs.engine import PairInput, PairOutcome, extract_pair
-from quarry.runs.inputs import DocumentText, RunConfig, TaskInputs
-from quarry.runs.repository import ClaimedTask
+from quarry.runs.inputs import DocumentGone, DocumentText, RunConfig, TaskInputs
+from quarry.runs.lifecycle import ClaimedTask, LogLine, Outcome
+from quarry.runs.snapshot import RunSnapshot, cache_key
+from quarry.variables.prompts import SYSTEM_PROMPT
 from quarry.variables.types import TypeSpec, VariableType
 
 log = structlog.get_logger(__name__)
 
-
-@contextlib.asynccontextmanager
-async def lease_heartbeat(
-    ctx: JobContext, held: set[uuid.UUID], lease: timedelta
-) -> AsyncIterator[None]:
-    """Renew the leases of the tasks in `held` every third of their length while the body runs.
-
-    The lease can then be short (a killed worker's task comes back soon) without a long LLM
-    call being handed to a second worker while the first is still waiting for its answer.
-    `held` may shrink meanwhile: a grouped job removes each task whose outcome it stores.
-    """
-
-    async def renew() -> None:
-        while held:
-            await asyncio.sleep(lease.total_seconds() / 3)
-            lost = []
-            try:
-                async with job_write_scope(ctx.sessionmaker) as session:
-                    for task_id in list(held):
-                        if not await repository.renew_lease(session, task_id, ctx.worker_id, lease):
-                            lost.append(task_id)
-            except Exception:
-                log.warning("runs.task.lease_renewal_failed", extraction_ids=_ids(held))
-                continue  # a database blip: try again; the lease has two more beats of slack
-            for task_id in lost:
-                if task_id in held:  # taken over after an expiry; our result will not be stored
-                    held.discard(task_id)
-                    log.info("runs.task.lease_lost", extraction_id=str(task_id))
-
-    renewer = asyncio.create_task(renew(), name=f"lease-{_ids(held)}")
-    try:
-        yield
-    finally:
-        renewer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewer
-
-
-def _ids(task_ids: set[uuid.UUID]) -> str:
-    return ",".join(sorted(str(task_id) for task_id in task_ids))
-
-
-def _outcome_values(outcome: PairOutcome, cache_key: str, pages: list[int]) -> dict[str, object]:
-    return {
-        "status": outcome.status,
-        "value": outcome.value,
-        "raw_output": outcome.raw_output,
-        "evidence": outcome.evidence,
-        "page": outcome.page,
-        "char_start": outcome.char_start,
-        "char_end": outcome.char_end,
-        "grounded": outcome.grounded,
-        "grounding_method": outcome.grounding_method,
-        "grounding_score": outcome.grounding_score,
-        "confidence": outcome.confidence,
-        # Added to the row's (repository.ADDED_COLUMNS): summed over every time the task ran.
-        "attempts": outcome.attempts,
-        "tokens_in": outcome.tokens_in,
-        "tokens_out": outcome.tokens_out,
-        "latency_ms": outcome.latency_ms,
-        "model": outcome.model,
-        "error": outcome.error,
-        "cached": False,
-        "cache_key": cache_key,
-        "pages_sent": pages if outcome.attempts else None,
-    }
-
-
-def _reused_values(hit: Extraction, cache_key: str) -> dict[str, object]:
-    """A cached answer: the earlier row's answer, no call, no tokens."""
-    values: dict[str, object] = {column: getattr(hit, column) for column in ANSWER_COLUMNS}
-    values.update(cached=True, cache_key=cache_key, error=None, latency_ms=0)
-    return values
-
-
-async def run_extract_pair(ctx: JobContext, extraction_id: str) -> None:
-    """Claim; reuse a cached answer or extract; store; finish the run if this was its last."""
-    # Imported here: groups builds on this module's steps (it imports them at its top).
-    from quarry.runs import groups
-
-    task_id = uuid.UUID(extraction_id)
-    lease = timedelta(seconds=ctx.settings.task_lease_seconds)
-    inputs = TaskInputs.for_context(ctx)
-    async with job_write_scope(ctx.sessionmaker) as session:
-        await groups.take_claim_turn(session, task_id)  # PostgreSQL, grouped runs only
-        claimed = await repository.claim_extraction(session, task_id, ctx.worker_id, lease)
-        if claimed is None:
-            return  # done, cancelled, or held by another worker: nothing to do
-        run_id = claimed.run_id
-        config, first_sight = await inputs.run(session, run_id)
-        if first_sight and await repository.mark_run_started(session, run_id):
-            repository.add_event(session, run_id, "run.started", "The run started.")
-        # In the same transaction, so the siblings' own jobs find them taken (grouping only).
-        siblings = await groups.claim_siblings(session, ctx, inputs, task_id, claimed, config)
-
-    stop_reason: str | None = None
-
-    async def cancelled() -> bool:
-        nonlocal stop_reason
-        stop_reason = await inputs.run_stopped(ctx, run_id)
-        return stop_reason is not None
-
-    if siblings:
-        members = [(task_id, claimed), *siblings]
-        await groups.run_group(ctx, inputs, config, members, cancelled, lambda: stop_reason)
-        return
-
-    work = await prepare_pair(ctx, inputs, task_id, claimed, config)
-    if await reuse_cached(ctx, config, work):
-        return
-    inp = work.build_input()
-    # The deadline sits inside the transport's own job timeout, so a task that runs too long
-    # ends failed with a reason instead of being killed, found by the sweeper and re-run forever.
-    deadline = asyncio.timeout(ctx.settings.task_timeout)
-    try:
-        async with lease_heartbeat(ctx, {task_id}, lease), deadline:
-            chat = ctx.llm.get(config.model, work.temperature)
-            outcome = await extract_pair(chat, inp, cancelled)
-    except Exception as exc:
-        outcome = failure_outcome(ctx, exc, deadline, task_id)
-    if outcome.status == ExtractionStatus.CANCELLED and stop_reason:
-        outcome.error = stop_reason  # why: cancelled by the user, or the run's budget spent
-    await store_outcome(work, outcome)
+#: The answer's columns a cache hit copies.
+ANSWER_COLUMNS = (
+    "status",
+    "value",
+    "raw_output",
+    "evidence",
+    "page",
+    "char_start",
+    "char_end",
+    "grounded",
+    "grounding_method",
+    "grounding_score",
+    "confidence",
+    "model",
+    "pages_sent",
+)
 
 
 @dataclass
 class PairWork:
-    """A claimed task made ready: what it asks, its cache key, and where its outcome goes."""
+    """A claimed task made ready: what it asks, its cache key, and what it is about."""
 
-    task: _Task
+    task: ClaimedTask
     spec: dict[str, Any]
     prompt: str
     key: str
     text: DocumentText
-    temperature: float
-    repair_attempts: int
-    fuzzy_threshold: float
     pages: list[int] | None = None  # the pages shown, once `build_input` chose them
 
     @property
     def name(self) -> str:
         return str(self.spec["name"])
 
-    def build_input(self) -> PairInput:
+    @property
+    def where(self) -> str:
+        return f"{self.text.filename} × {self.name}"
+
+    def build_input(self, snapshot: RunSnapshot) -> PairInput:
         """The engine's input (for a long document, the excerpts chosen for this variable)."""
         spec = self.spec
         block, self.pages = self.text.block_for(spec)
@@ -195,107 +84,145 @@ class PairWork:
                 allowed_values=tuple(spec.get("allowed_values") or ()),
                 unit=spec.get("unit"),
             ),
-            repair_attempts=self.repair_attempts,
-            fuzzy_threshold=self.fuzzy_threshold,
+            repair_attempts=snapshot.repair_attempts,
+            fuzzy_threshold=snapshot.grounding_fuzzy_threshold,
+        )
+
+    def line(self, event: str, level: str, message: str) -> LogLine:
+        return LogLine(
+            event,
+            f"{self.where}: {message}",
+            level=level,
+            document_id=self.task.document_id,
+            variable_id=self.task.variable_id,
         )
 
 
-async def prepare_pair(
-    ctx: JobContext,
-    inputs: TaskInputs,
-    task_id: uuid.UUID,
-    claimed: ClaimedTask,
-    config: RunConfig,
-) -> PairWork:
-    """Load what a claimed task asks about (from the process's cache) and its cache key."""
-    settings = config.settings
-    temperature = float(settings.get("temperature", 0.0))
-    max_chars = int(settings.get("max_document_chars", ctx.settings.llm_max_document_chars))
-    variable = await inputs.prompt(ctx, claimed.prompt_version_id)
-    spec, prompt = variable.spec, variable.prompt
-    text = await inputs.document(ctx, claimed.document_id, max_chars)
-    key = cache_key(
-        document_sha256=text.sha256,
-        max_document_chars=max_chars,
-        variable_prompt=prompt,
-        model=config.model,
-        temperature=temperature,
-    )
-    task = _Task(
-        ctx,
-        task_id,
-        claimed.run_id,
-        claimed.document_id,
-        claimed.variable_id,
-        f"{text.filename} × {spec['name']}",
-    )
-    return PairWork(
-        task=task,
-        spec=spec,
-        prompt=prompt,
-        key=key,
-        text=text,
-        temperature=temperature,
-        repair_attempts=int(settings.get("repair_attempts", ctx.settings.llm_repair_attempts)),
-        fuzzy_threshold=float(
-            settings.get("grounding_fuzzy_threshold", ctx.settings.grounding_fuzzy_threshold)
-        ),
-    )
+async def prepare(
+    ctx: JobContext, inputs: TaskInputs, config: RunConfig, tasks: Sequence[ClaimedTask]
+) -> tuple[list[PairWork], list[Outcome]]:
+    """Load what each task asks about (from the process's cache) and its cache key. A task
+    whose document was deleted meanwhile gets a failed outcome (its row is gone with the
+    document, so storing it finds nothing to write)."""
+    snapshot = config.snapshot
+    works: list[PairWork] = []
+    gone: list[Outcome] = []
+    for task in tasks:
+        variable = await inputs.prompt(ctx, task.prompt_version_id)
+        try:
+            text = await inputs.document(ctx, task.document_id, snapshot.max_document_chars)
+        except DocumentGone:
+            gone.append(Outcome(task, ExtractionStatus.FAILED, error="The document was deleted."))
+            continue
+        key = cache_key(
+            snapshot,
+            system_prompt=SYSTEM_PROMPT,
+            document_sha256=text.sha256,
+            variable_prompt=variable.prompt,
+        )
+        works.append(PairWork(task, variable.spec, variable.prompt, key, text))
+    return works, gone
 
 
-async def reuse_cached(ctx: JobContext, config: RunConfig, work: PairWork) -> bool:
-    """Store the cached answer for the task if there is one (and the run allows it)."""
-    if config.settings.get("force_fresh"):
-        return False
-    inputs = TaskInputs.for_context(ctx)
-    if work.key not in await inputs.cache_keys(ctx, config, work.task.run_id):
-        return False
+async def answer_from_cache(
+    ctx: JobContext, config: RunConfig, works: Sequence[PairWork]
+) -> tuple[list[Outcome], list[PairWork]]:
+    """The outcomes the result cache gives (no call, no tokens), and the works left to ask.
+
+    One query for the whole batch, and none at all when the project had no answers (every
+    first run) or the run is `force_fresh`."""
+    if config.snapshot.force_fresh or not config.has_answers or not works:
+        return [], list(works)
     async with ctx.sessionmaker() as session:
-        hit = await find_cached_answer(session, config.project_id, work.key, work.task.task_id)
-    if hit is None:
-        return False
-    await work.task.store(_reused_values(hit, work.key))
-    return True
+        hits = await repository.cached_answers(session, config.project_id, [w.key for w in works])
+    reused = [_reused(work, hits[work.key]) for work in works if work.key in hits]
+    return reused, [work for work in works if work.key not in hits]
 
 
-def failure_outcome(
-    ctx: JobContext, exc: Exception, deadline: asyncio.Timeout, task_id: uuid.UUID
-) -> PairOutcome:
-    """The outcome of a task whose extraction raised `exc` (called in the `except` block)."""
-    if isinstance(exc, LLMCallError):  # e.g. misconfiguration discovered at call time
-        error = exc.reason
-    elif isinstance(exc, TimeoutError) and deadline.expired():
-        error = f"The extraction did not finish within {ctx.settings.task_timeout:g} s."
-    else:
-        log.exception("runs.task.crashed", extraction_id=str(task_id))
-        error = f"Internal error: {type(exc).__name__}."
-    return PairOutcome(status=ExtractionStatus.FAILED, error=error)
+def _reused(work: PairWork, hit: Extraction) -> Outcome:
+    values: dict[str, Any] = {column: getattr(hit, column) for column in ANSWER_COLUMNS}
+    return Outcome(work.task, cached=True, cache_key=work.key, latency_ms=0, **values)
 
 
-async def store_outcome(
-    work: PairWork, outcome: PairOutcome, events: Sequence[tuple[str, str, str]] = ()
-) -> None:
-    """Store an extraction's outcome with its log lines (re-asks, failure, excerpts sent)."""
+def outcome_of(work: PairWork, result: PairOutcome, events: Sequence[LogLine] = ()) -> Outcome:
+    """The outcome to store for an extraction's result, with its log lines (re-asks,
+    failure, excerpts sent)."""
     pages = work.pages or []
     lines = [
         *events,
         *(
-            ("task.reasked", "warning", f"the answer failed validation and was re-asked ({n})")
-            for n in outcome.notes
+            work.line(
+                "task.reasked", "warning", f"the answer failed validation and was re-asked ({n})"
+            )
+            for n in result.notes
         ),
     ]
-    if outcome.status == ExtractionStatus.FAILED:
-        lines.append(("task.failed", "error", str(outcome.error)))
-    if work.text.chunked and outcome.attempts:
+    if result.status == ExtractionStatus.FAILED:
+        lines.append(work.line("task.failed", "error", str(result.error)))
+    if work.text.chunked and result.attempts:
         lines.append(
-            (
+            work.line(
                 "task.chunked",
                 "info",
                 f"the document is longer than the context budget; pages {_page_ranges(pages)} "
                 "were sent, chosen for this variable.",
             )
         )
-    await work.task.store(_outcome_values(outcome, work.key, pages), lines)
+    return Outcome(
+        work.task,
+        result.status,
+        value=result.value,
+        raw_output=result.raw_output,
+        evidence=result.evidence,
+        page=result.page,
+        char_start=result.char_start,
+        char_end=result.char_end,
+        grounded=result.grounded,
+        grounding_method=result.grounding_method,
+        grounding_score=result.grounding_score,
+        confidence=result.confidence,
+        attempts=result.attempts,
+        tokens_in=result.tokens_in,
+        tokens_out=result.tokens_out,
+        latency_ms=result.latency_ms,
+        model=result.model,
+        error=result.error,
+        cache_key=work.key,
+        pages_sent=pages if result.attempts else None,
+        events=lines,
+    )
+
+
+def failure_of(
+    ctx: JobContext, exc: BaseException, deadline: asyncio.Timeout, work: PairWork
+) -> PairOutcome:
+    """The result of an extraction that raised `exc` (called in the `except` block)."""
+    if isinstance(exc, LLMCallError):  # e.g. misconfiguration discovered at call time
+        error = exc.reason
+    elif isinstance(exc, TimeoutError) and deadline.expired():
+        error = f"The extraction did not finish within {ctx.settings.task_timeout:g} s."
+    else:
+        log.exception("runs.task.crashed", extraction_id=str(work.task.id))
+        error = f"Internal error: {type(exc).__name__}."
+    return PairOutcome(status=ExtractionStatus.FAILED, error=error)
+
+
+async def run_single(
+    ctx: JobContext, config: RunConfig, work: PairWork, gate: TaskGate
+) -> list[Outcome]:
+    """Extract one pair, within the task's deadline."""
+    snapshot = config.snapshot
+    inp = work.build_input(snapshot)
+    # The deadline ends a task that runs too long failed, with a reason, instead of letting
+    # its lease expire and the sweeper hand it out again forever.
+    deadline = asyncio.timeout(ctx.settings.task_timeout)
+    try:
+        async with deadline:
+            chat = ctx.llm.get(snapshot.model, snapshot.temperature)
+            result = await extract_pair(chat, inp, gate)
+    except Exception as exc:
+        result = failure_of(ctx, exc, deadline, work)
+    return [outcome_of(work, result)]
 
 
 def _page_ranges(pages: list[int]) -> str:
@@ -309,67 +236,74 @@ def _page_ranges(pages: list[int]) -> str:
     return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
-class _Task:
-    """The claimed task's identity, and storing its outcome while the lease is held."""
+class TaskGate:
+    """What the calls of a unit of work ask before each attempt (`llm.client.CallGate`):
+    whether their run may still start calls, and, for a run with a budget, a reservation of
+    the attempt's estimated cost, replaced by its real cost when it ends — held on `task`'s
+    row until its outcome is stored (runs/lifecycle.py)."""
 
     def __init__(
-        self,
-        ctx: JobContext,
-        task_id: uuid.UUID,
-        run_id: uuid.UUID,
-        document_id: uuid.UUID,
-        variable_id: uuid.UUID,
-        where: str,
+        self, ctx: JobContext, inputs: TaskInputs, config: RunConfig, task: ClaimedTask
     ) -> None:
-        self.ctx, self.task_id, self.run_id = ctx, task_id, run_id
-        self.document_id, self.variable_id, self.where = document_id, variable_id, where
+        self._ctx, self._inputs, self._config, self._task = ctx, inputs, config, task
+        self._reserved: float | None = None
 
-    async def store(
-        self, values: dict[str, object], events: Sequence[tuple[str, str, str]] = ()
-    ) -> None:
-        """Write the outcome (and its log lines) if the lease is still ours, and finish the
-        run if this was its last task. Usually that check reads one index entry; the write
-        happens only for the run's last task.
+    async def check(self) -> str | None:
+        return (await self._inputs.run_status(self._ctx, self._task.run_id)).stop_reason
 
-        Of two tasks finishing at once, the later must see both done. On SQLite writers take
-        turns (the store holds the write lock until it commits), so the check runs in the
-        store's transaction and sees every earlier store. On PostgreSQL a transaction does
-        not see another's uncommitted store, so the check runs after the commit — but only
-        near the run's end: while a task of the run is still pending, its own store comes
-        later and checks then (cancelling pending tasks finishes or re-checks the run)."""
-        ctx = self.ctx
+    async def admit(self, prompt_tokens: int) -> str | None:
+        run_id = self._task.run_id
+        status = await self._inputs.run_status(self._ctx, run_id)
+        if status.stop_reason is not None or status.budget_usd is None:
+            return status.stop_reason
+        price = self._config.snapshot.model_price
+        if price is None:  # a budget is refused without a price (runs/service.py)
+            return None
+        # The answer's length is guessed from this run's answers so far (in this process).
+        tokens_out = self._inputs.output_guess(run_id, EXPECTED_OUTPUT_TOKENS)
+        amount = cost_usd(price, prompt_tokens, tokens_out) or 0.0
+        ctx = self._ctx
         async with job_write_scope(ctx.sessionmaker) as session:
-            if not await repository.store_outcome(session, self.task_id, ctx.worker_id, values):
-                log.info("runs.task.lease_lost", extraction_id=str(self.task_id))
-                return
-            for event, level, message in events:
-                repository.add_event(
-                    session,
-                    self.run_id,
-                    event,
-                    f"{self.where}: {message}",
-                    level=level,
-                    document_id=self.document_id,
-                    variable_id=self.variable_id,
-                )
-            if writers_take_turns(session):
-                await self._finish_run_if_last(session)
-                return
-            if await repository.has_pending_tasks(session, self.run_id):
-                return
-        async with job_write_scope(ctx.sessionmaker) as session:
-            await self._finish_run_if_last(session)
+            if await lifecycle.reserve_budget(
+                session, self._task, ctx.worker_id, amount, price.input, price.output
+            ):
+                self._reserved = amount
+                return None
+            state = await repository.run_state(session, run_id)
+            if state is None or state.stop_reason is not None or state.budget_usd is None:
+                reason = state.stop_reason if state is not None else None
+                return reason or lifecycle.CANCELLED_REASON
+            reason = budget_reason(state.budget_usd)
+            spent = await _spent(session, run_id, price.input, price.output)
+            stopped = await lifecycle.stop_for_budget(
+                session,
+                run_id,
+                reason,
+                LogLine(
+                    "run.budget_reached",
+                    f"{reason} The run has cost {format_usd(spent)}; no new call starts (calls "
+                    "in flight finish), and the extractions not yet started will not run.",
+                    level="warning",
+                    data={"budget_usd": state.budget_usd, "cost_usd": spent},
+                ),
+            )
+        if stopped:
+            log.info("runs.budget_reached", run_id=str(run_id), cost_usd=spent)
+        self._inputs.forget_status(run_id)
+        return reason
 
-    async def _finish_run_if_last(self, session: AsyncSession) -> None:
-        if not await repository.has_unfinished_tasks(session, self.run_id):
-            await finish_run_if_done(session, self.run_id)
+    async def settle(self, tokens_in: int, tokens_out: int) -> None:
+        if tokens_out:
+            self._inputs.record_output(self._task.run_id, tokens_out)
+        if self._reserved is None:
+            return
+        price = self._config.snapshot.model_price
+        cost = cost_usd(price, tokens_in, tokens_out) or 0.0
+        change, self._reserved = cost - self._reserved, None
+        async with job_write_scope(self._ctx.sessionmaker) as session:
+            await lifecycle.settle_budget(session, self._task, self._ctx.worker_id, change)
 
 
-async def finish_run_if_done(session: AsyncSession, run_id: uuid.UUID) -> None:
-    """Give the run its final status once no task is left, logging it exactly once.
-
-    Called after every task, and by the sweeper for a worker that died in between."""
-    final = await repository.finish_run_if_done(session, run_id)
-    if final is not None:
-        repository.add_event(session, run_id, "run.finished", f"The run finished: {final}.")
-        log.info("runs.finished", run_id=str(run_id), status=final)
+async def _spent(session: Any, run_id: uuid.UUID, price_in: float, price_out: float) -> float:
+    totals = await repository.run_tokens(session, run_id)
+    return round((totals[0] * price_in + totals[1] * price_out) / 1_000_000, 8)

@@ -10,6 +10,7 @@ when it looks like an email address (someone may have typed their password into 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quarry.auth.deps import CurrentUser
 from quarry.db import SessionDep, session_scope
 from quarry.models import AuditEvent, User
+from quarry.security import repository
 from quarry.security.ratelimit import client_ip
 
 log = structlog.get_logger(__name__)
@@ -89,6 +91,19 @@ async def record(
         user_id=str(user_id) if user_id else None,
         target_type=target_type,
         target_id=str(target_id) if target_id else None,
+    )
+
+
+async def list_events(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    limit: int,
+    offset: int,
+    action: AuditAction | None = None,
+) -> tuple[Sequence[AuditEvent], int]:
+    """One page of a user's own events (of one kind, if given), newest first, and the total."""
+    return await repository.list_audit_events(
+        session, user_id, limit, offset, action.value if action else None
     )
 
 

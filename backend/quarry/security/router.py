@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 from quarry.auth.deps import CurrentUser
 from quarry.db import SessionDep
 from quarry.pagination import Page, PageDep
-from quarry.security import repository
+from quarry.security import audit
 from quarry.security.audit import AuditAction
 from quarry.security.schemas import AuditEventOut
 
@@ -23,9 +23,7 @@ async def list_audit_events(
 ) -> Page[AuditEventOut]:
     """Your own security-relevant actions, newest first: sign-ins (also failed attempts on
     your account), deletions and exports, each with the client IP and request id."""
-    items, total = await repository.list_audit_events(
-        session, user.id, page.limit, page.offset, action.value if action else None
-    )
+    items, total = await audit.list_events(session, user.id, page.limit, page.offset, action)
     return Page(
         items=[AuditEventOut.model_validate(e) for e in items],
         total=total,

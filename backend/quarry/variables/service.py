@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.errors import BadRequest, Conflict, NotFound
 from quarry.models import Project, PromptVersion, Variable
+from quarry.runs.lifecycle import forget_variable
 from quarry.variables import repository
 from quarry.variables.prompts import prompt_spec, render_variable_prompt, spec_hash
 from quarry.variables.schemas import VariableCreate, VariableOut, VariableUpdate
@@ -136,6 +137,8 @@ async def update_variable(
 
 
 async def delete_variable(session: AsyncSession, variable: Variable) -> None:
+    # Task rows have no foreign keys (runs/lifecycle.py): they go first, out of their runs.
+    await forget_variable(session, variable.project_id, variable.id)
     await session.delete(variable)
     await session.flush()
 

@@ -7,14 +7,15 @@ import {
   humanize, notify, pager, RUN_STATUS_LABELS, setChildren, showError, uid, withBusy,
 } from "./ui.js";
 
-const ACTIVE = new Set(["queued", "running"]);
+const ACTIVE = new Set(["preparing", "queued", "running"]);
 const PAGE_SIZE = 20;
 const RECONNECT_MS = 2000;
 const SETTLE_POLL_MS = 2000;
 
 function runBadge(status) {
   const kind = {
-    queued: "busy", running: "busy", completed: "ok", completed_with_errors: "warn",
+    preparing: "busy", queued: "busy", running: "busy", completed: "ok",
+    completed_with_errors: "warn",
     failed: "bad", cancelled: "muted",
   }[status];
   return badge(RUN_STATUS_LABELS[status] || status, kind);

@@ -127,6 +127,7 @@ export const TYPE_LABELS = {
 };
 
 export const RUN_STATUS_LABELS = {
+  preparing: "Preparing",
   queued: "Queued",
   running: "Running",
   completed: "Completed",

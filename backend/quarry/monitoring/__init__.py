@@ -1,0 +1,1 @@
+"""What the operations endpoints (/health/ready, /metrics) read from the database."""

@@ -1,0 +1,136 @@
+"""What a run freezes when it is created, as one typed, immutable object.
+
+Everything that decides how a run's calls are made is read from here — by the task path, the
+result cache, the estimate — and nowhere else, so a setting cannot be honoured in one place
+and forgotten in another. Each field is declared either to change the answers (it then feeds
+the result cache's key: an answer given under other values is not reused) or not to (it
+decides how the run goes, not what a model answers); `check_fields_are_classified` refuses a
+field that is neither, and a test calls it.
+
+The result cache: an answer is reused when nothing that determines it has changed — the
+run's answer fields, the instructions, the document's content and the variable's rendered
+prompt (`cache_key`). Editing one variable changes only its prompt, so re-running a project
+after that edit calls the model for that variable alone. Reuse stays inside a project (a user
+never sees an answer produced for someone else's project), takes only answers that settled
+(`succeeded` or `not_found`, never a failure), and is skipped for runs made `force_fresh`.
+
+Stored as JSON in `runs.settings`. Rows from before a field existed get its default here, or
+for `model` the row's own column. The budget is not frozen: a user may raise it on retry, so it
+is the run's column `budget_usd` (models/run.py); the price it is counted at is frozen here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from quarry.llm.pricing import ModelPrice
+
+#: Bump when the engine changes what it does with the same inputs (e.g. how a value is
+#: validated or grounded), so that earlier answers are not reused.
+ENGINE_VERSION = "2"
+
+
+class FrozenPrice(BaseModel):
+    """USD per million input and output tokens, as the run's calls are counted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input: float
+    output: float
+
+    def to_price(self) -> ModelPrice:
+        return ModelPrice(input=self.input, output=self.output)
+
+
+class RunSnapshot(BaseModel):
+    """The settings a run froze (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    #: The engine that answered: old rows without one were answered by engine 1.
+    engine_version: str = "1"
+    model: str
+    temperature: float = 0.0
+    #: Characters of document text a call may carry (longer documents are sent as excerpts).
+    max_document_chars: int = 400_000
+    #: How similar a quote must be to count as found approximately (it sets `grounded`,
+    #: the span and the confidence stored with an answer).
+    grounding_fuzzy_threshold: float = 0.9
+    #: Variables asked per call (1: one call per pair); a grouped call is a different prompt.
+    group_size: int = Field(default=1, ge=1)
+    #: Times an answer that fails validation is sent back with the error.
+    repair_attempts: int = 2
+    #: Make every call even where the result cache holds the answer.
+    force_fresh: bool = False
+    #: The price the run's tokens are counted at; None when the model's price is unknown.
+    price: FrozenPrice | None = None
+
+    #: Fields whose value changes what the model answers (the result cache's key).
+    ANSWER_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "engine_version",
+            "model",
+            "temperature",
+            "max_document_chars",
+            "grounding_fuzzy_threshold",
+            "group_size",
+        }
+    )
+    #: Fields that decide how the run goes, not what is answered.
+    RUN_FIELDS: ClassVar[frozenset[str]] = frozenset({"repair_attempts", "force_fresh", "price"})
+
+    @classmethod
+    def check_fields_are_classified(cls) -> None:
+        """Every field is either an answer field or a run field, never both."""
+        fields = set(cls.model_fields)
+        both = cls.ANSWER_FIELDS & cls.RUN_FIELDS
+        unclassified = fields - cls.ANSWER_FIELDS - cls.RUN_FIELDS
+        unknown = (cls.ANSWER_FIELDS | cls.RUN_FIELDS) - fields
+        if both or unclassified or unknown:
+            raise TypeError(
+                "RunSnapshot: decide for every field whether it changes answers "
+                f"(unclassified: {sorted(unclassified)}, both: {sorted(both)}, "
+                f"not fields: {sorted(unknown)})"
+            )
+
+    @classmethod
+    def from_row(cls, settings: dict[str, Any] | None, model: str) -> RunSnapshot:
+        """The snapshot stored in a run row (`runs.settings`, `runs.model`)."""
+        data = dict(settings or {})
+        data.setdefault("model", model)
+        price = data.get("price")
+        if price is None and isinstance(data.get("price_usd_per_million"), dict):
+            data["price"] = data["price_usd_per_million"]  # as runs before this version kept it
+        return cls.model_validate(data)
+
+    def to_row(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @property
+    def model_price(self) -> ModelPrice | None:
+        return self.price.to_price() if self.price is not None else None
+
+    def answer_fingerprint(self) -> str:
+        """The answer fields, canonically (what a cache key is built from)."""
+        values = {name: getattr(self, name) for name in sorted(self.ANSWER_FIELDS)}
+        return json.dumps(values, sort_keys=True, separators=(",", ":"))
+
+
+def cache_key(
+    snapshot: RunSnapshot, *, system_prompt: str, document_sha256: str, variable_prompt: str
+) -> str:
+    """What determines an answer, hashed: the run's answer fields, the instructions, the
+    document's content and the variable's rendered prompt (which carries its type,
+    description, allowed values and examples)."""
+    digest = hashlib.sha256()
+    for part in (snapshot.answer_fingerprint(), system_prompt, document_sha256, variable_prompt):
+        digest.update(part.encode())
+        digest.update(b"\x00")  # no two different part lists hash the same text
+    return digest.hexdigest()
+
+
+RunSnapshot.check_fields_are_classified()

@@ -1,0 +1,540 @@
+"""Each run and task transition of runs/lifecycle.py on its own, on SQLite and PostgreSQL.
+
+No end-to-end run: each test puts the rows in the state the transition starts from, makes the
+transition, and checks what a user (or the next worker) would see — statuses, the run's
+counts, the log — and what must not happen (a claim of a cancelled run, a store without the
+lease, a run finished twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from quarry.db import create_engine, create_sessionmaker, job_write_scope, session_scope
+from quarry.models import (
+    Document,
+    DocumentStatus,
+    Extraction,
+    Project,
+    PromptVersion,
+    Run,
+    RunEvent,
+    RunStatus,
+    User,
+    Variable,
+)
+from quarry.models.base import utcnow
+from quarry.runs import lifecycle
+from quarry.runs.lifecycle import ClaimedTask, LogLine, Outcome
+from tests.support.api import create_schema
+from tests.support.postgres import temporary_postgres_database
+
+LEASE = timedelta(seconds=60)
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/quarry.db"
+    else:
+        with temporary_postgres_database("quarry_lifecycle") as url:
+            yield url
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[Sessions]:
+    await create_schema(database_url)
+    engine = create_engine(database_url)
+    try:
+        yield create_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+
+
+class World:
+    """A project with ready documents and variables, for runs over them."""
+
+    def __init__(self, sessions: Sessions, project_id: uuid.UUID, documents: list[uuid.UUID]):
+        self.sessions = sessions
+        self.project_id = project_id
+        self.documents = documents
+        self.variables: list[tuple[uuid.UUID, uuid.UUID]] = []
+
+
+async def make_world(sessions: Sessions, documents: int = 3, variables: int = 2) -> World:
+    async with session_scope(sessions) as session:
+        user = User(email=f"{uuid.uuid4().hex}@example.org", password_hash="x")
+        session.add(user)
+        await session.flush()
+        project = Project(owner_id=user.id, name="p")
+        session.add(project)
+        await session.flush()
+        docs = []
+        for n in range(documents):
+            doc = Document(
+                project_id=project.id,
+                filename=f"d{n}.txt",
+                content_type="text/plain",
+                kind="text",
+                size_bytes=1,
+                sha256=uuid.uuid4().hex * 2,
+                storage_key="k",
+                status=DocumentStatus.READY,
+                created_at=utcnow() + timedelta(microseconds=n),
+            )
+            session.add(doc)
+            docs.append(doc)
+        world = World(sessions, project.id, [])
+        for n in range(variables):
+            variable = Variable(
+                project_id=project.id, name=f"v{n}", label="v", description="d", type="text"
+            )
+            session.add(variable)
+            await session.flush()
+            version = PromptVersion(
+                variable_id=variable.id, version=1, spec={}, spec_hash="h", prompt="p"
+            )
+            session.add(version)
+            await session.flush()
+            world.variables.append((variable.id, version.id))
+        await session.flush()
+        world.documents = [d.id for d in docs]
+    return world
+
+
+async def new_run(world: World, **fields: Any) -> Run:
+    async with session_scope(world.sessions) as session:
+        planned = await lifecycle.create_run(
+            session,
+            Run(project_id=world.project_id, model="m", settings={}, **fields),
+            project_id=world.project_id,
+            document_ids=None,
+            variables=world.variables,
+        )
+        return planned.run
+
+
+async def run_row(sessions: Sessions, run_id: uuid.UUID) -> Run:
+    async with sessions() as session:
+        return (await session.execute(select(Run).where(Run.id == run_id))).scalar_one()
+
+
+async def statuses(sessions: Sessions, run_id: uuid.UUID) -> dict[str, int]:
+    async with sessions() as session:
+        rows = await session.execute(
+            select(Extraction.status, func.count())
+            .where(Extraction.run_id == run_id)
+            .group_by(Extraction.status)
+        )
+        return {status: count for status, count in rows.all()}
+
+
+def counts(run: Run) -> dict[str, int]:
+    """The run row's counters, in the form of `statuses`."""
+    found = {
+        "pending": run.pending_count,
+        "running": run.running_count,
+        "succeeded": run.succeeded_count,
+        "not_found": run.not_found_count,
+        "failed": run.failed_count,
+        "cancelled": run.cancelled_count,
+    }
+    return {k: v for k, v in found.items() if v}
+
+
+async def events(sessions: Sessions, run_id: uuid.UUID) -> list[str]:
+    async with sessions() as session:
+        rows = await session.execute(
+            select(RunEvent.event).where(RunEvent.run_id == run_id).order_by(RunEvent.id)
+        )
+        return list(rows.scalars())
+
+
+async def claim(
+    sessions: Sessions, run_id: uuid.UUID, owner: str = "w1", limit: int = 100
+) -> list[ClaimedTask]:
+    async with job_write_scope(sessions) as session:
+        return await lifecycle.claim_tasks(session, run_id, owner, LEASE, limit)
+
+
+async def store(
+    sessions: Sessions, tasks: list[ClaimedTask], status: str = "succeeded", owner: str = "w1"
+) -> lifecycle.StoreResult:
+    outcomes = [
+        Outcome(t, status, value="x", attempts=1, tokens_in=10, tokens_out=2) for t in tasks
+    ]
+    async with job_write_scope(sessions) as session:
+        return await lifecycle.store_outcomes(session, owner, outcomes)
+
+
+async def expire_leases(sessions: Sessions, run_id: uuid.UUID) -> None:
+    async with session_scope(sessions) as session:
+        await session.execute(
+            update(Extraction)
+            .where(Extraction.run_id == run_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+# -- creating a run ----------------------------------------------------------------------------
+
+
+async def test_a_small_run_is_created_queued_with_every_task_row_in_order(
+    sessions: Sessions,
+) -> None:
+    world = await make_world(sessions, documents=3, variables=2)
+    run = await new_run(world)
+    run = await run_row(sessions, run.id)
+    assert run.status == RunStatus.QUEUED
+    assert (run.task_count, run.document_count, run.variable_count) == (6, 3, 2)
+    assert counts(run) == {"pending": 6} == await statuses(sessions, run.id)
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(Extraction.seq, Extraction.document_id, Extraction.variable_id)
+                .where(Extraction.run_id == run.id)
+                .order_by(Extraction.seq)
+            )
+        ).all()
+    # Document-major, documents in upload order, variables in codebook order.
+    assert [(r.document_id, r.variable_id) for r in rows] == [
+        (d, v) for d in world.documents for v, _ in world.variables
+    ]
+    assert [r.seq for r in rows] == list(range(6))
+
+
+async def test_a_large_run_is_prepared_chunk_by_chunk_under_a_lease(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "CHUNK_ROWS", 4)  # two documents × two variables a chunk
+    world = await make_world(sessions, documents=5, variables=2)
+    run = await new_run(world)
+    run = await run_row(sessions, run.id)
+    assert run.status == RunStatus.PREPARING and run.documents_prepared == 2
+    assert counts(run) == {"pending": 4} and run.unprepared_count == 6
+
+    async with job_write_scope(sessions) as session:
+        assert await lifecycle.take_preparation(session, run.id, "p1", LEASE)
+    async with job_write_scope(sessions) as session:  # held: nobody else may prepare it
+        assert not await lifecycle.take_preparation(session, run.id, "p2", LEASE)
+    # A task may start while the run is preparing; the run stays preparing.
+    started = await claim(sessions, run.id, limit=1)
+    assert len(started) == 1 and (await run_row(sessions, run.id)).status == RunStatus.PREPARING
+
+    chunks = []
+    while True:
+        async with job_write_scope(sessions) as session:
+            chunk = await lifecycle.prepare_chunk(session, run.id, "p1", LEASE)
+        chunks.append(chunk.created)
+        if not chunk.more:
+            break
+    assert chunks == [4, 2]
+    run = await run_row(sessions, run.id)
+    # Its last chunk makes it running (a task has started), and every pair has its row.
+    assert run.status == RunStatus.RUNNING and run.lease_owner is None
+    assert counts(run) == {"pending": 9, "running": 1} == await statuses(sessions, run.id)
+    assert run.unprepared_count == 0
+
+
+async def test_an_expired_preparation_lease_is_taken_over(sessions: Sessions) -> None:
+    world = await make_world(sessions, documents=2, variables=1)
+    run = await new_run(world)
+    async with session_scope(sessions) as session:
+        await session.execute(
+            update(Run)
+            .where(Run.id == run.id)
+            .values(
+                status=RunStatus.PREPARING,
+                lease_owner="dead",
+                lease_expires_at=utcnow() - timedelta(seconds=1),
+            )
+        )
+    async with sessions() as session:
+        assert await lifecycle.runs_to_prepare(session, utcnow()) == [run.id]
+    async with job_write_scope(sessions) as session:
+        assert await lifecycle.take_preparation(session, run.id, "p2", LEASE)
+
+
+async def test_cancelling_a_preparing_run_stops_its_preparation(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "CHUNK_ROWS", 2)
+    world = await make_world(sessions, documents=4, variables=2)
+    run = await new_run(world)
+    async with job_write_scope(sessions) as session:
+        assert await lifecycle.take_preparation(session, run.id, "p1", LEASE)
+        assert await lifecycle.cancel_run(session, run.id, LogLine("run.cancelled", "c"))
+    async with job_write_scope(sessions) as session:
+        chunk = await lifecycle.prepare_chunk(session, run.id, "p1", LEASE)
+    assert (chunk.created, chunk.more) == (0, False)
+    row = await run_row(sessions, run.id)
+    assert row.status == RunStatus.CANCELLED and row.unprepared_count == 6
+
+
+# -- claiming ----------------------------------------------------------------------------------
+
+
+async def test_a_claim_takes_pending_tasks_in_order_and_starts_the_run_once(
+    sessions: Sessions,
+) -> None:
+    world = await make_world(sessions, documents=3, variables=2)
+    run = await new_run(world)
+    first = await claim(sessions, run.id, limit=4)
+    assert [t.seq for t in first] == [0, 1, 2, 3]
+    second = await claim(sessions, run.id, limit=4)
+    assert [t.seq for t in second] == [4, 5]
+    assert await claim(sessions, run.id) == []
+    row = await run_row(sessions, run.id)
+    assert row.status == RunStatus.RUNNING and row.started_at is not None
+    assert counts(row) == {"running": 6} == await statuses(sessions, run.id)
+    assert (await events(sessions, run.id)).count("run.started") == 1
+
+
+@pytest.mark.parametrize("stop", ["cancel", "budget"])
+async def test_a_cancelled_or_stopped_run_gives_no_task(sessions: Sessions, stop: str) -> None:
+    world = await make_world(sessions)
+    run = await new_run(world)
+    async with job_write_scope(sessions) as session:
+        if stop == "cancel":
+            assert await lifecycle.cancel_run(session, run.id, LogLine("run.cancelled", "c"))
+        else:
+            assert await lifecycle.stop_for_budget(
+                session, run.id, "spent", LogLine("run.budget_reached", "b")
+            )
+    assert await claim(sessions, run.id) == []
+    assert await statuses(sessions, run.id) == {"pending": 6}  # nothing was touched
+
+
+@pytest.fixture
+async def pg_sessions() -> AsyncIterator[Sessions]:
+    with temporary_postgres_database("quarry_lifecycle") as url:
+        await create_schema(url)
+        engine = create_engine(url)
+        try:
+            yield create_sessionmaker(engine)
+        finally:
+            await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_concurrent_claims_on_postgresql_take_disjoint_tasks(pg_sessions: Sessions) -> None:
+    sessions = pg_sessions
+    world = await make_world(sessions, documents=20, variables=5)
+    run = await new_run(world)
+    claims = await asyncio.gather(
+        *(claim(sessions, run.id, owner=f"w{n}", limit=15) for n in range(8))
+    )
+    taken = [t.id for batch in claims for t in batch]
+    assert len(taken) == len(set(taken)) == 100
+    assert counts(await run_row(sessions, run.id)) == {"running": 100}
+
+
+# -- leases ------------------------------------------------------------------------------------
+
+
+async def test_renewing_keeps_only_the_leases_still_held(sessions: Sessions) -> None:
+    world = await make_world(sessions, documents=1, variables=2)
+    run = await new_run(world)
+    mine = await claim(sessions, run.id, limit=2)
+    await expire_leases(sessions, run.id)
+    async with job_write_scope(sessions) as session:  # the sweeper hands one back…
+        await lifecycle.reclaim_expired(session, utcnow(), limit=1)
+    taken = await claim(sessions, run.id, owner="w2")  # …and another worker takes it
+    assert len(taken) == 1
+    async with job_write_scope(sessions) as session:
+        held = await lifecycle.renew_leases(session, [t.id for t in mine], "w1", LEASE)
+    assert held == {t.id for t in mine} - {taken[0].id}
+
+
+async def test_expired_leases_are_handed_back_in_bounded_batches(sessions: Sessions) -> None:
+    world = await make_world(sessions, documents=3, variables=2)
+    run = await new_run(world)
+    await claim(sessions, run.id, limit=5)
+    await expire_leases(sessions, run.id)
+    async with job_write_scope(sessions) as session:
+        count, runs = await lifecycle.reclaim_expired(session, utcnow(), limit=3)
+    assert (count, runs) == (3, {run.id})
+    async with job_write_scope(sessions) as session:
+        count, _ = await lifecycle.reclaim_expired(session, utcnow(), limit=3)
+    assert count == 2
+    assert counts(await run_row(sessions, run.id)) == {"pending": 6}
+    async with job_write_scope(sessions) as session:  # nothing expired: nothing to do
+        assert (await lifecycle.reclaim_expired(session, utcnow()))[0] == 0
+
+
+async def test_a_stopping_worker_hands_its_tasks_back(sessions: Sessions) -> None:
+    world = await make_world(sessions)
+    run = await new_run(world)
+    tasks = await claim(sessions, run.id, limit=4)
+    async with job_write_scope(sessions) as session:
+        runs = await lifecycle.release_tasks(session, [t.id for t in tasks], "w1")
+    assert runs == {run.id}
+    assert counts(await run_row(sessions, run.id)) == {"pending": 6}
+
+
+# -- storing -----------------------------------------------------------------------------------
+
+
+async def test_an_outcome_is_stored_only_while_the_lease_is_held(sessions: Sessions) -> None:
+    world = await make_world(sessions, documents=1, variables=2)
+    run = await new_run(world)
+    tasks = await claim(sessions, run.id)
+    result = await store(sessions, tasks, owner="someone-else")
+    assert (result.stored, set(result.lost)) == (0, {t.id for t in tasks})
+    result = await store(sessions, tasks[:1])
+    assert (result.stored, result.lost) == (1, [])
+    again = await store(sessions, tasks[:1])  # a duplicate delivery: already stored
+    assert again.stored == 0
+    row = await run_row(sessions, run.id)
+    assert counts(row) == {"running": 1, "succeeded": 1}
+    assert (row.tokens_in, row.tokens_out) == (10, 2)
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "final"),
+    [
+        (["succeeded", "not_found"], RunStatus.COMPLETED),
+        (["succeeded", "failed"], RunStatus.COMPLETED_WITH_ERRORS),
+        (["failed", "failed"], RunStatus.FAILED),
+        (["succeeded", "cancelled"], RunStatus.COMPLETED_WITH_ERRORS),
+    ],
+)
+async def test_the_last_store_finishes_the_run_with_its_status(
+    sessions: Sessions, outcomes: list[str], final: RunStatus
+) -> None:
+    world = await make_world(sessions, documents=1, variables=2)
+    run = await new_run(world)
+    tasks = await claim(sessions, run.id)
+    first = await store(sessions, tasks[:1], outcomes[0])
+    assert first.finished == {}
+    last = await store(sessions, tasks[1:], outcomes[1])
+    assert last.finished == {run.id: final}
+    row = await run_row(sessions, run.id)
+    assert row.status == final and row.finished_at is not None
+    assert (await events(sessions, run.id)).count("run.finished") == 1
+
+
+async def test_two_workers_storing_the_last_tasks_at_once_finish_the_run_once(
+    sessions: Sessions,
+) -> None:
+    world = await make_world(sessions, documents=4, variables=5)
+    run = await new_run(world)
+    batches = [await claim(sessions, run.id, owner=f"w{n}", limit=5) for n in range(4)]
+    results = await asyncio.gather(
+        *(store(sessions, batch, owner=f"w{n}") for n, batch in enumerate(batches))
+    )
+    assert [r.finished for r in results if r.finished] == [{run.id: RunStatus.COMPLETED}]
+    assert (await events(sessions, run.id)).count("run.finished") == 1
+    assert counts(await run_row(sessions, run.id)) == {"succeeded": 20}
+
+
+# -- the budget ---------------------------------------------------------------------------------
+
+
+async def test_a_call_is_admitted_only_while_the_budget_covers_it(sessions: Sessions) -> None:
+    world = await make_world(sessions, documents=1, variables=2)
+    run = await new_run(world, budget_usd=1.0)
+    one, two = await claim(sessions, run.id)
+    async with job_write_scope(sessions) as session:
+        assert await lifecycle.reserve_budget(session, one, "w1", 0.6, 0.0, 0.0)
+    async with job_write_scope(sessions) as session:  # 0.6 held + 0.6 > 1.0
+        assert not await lifecycle.reserve_budget(session, two, "w1", 0.6, 0.0, 0.0)
+    async with job_write_scope(sessions) as session:  # it cost less than estimated
+        await lifecycle.settle_budget(session, one, "w1", -0.5)
+    async with job_write_scope(sessions) as session:
+        assert await lifecycle.reserve_budget(session, two, "w1", 0.6, 0.0, 0.0)
+    assert (await run_row(sessions, run.id)).reserved_usd == pytest.approx(0.7)
+    await store(sessions, [one, two])  # stored: what was held is released
+    assert (await run_row(sessions, run.id)).reserved_usd == pytest.approx(0.0)
+
+
+async def test_stopping_for_the_budget_lets_tasks_in_flight_finish_then_ends_the_run(
+    sessions: Sessions,
+) -> None:
+    world = await make_world(sessions, documents=2, variables=2)
+    run = await new_run(world, budget_usd=1.0)
+    in_flight = await claim(sessions, run.id, limit=1)
+    line = LogLine("run.budget_reached", "the budget")
+    async with job_write_scope(sessions) as session:
+        assert await lifecycle.stop_for_budget(session, run.id, "The budget.", line)
+    async with job_write_scope(sessions) as session:  # once only
+        assert not await lifecycle.stop_for_budget(session, run.id, "The budget.", line)
+    assert (await run_row(sessions, run.id)).status == RunStatus.RUNNING  # one still runs
+    result = await store(sessions, in_flight)
+    assert result.finished == {run.id: RunStatus.COMPLETED_WITH_ERRORS}
+    row = await run_row(sessions, run.id)
+    assert row.stop_reason == row.error == "The budget."
+    assert counts(row) == {"succeeded": 1, "pending": 3}  # read as cancelled: runs/service.py
+
+
+# -- cancel, retry ------------------------------------------------------------------------------
+
+
+async def test_cancel_changes_one_row(sessions: Sessions) -> None:
+    world = await make_world(sessions)
+    run = await new_run(world)
+    line = LogLine("run.cancelled", "cancelled")
+    async with job_write_scope(sessions) as session:
+        assert await lifecycle.cancel_run(session, run.id, line)
+    async with job_write_scope(sessions) as session:
+        assert not await lifecycle.cancel_run(session, run.id, line)  # already over
+    row = await run_row(sessions, run.id)
+    assert row.status == RunStatus.CANCELLED and row.finished_at is not None
+    assert await statuses(sessions, run.id) == {"pending": 6}  # untouched, never claimed
+
+
+async def test_retry_runs_again_what_failed_was_cancelled_or_never_started(
+    sessions: Sessions,
+) -> None:
+    world = await make_world(sessions, documents=2, variables=2)
+    run = await new_run(world)
+    tasks = await claim(sessions, run.id, limit=3)
+    await store(sessions, tasks[:1], "succeeded")
+    await store(sessions, tasks[1:2], "failed")
+    await store(sessions, tasks[2:3], "cancelled")
+    async with job_write_scope(sessions) as session:
+        await lifecycle.cancel_run(session, run.id, LogLine("run.cancelled", "c"))
+    async with job_write_scope(sessions) as session:
+        result = await lifecycle.retry_run(session, run.id, 5.0, set_budget=True)
+    assert (result.pairs, result.preparing) == (3, False)  # failed, cancelled, never started
+    row = await run_row(sessions, run.id)
+    assert row.status == RunStatus.RUNNING and row.budget_usd == 5.0
+    assert counts(row) == {"succeeded": 1, "pending": 3} == await statuses(sessions, run.id)
+    async with job_write_scope(sessions) as session:  # a running run: nothing failed to retry
+        assert (await lifecycle.retry_run(session, run.id, None, set_budget=False)).pairs == 0
+
+
+# -- deleting what tasks are about --------------------------------------------------------------
+
+
+async def test_deleting_a_document_takes_its_tasks_out_of_its_runs(sessions: Sessions) -> None:
+    world = await make_world(sessions, documents=2, variables=2)
+    run = await new_run(world)
+    tasks = await claim(sessions, run.id, limit=2)  # the first document's
+    await store(sessions, tasks)
+    async with job_write_scope(sessions) as session:
+        await lifecycle.forget_document(session, world.documents[1])
+    row = await run_row(sessions, run.id)
+    # What was left of the run was that document: it is over.
+    assert (row.task_count, row.status) == (2, RunStatus.COMPLETED)
+    assert counts(row) == {"succeeded": 2} == await statuses(sessions, run.id)
+
+
+async def test_deleting_a_variable_takes_its_tasks_out_of_its_runs(sessions: Sessions) -> None:
+    world = await make_world(sessions, documents=3, variables=2)
+    run = await new_run(world)
+    async with job_write_scope(sessions) as session:
+        await lifecycle.forget_variable(session, world.project_id, world.variables[0][0])
+    row = await run_row(sessions, run.id)
+    assert row.task_count == 3 and counts(row) == {"pending": 3}
+    assert await statuses(sessions, run.id) == {"pending": 3}
