@@ -114,9 +114,9 @@ def _sql(dialect: str) -> dict[str, str]:
         ELSE '["Doe, J.", "Smith"]' END){json_cast}"""
     status = f"CASE WHEN {k} < 3 THEN 'failed' WHEN {k} < 10 THEN 'not_found' ELSE 'succeeded' END"
     extraction = f"""INSERT INTO extractions (id, run_id, document_id, variable_id,
-            prompt_version_id, status, value, evidence, page, grounded, confidence, attempts,
+            prompt_version_id, seq, status, value, evidence, page, grounded, confidence, attempts,
             tokens_in, tokens_out, model, error, cached, created_at, updated_at, finished_at)
-        SELECT {new_id}, :run_id, b.id, v.id, pv.id, {status},
+        SELECT {new_id}, :run_id, b.id, v.id, pv.id, b.n * 1000 + v.position, {status},
             CASE WHEN {k} < 10 THEN NULL ELSE {value} END,
             CASE WHEN {k} < 10 THEN NULL ELSE 'The value was stated on page ' || (1 + b.n % 12) END,
             CASE WHEN {k} < 10 THEN NULL ELSE 1 + b.n % 12 END,

@@ -3,6 +3,7 @@ database (settled extractions of any shape, reviews), for the export's own tests
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class Project:
     id: uuid.UUID
     variables: dict[str, uuid.UUID] = field(default_factory=dict)
     versions: dict[str, uuid.UUID] = field(default_factory=dict)
+    #: Task numbers for the extractions made here (unique within a run, as a run's are).
+    seq: Iterator[int] = field(default_factory=itertools.count)
 
     async def export(self, format: str, layout: str = "wide") -> httpx.Response:
         response = await self.client.get(
@@ -133,6 +136,7 @@ async def add_extraction(
                 document_id=document_id,
                 variable_id=project.variables[variable],
                 prompt_version_id=project.versions[variable],
+                seq=next(project.seq),
                 status=status,
                 value=value,
                 created_at=finished_at,
