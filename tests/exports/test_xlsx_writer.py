@@ -11,6 +11,11 @@ from typing import Any
 import openpyxl
 import pandas as pd
 import pytest
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import Cell
+from openpyxl.styles.cell_style import StyleArray
+from openpyxl.worksheet._writer import ALL_TEMP_FILES as openpyxl_temp_files
 
 from quarry.exports.table import (
     LONG_COLUMNS,
@@ -234,13 +239,18 @@ def test_optional_evaluation_sheet_and_legend(tmp_path: Path) -> None:
 
 def test_a_failing_export_leaves_no_file_behind(tmp_path: Path) -> None:
     def broken() -> Iterator[WideRow]:
-        yield wide_rows()[0]
+        for _ in range(150):  # past the width sample: rows are being streamed to disk
+            yield wide_rows()[0]
         raise RuntimeError("database went away")
 
     path = tmp_path / "export.xlsx"
+    # openpyxl's own list of the temporary files its write-only sheets stream to.
+    before = set(openpyxl_temp_files)
     with pytest.raises(RuntimeError):
         write_xlsx(path, CODEBOOK, broken(), [])
     assert list(tmp_path.iterdir()) == []
+    left = [f for f in set(openpyxl_temp_files) - before if Path(f).exists()]
+    assert left == []  # not left in /tmp until the server restarts
 
 
 class TrackedValues(dict[str, JsonValue]):
@@ -275,3 +285,23 @@ def test_twenty_thousand_rows_stream_in_bounded_memory(tmp_path: Path) -> None:
     last = rows_read[-1]
     assert last[:6] == ("doc-19999", "file 19999.pdf", "title 19999", 19_999, 19_999 / 4, None)
     assert last[6] == datetime(2024, 2, 29)
+
+
+def test_openpyxl_still_keeps_cell_styles_where_the_writer_copies_them(tmp_path: Path) -> None:
+    """The writer copies prepared style arrays into cells through `Cell._style`, private in
+    openpyxl 3.1.5 (pinned in requirements.txt): if a new openpyxl moves it, this fails first."""
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet("Sheet")
+    scratch = WriteOnlyCell(ws)
+    scratch.fill = FLAG_FILLS[0][1]
+    scratch.quotePrefix = True
+    assert isinstance(scratch._style, StyleArray)
+    cell = Cell(ws, row=1, column=1, style_array=scratch._style)
+    cell.value = "=1+1"
+    cell.data_type = "s"
+    ws.append([cell, 2])
+    wb.save(tmp_path / "contract.xlsx")
+
+    written = openpyxl.load_workbook(tmp_path / "contract.xlsx")["Sheet"]["A1"]
+    assert (written.value, written.data_type, written.quotePrefix) == ("=1+1", "s", True)
+    assert colour(written) == COLOURS["failed"]

@@ -34,6 +34,9 @@ LIST_SEPARATOR = "; "
 
 _FORMULA_STARTS = frozenset("=+-@＝＋－＠")
 _CONTROL_STARTS = frozenset("\t\r")
+# Text starting with anything else (and not with whitespace) is inert: one set lookup decides
+# for nearly every cell of an export.
+_RISKY_STARTS = _FORMULA_STARTS | _CONTROL_STARTS
 _FULL_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Excel counts days from 1900 and wrongly treats 1900 as a leap year, so earlier dates cannot be
 # date cells (they show as ####); those stay ISO text, which is still sortable and exact.
@@ -51,8 +54,11 @@ def looks_like_formula(text: str) -> bool:
     """True when a spreadsheet could run `text` as a formula (see the module docstring)."""
     if not text:
         return False
-    if text[0] in _CONTROL_STARTS:
+    first = text[0]
+    if first in _RISKY_STARTS:
         return True
+    if not first.isspace():
+        return False
     stripped = text.lstrip()
     return bool(stripped) and stripped[0] in _FORMULA_STARTS
 
@@ -74,7 +80,11 @@ def format_number(value: int | float) -> str:
         return str(value)
     if value == 0:
         return "0"  # also turns -0.0 into 0
-    return format(Decimal(repr(value)).normalize(), "f")
+    text = repr(value)
+    if "e" not in text:
+        # Already the shortest plain form; only an integral float's ".0" has to go.
+        return text[:-2] if text.endswith(".0") else text
+    return format(Decimal(text).normalize(), "f")
 
 
 def format_text_value(var_type: VariableType, value: JsonValue) -> str:
@@ -99,6 +109,10 @@ def format_text_value(var_type: VariableType, value: JsonValue) -> str:
 
 def csv_value(var_type: VariableType, value: JsonValue) -> str:
     """The CSV cell for a stored value: formatted, and neutralised unless it is a real number."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return csv_text(value)
     text = format_text_value(var_type, value)
     # Real numbers (and booleans, an int subclass) print only digits, sign, point or a word.
     if isinstance(value, int | float) and math.isfinite(value):
@@ -108,12 +122,19 @@ def csv_value(var_type: VariableType, value: JsonValue) -> str:
 
 def csv_text(text: str | None) -> str:
     """The CSV cell for a free-text field (filename, evidence, error, header): neutralised."""
-    return neutralise_formula(text or "")
+    if not text:
+        return ""
+    first = text[0]
+    if first not in _RISKY_STARTS and not first.isspace():
+        return text
+    return neutralise_formula(text)
 
 
 def csv_optional_number(value: int | float | None) -> str:
     """The CSV cell for a metadata number (page, confidence, prompt version)."""
-    return "" if value is None else format_number(value)
+    if value is None:
+        return ""
+    return str(value) if type(value) is int else format_number(value)
 
 
 def csv_optional_bool(value: bool | None) -> str:

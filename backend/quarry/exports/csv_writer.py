@@ -35,27 +35,48 @@ def iter_wide_csv(variables: Sequence[ExportVariable], rows: Iterable[WideRow]) 
 
 def iter_long_csv(rows: Iterable[LongRow]) -> Iterator[str]:
     """Yield the long CSV (one row per document × variable, with provenance) in text chunks."""
-    records = (
-        [
-            csv_text(row.document_id),
-            csv_text(row.filename),
-            csv_text(row.variable),
-            csv_value(row.type, row.value),
-            csv_text(row.status),
-            csv_text(row.evidence),
-            csv_optional_number(row.page),
-            csv_optional_number(row.confidence),
-            csv_optional_bool(row.grounded),
-            csv_text(row.review_status),
-            csv_value(row.type, row.extracted_value),
-            csv_text(row.model),
-            csv_optional_number(row.prompt_version),
-            csv_text(row.run_id),
-            csv_text(row.error),
+    return _iter_csv(list(LONG_COLUMNS), _long_records(rows))
+
+
+def _long_records(rows: Iterable[LongRow]) -> Iterator[list[str]]:
+    # One call per cell of every row: unpacking and local names are measurably cheaper here.
+    text, value_of, number, flag = csv_text, csv_value, csv_optional_number, csv_optional_bool
+    for (
+        document_id,
+        filename,
+        variable,
+        var_type,
+        value,
+        status,
+        evidence,
+        page,
+        confidence,
+        grounded,
+        review_status,
+        extracted_value,
+        model,
+        prompt_version,
+        run_id,
+        error,
+        _flags,
+    ) in rows:
+        yield [
+            text(document_id),
+            text(filename),
+            text(variable),
+            value_of(var_type, value),
+            text(status),
+            text(evidence),
+            number(page),
+            number(confidence),
+            flag(grounded),
+            text(review_status),
+            value_of(var_type, extracted_value),
+            text(model),
+            number(prompt_version),
+            text(run_id),
+            text(error),
         ]
-        for row in rows
-    )
-    return _iter_csv(list(LONG_COLUMNS), records)
 
 
 def _iter_csv(headers: list[str], records: Iterable[list[str]]) -> Iterator[str]:

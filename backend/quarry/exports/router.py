@@ -1,21 +1,17 @@
 from __future__ import annotations
 
-import asyncio
 import re
 import tempfile
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from quarry.db import SessionDep
 from quarry.exports import service
-from quarry.exports.bridge import pull_from_loop, stream_from_thread
-from quarry.exports.csv_writer import iter_long_csv, iter_wide_csv
-from quarry.exports.json_writer import iter_long_json, iter_wide_json
-from quarry.exports.xlsx_writer import write_xlsx
+from quarry.exports.schemas import ExportFormat, ExportLayout
 from quarry.projects.deps import ProjectDep
 from quarry.security.audit import AuditAction, AuditDep
 
@@ -24,15 +20,21 @@ router = APIRouter(prefix="/projects/{project_id}", tags=["export"])
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
-class ExportFormat(StrEnum):
-    CSV = "csv"
-    XLSX = "xlsx"
-    JSON = "json"
+class _ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that closes its body iterator however the response ends.
 
+    When a send fails because the client went away (ASGI spec 2.4: Starlette raises
+    ClientDisconnect), Starlette leaves the iterator suspended, and an export's writer thread
+    would wait on it, holding a database connection, until the garbage collector came by.
+    """
 
-class ExportLayout(StrEnum):
-    WIDE = "wide"
-    LONG = "long"
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 def _download_name(project_name: str, layout: str, extension: str) -> str:
@@ -66,29 +68,26 @@ async def export(
 
     xlsx always holds both layouts (sheets Results, Details) and the Codebook.
     """
-    variables = await service.export_variables(session, project.id)
+    codebook = await service.export_codebook(session, project.id)
     # xlsx holds both layouts whatever `layout` says.
     shape = "wide+long" if format is ExportFormat.XLSX else layout.value
     await audit.record(
         AuditAction.EXPORTED, "project", project.id, format=format.value, layout=shape
     )
+    # The rows are read in sessions of the export's own: the request's session ends before a
+    # streamed body does.
     sessionmaker = request.app.state.sessionmaker
-    loop = asyncio.get_running_loop()
-    project_id = project.id
 
     if format is ExportFormat.XLSX:
         handle = tempfile.NamedTemporaryFile(prefix="quarry-export-", suffix=".xlsx", delete=False)  # noqa: SIM115
         handle.close()
         path = Path(handle.name)
-        await loop.run_in_executor(
-            None,
-            lambda: write_xlsx(
-                path,
-                variables,
-                pull_from_loop(service.wide_rows(sessionmaker, project_id), loop),
-                pull_from_loop(service.long_rows(sessionmaker, project_id), loop),
-            ),
-        )
+        try:
+            await service.write_workbook(sessionmaker, project.id, codebook, path)
+        except BaseException:
+            # Synchronously, so that a cancelled request cannot skip it; it is one unlink.
+            path.unlink(missing_ok=True)  # noqa: ASYNC240
+            raise
         background.add_task(path.unlink, missing_ok=True)
         return FileResponse(
             path,
@@ -97,19 +96,10 @@ async def export(
             background=background,
         )
 
-    def produce():  # type: ignore[no-untyped-def]
-        if layout is ExportLayout.WIDE:
-            rows = pull_from_loop(service.wide_rows(sessionmaker, project_id), loop)
-            return (iter_wide_csv if format is ExportFormat.CSV else iter_wide_json)(
-                variables, rows
-            )
-        long = pull_from_loop(service.long_rows(sessionmaker, project_id), loop)
-        return (iter_long_csv if format is ExportFormat.CSV else iter_long_json)(long)
-
     media = "text/csv; charset=utf-8" if format is ExportFormat.CSV else "application/json"
     name = _download_name(project.name, layout.value, format.value)
-    return StreamingResponse(
-        stream_from_thread(produce),
+    return _ClosingStreamingResponse(
+        service.stream_table(sessionmaker, project.id, codebook, format, layout),
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )

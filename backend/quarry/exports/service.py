@@ -1,27 +1,86 @@
-"""Building export rows from the database: final values, flags, evidence (DESIGN §6).
+"""Building exports from the database: final values, flags, evidence (DESIGN §6).
 
 Final value of a cell: the reviewed value when the current review accepted or corrected it
 (nothing when it rejected it), else the newest answered extraction ("not stated" included).
+
+An export runs in two places (bridge.py). On the event loop, `export_batches` reads the
+documents a batch at a time with their cells' current answers and reviews (repository.py):
+only queries. In a worker thread, `wide_rows` / `long_rows` turn each batch into the writers'
+rows and the writer formats them: all the per-cell work, off the loop.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from quarry.exports.table import CellFlags, ExportVariable, LongRow, VariableExample, WideRow
-from quarry.extractions.repository import current_reviews, latest_answers
-from quarry.models import Document, Extraction, ExtractionStatus, Review, ReviewStatus, Variable
+from quarry.exports import repository
+from quarry.exports.bridge import run_in_thread, stream_from_thread
+from quarry.exports.csv_writer import iter_long_csv, iter_wide_csv
+from quarry.exports.json_writer import iter_long_json, iter_wide_json
+from quarry.exports.repository import Answer, CurrentReview, DocumentRef, Key
+from quarry.exports.schemas import ExportFormat, ExportLayout
+from quarry.exports.table import (
+    NO_FLAGS,
+    CellFlags,
+    ExportVariable,
+    JsonValue,
+    LongRow,
+    VariableExample,
+    WideRow,
+)
+from quarry.exports.xlsx_writer import write_xlsx
+from quarry.models import Extraction, ExtractionStatus, Review, ReviewStatus, Variable
 from quarry.variables.repository import latest_prompt_versions, list_variables
 from quarry.variables.types import VariableType
 
 LOW_CONFIDENCE = 0.5
-BATCH_SIZE = 200
+#: Cells read per batch, and so per hop to the writer thread: enough that the hops and the
+#: per-query costs disappear in the cell work, few enough that a batch stays a few MB.
+CELLS_PER_BATCH = 2_000
+#: The most documents in one batch's `IN (…)` list, however few the variables.
+MAX_DOCUMENTS_PER_BATCH = 1_000
+
+# Plain strings: the status columns come back as str, and a StrEnum member hashes by its name.
+_ANSWERED = frozenset({ExtractionStatus.SUCCEEDED.value, ExtractionStatus.NOT_FOUND.value})
+_SUCCEEDED = ExtractionStatus.SUCCEEDED.value
+_NOT_FOUND = ExtractionStatus.NOT_FOUND.value
+_FAILED = ExtractionStatus.FAILED.value
+_REJECTED = ReviewStatus.REJECTED.value
+
+# Every combination of flags, built once: index bits are CellFlags' fields in order
+# (low_confidence 1, ungrounded 2, review_disagrees 4, not_found 8, failed 16).
+_FLAG_SETS: tuple[CellFlags, ...] = (
+    NO_FLAGS,
+    *(CellFlags(*(bool(bits & 1 << i) for i in range(5))) for bits in range(1, 32)),
+)
+_LOW_CONFIDENCE, _UNGROUNDED, _DISAGREES, _NOT_STATED, _FAILED_BIT = 1, 2, 4, 8, 16
+
+
+class AnswerLike(Protocol):
+    """What the final value needs of an extraction: an ORM Extraction or a repository Answer."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def value(self) -> Any: ...
+    @property
+    def confidence(self) -> float | None: ...
+    @property
+    def grounded(self) -> bool | None: ...
+
+
+class ReviewLike(Protocol):
+    @property
+    def status(self) -> str: ...
+    @property
+    def value(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -33,58 +92,82 @@ class Cell:
     review: Review | None
 
 
-def final_cell(extraction: Extraction | None, version: int | None, review: Review | None) -> Cell:
-    answered = extraction is not None and extraction.status in (
-        ExtractionStatus.SUCCEEDED,
-        ExtractionStatus.NOT_FOUND,
-    )
-    value = extraction.value if answered and extraction else None
+def final_value(
+    answer: AnswerLike | None, review: ReviewLike | None, answer_is_newer: bool | None
+) -> tuple[Any, CellFlags]:
+    """A cell's final value and why a reviewer should look at it (see the module docstring).
+
+    `answer_is_newer`: the answer finished after the review was made. A reviewed cell carries
+    no extraction flags (a person has looked at it), only the warning that a newer extraction
+    disagrees with what they decided.
+    """
+    if answer is None:
+        if review is None or review.status == _REJECTED:
+            return None, NO_FLAGS
+        return review.value, NO_FLAGS
+    status = answer.status
+    answered = status in _ANSWERED
     if review is not None:
-        value = review.value if review.status != ReviewStatus.REJECTED else None
-    disagrees = bool(
-        review is not None
-        and review.status != ReviewStatus.REJECTED
-        and answered
-        and extraction is not None
+        if review.status == _REJECTED:
+            return None, NO_FLAGS
+        disagrees = answered and answer_is_newer and answer.value != review.value
+        return review.value, _FLAG_SETS[_DISAGREES] if disagrees else NO_FLAGS
+    if not answered:
+        return None, _FLAG_SETS[_FAILED_BIT] if status == _FAILED else NO_FLAGS
+    confidence = answer.confidence
+    bits = _LOW_CONFIDENCE if confidence is not None and confidence < LOW_CONFIDENCE else 0
+    if status == _SUCCEEDED:
+        if answer.grounded is False:
+            bits |= _UNGROUNDED
+    else:
+        bits |= _NOT_STATED
+    return answer.value, _FLAG_SETS[bits]
+
+
+def final_cell(extraction: Extraction | None, version: int | None, review: Review | None) -> Cell:
+    newer = bool(
+        extraction is not None
+        and review is not None
         and extraction.finished_at is not None
         and extraction.finished_at > review.created_at
-        and extraction.value != review.value
     )
-    flags = CellFlags(
-        low_confidence=bool(
-            answered
-            and extraction is not None
-            and extraction.confidence is not None
-            and extraction.confidence < LOW_CONFIDENCE
-            and review is None
-        ),
-        ungrounded=bool(
-            extraction is not None
-            and extraction.status == ExtractionStatus.SUCCEEDED
-            and extraction.grounded is False
-            and review is None
-        ),
-        review_disagrees=disagrees,
-        not_found=bool(
-            extraction is not None
-            and extraction.status == ExtractionStatus.NOT_FOUND
-            and review is None
-        ),
-        failed=bool(
-            extraction is not None
-            and extraction.status == ExtractionStatus.FAILED
-            and review is None
-        ),
-    )
+    value, flags = final_value(extraction, review, newer)
     return Cell(value, flags, extraction, version, review)
 
 
-async def export_variables(session: AsyncSession, project_id: uuid.UUID) -> list[ExportVariable]:
+# ---------------------------------------------------------------------------------------------
+# Reading (on the event loop)
+
+
+@dataclass(frozen=True, slots=True)
+class Codebook:
+    """The export's variables in codebook order, and their keys (to find their cells)."""
+
+    variables: tuple[ExportVariable, ...]
+    variable_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportBatch:
+    """Consecutive documents in upload order, with the current answer and review of each of
+    their cells (absent key: none)."""
+
+    documents: Sequence[DocumentRef]
+    answers: Mapping[Key, Answer]
+    reviews: Mapping[Key, CurrentReview]
+
+
+async def export_codebook(session: AsyncSession, project_id: uuid.UUID) -> Codebook:
     variables = list(await list_variables(session, project_id))
     versions = await latest_prompt_versions(session, [v.id for v in variables])
-    return [
-        _export_variable(v, versions[v.id].version if v.id in versions else None) for v in variables
-    ]
+    keys = await repository.variable_keys(session, project_id)
+    return Codebook(
+        variables=tuple(
+            _export_variable(v, versions[v.id].version if v.id in versions else None)
+            for v in variables
+        ),
+        variable_keys=tuple(keys[v.id] for v in variables),
+    )
 
 
 def _export_variable(variable: Variable, version: int | None) -> ExportVariable:
@@ -106,84 +189,143 @@ def _export_variable(variable: Variable, version: int | None) -> ExportVariable:
     )
 
 
-async def _batches(
-    sessionmaker: async_sessionmaker[AsyncSession], project_id: uuid.UUID
-) -> AsyncIterator[tuple[Sequence[Variable], Sequence[Document], dict[Any, Any], dict[Any, Any]]]:
-    """Documents in upload order, a batch at a time, with their cells' extractions and reviews."""
-    async with sessionmaker() as session:
-        variables = await list_variables(session, project_id)
-        offset = 0
-        while True:
-            documents = (
-                (
-                    await session.execute(
-                        select(Document)
-                        .where(Document.project_id == project_id)
-                        .order_by(Document.created_at, Document.filename, Document.id)
-                        .limit(BATCH_SIZE)
-                        .offset(offset)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            if not documents:
-                return
+def documents_per_batch(variable_count: int) -> int:
+    return max(1, min(MAX_DOCUMENTS_PER_BATCH, CELLS_PER_BATCH // max(1, variable_count)))
+
+
+async def export_batches(
+    sessionmaker: async_sessionmaker[AsyncSession], project_id: uuid.UUID, codebook: Codebook
+) -> AsyncGenerator[ExportBatch, None]:
+    """The project's documents in upload order, a batch at a time, with their cells.
+
+    One session (one snapshot) for the whole export, released when the iterator is closed.
+    """
+    size = documents_per_batch(len(codebook.variable_keys))
+    async with (
+        sessionmaker() as session,
+        aclosing(repository.stream_documents(session, project_id, size)) as pages,
+    ):
+        async for documents in pages:
             ids = [d.id for d in documents]
-            yield (
-                variables,
+            yield ExportBatch(
                 documents,
-                await latest_answers(session, ids),
-                await current_reviews(session, ids),
+                await repository.latest_answers(session, ids),
+                await repository.current_reviews(session, ids),
             )
-            offset += BATCH_SIZE
 
 
-async def wide_rows(
-    sessionmaker: async_sessionmaker[AsyncSession], project_id: uuid.UUID
-) -> AsyncIterator[WideRow]:
-    async for variables, documents, answers, reviews in _batches(sessionmaker, project_id):
-        for document in documents:
-            values: dict[str, Any] = {}
+# ---------------------------------------------------------------------------------------------
+# Rows (in the writer thread)
+
+
+def wide_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[WideRow]:
+    """One row per document: each variable's final value, and flags for the flagged cells."""
+    columns = tuple(zip(codebook.variable_keys, [v.name for v in codebook.variables], strict=True))
+    for batch in batches:
+        answers, reviews = batch.answers, batch.reviews
+        for document in batch.documents:
+            values: dict[str, JsonValue] = {}
             flags: dict[str, CellFlags] = {}
-            for variable in variables:
-                key = (document.id, variable.id)
-                extraction, version = answers.get(key, (None, None))
-                cell = final_cell(extraction, version, reviews.get(key))
-                values[variable.name] = cell.value
-                flags[variable.name] = cell.flags
-            yield WideRow(
-                document_id=str(document.id), filename=document.filename, values=values, flags=flags
-            )
+            for variable_key, name in columns:
+                key = (document.key, variable_key)
+                answer = answers.get(key)
+                review = reviews.get(key) if reviews else None
+                newer = answer.newer_than_review if answer is not None else None
+                value, cell_flags = final_value(answer, review, newer)
+                values[name] = value
+                if cell_flags is not NO_FLAGS:
+                    flags[name] = cell_flags
+            yield WideRow(str(document.id), document.filename, values, flags)
 
 
-async def long_rows(
-    sessionmaker: async_sessionmaker[AsyncSession], project_id: uuid.UUID
-) -> AsyncIterator[LongRow]:
-    async for variables, documents, answers, reviews in _batches(sessionmaker, project_id):
-        for document in documents:
-            for variable in variables:
-                key = (document.id, variable.id)
-                extraction, version = answers.get(key, (None, None))
-                cell = final_cell(extraction, version, reviews.get(key))
-                e = cell.extraction
-                review = cell.review
+def long_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[LongRow]:
+    """One row per (document, variable), in codebook order, with the answer's provenance."""
+    columns = tuple(zip(codebook.variable_keys, codebook.variables, strict=True))
+    run_ids: dict[str, str] = {}
+    for batch in batches:
+        answers, reviews = batch.answers, batch.reviews
+        for document in batch.documents:
+            document_id = str(document.id)
+            filename = document.filename
+            for variable_key, variable in columns:
+                key = (document.key, variable_key)
+                answer = answers.get(key)
+                review = reviews.get(key) if reviews else None
+                if answer is None:
+                    value, flags = final_value(None, review, None)
+                    yield LongRow(
+                        document_id,
+                        filename,
+                        variable.name,
+                        variable.type,
+                        value,
+                        review_status=review.status if review is not None else "",
+                        flags=flags,
+                    )
+                    continue
+                value, flags = final_value(answer, review, answer.newer_than_review)
+                run_id = run_ids.get(answer.run_key)
+                if run_id is None:
+                    run_id = run_ids[answer.run_key] = str(uuid.UUID(answer.run_key))
                 yield LongRow(
-                    document_id=str(document.id),
-                    filename=document.filename,
-                    variable=variable.name,
-                    type=VariableType(variable.type),
-                    value=cell.value,
-                    status=e.status if e else "",
-                    evidence=e.evidence if e else None,
-                    page=e.page if e else None,
-                    confidence=e.confidence if e else None,
-                    grounded=e.grounded if e else None,
-                    review_status=review.status if review else "",
-                    extracted_value=e.value if e and review is not None else None,
-                    model=e.model if e else None,
-                    prompt_version=version,
-                    run_id=str(e.run_id) if e else None,
-                    error=e.error if e else None,
-                    flags=cell.flags,
+                    document_id,
+                    filename,
+                    variable.name,
+                    variable.type,
+                    value,
+                    answer.status,
+                    answer.evidence,
+                    answer.page,
+                    answer.confidence,
+                    answer.grounded,
+                    review.status if review is not None else "",
+                    answer.value if review is not None else None,
+                    answer.model,
+                    answer.prompt_version,
+                    run_id,
+                    answer.error,
+                    flags,
                 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Exports
+
+
+def stream_table(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    project_id: uuid.UUID,
+    codebook: Codebook,
+    format: ExportFormat,
+    layout: ExportLayout,
+) -> AsyncIterator[bytes]:
+    """The CSV or JSON export, wide or long, as UTF-8 chunks; nothing is read until iterated."""
+
+    def produce(batches: Iterable[ExportBatch]) -> Iterator[str]:
+        if layout is ExportLayout.WIDE:
+            wide = wide_rows(codebook, batches)
+            if format is ExportFormat.CSV:
+                return iter_wide_csv(codebook.variables, wide)
+            return iter_wide_json(codebook.variables, wide)
+        long = long_rows(codebook, batches)
+        return iter_long_csv(long) if format is ExportFormat.CSV else iter_long_json(long)
+
+    return stream_from_thread(produce, export_batches(sessionmaker, project_id, codebook))
+
+
+async def write_workbook(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    project_id: uuid.UUID,
+    codebook: Codebook,
+    path: Path,
+) -> None:
+    """The Excel export (both layouts and the codebook) written to `path`."""
+
+    def write(wide: Iterable[ExportBatch], long: Iterable[ExportBatch]) -> None:
+        write_xlsx(path, codebook.variables, wide_rows(codebook, wide), long_rows(codebook, long))
+
+    await run_in_thread(
+        write,
+        export_batches(sessionmaker, project_id, codebook),
+        export_batches(sessionmaker, project_id, codebook),
+    )

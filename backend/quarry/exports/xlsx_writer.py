@@ -4,20 +4,30 @@ openpyxl's write-only mode streams each row to a temporary file, but it writes c
 frozen panes when the first row is appended, so each sheet first peeks at a bounded sample of its
 rows to size the columns. The auto-filter is written when the sheet is closed (at save), so its
 range can be set after the last row, from a running count, without holding the rows.
+
+Speed: openpyxl's own work per cell (about 8 µs) is the floor; ours comes on top of it. So a cell
+is handed to openpyxl as a plain value wherever that writes the same thing (numbers, booleans,
+blanks, and text that cannot be mistaken for a formula or an error code), and a Cell object
+only where the cell needs a style or a forced text type. Such cells take their style as a copy
+of a style array prepared once per workbook (`_Styles`), not through openpyxl's style
+descriptors, which hash the fill or alignment on every assignment.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ERROR_CODES, Cell
 from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.styles.cell_style import StyleArray
 from openpyxl.utils import get_column_letter
 
 from quarry.exports.cells import (
@@ -30,6 +40,7 @@ from quarry.exports.cells import (
 )
 from quarry.exports.table import (
     LONG_COLUMNS,
+    NO_FLAGS,
     CellFlags,
     EvaluationTable,
     ExportVariable,
@@ -38,9 +49,6 @@ from quarry.exports.table import (
     wide_headers,
 )
 from quarry.variables.types import VariableType
-
-# A cell to write: its value and the fill that highlights it (None = plain).
-_Spec: TypeAlias = tuple[XlsxValue, PatternFill | None]
 
 CODEBOOK_COLUMNS: tuple[str, ...] = (
     "name",
@@ -54,9 +62,6 @@ CODEBOOK_COLUMNS: tuple[str, ...] = (
     "required",
     "position",
     "prompt_version",
-)
-_WRAPPED = frozenset(
-    {"evidence", "error", "description", "examples", "instructions", "allowed_values"}
 )
 _SAMPLE_ROWS = 100
 _MIN_WIDTH, _MAX_WIDTH = 8, 60
@@ -97,14 +102,11 @@ def write_xlsx(
     """
     headers = wide_headers(variables)
     wb = Workbook(write_only=True)
-    results = (_wide_specs(variables, row) for row in wide_rows)
-    _write_sheet(wb, "Results", headers, results, freeze="C2")
-    _write_sheet(wb, "Details", LONG_COLUMNS, (_long_specs(row) for row in long_rows))
-    _write_sheet(wb, "Codebook", CODEBOOK_COLUMNS, (_codebook_specs(v) for v in variables))
-    if evaluation is not None:
-        rows = ([(xlsx_value(VariableType.TEXT, v), None) for v in r] for r in evaluation.rows)
-        _write_sheet(wb, evaluation.title, evaluation.columns, rows)
-    _write_sheet(wb, "Legend", ("colour", "meaning"), _legend_specs(), autofilter=False)
+    try:
+        _write_sheets(wb, variables, headers, wide_rows, long_rows, evaluation)
+    except BaseException:
+        _discard(wb)
+        raise
     partial = path.with_name(f".{path.name}.part")
     try:
         wb.save(partial)
@@ -113,135 +115,268 @@ def write_xlsx(
         partial.unlink(missing_ok=True)
 
 
+def _write_sheets(
+    wb: Any,
+    variables: Sequence[ExportVariable],
+    headers: Sequence[str],
+    wide_rows: Iterable[WideRow],
+    long_rows: Iterable[LongRow],
+    evaluation: EvaluationTable | None,
+) -> None:
+    cells = _Cells(wb.create_sheet("Results"))
+    columns = [(v.name, v.type) for v in variables]
+    _write_sheet(
+        cells, headers, (_results_row(cells, columns, row) for row in wide_rows), freeze="C2"
+    )
+    cells = cells.on(wb.create_sheet("Details"))
+    _write_sheet(cells, LONG_COLUMNS, (_details_row(cells, row) for row in long_rows))
+    cells = cells.on(wb.create_sheet("Codebook"))
+    _write_sheet(cells, CODEBOOK_COLUMNS, (_codebook_row(cells, v) for v in variables))
+    if evaluation is not None:
+        cells = cells.on(wb.create_sheet(evaluation.title))
+        rows = (
+            [cells.value(xlsx_value(VariableType.TEXT, v)) for v in row] for row in evaluation.rows
+        )
+        _write_sheet(cells, evaluation.columns, rows)
+    cells = cells.on(wb.create_sheet("Legend"))
+    _write_sheet(cells, ("colour", "meaning"), _legend_rows(cells), autofilter=False)
+
+
+def _discard(wb: Any) -> None:
+    """Remove the temporary files of an unfinished write-only workbook.
+
+    openpyxl streams each sheet to a temporary file and deletes it when the workbook is saved,
+    or else only when the process exits: a server would collect one per failed or abandoned
+    export. Its sheet writers are private (openpyxl 3.1.5, pinned): if they move, the files are
+    left as before rather than the export failing differently.
+    """
+    for sheet in wb.worksheets:
+        # In order: the sheet's row stream, then its XML stream, then the file.
+        for close in (
+            getattr(getattr(sheet, "_rows", None), "close", None),
+            getattr(getattr(sheet, "_writer", None), "close", None),
+            getattr(getattr(sheet, "_writer", None), "cleanup", None),
+        ):
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+
+
 def flag_fill(flags: CellFlags | None) -> PatternFill | None:
     """The highlight for a flagged cell, or None when nothing needs a reviewer's eye."""
-    if flags is None:
+    if flags is None or flags is NO_FLAGS:
         return None
-    for attribute, fill, _meaning in FLAG_FILLS:
-        if getattr(flags, attribute):
-            return fill
-    return None
+    fill = _FILL_OF_FLAGS.get(flags, _UNKNOWN)
+    if fill is _UNKNOWN:
+        fill = next((f for attribute, f, _ in FLAG_FILLS if getattr(flags, attribute)), None)
+        _FILL_OF_FLAGS[flags] = fill
+    return fill
 
 
-def _wide_specs(variables: Sequence[ExportVariable], row: WideRow) -> list[_Spec]:
+# flag_fill's answers: 32 combinations at most (threads may race to add one; same value).
+_FILL_OF_FLAGS: dict[CellFlags, PatternFill | None] = {}
+_UNKNOWN = object()
+
+
+class _FastCell(Cell):  # type: ignore[misc]  # openpyxl is untyped
+    """A Cell that is cheap to print. openpyxl's write-only append first tries every value as a
+    plain value, and a Cell fails that with an error message that includes its repr (about a
+    third of the cost of a styled cell); nothing else is different."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<export cell>"
+
+
+class _Styles:
+    """The style arrays of one workbook, built once per combination through openpyxl's own
+    style descriptors on a scratch cell, then copied into each cell that needs one."""
+
+    def __init__(self, sheet: Any) -> None:
+        self._sheet = sheet
+        self._arrays: dict[tuple[int, bool, bool, bool, bool], StyleArray] = {}
+        self._fills: list[PatternFill | None] = []  # keeps the ids above from being reused
+
+    def array(
+        self,
+        fill: PatternFill | None = None,
+        *,
+        wrap: bool = False,
+        date: bool = False,
+        quote: bool = False,
+        header: bool = False,
+    ) -> StyleArray:
+        # By identity: the fills are this module's constants, and hashing a PatternFill walks
+        # all its fields.
+        key = (id(fill), wrap, date, quote, header)
+        array = self._arrays.get(key)
+        if array is None:
+            scratch = WriteOnlyCell(self._sheet)
+            if fill is not None:
+                scratch.fill = fill
+            if wrap:
+                scratch.alignment = _WRAP
+            if date:
+                scratch.number_format = _DATE_FORMAT
+            if quote:
+                # Keeps Excel from reading the text as a formula even after a user edits it.
+                scratch.quotePrefix = True
+            if header:
+                scratch.font = _HEADER_FONT
+            # openpyxl 3.1.5 (pinned) keeps a cell's style as this StyleArray; a contract test
+            # (tests/exports/test_xlsx_writer.py) fails if that changes.
+            array = self._arrays[key] = scratch._style
+            self._fills.append(fill)
+        return array
+
+
+class _Cells:
+    """Turns export values into what openpyxl's write-only append takes, for one sheet."""
+
+    def __init__(self, sheet: Any, styles: _Styles | None = None) -> None:
+        self.sheet = sheet
+        self._styles = styles or _Styles(sheet)
+
+    def on(self, sheet: Any) -> _Cells:
+        """The same, for another sheet of the workbook (style arrays are workbook-wide)."""
+        return _Cells(sheet, self._styles)
+
+    def text(self, value: str | None, fill: PatternFill | None = None, wrap: bool = False) -> Any:
+        if not value:  # an empty text is a blank cell
+            return self._styled(None, fill) if fill is not None else None
+        text = clean_xlsx_text(value)
+        quote = looks_like_formula(text)
+        if fill is None and not wrap and not quote and text not in ERROR_CODES:
+            # openpyxl writes a plain str as a text cell unless it starts with "=" (a formula,
+            # caught by looks_like_formula) or is an error code such as "#N/A".
+            return text
+        cell = self._cell(self._styles.array(fill, wrap=wrap, quote=quote))
+        cell.value = text
+        # openpyxl turns a str starting with "=" into a formula and "#N/A" into an error:
+        # every such text is forced back to a plain string, whatever it looks like.
+        cell.data_type = "s"
+        return cell
+
+    def value(self, value: XlsxValue, fill: PatternFill | None = None, wrap: bool = False) -> Any:
+        if isinstance(value, str):
+            return self.text(value, fill, wrap)
+        if isinstance(value, date):
+            cell = self._cell(self._styles.array(fill, date=True))
+            cell.value = value
+            return cell
+        if fill is None:
+            return value  # numbers, booleans and blanks need no cell object
+        return self._styled(value, fill)
+
+    def _styled(self, value: XlsxValue, fill: PatternFill | None) -> Any:
+        cell = self._cell(self._styles.array(fill))
+        cell.value = value
+        return cell
+
+    def _cell(self, style: StyleArray) -> Any:
+        # At A1 as WriteOnlyCell makes them; append gives each its real place.
+        return _FastCell(self.sheet, row=1, column=1, style_array=style)
+
+    def header(self, text: str) -> Any:
+        cell = self._cell(self._styles.array(_HEADER_FILL, header=True))
+        cell.value = clean_xlsx_text(text)
+        cell.data_type = "s"
+        return cell
+
+
+def _results_row(
+    cells: _Cells, columns: Sequence[tuple[str, VariableType]], row: WideRow
+) -> list[Any]:
+    text, value = cells.text, cells.value
+    values, flags = row.values, row.flags
     return [
-        (row.document_id, None),
-        (row.filename, None),
+        text(row.document_id),
+        text(row.filename),
         *(
-            (xlsx_value(v.type, row.values.get(v.name)), flag_fill(row.flags.get(v.name)))
-            for v in variables
+            value(
+                xlsx_value(var_type, values.get(name)),
+                flag_fill(flags.get(name)) if flags else None,
+            )
+            for name, var_type in columns
         ),
     ]
 
 
-def _long_specs(row: LongRow) -> list[_Spec]:
-    values: tuple[XlsxValue, ...] = (
-        row.document_id,
-        row.filename,
-        row.variable,
-        xlsx_value(row.type, row.value),
-        row.status,
-        row.evidence,
+def _details_row(cells: _Cells, row: LongRow) -> list[Any]:
+    text, value = cells.text, cells.value
+    return [
+        text(row.document_id),
+        text(row.filename),
+        text(row.variable),
+        value(xlsx_value(row.type, row.value), flag_fill(row.flags)),
+        text(row.status),
+        text(row.evidence, wrap=True),
         row.page,
         xlsx_value(VariableType.NUMBER, row.confidence),  # a NaN would corrupt the file
         row.grounded,
-        row.review_status,
-        xlsx_value(row.type, row.extracted_value),
-        row.model,
+        text(row.review_status),
+        value(xlsx_value(row.type, row.extracted_value)),
+        text(row.model),
         row.prompt_version,
-        row.run_id,
-        row.error,
-    )
-    value_fill = flag_fill(row.flags)
-    return [
-        (value, value_fill if column == "value" else None)
-        for column, value in zip(LONG_COLUMNS, values, strict=True)
+        text(row.run_id),
+        text(row.error, wrap=True),
     ]
 
 
-def _codebook_specs(variable: ExportVariable) -> list[_Spec]:
+def _codebook_row(cells: _Cells, variable: ExportVariable) -> list[Any]:
     examples = "\n".join(
         f"{format_text_value(variable.type, ex.value)} — {ex.snippet}"
         if ex.snippet
         else format_text_value(variable.type, ex.value)
         for ex in variable.examples
     )
-    values: tuple[XlsxValue, ...] = (
-        variable.name,
-        variable.label,
-        str(variable.type),
-        variable.description,
-        "; ".join(variable.allowed_values),
-        variable.unit,
-        examples,
-        variable.instructions,
+    text = cells.text
+    return [
+        text(variable.name),
+        text(variable.label),
+        text(str(variable.type)),
+        text(variable.description, wrap=True),
+        text("; ".join(variable.allowed_values), wrap=True),
+        text(variable.unit),
+        text(examples, wrap=True),
+        text(variable.instructions, wrap=True),
         variable.required,
         variable.position,
         variable.prompt_version,
-    )
-    return [(value, None) for value in values]
+    ]
 
 
-def _legend_specs() -> Iterator[list[_Spec]]:
+def _legend_rows(cells: _Cells) -> Iterator[list[Any]]:
     for attribute, fill, meaning in FLAG_FILLS:
-        yield [(attribute.replace("_", " "), fill), (meaning, None)]
+        yield [cells.text(attribute.replace("_", " "), fill), cells.text(meaning)]
 
 
 def _write_sheet(
-    wb: Any,
-    title: str,
+    cells: _Cells,
     headers: Sequence[str],
-    rows: Iterable[list[_Spec]],
+    rows: Iterable[list[Any]],
     *,
     freeze: str = "A2",
     autofilter: bool = True,
 ) -> None:
-    ws = wb.create_sheet(title)
+    ws = cells.sheet
     rows = iter(rows)
     sample = list(islice(rows, _SAMPLE_ROWS))
     for index, header in enumerate(headers):
-        widest = max([len(header), *(display_width(row[index][0]) for row in sample)])
+        widest = max([len(header), *(_width(row[index]) for row in sample)])
         ws.column_dimensions[get_column_letter(index + 1)].width = min(
             max(widest + 2, _MIN_WIDTH), _MAX_WIDTH
         )
     ws.freeze_panes = freeze
-    ws.append([_header_cell(ws, header) for header in headers])
-    wrapped = [header in _WRAPPED for header in headers]
+    ws.append([cells.header(header) for header in headers])
     count = 0
     for row in chain(sample, rows):
-        ws.append(
-            [_cell(ws, value, fill, wrap) for (value, fill), wrap in zip(row, wrapped, strict=True)]
-        )
+        ws.append(row)
         count += 1
     if autofilter:
         ws.auto_filter.ref = f"A1:{get_column_letter(len(headers))}{count + 1}"
 
 
-def _header_cell(ws: Any, header: str) -> Any:
-    cell = _cell(ws, header, _HEADER_FILL, wrap=False)
-    cell.font = _HEADER_FONT
-    return cell
-
-
-def _cell(ws: Any, value: XlsxValue, fill: PatternFill | None, wrap: bool) -> Any:
-    if fill is None and not wrap and (value is None or isinstance(value, int | float)):
-        return value  # plain numbers, booleans and blanks need no cell object: cheaper
-    cell = WriteOnlyCell(ws)
-    if isinstance(value, str):
-        text = clean_xlsx_text(value)
-        cell.value = text
-        # openpyxl turns a str starting with "=" into a formula and "#N/A" into an error:
-        # every text cell is forced back to a plain string, whatever it looks like.
-        cell.data_type = "s"
-        if looks_like_formula(text):
-            # Keeps Excel from reading it as a formula even after a user edits the cell.
-            cell.quotePrefix = True
-    else:
-        cell.value = value
-        if isinstance(value, date):
-            cell.number_format = _DATE_FORMAT
-    if fill is not None:
-        cell.fill = fill
-    if wrap:
-        cell.alignment = _WRAP
-    return cell
+def _width(cell: Any) -> int:
+    return display_width(cell.value if isinstance(cell, Cell) else cell)
