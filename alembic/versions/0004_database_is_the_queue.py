@@ -151,6 +151,10 @@ def upgrade() -> None:
     _partial_index(
         "ix_documents_unparsed", "documents", ["created_at"], "status IN ('uploaded', 'parsing')"
     )
+    # A project's documents in upload order: the documents list and the exports walk it.
+    op.create_index(
+        "ix_documents_upload_order", "documents", ["project_id", "created_at", "filename", "id"]
+    )
     op.create_index(op.f("ix_reviews_extraction_id"), "reviews", ["extraction_id"])
 
 
@@ -318,6 +322,7 @@ def _carry_over_existing_runs() -> None:
 
 def downgrade() -> None:
     op.drop_index(op.f("ix_reviews_extraction_id"), table_name="reviews")
+    op.drop_index("ix_documents_upload_order", table_name="documents")
     op.drop_index("ix_documents_unparsed", table_name="documents")
     with op.batch_alter_table("documents") as batch:
         batch.drop_column("parse_attempts")

@@ -5,12 +5,9 @@ everything else the export did).
 
 Plans (checked by tests/exports/test_repository.py on SQLite and PostgreSQL):
 
-- documents: one ordered read of the project's documents through `ix_documents_project_id`,
-  streamed with a server-side cursor and cut into batches. The sort on (created_at, filename,
-  id) happens once per export. Paging instead (OFFSET, or a keyset on that sort key) would
-  repeat the read and the sort for every page: no index covers (project_id, created_at,
-  filename, id), so even a keyset page re-reads every document of the project to find the
-  next 200, which is the same O(documents) per page as OFFSET.
+- documents: one ordered read of the project's documents through `ix_documents_upload_order`
+  (project_id, created_at, filename, id), streamed with a server-side cursor and cut into
+  batches: nothing is sorted, and the read holds one batch at a time.
 - answers and reviews: one query each per batch, by `document_id IN (…)` through the
   (document_id, variable_id) indexes of extractions and reviews; each cell's current
   extraction is picked among that batch's rows only (a window function on PostgreSQL, a sort

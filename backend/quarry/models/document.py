@@ -29,6 +29,8 @@ class Document(IdMixin, TimestampMixin, Base):
             sqlite_where=text("status IN ('uploaded', 'parsing')"),
             postgresql_where=text("status IN ('uploaded', 'parsing')"),
         ),
+        # A project's documents in upload order: the documents list and the exports walk it.
+        Index("ix_documents_upload_order", "project_id", "created_at", "filename", "id"),
     )
 
     project_id: Mapped[uuid.UUID] = mapped_column(
