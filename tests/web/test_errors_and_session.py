@@ -191,6 +191,33 @@ def test_codebook_validation_messages(page: Page, live_server: LiveServer) -> No
     expect(card.locator(".examples")).to_contain_text("2020-03")  # normalised by the API
 
 
+def test_a_view_still_loading_does_not_take_focus_from_someone_typing(
+    page: Page, live_server: LiveServer
+) -> None:
+    """The codebook shows "Add variable" before its list has arrived. Someone who opens the form
+    and starts typing meanwhile keeps the focus when the list lands (the page does not jump to
+    its heading)."""
+    from playwright.sync_api import Route, expect
+
+    pid = arrange_project(live_server, "Slow list")["project"]["id"]
+    sign_in(page)
+    held: list[Route] = []
+    pattern = f"**/api/v1/projects/{pid}/variables*"
+    page.route(pattern, lambda route: held.append(route))
+    page.goto(f"/#/projects/{pid}/codebook")
+    page.get_by_role("button", name="Add variable").click()
+    name = page.locator("form.variable-form").get_by_label("Column name", exact=True)
+    name.fill("sample")
+    name.focus()
+    expect(page.locator("#main")).to_have_attribute("aria-busy", "true")
+    for route in held:
+        route.continue_()
+    page.unroute(pattern)
+    expect(page.locator("#main")).not_to_have_attribute("aria-busy", "true")
+    expect(name).to_be_focused()
+    expect(name).to_have_value("sample")
+
+
 def test_validation_lists_render_readably(page: Page, live_server: LiveServer) -> None:
     """FastAPI's own 422 shape (a list of {loc, msg}) becomes readable lines."""
     sign_in(page)

@@ -250,6 +250,10 @@ async function route() {
     if (current === state) main.removeAttribute("aria-busy");
   }
   if (current !== state) return;
+  // A view shows its controls before its data has arrived. Someone who has already
+  // clicked into it (a form opened, a field typed in) keeps their focus.
+  const active = document.activeElement;
+  if (active && active !== root && root.contains(active)) return;
   const target = ctx.focusTarget || root.querySelector("h1");
   if (target) {
     if (!target.hasAttribute("tabindex") && !/^(INPUT|BUTTON|SELECT|TEXTAREA|A)$/.test(target.tagName)) {
