@@ -48,6 +48,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from quarry.aio import cancel_and_wait
 from quarry.db import create_engine, create_sessionmaker, ping_database
 from quarry.documents.storage import LocalStorage
 from quarry.jobs import JobContext
@@ -302,9 +303,7 @@ async def serve_worker(settings: Settings) -> None:
         )
         await _supervise_arq(settings, ctx, redis, stopping, alive)
     finally:
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await cancel_and_wait(*background)
         await stop_work(ctx, settings.worker_shutdown_grace_seconds)
         await ctx.llm.aclose()
         await engine.dispose()
@@ -335,8 +334,7 @@ async def _supervise_arq(
                 running = [task for task in worker.tasks.values() if not task.done()]
                 if running:  # jobs only wake executors: they end in moments
                     await asyncio.wait(running, timeout=5)
-                polling.cancel()
-                await asyncio.gather(polling, return_exceptions=True)
+                await cancel_and_wait(polling)
                 return
             error = polling.exception() if not polling.cancelled() else None
             log.warning("worker.redis_unavailable", error=f"{type(error).__name__}: {error}")

@@ -16,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from quarry.aio import cancel_and_wait
 from quarry.llm.limiter import (
     CallPermit,
     LimitSettings,
@@ -450,11 +451,7 @@ class RedisLimiter(_QueuedLimiter):
                 log.warning("llm.limiter.holders_expired", count=int(lost))
 
     async def aclose(self) -> None:
-        for task in (self._listener, self._renewer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(self._listener, self._renewer)
         self._listener = self._renewer = None
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
