@@ -339,6 +339,33 @@ async def test_concurrent_claims_on_postgresql_take_disjoint_tasks(pg_sessions: 
     assert counts(await run_row(sessions, run.id)) == {"running": 100}
 
 
+@pytest.mark.postgres
+async def test_a_claim_reads_the_pending_index_even_in_a_generic_plan(
+    pg_sessions: Sessions,
+) -> None:
+    """asyncpg prepares every statement, and PostgreSQL may plan a prepared statement once for
+    any parameters (a generic plan). The claim must still read the partial index of pending
+    tasks — with the status as a parameter it scanned past every task already done, a cost that
+    grew with the run."""
+    world = await make_world(pg_sessions, documents=4, variables=2)
+    run = await new_run(world)
+    async with pg_sessions() as session:
+        connection = await session.connection()
+        compiled = lifecycle._CLAIM_POSTGRES.compile(dialect=connection.dialect)
+        values = {"b_run": f"'{run.id}'", "limit": "16", "owner": "'w'"}
+        arguments = ", ".join(values.get(name, "now()") for name in compiled.positiontup or [])
+        await connection.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        await connection.exec_driver_sql(f"PREPARE quarry_claim AS {compiled}")
+        plan = "\n".join(
+            row[0]
+            for row in await connection.exec_driver_sql(
+                f"EXPLAIN EXECUTE quarry_claim({arguments})"
+            )
+        )
+        await session.rollback()
+    assert "ix_extractions_pending" in plan, plan
+
+
 # -- leases ------------------------------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.documents.parsing import ParsedDocument
 from quarry.models import Document, DocumentPage, DocumentStatus
-from quarry.models.base import utcnow
+from quarry.models.base import status_is, utcnow
 
 _DOCUMENTS = cast(Table, Document.__table__)
 #: Parses started for one document before it is failed rather than tried again.
@@ -50,8 +50,9 @@ def _rowcount(result: Any) -> int:
 
 
 def _claimable(now: datetime) -> Any:
-    return (_DOCUMENTS.c.status == DocumentStatus.UPLOADED) | (
-        (_DOCUMENTS.c.status == DocumentStatus.PARSING) & (_DOCUMENTS.c.lease_expires_at < now)
+    return status_is(_DOCUMENTS.c.status, DocumentStatus.UPLOADED) | (
+        status_is(_DOCUMENTS.c.status, DocumentStatus.PARSING)
+        & (_DOCUMENTS.c.lease_expires_at < now)
     )
 
 

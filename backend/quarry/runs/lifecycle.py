@@ -103,7 +103,7 @@ from quarry.models import (
     RunStatus,
     RunVariable,
 )
-from quarry.models.base import UTCDateTime, utcnow
+from quarry.models.base import UTCDateTime, status_is, utcnow
 
 _TASKS = cast(Table, Extraction.__table__)
 _RUNS = cast(Table, Run.__table__)
@@ -641,7 +641,7 @@ def _claim_statement(postgres: bool) -> Any:
         select(_TASKS.c.id)
         .where(
             _TASKS.c.run_id == bindparam("b_run", type_=Uuid()),
-            _TASKS.c.status == ExtractionStatus.PENDING,
+            status_is(_TASKS.c.status, ExtractionStatus.PENDING),
         )
         .order_by(_TASKS.c.seq)
         .limit(bindparam("limit", type_=Integer()))
@@ -659,7 +659,9 @@ def _claim_statement(postgres: bool) -> Any:
         claim = claim.where(_TASKS.c.id == locked.c.id)
     else:
         claim = claim.where(_TASKS.c.id.in_(candidates.scalar_subquery()))
-    return claim.where(_TASKS.c.status == ExtractionStatus.PENDING).returning(*_CLAIM_COLUMNS)
+    return claim.where(status_is(_TASKS.c.status, ExtractionStatus.PENDING)).returning(
+        *_CLAIM_COLUMNS
+    )
 
 
 #: Built once each (see `_COUNTERS`).
@@ -918,7 +920,9 @@ async def reclaim_expired(
     Returns how many, and the runs that have work again."""
     query = (
         select(_TASKS.c.id, _TASKS.c.run_id, _TASKS.c.reserved_usd)
-        .where(_TASKS.c.status == ExtractionStatus.RUNNING, _TASKS.c.lease_expires_at < now)
+        .where(
+            status_is(_TASKS.c.status, ExtractionStatus.RUNNING), _TASKS.c.lease_expires_at < now
+        )
         .order_by(_TASKS.c.lease_expires_at)
         .limit(limit)
     )
@@ -1080,7 +1084,7 @@ async def retry_run(
     for status in (ExtractionStatus.FAILED, ExtractionStatus.CANCELLED):
         result = await session.execute(
             update(_TASKS)
-            .where(_TASKS.c.run_id == run_id, _TASKS.c.status == status)
+            .where(_TASKS.c.run_id == run_id, status_is(_TASKS.c.status, status))
             .values(
                 status=ExtractionStatus.PENDING,
                 error=None,
