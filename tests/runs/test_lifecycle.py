@@ -281,6 +281,63 @@ async def test_cancelling_a_preparing_run_stops_its_preparation(
     assert row.status == RunStatus.CANCELLED and row.unprepared_count == 6
 
 
+@pytest.mark.postgres
+async def test_workers_claim_and_store_while_a_chunk_is_being_inserted(
+    pg_sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The preparer holds no lock on the run while it inserts a chunk: claims and stores (which
+    move the run's counters) go on meanwhile, and the chunk's counts add up once it commits."""
+    monkeypatch.setattr(lifecycle, "CHUNK_ROWS", 4)
+    sessions = pg_sessions
+    world = await make_world(sessions, documents=6, variables=2)
+    run = await new_run(world)
+    async with job_write_scope(sessions) as session:
+        assert await lifecycle.take_preparation(session, run.id, "p1", LEASE)
+    real_insert = lifecycle._insert_tasks
+    taken: list[ClaimedTask] = []
+
+    async def insert_then_work(session: AsyncSession, *args: Any) -> int:
+        created = await real_insert(session, *args)  # the chunk's transaction is still open
+        # Hang guard only: before, a claim waited for the preparer's lock on the run row.
+        taken.extend(await asyncio.wait_for(claim(sessions, run.id, limit=3), timeout=30))
+        await asyncio.wait_for(store(sessions, taken), timeout=30)
+        return created
+
+    monkeypatch.setattr(lifecycle, "_insert_tasks", insert_then_work)
+    async with job_write_scope(sessions) as session:
+        chunk = await lifecycle.prepare_chunk(session, run.id, "p1", LEASE)
+    assert chunk.created == 4 and len(taken) == 3
+    row = await run_row(sessions, run.id)
+    assert counts(row) == {"pending": 5, "succeeded": 3} and row.unprepared_count == 4
+    assert await statuses(sessions, run.id) == {"pending": 5, "succeeded": 3}
+
+
+async def test_a_run_cancelled_while_a_chunk_is_inserted_keeps_none_of_it(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "CHUNK_ROWS", 2)
+    world = await make_world(sessions, documents=4, variables=2)
+    run = await new_run(world)
+    async with job_write_scope(sessions) as session:
+        assert await lifecycle.take_preparation(session, run.id, "p1", LEASE)
+    real_insert = lifecycle._insert_tasks
+
+    async def insert_then_cancelled(session: AsyncSession, *args: Any) -> int:
+        created = await real_insert(session, *args)
+        # The cancel lands between the chunk's INSERT and its closing update.
+        await session.execute(
+            update(Run).where(Run.id == run.id).values(status=RunStatus.CANCELLED)
+        )
+        return created
+
+    monkeypatch.setattr(lifecycle, "_insert_tasks", insert_then_cancelled)
+    async with job_write_scope(sessions) as session:
+        chunk = await lifecycle.prepare_chunk(session, run.id, "p1", LEASE)
+    assert (chunk.created, chunk.more) == (0, False)
+    assert await statuses(sessions, run.id) == {"pending": 2}  # only the run's first chunk
+    assert (await run_row(sessions, run.id)).documents_prepared == 1
+
+
 # -- claiming ----------------------------------------------------------------------------------
 
 

@@ -557,23 +557,25 @@ async def prepare_chunk(
     session: AsyncSession, run_id: uuid.UUID, owner: str, lease: timedelta
 ) -> ChunkResult:
     """Create the next chunk of a preparing run's task rows, under the preparation lease;
-    the last chunk makes the run queued (or running, if a task has started)."""
+    the last chunk makes the run queued (or running, if a task has started).
+
+    The run row is read without a lock and updated only after the chunk's INSERT: the lease
+    already makes this the only preparer, and a lock taken first would hold every claim and
+    store of the run (they move its counters) for the whole INSERT — workers stood still for
+    each chunk of a large run while it was being materialised. The closing update checks that
+    nothing changed meanwhile (cancelled, stopped, lease taken over); if something did, the
+    chunk is rolled back."""
     now = utcnow()
     row = (
         await session.execute(
             select(
-                _RUNS.c.documents_prepared,
-                _RUNS.c.document_count,
-                _RUNS.c.variable_count,
-                _RUNS.c.started_at,
-            )
-            .where(
+                _RUNS.c.documents_prepared, _RUNS.c.document_count, _RUNS.c.variable_count
+            ).where(
                 _RUNS.c.id == run_id,
                 _RUNS.c.status == RunStatus.PREPARING,
                 _RUNS.c.stop_reason.is_(None),
                 _RUNS.c.lease_owner == owner,
             )
-            .with_for_update()
         )
     ).one_or_none()
     if row is None:
@@ -589,11 +591,27 @@ async def prepare_chunk(
     }
     if done:
         values.update(
-            status=RunStatus.RUNNING if row.started_at is not None else RunStatus.QUEUED,
+            status=case(
+                (_RUNS.c.started_at.is_not(None), literal(RunStatus.RUNNING.value)),
+                else_=literal(RunStatus.QUEUED.value),
+            ),
             lease_owner=None,
             lease_expires_at=None,
         )
-    await session.execute(update(_RUNS).where(_RUNS.c.id == run_id).values(**values))
+    moved = await session.execute(
+        update(_RUNS)
+        .where(
+            _RUNS.c.id == run_id,
+            _RUNS.c.status == RunStatus.PREPARING,
+            _RUNS.c.stop_reason.is_(None),
+            _RUNS.c.lease_owner == owner,
+            _RUNS.c.documents_prepared == first,
+        )
+        .values(**values)
+    )
+    if _rowcount(moved) != 1:
+        await session.rollback()  # cancelled, stopped or taken over while inserting
+        return ChunkResult(0, more=False)
     if done:
         await finish_if_done(session, run_id)  # its tasks may all have run meanwhile
     return ChunkResult(created, more=not done)
