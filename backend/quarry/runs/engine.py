@@ -22,6 +22,7 @@ from quarry.llm.client import (
     ChatReply,
     LLMCallError,
 )
+from quarry.llm.confidence import value_confidences
 from quarry.models import ExtractionStatus
 from quarry.runs.grounding import DEFAULT_FUZZY_THRESHOLD, locate_evidence
 from quarry.variables.prompts import (
@@ -67,7 +68,8 @@ class PairOutcome:
     grounding_method: str | None = None
     grounding_score: float | None = None
     confidence: float | None = None
-    #: The last answer's token probability (see llm.client.token_confidence), if known.
+    #: The token probability of this variable's value in the last answer (llm/confidence.py),
+    #: when the provider returned log-probabilities.
     token_confidence: float | None = None
     attempts: int = 0
     tokens_in: int = 0
@@ -77,13 +79,17 @@ class PairOutcome:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
-    def count(self, reply: ChatReply) -> None:
+    def count(self, reply: ChatReply, variable: str | None = None) -> None:
+        """Add a reply's cost; take its token confidence for this value (`variable`: this
+        variable's entry of a grouped reply)."""
         self.attempts += 1
         self.tokens_in += reply.tokens_in
         self.tokens_out += reply.tokens_out
         self.latency_ms += reply.latency_ms
         self.model = reply.model
-        self.token_confidence = reply.token_confidence
+        # The value's own tokens, not the whole reply's (padding, fences, other variables).
+        figures = value_confidences(reply.text, reply.token_logprobs)
+        self.token_confidence = figures.of(variable) if figures is not None else None
         self.raw_output = reply.parsed if reply.parsed is not None else reply.text
 
 
@@ -269,7 +275,7 @@ async def extract_group(
     tokens_in = split_evenly(reply.tokens_in, len(outcomes))
     tokens_out = split_evenly(reply.tokens_out, len(outcomes))
     for n, outcome in enumerate(outcomes):
-        outcome.count(reply)
+        outcome.count(reply, group.names[n])  # its own value's token confidence
         outcome.tokens_in, outcome.tokens_out = tokens_in[n], tokens_out[n]
     entries, problem = _group_entries(reply)
     answers = []
