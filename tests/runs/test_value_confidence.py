@@ -81,6 +81,7 @@ async def grouped_confidences(tmp_path: Path, fake: FakeLLM) -> dict[str, float]
         rows = await list_extractions(client, headers, pid, run_id=run["id"])
     chat = [r for r in fake.requests if r.is_chat]
     assert len(chat) == 1 and chat[0].is_group and chat[0].body.get("logprobs") is True
+    assert all(row["support"] == "supported" for row in rows), rows
     return {row["variable_name"]: row["confidence"] for row in rows}
 
 
