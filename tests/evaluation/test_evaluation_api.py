@@ -253,6 +253,21 @@ async def test_a_gold_csv_gives_per_variable_accuracy(
         "grounding_precision": 0.8824,
         "ungrounded_accuracy": 0.0,
     }
+    # Calibration: every answer said 0.9; the two whose quote is not in the document were
+    # capped at 0.5, and both are wrong. (Synthetic: the fake's confidences are scripted.)
+    assert [(b["upper"], b["values"], b["correct"]) for b in overall["calibration"]] == [
+        (0.5, 2, 0),
+        (0.7, 0, 0),
+        (0.9, 17, 15),
+        (1.0, 0, 0),
+    ]
+    # Support: unchecked are RCT and False (no cue words), Morbidity (wrong) and the title
+    # (quoted without "adults"); 78, 2019-05 and simvastatin are in their own quotes.
+    assert {v["support"]: (v["values"], v["correct"]) for v in overall["support"]} == {
+        "supported": (15, 12),
+        "unsupported": (0, 0),
+        "unchecked": (4, 3),
+    }
 
     # Per document: every pair, with gold, prediction, verdict and reason.
     beta = next(d for d in evaluation["per_document"] if d["filename"] == "beta.txt")

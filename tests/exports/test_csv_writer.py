@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from quarry.exports.csv_writer import iter_long_csv, iter_wide_csv
-from quarry.exports.table import LONG_COLUMNS, ExportVariable, LongRow, WideRow
+from quarry.exports.table import LONG_COLUMNS, CellFlags, ExportVariable, LongRow, WideRow
 from quarry.variables.types import VariableType as T
 
 
@@ -127,6 +127,8 @@ def test_long_csv_has_provenance_columns() -> None:
             model="gpt-x",
             prompt_version=2,
             run_id="run-1",
+            flags=CellFlags(low_confidence=True, unsupported_evidence=True),
+            support="unsupported",
         ),
         LongRow("doc-1", "trial.pdf", "title", T.TEXT),  # never extracted
     ]
@@ -138,7 +140,11 @@ def test_long_csv_has_provenance_columns() -> None:
     assert record["evidence"] == "'=the effect was 4.25"
     assert (record["page"], record["confidence"], record["grounded"]) == ("3", "0.9", "true")
     assert (record["review_status"], record["prompt_version"]) == ("corrected", "2")
-    assert second == ["doc-1", "trial.pdf", "title", *[""] * 12]
+    assert (record["support"], record["flags"]) == (
+        "unsupported",
+        "low_confidence; unsupported_evidence",
+    )
+    assert second == ["doc-1", "trial.pdf", "title", *[""] * 14]
 
 
 def test_variable_named_like_a_fixed_column_is_refused_before_streaming() -> None:

@@ -17,6 +17,13 @@ Scripting:
   (``FakeRequest.variables``) and ask for the ``GROUP_SCHEMA_NAME`` answer schema
   (``FakeRequest.is_group``); ``answer_each(per_variable)`` answers single and grouped calls
   alike from one answer per variable.
+* Log-probabilities (when a request asks for ``logprobs``): one entry per token of at most
+  four characters, never straddling a value, a whitespace run or a code fence. By default every
+  token is nearly certain (about -0.001 to -0.007). ``value_certainty[name]`` sets the
+  probability of the tokens of variable ``name``'s ``value`` (in a grouped answer, of its own
+  entry's value: the value after that entry's ``"variable"``), so a test can make the model
+  sure of one value and unsure of another; ``filler_certainty`` sets the probability of
+  whitespace-only and code-fence tokens (the padding real servers emit).
 * ``inject(kind)`` queues faults for the next calls; ``fault_rate``/``fault_kinds``/``seed`` add
   reproducible random faults; ``rpm_limit`` enforces a sliding-window request rate; ``latency``
   delays every answer.
@@ -302,6 +309,10 @@ class FakeLLM:
         self.rpm_limit: int | None = None
         self.rpm_window: float = 60.0
         """The sliding window of ``rpm_limit``; shorten it to test recovery quickly."""
+        self.value_certainty: dict[str, float] = {}
+        """Per variable name: the probability (0..1] of its value's tokens in logprobs."""
+        self.filler_certainty: float | None = None
+        """The probability of whitespace-only and code-fence tokens in logprobs (None: default)."""
         self.models: Sequence[str] = ("gpt-4o-mini", "gpt-4o")
         """What ``GET /v1/models`` lists (chat completions accept any model name)."""
 
@@ -629,7 +640,15 @@ class FakeLLM:
                 "refusal": refusal,
                 "annotations": [],
             },
-            "logprobs": _logprobs(content, request.body) if request.body.get("logprobs") else None,
+            "logprobs": (
+                _logprobs(
+                    content,
+                    request.body,
+                    _Certainty(request.variable, self.value_certainty, self.filler_certainty),
+                )
+                if request.body.get("logprobs")
+                else None
+            ),
             "finish_reason": finish_reason,
         }
         payload = {
@@ -674,26 +693,87 @@ class FakeLLM:
                     return
 
 
-def _logprobs(content: str | None, body: dict[str, Any]) -> dict[str, Any]:
-    """Plausible, deterministic logprobs: one entry per 4-character token, as in the estimate."""
+@dataclass(frozen=True)
+class _Certainty:
+    """What ``_logprobs`` needs to vary its figures: the single call's variable, the
+    per-variable value certainty and the filler certainty."""
+
+    variable: str | None
+    values: dict[str, float]
+    filler: float | None
+
+
+_VALUE_KEY = re.compile(r'"value"\s*:\s*')
+_VARIABLE_KEY = re.compile(r'"variable"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_FILLER = re.compile(r"\s+|```[A-Za-z]*")
+
+
+def _value_spans(content: str, single: str | None) -> list[tuple[int, int, str | None]]:
+    """Where each ``"value"`` of the content is, and whose it is: the nearest ``"variable"``
+    before it (grouped entries name their variable first), else the single call's variable."""
+    spans: list[tuple[int, int, str | None]] = []
+    decoder = json.JSONDecoder()
+    for match in _VALUE_KEY.finditer(content):
+        try:
+            _, end = decoder.raw_decode(content, match.end())
+        except ValueError:
+            continue
+        names = _VARIABLE_KEY.findall(content, 0, match.start())
+        spans.append((match.end(), end, names[-1] if names else single))
+    return spans
+
+
+def _segments(content: str, certainty: _Certainty) -> list[tuple[str, float | None]]:
+    """The content cut where a value, a whitespace run or a fence starts or ends, with the
+    probability its tokens get (None: the default)."""
+    marks: list[tuple[int, int, float | None]] = []
+    for start, end, name in _value_spans(content, certainty.variable):
+        if name is not None and name in certainty.values:
+            marks.append((start, end, certainty.values[name]))
+    if certainty.filler is not None:
+        marks += [(m.start(), m.end(), certainty.filler) for m in _FILLER.finditer(content)]
+    marks.sort()
+    out: list[tuple[str, float | None]] = []
+    at = 0
+    for start, end, p in marks:
+        if start < at:
+            continue  # whitespace inside a value is part of the value
+        if start > at:
+            out.append((content[at:start], None))
+        out.append((content[start:end], p))
+        at = end
+    if at < len(content):
+        out.append((content[at:], None))
+    return out
+
+
+def _logprobs(content: str | None, body: dict[str, Any], certainty: _Certainty) -> dict[str, Any]:
+    """Plausible, deterministic logprobs: tokens of at most 4 characters (see the module
+    docstring for ``value_certainty`` and ``filler_certainty``)."""
     top_n = int(body.get("top_logprobs") or 0)
-    tokens = [content[i : i + 4] for i in range(0, len(content), 4)] if content else []
     entries = []
-    for i, token in enumerate(tokens):
-        logprob = -0.001 * (1 + i % 7)  # confident but not certain, and not all identical
-        alternatives = [{"token": token, "logprob": logprob, "bytes": list(token.encode())}]
-        alternatives += [
-            {"token": f"<alt{k}>", "logprob": -2.0 - k, "bytes": list(f"<alt{k}>".encode())}
-            for k in range(1, top_n)
-        ]
-        entries.append(
-            {
-                "token": token,
-                "logprob": logprob,
-                "bytes": list(token.encode()),
-                "top_logprobs": alternatives[:top_n],
-            }
-        )
+    i = 0
+    for segment, probability in _segments(content or "", certainty):
+        for k in range(0, len(segment), 4):
+            token = segment[k : k + 4]
+            if probability is None:
+                logprob = -0.001 * (1 + i % 7)  # confident but not certain, and not all identical
+            else:
+                logprob = math.log(probability) if probability > 0 else -100.0
+            alternatives = [{"token": token, "logprob": logprob, "bytes": list(token.encode())}]
+            alternatives += [
+                {"token": f"<alt{j}>", "logprob": -2.0 - j, "bytes": list(f"<alt{j}>".encode())}
+                for j in range(1, top_n)
+            ]
+            entries.append(
+                {
+                    "token": token,
+                    "logprob": logprob,
+                    "bytes": list(token.encode()),
+                    "top_logprobs": alternatives[:top_n],
+                }
+            )
+            i += 1
     return {"content": entries, "refusal": None}
 
 

@@ -88,12 +88,15 @@ class Prediction:
 
     ``grounded`` is whether the value's evidence quote was found in the document; None when
     the value is not an extraction's (a reviewer's correction) or there is no value.
+    ``confidence`` and ``support`` are the extraction's too (None likewise).
     """
 
     state: PredictionState
     value: JsonValue = None
     grounded: bool | None = None
     detail: str = ""  # why there is no answer (the extraction's status and error)
+    confidence: float | None = None
+    support: str | None = None
 
 
 @dataclass(frozen=True)

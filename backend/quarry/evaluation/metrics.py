@@ -14,13 +14,33 @@ Definitions (also in the API schema):
   ``grounding_precision = correct grounded values / grounded values`` (how far a found quote
   can be trusted); ``ungrounded_accuracy`` is the same figure for values whose quote was not
   found, for contrast.
+- calibration, over compared pairs whose prediction is an extracted value with a confidence:
+  per confidence bucket (:data:`CONFIDENCE_BUCKETS`: up to 0.5, 0.7, 0.9, 1.0, each bucket
+  holding the figures above the previous bound and up to its own), how many values and how
+  many of them correct. Confidence is a review-priority score: a useful one has accuracy
+  rising with the buckets, not necessarily equal to them.
+- support, over the same values: accuracy of those whose evidence supports the value, does not,
+  or could not be checked (runs/support.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quarry.evaluation.compare import CellComparison, Outcome, Prediction, PredictionState
+
+#: The upper bounds of the calibration buckets (the first from 0, the cap of an unsupported
+#: value's confidence).
+CONFIDENCE_BUCKETS: tuple[float, ...] = (0.5, 0.7, 0.9, 1.0)
+SUPPORT_VERDICTS: tuple[str, ...] = ("supported", "unsupported", "unchecked")
+
+
+def bucket_of(confidence: float) -> int:
+    """The calibration bucket (an index into CONFIDENCE_BUCKETS) of a 0..1 confidence."""
+    for index, upper in enumerate(CONFIDENCE_BUCKETS):
+        if confidence <= upper:
+            return index
+    return len(CONFIDENCE_BUCKETS) - 1
 
 
 def ratio(numerator: int, denominator: int) -> float | None:
@@ -48,6 +68,12 @@ class Tally:
     grounded_correct: int = 0
     ungrounded_values: int = 0
     ungrounded_correct: int = 0
+    #: Per CONFIDENCE_BUCKETS bucket: values, and of them correct.
+    bucket_values: list[int] = field(default_factory=lambda: [0] * len(CONFIDENCE_BUCKETS))
+    bucket_correct: list[int] = field(default_factory=lambda: [0] * len(CONFIDENCE_BUCKETS))
+    #: Per SUPPORT_VERDICTS verdict: values, and of them correct.
+    support_values: list[int] = field(default_factory=lambda: [0] * len(SUPPORT_VERDICTS))
+    support_correct: list[int] = field(default_factory=lambda: [0] * len(SUPPORT_VERDICTS))
 
     def add(self, comparison: CellComparison, prediction: Prediction, gold_stated: bool) -> None:
         """Count one pair's verdict."""
@@ -84,10 +110,22 @@ class Tally:
             else:
                 self.ungrounded_values += 1
                 self.ungrounded_correct += correct
+        if prediction.state is PredictionState.VALUE and prediction.confidence is not None:
+            bucket = bucket_of(prediction.confidence)
+            self.bucket_values[bucket] += 1
+            self.bucket_correct[bucket] += correct
+        if prediction.state is PredictionState.VALUE and prediction.support in SUPPORT_VERDICTS:
+            verdict = SUPPORT_VERDICTS.index(prediction.support)
+            self.support_values[verdict] += 1
+            self.support_correct[verdict] += correct
 
     def merge(self, other: Tally) -> None:
         for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if isinstance(mine, list):
+                setattr(self, name, [a + b for a, b in zip(mine, theirs, strict=True)])
+            else:
+                setattr(self, name, mine + theirs)
 
     @property
     def accuracy(self) -> float | None:

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from quarry.evaluation.compare import Outcome, PredictionState
-from quarry.evaluation.metrics import Tally
+from quarry.evaluation.metrics import CONFIDENCE_BUCKETS, SUPPORT_VERDICTS, Tally, ratio
 
 
 class GoldSource(StrEnum):
@@ -55,6 +55,25 @@ class GroundingOut(BaseModel):
     )
 
 
+class ConfidenceBucketOut(BaseModel):
+    """Calibration: the compared extracted values whose confidence is in (lower, upper]."""
+
+    lower: float = Field(description="The bucket holds confidences above this (0 included)")
+    upper: float = Field(description="…and up to this")
+    values: int = Field(description="Compared extracted values with a confidence in the bucket")
+    correct: int = Field(description="…of which correct")
+    accuracy: float | None = Field(description="correct / values (null when empty)")
+
+
+class SupportVerdictOut(BaseModel):
+    """Accuracy of the compared extracted values with one evidence-support verdict."""
+
+    support: str = Field(description="supported, unsupported or unchecked")
+    values: int
+    correct: int
+    accuracy: float | None = Field(description="correct / values (null when none)")
+
+
 class MetricsOut(BaseModel):
     """Figures over a set of (document, variable) pairs."""
 
@@ -87,6 +106,15 @@ class MetricsOut(BaseModel):
     )
     f1: float | None = Field(None, description="Harmonic mean of precision and recall")
     grounding: GroundingOut
+    calibration: list[ConfidenceBucketOut] = Field(
+        default_factory=list,
+        description="Accuracy per confidence bucket (confidence is a review-priority score: "
+        "a useful one has accuracy rising with it)",
+    )
+    support: list[SupportVerdictOut] = Field(
+        default_factory=list,
+        description="Accuracy per evidence-support verdict of the extracted values",
+    )
 
     @classmethod
     def from_tally(cls, tally: Tally, items: bool) -> MetricsOut:
@@ -115,6 +143,30 @@ class MetricsOut(BaseModel):
                 grounding_precision=tally.grounding_precision,
                 ungrounded_accuracy=tally.ungrounded_accuracy,
             ),
+            calibration=[
+                ConfidenceBucketOut(
+                    lower=lower,
+                    upper=upper,
+                    values=values,
+                    correct=correct,
+                    accuracy=ratio(correct, values),
+                )
+                for lower, upper, values, correct in zip(
+                    (0.0, *CONFIDENCE_BUCKETS[:-1]),
+                    CONFIDENCE_BUCKETS,
+                    tally.bucket_values,
+                    tally.bucket_correct,
+                    strict=True,
+                )
+            ],
+            support=[
+                SupportVerdictOut(
+                    support=verdict, values=values, correct=correct, accuracy=ratio(correct, values)
+                )
+                for verdict, values, correct in zip(
+                    SUPPORT_VERDICTS, tally.support_values, tally.support_correct, strict=True
+                )
+            ],
         )
 
 

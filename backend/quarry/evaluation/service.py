@@ -114,7 +114,13 @@ def _from_extraction(extraction: Extraction | None) -> Prediction:
     if extraction is None:
         return Prediction(PredictionState.NOT_EXTRACTED)
     if extraction.status == ExtractionStatus.SUCCEEDED and extraction.value is not None:
-        return Prediction(PredictionState.VALUE, extraction.value, extraction.grounded)
+        return Prediction(
+            PredictionState.VALUE,
+            extraction.value,
+            extraction.grounded,
+            confidence=extraction.confidence,
+            support=extraction.support,
+        )
     if extraction.status in (ExtractionStatus.SUCCEEDED, ExtractionStatus.NOT_FOUND):
         return Prediction(PredictionState.NOT_STATED)
     error = f" ({extraction.error})" if extraction.error else ""
@@ -135,8 +141,15 @@ def _from_final_cell(extraction: Extraction | None, review: Review | None) -> Pr
         and extraction.status == ExtractionStatus.SUCCEEDED
         and extraction.value == value
     )
-    grounded = extraction.grounded if from_extraction and extraction else None
-    return Prediction(PredictionState.VALUE, value, grounded)
+    if not (from_extraction and extraction):
+        return Prediction(PredictionState.VALUE, value)
+    return Prediction(
+        PredictionState.VALUE,
+        value,
+        extraction.grounded,
+        confidence=extraction.confidence,
+        support=extraction.support,
+    )
 
 
 async def _predictions(

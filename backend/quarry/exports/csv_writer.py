@@ -58,7 +58,8 @@ def _long_records(rows: Iterable[LongRow]) -> Iterator[list[str]]:
         prompt_version,
         run_id,
         error,
-        _flags,
+        flags,
+        support,
     ) in rows:
         yield [
             text(document_id),
@@ -76,6 +77,8 @@ def _long_records(rows: Iterable[LongRow]) -> Iterator[list[str]]:
             number(prompt_version),
             text(run_id),
             text(error),
+            text(support),
+            text(flags.names),
         ]
 
 

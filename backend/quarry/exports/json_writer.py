@@ -67,6 +67,8 @@ def _long_objects(rows: Iterable[LongRow]) -> Iterator[dict[str, JsonValue]]:
             "prompt_version": row.prompt_version,
             "run_id": row.run_id,
             "error": row.error,
+            "support": row.support,
+            "flags": [name for name in row.flags.names.split("; ") if name],
         }
 
 

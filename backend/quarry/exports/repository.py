@@ -70,6 +70,8 @@ class Answer(NamedTuple):
     #: Finished after the cell's current review was made (None: no review, or unfinished).
     newer_than_review: bool | None
     prompt_version: int | None
+    #: Whether the evidence supports the value (runs/support.py), or None.
+    support: str | None = None
 
 
 class CurrentReview(NamedTuple):
@@ -178,6 +180,7 @@ def latest_answers_of(document_ids: Sequence[uuid.UUID], *, rank_in_sql: bool = 
             Extraction.error,
             Extraction.finished_at,
             Extraction.prompt_version_id,
+            Extraction.support,
             rank.label("rank"),
         )
         .where(Extraction.document_id.in_(document_ids))
@@ -210,6 +213,7 @@ def _answers_from(c: Any) -> Rows:
         c.error,
         (c.finished_at > newest_review).label("newer_than_review"),
         PromptVersion.version,
+        c.support,
     ).outerjoin(PromptVersion, PromptVersion.id == c.prompt_version_id)
 
 

@@ -55,12 +55,15 @@ _FAILED = ExtractionStatus.FAILED.value
 _REJECTED = ReviewStatus.REJECTED.value
 
 # Every combination of flags, built once: index bits are CellFlags' fields in order
-# (low_confidence 1, ungrounded 2, review_disagrees 4, not_found 8, failed 16).
+# (low_confidence 1, ungrounded 2, review_disagrees 4, not_found 8, failed 16,
+# unsupported_evidence 32: the quote is in the document but does not contain the value).
 _FLAG_SETS: tuple[CellFlags, ...] = (
     NO_FLAGS,
-    *(CellFlags(*(bool(bits & 1 << i) for i in range(5))) for bits in range(1, 32)),
+    *(CellFlags(*(bool(bits & 1 << i) for i in range(6))) for bits in range(1, 64)),
 )
 _LOW_CONFIDENCE, _UNGROUNDED, _DISAGREES, _NOT_STATED, _FAILED_BIT = 1, 2, 4, 8, 16
+_UNSUPPORTED = 32
+_UNSUPPORTED_VALUE = "unsupported"
 
 
 class AnswerLike(Protocol):
@@ -74,6 +77,8 @@ class AnswerLike(Protocol):
     def confidence(self) -> float | None: ...
     @property
     def grounded(self) -> bool | None: ...
+    @property
+    def support(self) -> str | None: ...
 
 
 class ReviewLike(Protocol):
@@ -119,6 +124,8 @@ def final_value(
     if status == _SUCCEEDED:
         if answer.grounded is False:
             bits |= _UNGROUNDED
+        if answer.support == _UNSUPPORTED_VALUE:
+            bits |= _UNSUPPORTED
     else:
         bits |= _NOT_STATED
     return answer.value, _FLAG_SETS[bits]
@@ -285,6 +292,7 @@ def long_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[Lo
                     run_id,
                     answer.error,
                     flags,
+                    answer.support,
                 )
 
 

@@ -40,6 +40,8 @@ LONG_COLUMNS: tuple[str, ...] = (
     "prompt_version",
     "run_id",
     "error",
+    "support",
+    "flags",
 )
 
 
@@ -77,8 +79,16 @@ class CellFlags:
     review_disagrees: bool = False  # a newer extraction disagrees with the reviewed value
     not_found: bool = False
     failed: bool = False
+    #: The quote does not contain the value (runs/support.py: support "unsupported").
+    unsupported_evidence: bool = False
+
+    @property
+    def names(self) -> str:
+        """The flags set, by name, joined with "; " (the long export's `flags` column)."""
+        return "; ".join(name for name in _FLAG_NAMES if getattr(self, name))
 
 
+_FLAG_NAMES: tuple[str, ...] = tuple(CellFlags.__dataclass_fields__)
 NO_FLAGS = CellFlags()
 NO_CELL_FLAGS: Mapping[str, CellFlags] = MappingProxyType({})
 
@@ -121,6 +131,7 @@ class LongRow(NamedTuple):
     run_id: str | None = None
     error: str | None = None
     flags: CellFlags = NO_FLAGS
+    support: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

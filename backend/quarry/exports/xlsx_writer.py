@@ -82,6 +82,11 @@ FLAG_FILLS: tuple[tuple[str, PatternFill, str], ...] = (
     ("failed", _fill("FFC7CE"), "extraction failed (see Details for the error)"),
     ("review_disagrees", _fill("F9D3F0"), "a newer extraction disagrees with the reviewed value"),
     ("ungrounded", _fill("FFD8A8"), "the quoted evidence was not found in the document"),
+    (
+        "unsupported_evidence",
+        _fill("FCE4D6"),
+        "the quote is in the document but does not contain the value",
+    ),
     ("low_confidence", _fill("FFF2CC"), "the model was not confident"),
     ("not_found", _fill("E7E6E6"), "checked: not stated in the document"),
 )
@@ -173,7 +178,7 @@ def flag_fill(flags: CellFlags | None) -> PatternFill | None:
     return fill
 
 
-# flag_fill's answers: 32 combinations at most (threads may race to add one; same value).
+# flag_fill's answers: 64 combinations at most (threads may race to add one; same value).
 _FILL_OF_FLAGS: dict[CellFlags, PatternFill | None] = {}
 _UNKNOWN = object()
 
@@ -321,6 +326,8 @@ def _details_row(cells: _Cells, row: LongRow) -> list[Any]:
         row.prompt_version,
         text(row.run_id),
         text(row.error, wrap=True),
+        text(row.support),
+        text(row.flags.names),
     ]
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -51,12 +51,26 @@ class ExtractionOut(BaseModel):
     grounding_score: float | None = Field(
         None, description="Similarity of quote and located span (1.0 unless fuzzy)"
     )
+    support: Literal["supported", "unsupported", "unchecked"] | None = Field(
+        None,
+        description="Whether the evidence supports the value: 'supported' (the value, or a "
+        "surface form of it, is in the quote or its sentence), 'unsupported' (it is not: the "
+        "value is flagged unsupported_evidence and its confidence capped at 0.5), 'unchecked' "
+        "(a boolean or category whose quote lacks the cue words, or a text value only partly "
+        "echoed); null unless the extraction succeeded",
+    )
     pages_sent: list[int] | None = Field(
         None,
         description="Pages whose text the model was shown (a long document is sent as the "
         "excerpts most relevant to the variable)",
     )
-    confidence: float | None
+    confidence: float | None = Field(
+        description="A review-priority score, 0..1 (lowest first): the model's stated "
+        "confidence combined with the token probability of this value's own tokens (when "
+        "QUARRY_LLM_LOGPROBS is on), scaled down for an approximate quote and capped at 0.5 "
+        "when the quote is not in the document or does not support the value. A ranking for "
+        "review, not a calibrated probability."
+    )
     attempts: int
     tokens_in: int
     tokens_out: int

@@ -27,6 +27,7 @@ import structlog
 
 from quarry import metrics
 from quarry.errors import BadRequest
+from quarry.llm.confidence import TokenLogprob, read_token_logprobs
 from quarry.llm.limiter import CallLimiter, LimitSettings, create_limiter
 from quarry.llm.retry import (
     InvalidCompletion,
@@ -163,6 +164,8 @@ class ChatReply:
     model: str
     #: exp(mean log-probability) of the answer's tokens, when the provider returned them.
     token_confidence: float | None = None
+    #: The answer's tokens and their log-probabilities, for per-value figures (confidence.py).
+    token_logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 def token_confidence(choice: dict[str, Any]) -> float | None:
@@ -354,6 +357,7 @@ def _read_completion(content: bytes, model: str, latency_ms: int) -> ChatReply:
         latency_ms=latency_ms,
         model=str(data.get("model") or model),
         token_confidence=token_confidence(choice),
+        token_logprobs=read_token_logprobs(choice),
     )
 
 

@@ -95,6 +95,9 @@ class Extraction(IdMixin, TimestampMixin, Base):
     #: similarity of quote and span (1.0 unless fuzzy).
     grounding_method: Mapped[str | None] = mapped_column(String(16), default=None)
     grounding_score: Mapped[float | None] = mapped_column(default=None)
+    #: Whether the evidence supports the value: supported, unsupported or unchecked
+    #: (runs/support.py); null unless the extraction succeeded.
+    support: Mapped[str | None] = mapped_column(String(16), default=None)
     confidence: Mapped[float | None] = mapped_column(default=None)
     attempts: Mapped[int] = mapped_column(default=0)
     tokens_in: Mapped[int] = mapped_column(default=0)

@@ -6,7 +6,9 @@ Pure of the database: the task (tasks.py) loads the inputs and stores the outcom
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +24,17 @@ from quarry.llm.client import (
     ChatReply,
     LLMCallError,
 )
+from quarry.llm.confidence import value_confidences
 from quarry.models import ExtractionStatus
-from quarry.runs.grounding import DEFAULT_FUZZY_THRESHOLD, locate_evidence
+from quarry.runs.grounding import DEFAULT_FUZZY_THRESHOLD, Location, locate_evidence
+from quarry.runs.support import (
+    UNSUPPORTED_CONFIDENCE_CAP,
+    Support,
+    check_support,
+    is_bare_quote,
+    sentence_span,
+    words,
+)
 from quarry.variables.prompts import (
     GROUP_SYSTEM_PROMPT,
     SYSTEM_PROMPT,
@@ -52,6 +63,9 @@ class PairInput:
     type_spec: TypeSpec
     repair_attempts: int
     fuzzy_threshold: float = DEFAULT_FUZZY_THRESHOLD
+    #: The variable's cue words (runs/support.py `cue_words`): what a boolean's evidence must
+    #: mention, and what picks the sentence of a bare-value quote found more than once.
+    cues: tuple[str, ...] = ()
 
 
 @dataclass
@@ -66,8 +80,11 @@ class PairOutcome:
     grounded: bool | None = None
     grounding_method: str | None = None
     grounding_score: float | None = None
+    #: Whether the evidence supports the value (runs/support.py); None unless succeeded.
+    support: str | None = None
     confidence: float | None = None
-    #: The last answer's token probability (see llm.client.token_confidence), if known.
+    #: The token probability of this variable's value in the last answer (llm/confidence.py),
+    #: when the provider returned log-probabilities.
     token_confidence: float | None = None
     attempts: int = 0
     tokens_in: int = 0
@@ -77,13 +94,17 @@ class PairOutcome:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
-    def count(self, reply: ChatReply) -> None:
+    def count(self, reply: ChatReply, variable: str | None = None) -> None:
+        """Add a reply's cost; take its token confidence for this value (`variable`: this
+        variable's entry of a grouped reply)."""
         self.attempts += 1
         self.tokens_in += reply.tokens_in
         self.tokens_out += reply.tokens_out
         self.latency_ms += reply.latency_ms
         self.model = reply.model
-        self.token_confidence = reply.token_confidence
+        # The value's own tokens, not the whole reply's (padding, fences, other variables).
+        figures = value_confidences(reply.text, reply.token_logprobs)
+        self.token_confidence = figures.of(variable) if figures is not None else None
         self.raw_output = reply.parsed if reply.parsed is not None else reply.text
 
 
@@ -103,6 +124,33 @@ def combine_confidence(stated: float | None, tokens: float | None) -> float | No
     if stated is None or tokens is None:
         return stated if tokens is None else round(tokens, 4)
     return round(math.sqrt(stated * tokens), 4)
+
+
+def review_confidence(
+    model: float | None,
+    location: Location | None,
+    support: Support | None,
+    ocr: float | None = None,
+) -> float | None:
+    """The confidence stored with a value: a review-priority score, 0..1, lowest first.
+
+    ``model`` is :func:`combine_confidence` of the model's stated figure and its value's token
+    probability. It is then scaled by the OCR confidence of the quoted words (``ocr``: a hook
+    for scanned pages, not passed yet) and by how the quote was found (a fuzzy match lowers it:
+    runs/grounding.py), and capped at ``UNSUPPORTED_CONFIDENCE_CAP`` when the quote is not in
+    the document or does not contain the value. A ranking for review, not a calibrated
+    probability (measure it against gold: quarry.evaluation).
+    """
+    if model is None:
+        return None
+    score = model
+    if ocr is not None:
+        score *= max(0.0, min(1.0, ocr))
+    if location is not None:
+        score *= location.confidence_factor
+    if location is None or support is Support.UNSUPPORTED:
+        score = min(score, UNSUPPORTED_CONFIDENCE_CAP)
+    return round(score, 4)
 
 
 def build_messages(inp: PairInput) -> list[ChatMessage]:
@@ -130,27 +178,81 @@ def _wire_answer(raw: dict[str, Any]) -> WireAnswer:
 #: Above this many characters, locating a quote runs in a thread: the first search of a long
 #: document folds its whole text, which would stall the event loop (the API's, when embedded).
 _GROUND_IN_THREAD_CHARS = 100_000
+#: How many occurrences of a bare-value quote are weighed when choosing its sentence.
+_MAX_BARE_CANDIDATES = 50
 
 
 async def _ground(outcome: PairOutcome, inp: PairInput, evidence: str | None) -> None:
+    """Locate the quote; widen a bare-value quote to its sentence; check that the quote (and
+    its sentence) supports the value; settle the confidence (`review_confidence`)."""
     outcome.evidence = evidence
-    if not evidence:
-        outcome.grounded = False
-        return
-    args = (inp.document_text, inp.page_starts, evidence)
-    if len(inp.document_text) > _GROUND_IN_THREAD_CHARS:
-        location = await asyncio.to_thread(
-            locate_evidence, *args, fuzzy_threshold=inp.fuzzy_threshold
-        )
-    else:
-        location = locate_evidence(*args, fuzzy_threshold=inp.fuzzy_threshold)
+    location: Location | None = None
+    if evidence:
+        text, cues = inp.document_text, inp.cues
+        args = (text, inp.page_starts, evidence)
+        if len(text) > _GROUND_IN_THREAD_CHARS:
+            location = await asyncio.to_thread(
+                locate_evidence, *args, fuzzy_threshold=inp.fuzzy_threshold
+            )
+        else:
+            location = locate_evidence(*args, fuzzy_threshold=inp.fuzzy_threshold)
+        if location is not None and is_bare_quote(evidence, outcome.value):
+            location = _widen_to_sentence(text, inp.page_starts, location, cues)
+            outcome.evidence = text[location.char_start : location.char_end]
     outcome.grounded = location is not None
     if location is not None:
         outcome.page = location.page
         outcome.char_start, outcome.char_end = location.char_start, location.char_end
         outcome.grounding_method, outcome.grounding_score = str(location.method), location.score
-        # A quote found only approximately backs the value less than a verbatim one.
-        outcome.confidence = location.adjust_confidence(outcome.confidence)
+    support = check_support(
+        inp.type_spec, outcome.value, _passage(inp, outcome.evidence, location), inp.cues
+    )
+    outcome.support = str(support)
+    outcome.confidence = review_confidence(outcome.confidence, location, support)
+
+
+def _page_bounds(text: str, page_starts: Sequence[int], page: int) -> tuple[int, int]:
+    start = page_starts[page - 1] if 0 < page <= len(page_starts) else 0
+    end = page_starts[page] if page < len(page_starts) else len(text)
+    return start, end
+
+
+def _widen_to_sentence(
+    text: str, page_starts: Sequence[int], location: Location, cues: Sequence[str]
+) -> Location:
+    """A bare quote's location widened to its sentence on its page. A bare value that occurs
+    more than once ("2021") is taken in the sentence that names the variable most (its cue
+    words), else where it was first found."""
+    quote = text[location.char_start : location.char_end]
+    best = location
+    if cues:
+        pattern = re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, quote.split())) + r"(?!\w)")
+        best_score = -1
+        for n, match in enumerate(pattern.finditer(text)):
+            if n >= _MAX_BARE_CANDIDATES:
+                break
+            page = bisect.bisect_right(page_starts, match.start()) or 1
+            lo, hi = _page_bounds(text, page_starts, page)
+            start, end = sentence_span(text, match.start(), match.end(), lo, hi)
+            score = sum(1 for w in words(text[start:end]) if w[:5] in cues)
+            if score > best_score:
+                best_score = score
+                best = Location(match.start(), match.end(), page, location.method, location.score)
+    lo, hi = _page_bounds(text, page_starts, best.page)
+    start, end = sentence_span(text, best.char_start, best.char_end, lo, hi)
+    return Location(start, end, best.page, best.method, best.score)
+
+
+def _passage(inp: PairInput, quote: str | None, location: Location | None) -> str:
+    """What the support check reads: the quote, and the sentence(s) of the document it is in."""
+    if not quote:
+        return ""
+    if location is None:
+        return quote
+    text = inp.document_text
+    lo, hi = _page_bounds(text, inp.page_starts, location.page)
+    start, end = sentence_span(text, location.char_start, location.char_end, lo, hi)
+    return f"{quote}\n{text[min(start, location.char_start) : max(end, location.char_end)]}"
 
 
 async def extract_pair(chat: ChatModel, inp: PairInput, gate: CallGate | None) -> PairOutcome:
@@ -269,7 +371,7 @@ async def extract_group(
     tokens_in = split_evenly(reply.tokens_in, len(outcomes))
     tokens_out = split_evenly(reply.tokens_out, len(outcomes))
     for n, outcome in enumerate(outcomes):
-        outcome.count(reply)
+        outcome.count(reply, group.names[n])  # its own value's token confidence
         outcome.tokens_in, outcome.tokens_out = tokens_in[n], tokens_out[n]
     entries, problem = _group_entries(reply)
     answers = []

@@ -140,6 +140,7 @@ RESULT_COLUMNS = (
     "grounded",
     "grounding_method",
     "grounding_score",
+    "support",
     "confidence",
     "attempts",
     "tokens_in",
@@ -778,6 +779,7 @@ class Outcome:
     grounded: bool | None = None
     grounding_method: str | None = None
     grounding_score: float | None = None
+    support: str | None = None
     confidence: float | None = None
     attempts: int = 0
     tokens_in: int = 0

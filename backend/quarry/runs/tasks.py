@@ -28,6 +28,7 @@ from quarry.runs.engine import PairInput, PairOutcome, extract_pair
 from quarry.runs.inputs import DocumentGone, DocumentText, RunConfig, TaskInputs
 from quarry.runs.lifecycle import ClaimedTask, LogLine, Outcome
 from quarry.runs.snapshot import RunSnapshot, cache_key
+from quarry.runs.support import cue_words
 from quarry.variables.prompts import SYSTEM_PROMPT
 from quarry.variables.types import TypeSpec, VariableType
 
@@ -45,6 +46,7 @@ ANSWER_COLUMNS = (
     "grounded",
     "grounding_method",
     "grounding_score",
+    "support",
     "confidence",
     "model",
     "pages_sent",
@@ -86,6 +88,7 @@ class PairWork:
             ),
             repair_attempts=snapshot.repair_attempts,
             fuzzy_threshold=snapshot.grounding_fuzzy_threshold,
+            cues=cue_words(str(spec.get("name") or ""), str(spec.get("label") or "")),
         )
 
     def line(self, event: str, level: str, message: str) -> LogLine:
@@ -180,6 +183,7 @@ def outcome_of(work: PairWork, result: PairOutcome, events: Sequence[LogLine] = 
         grounded=result.grounded,
         grounding_method=result.grounding_method,
         grounding_score=result.grounding_score,
+        support=result.support,
         confidence=result.confidence,
         attempts=result.attempts,
         tokens_in=result.tokens_in,

@@ -34,8 +34,11 @@ Answer with one JSON object and nothing else:
 "confidence": number between 0 and 1 or null}}
 
 - found: true only when the document states the value; false when it does not.
-- evidence: the shortest passage of the document that states the value, copied verbatim \
-(same words, same spelling, no ellipsis, no page markers); null when found is false.
+- evidence: the sentence or phrase of the document that states the value, copied verbatim \
+(same words, same spelling, no ellipsis, no page markers); it must contain the value as the \
+document writes it and the words that say what the value is (for example "A total of 240 \
+patients were randomised", not "240"); never a bare value, never a passage about something \
+else; null when found is false.
 - value: the value in exactly the format the variable asks for; null when found is false. \
 Never guess, never use outside knowledge, never invent a value the document does not state.
 - confidence: how sure you are that the value is correct and complete."""
@@ -152,7 +155,8 @@ Answer with one JSON object and nothing else:
 "evidence": string or null, "value": the value or null, \
 "confidence": number between 0 and 1 or null}}, …]}}
 with exactly one entry per variable, in the order they are described, each naming its \
-variable exactly as its "Variable:" line does. Answer every variable on its own, as if it \
+variable exactly as its "Variable:" line does, each with its own evidence: the passage that \
+states that variable's value. Answer every variable on its own, as if it \
 were the only one asked; a variable's description may say how to answer when the document \
 does not state it: that is its entry.
 

@@ -54,6 +54,9 @@ function describeCell(cell) {
     if (e.grounded === false) {
       out.flags.push(["ungrounded", "⚠"]);
       out.words.push("quote not found in the document");
+    } else if (e.support === "unsupported") {
+      out.flags.push(["unsupported", "≠"]);
+      out.words.push("quote does not contain the value");
     }
     if (e.confidence !== null && e.confidence !== undefined && e.confidence < LOW_CONFIDENCE) {
       out.flags.push(["low", "?"]);
@@ -81,6 +84,7 @@ const LEGEND = [
   ["not-found", "", "Not stated in the document"],
   ["failed", "", "Extraction failed"],
   ["ungrounded", "⚠", "Quote not found in the document"],
+  ["unsupported", "≠", "Quote does not contain the value"],
   ["low", "?", `Low confidence (below ${LOW_CONFIDENCE})`],
   ["empty", "", "Not extracted yet"],
   ["accepted", "✓", "Accepted"],
@@ -453,6 +457,13 @@ export async function renderResults(ctx) {
           "⚠ This quote was not found in the document's text: check the value against the document."));
       } else if (e.page) {
         add(evidence, h("p", { class: "muted small" }, `Found on page ${e.page}; highlighted below.`));
+      }
+      if (e.grounded !== false && e.support === "unsupported") {
+        add(evidence, h("p", { class: "flag-text" },
+          "≠ This quote does not contain the value: check the value against the document."));
+      } else if (e.support === "unchecked") {
+        add(evidence, h("p", { class: "muted small" },
+          "The quote could not be checked against the value (it lacks the variable's cue words)."));
       }
     }
     const textSlot = h("div", { class: "panel-text" }, h("p", { class: "muted" }, "Loading the document's text…"));
