@@ -673,11 +673,15 @@ def _claim_statement(postgres: bool) -> Any:
     )
     if postgres:
         # A CTE, which runs once: as `id IN (subquery)` PostgreSQL may run a locking
-        # subquery more than once and update more rows than its LIMIT.
+        # subquery more than once and update more rows than its LIMIT. The rows it returns are
+        # locked, so the update needs no second status check — and must not have one: with
+        # `status = 'pending'` there, the planner may (when its statistics still describe a
+        # small table, as while a large run is being materialised) read the update's rows by
+        # walking the whole pending index and matching each against the CTE instead of looking
+        # them up by id: 40,000 rows read to claim 12, measured.
         locked = candidates.with_for_update(skip_locked=True).cte("claimable")
-        claim = claim.where(_TASKS.c.id == locked.c.id)
-    else:
-        claim = claim.where(_TASKS.c.id.in_(candidates.scalar_subquery()))
+        return claim.where(_TASKS.c.id == locked.c.id).returning(*_CLAIM_COLUMNS)
+    claim = claim.where(_TASKS.c.id.in_(candidates.scalar_subquery()))
     return claim.where(status_is(_TASKS.c.status, ExtractionStatus.PENDING)).returning(
         *_CLAIM_COLUMNS
     )
