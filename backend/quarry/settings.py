@@ -241,9 +241,15 @@ class Settings(BaseSettings):
         make 1 + retries HTTP calls of up to the LLM timeout each, with up to a minute's
         `Retry-After` wait between them, plus a minute for loading and storing.
         """
+        return self.task_timeout_for(None)
+
+    def task_timeout_for(self, llm_timeout_seconds: float | None) -> float:
+        """`task_timeout` for calls of a profile that may take `llm_timeout_seconds` each
+        (None: the environment's `llm_timeout_seconds`)."""
         if self.task_timeout_seconds is not None:
             return float(self.task_timeout_seconds)
-        per_attempt = (self.llm_max_retries + 1) * self.llm_timeout_seconds
+        call = self.llm_timeout_seconds if llm_timeout_seconds is None else llm_timeout_seconds
+        per_attempt = (self.llm_max_retries + 1) * call
         per_attempt += self.llm_max_retries * 60
         return (self.llm_repair_attempts + 1) * per_attempt + 60
 

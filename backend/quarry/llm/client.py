@@ -697,6 +697,11 @@ class ChatModelFactory:
             if not self.configured:
                 raise LLMNotConfigured()
             return
+        if profile.provider == OPENAI_COMPATIBLE and not (profile.base_url or profile.api_key_env):
+            raise BadRequest(
+                "The model profile has neither a base_url (an OpenAI-compatible server) nor "
+                "an api_key_env (the environment variable with an OpenAI key); set one."
+            )
         if profile.provider != OPENAI_COMPATIBLE:
             from quarry.llm.providers import missing_packages
 
