@@ -8,22 +8,26 @@ import asyncio
 import importlib.util
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.conftest import make_settings
 from tests.security.helpers import audit_events
 from tests.support.api import (
     add_variable,
     create_project,
+    running_app,
     sign_up,
     upload,
     wait_for_documents,
     wait_for_run,
 )
 from tests.support.fake_llm import FakeLLM, FakeRequest
+from tests.support.postgres import temporary_postgres_database
 
 API = "/api/v1"
 Headers = dict[str, str]
@@ -184,6 +188,20 @@ async def test_a_run_naming_a_profile_asks_its_model_on_its_server(
 async def test_what_auto_learned_is_kept_on_the_profile(
     app: FastAPI, client: httpx.AsyncClient, server: FakeLLM
 ) -> None:
+    await auto_learns_and_keeps(app, client, server)
+
+
+@pytest.mark.postgres
+async def test_what_auto_learned_is_kept_on_the_profile_on_postgresql(
+    tmp_path: Path, fake_llm: FakeLLM, server: FakeLLM
+) -> None:
+    with temporary_postgres_database("quarry_profiles") as database_url:
+        settings = make_settings(tmp_path, fake_llm, database_url=database_url)
+        async with running_app(settings) as (app, client):
+            await auto_learns_and_keeps(app, client, server)
+
+
+async def auto_learns_and_keeps(app: FastAPI, client: httpx.AsyncClient, server: FakeLLM) -> None:
     server.reject_json_schema = True
     server.wrap = "fence"
     headers, pid = await project_with_documents(app, client, "learn@example.org", documents=3)

@@ -7,21 +7,25 @@ once the first run's usage calibrated it to the model's tokenizer."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.conftest import make_settings
 from tests.support.api import (
     add_variable,
     create_project,
+    running_app,
     sign_up,
     upload,
     wait_for_documents,
     wait_for_run,
 )
 from tests.support.fake_llm import FakeLLM, FakeRequest, estimate_prompt_tokens
+from tests.support.postgres import temporary_postgres_database
 
 API = "/api/v1"
 Headers = dict[str, str]
@@ -184,6 +188,22 @@ async def test_a_grouped_call_sends_an_output_budget_for_every_variable(
 
 
 async def test_the_second_runs_estimate_is_within_5_percent(
+    app: FastAPI, client: httpx.AsyncClient, server: FakeLLM
+) -> None:
+    await second_estimate_within_5_percent(app, client, server)
+
+
+@pytest.mark.postgres
+async def test_the_second_runs_estimate_is_within_5_percent_on_postgresql(
+    tmp_path: Path, fake_llm: FakeLLM, server: FakeLLM
+) -> None:
+    with temporary_postgres_database("quarry_calibration") as database_url:
+        settings = make_settings(tmp_path, fake_llm, database_url=database_url)
+        async with running_app(settings) as (app, client):
+            await second_estimate_within_5_percent(app, client, server)
+
+
+async def second_estimate_within_5_percent(
     app: FastAPI, client: httpx.AsyncClient, server: FakeLLM
 ) -> None:
     server.tokens_per_char = 0.31  # a tokenizer that counts 24 % more than chars/4
