@@ -53,7 +53,8 @@ async def test_auto_falls_back_from_json_schema_and_remembers(
     llm: ChatModelFactory, fake_llm: FakeLLM
 ) -> None:
     fake_llm.reject_json_schema = True
-    model = llm.for_profile(profile(fake_llm))
+    local = profile(fake_llm)
+    model = llm.for_profile(local)
     first = await model.complete_json(MESSAGES)
     second = await model.complete_json(MESSAGES)
     assert first.parsed == ANSWER and second.parsed == ANSWER
@@ -64,7 +65,10 @@ async def test_auto_falls_back_from_json_schema_and_remembers(
         ("json_object", 200),
     ]
     assert second.output_mode == "json_object"
-    assert llm.modes.get("local") is OutputMode.JSON_OBJECT
+    assert llm.modes.get(local) is OutputMode.JSON_OBJECT
+    # The same profile pointed at another model starts again from the strictest mode.
+    await llm.for_profile(replace(local, model="other-model")).complete_json(MESSAGES)
+    assert fake_llm.requests[-2].output_mode == "json_schema"
 
 
 async def test_auto_reaches_tool_calling_then_the_prompt_alone(

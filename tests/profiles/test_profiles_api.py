@@ -221,6 +221,12 @@ async def auto_learns_and_keeps(app: FastAPI, client: httpx.AsyncClient, server:
     assert {r.output_mode for r in server.requests} == {"json_object"}
     assert {r.status for r in server.requests} == {200}
 
+    # Pointed at another model, the profile has learned nothing about it yet.
+    moved = await client.patch(url, json={"model": "other-model"}, headers=headers)
+    assert moved.status_code == 200 and moved.json()["learned_mode"] is None
+    kept = await client.patch(url, json={"rpm": 60}, headers=headers)  # limits say nothing
+    assert kept.json()["learned_mode"] is None and kept.json()["rpm"] == 60
+
 
 async def test_a_one_slot_server_is_driven_by_the_profiles_concurrency(
     app: FastAPI, client: httpx.AsyncClient, server: FakeLLM

@@ -172,16 +172,23 @@ class ModelProfile:
 
 
 class ModeMemory:
-    """The structured-output mode that works, per profile key (one per factory: a process)."""
+    """The structured-output mode that works, per profile (one per factory: a process).
+
+    Kept per profile *and server*: a profile edited to point at another server or model
+    starts from scratch, as its row's `learned_mode` does (profiles/service.py)."""
 
     def __init__(self) -> None:
-        self._modes: dict[str, OutputMode] = {}
+        self._modes: dict[tuple[str, str, str | None, str], OutputMode] = {}
 
-    def get(self, key: str) -> OutputMode | None:
-        return self._modes.get(key)
+    @staticmethod
+    def _key(profile: ModelProfile) -> tuple[str, str, str | None, str]:
+        return (profile.key, profile.provider, profile.base_url, profile.model)
 
-    def learn(self, key: str, mode: OutputMode) -> None:
-        self._modes[key] = mode
+    def get(self, profile: ModelProfile) -> OutputMode | None:
+        return self._modes.get(self._key(profile))
+
+    def learn(self, profile: ModelProfile, mode: OutputMode) -> None:
+        self._modes[self._key(profile)] = mode
 
 
 class LLMNotConfigured(BadRequest):
@@ -449,7 +456,7 @@ class OpenAIChatModel:
         profile = self._profile
         if profile.output_mode is not OutputMode.AUTO:
             return profile.output_mode
-        return self._memory.get(profile.key) or profile.learned_mode or FALLBACK_ORDER[0]
+        return self._memory.get(profile) or profile.learned_mode or FALLBACK_ORDER[0]
 
     async def complete_json(
         self,
@@ -493,14 +500,14 @@ class OpenAIChatModel:
                         f"The LLM server does not support the structured-output mode {mode}; "
                         "choose another for the profile."
                     ) from None
-                self._memory.learn(profile.key, following)
+                self._memory.learn(profile, following)
                 log.info("llm.output_mode.fallback", refused=str(mode), next=str(following))
                 continue
             reply = replace(
                 reply, output_mode=str(mode), prompt_chars=chars, prompt_messages=len(messages)
             )
-            if profile.output_mode is OutputMode.AUTO and self._memory.get(profile.key) is None:
-                self._memory.learn(profile.key, mode)
+            if profile.output_mode is OutputMode.AUTO and self._memory.get(profile) is None:
+                self._memory.learn(profile, mode)
             if spent is not None:
                 reply = replace(
                     reply,

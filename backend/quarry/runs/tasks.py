@@ -251,7 +251,7 @@ async def remember_mode(ctx: JobContext, snapshot: RunSnapshot, chat: ChatModel)
     so later runs (and other workers) start with it."""
     if snapshot.profile_id is None or snapshot.output_mode != OutputMode.AUTO:
         return
-    learned = ctx.llm.modes.get(snapshot.profile_id)
+    learned = ctx.llm.modes.get(snapshot.llm_profile(ctx.llm.default_profile()))
     if learned is None or _STORED_MODES.get(snapshot.profile_id) == learned:
         return
     _STORED_MODES[snapshot.profile_id] = learned
