@@ -50,6 +50,15 @@ PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
     ],
     ("DELETE", "/projects/{project_id}/variables/{variable_id}"): lambda _: [{}],
     ("GET", "/projects/{project_id}/variables/{variable_id}/prompt"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/profiles"): lambda _: [{}],
+    ("POST", "/projects/{project_id}/profiles"): lambda _: [
+        {"json": {"name": "intruder", "model": "m", "base_url": "http://attacker.example/v1"}}
+    ],
+    ("GET", "/projects/{project_id}/profiles/{profile_id}"): lambda _: [{}],
+    ("PATCH", "/projects/{project_id}/profiles/{profile_id}"): lambda _: [
+        {"json": {"base_url": "http://attacker.example/v1"}}
+    ],
+    ("DELETE", "/projects/{project_id}/profiles/{profile_id}"): lambda _: [{}],
     ("POST", "/projects/{project_id}/documents"): lambda _: [
         {"files": [("files", ("intruder.txt", b"Planted by B.\n", "text/plain"))]}
     ],
@@ -149,7 +158,18 @@ async def make_owner(
     assert response.status_code == 201, response.text
     documents = await wait_for_documents(client, headers, pid)
     assert [d["status"] for d in documents] == ["ready"]
-    ids = {"project_id": pid, "variable_id": variable["id"], "document_id": documents[0]["id"]}
+    profile = await client.post(
+        f"{API}/projects/{pid}/profiles",
+        json={"name": f"{marker} local", "model": "m", "base_url": "http://127.0.0.1:9/v1"},
+        headers=headers,
+    )
+    assert profile.status_code == 201, profile.text
+    ids = {
+        "project_id": pid,
+        "variable_id": variable["id"],
+        "document_id": documents[0]["id"],
+        "profile_id": profile.json()["id"],
+    }
     if with_run:
         # The fake model answers "not found" by default: a finished run with extractions.
         response = await client.post(f"{API}/projects/{pid}/runs", json={}, headers=headers)
@@ -287,7 +307,8 @@ async def test_every_api_route_but_sign_in_needs_a_token(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     ids = {
-        name: str(uuid.uuid4()) for name in ("project_id", "variable_id", "document_id", "run_id")
+        name: str(uuid.uuid4())
+        for name in ("project_id", "variable_id", "document_id", "run_id", "profile_id")
     }
     routes = api_routes(app)
     assert routes >= PUBLIC_ROUTES

@@ -5,7 +5,7 @@
   never checked; a re-run with `force_fresh` checks them).
 
 Revision ID: 0006
-Revises: 0004 (chained onto 0005 when the model-profiles branch is merged)
+Revises: 0005
 Create Date: 2026-12-02 05:30:00.000000
 
 """
@@ -19,7 +19,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

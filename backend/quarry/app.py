@@ -24,6 +24,7 @@ from quarry.jobs import JobContext
 from quarry.llm.client import ChatModelFactory
 from quarry.logs import configure_logging
 from quarry.metrics import install_metrics
+from quarry.profiles.router import router as profiles_router
 from quarry.projects.router import router as projects_router
 from quarry.runs.progress import ProgressHub
 from quarry.runs.router import router as runs_router
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth_router,
         projects_router,
         variables_router,
+        profiles_router,
         documents_router,
         runs_router,
         extractions_router,

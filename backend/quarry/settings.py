@@ -7,7 +7,7 @@ import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -93,7 +93,17 @@ class Settings(BaseSettings):
     llm_model: str = "gpt-4o-mini"
     llm_temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
     llm_concurrency: Annotated[int, Field(ge=1, le=512)] = 8
-    llm_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
+    #: Seconds one LLM call may take, from 0 up to an hour: a local model on a CPU can take
+    #: minutes for one grouped answer (and a one-slot server's queue counts in it too).
+    llm_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    #: The environment profile's context window in tokens: the document budget of a call is
+    #: what it leaves after the instructions, the variable's part and the answer's room.
+    llm_context_window: Annotated[int, Field(ge=1024, le=10_000_000)] = 128_000
+    #: The most output tokens one answer may be given (`max_tokens` is sized per call up
+    #: to this; an answer cut off at its budget is asked again with twice as much).
+    llm_max_output_tokens: Annotated[int, Field(ge=64, le=1_000_000)] = 4096
+    #: How answers' JSON shape is asked for: auto | json_schema | json_object | tools | prompt.
+    llm_output_mode: Literal["auto", "json_schema", "json_object", "tools", "prompt"] = "auto"
     #: Retries of one call after a 429, a 5xx, a timeout or a dropped connection, with
     #: jittered exponential backoff that honours the provider's `Retry-After`.
     llm_max_retries: Annotated[int, Field(ge=0, le=20)] = 5
@@ -231,9 +241,15 @@ class Settings(BaseSettings):
         make 1 + retries HTTP calls of up to the LLM timeout each, with up to a minute's
         `Retry-After` wait between them, plus a minute for loading and storing.
         """
+        return self.task_timeout_for(None)
+
+    def task_timeout_for(self, llm_timeout_seconds: float | None) -> float:
+        """`task_timeout` for calls of a profile that may take `llm_timeout_seconds` each
+        (None: the environment's `llm_timeout_seconds`)."""
         if self.task_timeout_seconds is not None:
             return float(self.task_timeout_seconds)
-        per_attempt = (self.llm_max_retries + 1) * self.llm_timeout_seconds
+        call = self.llm_timeout_seconds if llm_timeout_seconds is None else llm_timeout_seconds
+        per_attempt = (self.llm_max_retries + 1) * call
         per_attempt += self.llm_max_retries * 60
         return (self.llm_repair_attempts + 1) * per_attempt + 60
 

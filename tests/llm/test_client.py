@@ -181,7 +181,6 @@ async def test_the_wire_request_asks_for_the_answer_schema(
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [
-        ("length", "The answer was cut off before it was complete."),
         ("truncated_json", "The answer was not valid JSON."),
         ("malformed", "The answer was not valid JSON."),
         ("refusal", "The model refused to answer: I can't help with that"),

@@ -184,7 +184,11 @@ async def test_the_estimate_matches_the_tokens_the_provider_reports(
         # …unless forced fresh; the output estimate now comes from the answers so far.
         fresh = await _estimate(client, headers, pid, force_fresh=True)
         assert fresh["calls"] == 12
-        assert fresh["estimated_input_tokens"] == estimate["estimated_input_tokens"]
+        # (Counted at the tokens per character the first run showed — the fake's chars/4
+        # plus its rounding — so within a fraction of a token per call of the first estimate.)
+        assert fresh["estimated_input_tokens"] == pytest.approx(
+            estimate["estimated_input_tokens"], abs=fresh["calls"]
+        )
         assert fresh["estimated_output_tokens"] == run["tokens_out"]
 
 

@@ -98,7 +98,22 @@ async def make_world(
     assert response.status_code == 201, response.text
     documents = await wait_for_documents(client, headers, pid)
     assert [d["status"] for d in documents] == ["ready"], documents
-    ids = {"project_id": pid, "variable_id": variable["id"], "document_id": documents[0]["id"]}
+    profile = await client.post(
+        f"{API}/projects/{pid}/profiles",
+        json={
+            "name": f"{marker} local",
+            "model": "local-model",
+            "base_url": "http://127.0.0.1:9/v1",
+        },
+        headers=headers,
+    )
+    assert profile.status_code == 201, profile.text
+    ids = {
+        "project_id": pid,
+        "variable_id": variable["id"],
+        "document_id": documents[0]["id"],
+        "profile_id": profile.json()["id"],
+    }
     if with_run:
         response = await client.post(f"{API}/projects/{pid}/runs", json={}, headers=headers)
         assert response.status_code == 202, response.text

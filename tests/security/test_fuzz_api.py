@@ -96,6 +96,13 @@ class World:
         if kind == "document_id":
             files = {"files": (f"doomed-{self.made}.txt", b"To delete.\n", "text/plain")}
             return str(self.call("POST", f"{base}/documents", files=files)["items"][0]["id"])
+        if kind == "profile_id":
+            spec = {
+                "name": f"doomed {self.made}",
+                "model": "m",
+                "base_url": "http://127.0.0.1:9/v1",
+            }
+            return str(self.call("POST", f"{base}/profiles", json=spec)["id"])
         raise AssertionError(f"cannot make a fresh {kind}; extend World.fresh")
 
 

@@ -30,12 +30,24 @@ Scripting:
 
 Token accounting (documented because a benchmark compares Quarry's own estimate with it):
 
-* ``prompt_tokens = ceil(C / 4) + 4 * M`` where ``C`` is the total number of characters (Python
+* ``prompt_tokens = ceil(C * tokens_per_char) + 4 * M`` (``tokens_per_char`` is 1/4 unless
+  set: ``ceil(C / 4) + 4 * M``) where ``C`` is the total number of characters (Python
   ``len``, i.e. code points) of the text of all request messages and ``M`` the number of
   messages. Only message text counts: roles, names, the ``response_format`` schema and image
   parts are ignored.
 * ``completion_tokens = ceil(len(content) / 4)`` of the answered content (of the refusal text for
   a refusal, 0 when there is neither).
+
+Real-server modes (each a switch, off by default; see ``FakeLLM.__init__``), as llama.cpp's
+``llama-server`` and other OpenAI-compatible servers behave: ``reject_json_schema``,
+``reject_json_object``, ``reject_tools`` (a 400 "… not supported"), ``wrap`` (code fences or
+whitespace padding around the content), ``honour_max_tokens`` (cut the answer at
+``max_tokens`` with ``finish_reason "length"``; by default ``max_tokens`` is ignored, as some
+servers do), ``context_limit`` (a 400 "context length exceeded" above that many prompt
+tokens), ``slots`` (requests served that many at a time, the others wait in the server, as
+llama.cpp's one slot does), tool calls (a request with ``tools`` is answered with a call of its
+function, the answer as its arguments), ``tokens_per_char`` (another tokenizer) and
+``usage.prompt_tokens_details.cached_tokens`` (the prefix shared with the previous request).
 
 Only non-streaming chat completions are implemented; ``"stream": true`` is answered with an
 OpenAI-style 400 error so a caller that streams by accident fails loudly.
@@ -144,10 +156,13 @@ def message_text(message: Any) -> str:
     return ""
 
 
-def estimate_prompt_tokens(messages: Sequence[dict[str, Any]]) -> int:
-    """``ceil(total message characters / 4) + 4 per message`` (see the module docstring)."""
+def estimate_prompt_tokens(
+    messages: Sequence[dict[str, Any]], tokens_per_char: float = 0.25
+) -> int:
+    """``ceil(total message characters × tokens_per_char) + 4 per message`` (see the module
+    docstring; 1/4 by default)."""
     chars = sum(len(message_text(m)) for m in messages)
-    return math.ceil(chars / 4) + 4 * len(messages)
+    return math.ceil(chars * tokens_per_char) + 4 * len(messages)
 
 
 def estimate_completion_tokens(content: str | None) -> int:
@@ -210,9 +225,42 @@ class FakeRequest:
         return None
 
     @property
+    def tool_name(self) -> str | None:
+        """The function the request offers as its answer (tool calling), if any."""
+        tools = self.body.get("tools")
+        if isinstance(tools, list) and tools and isinstance(tools[0], dict):
+            function = tools[0].get("function")
+            if isinstance(function, dict) and function.get("name"):
+                return str(function["name"])
+        return None
+
+    @property
+    def output_mode(self) -> str:
+        """How the answer's shape is asked for: ``json_schema``, ``json_object``, ``tools`` or
+        ``prompt`` (nothing but the prompt's own words)."""
+        if self.tool_name is not None:
+            return "tools"
+        response_format = self.body.get("response_format")
+        if isinstance(response_format, dict) and response_format.get("type") in (
+            "json_schema",
+            "json_object",
+        ):
+            return str(response_format["type"])
+        return "prompt"
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The output cap the request sent (``max_tokens`` or ``max_completion_tokens``)."""
+        value = self.body.get("max_tokens", self.body.get("max_completion_tokens"))
+        return int(value) if isinstance(value, int) else None
+
+    @property
     def is_group(self) -> bool:
-        """A grouped call: several variables, one answer entry per variable."""
-        return self.response_schema == GROUP_SCHEMA_NAME
+        """A grouped call: several variables, one answer entry per variable (told by the
+        schema's or the tool's name, or, when neither is sent, by several variables)."""
+        if self.response_schema is not None or self.tool_name is not None:
+            return GROUP_SCHEMA_NAME in (self.response_schema, self.tool_name)
+        return len(self.variables) > 1
 
     @property
     def is_chat(self) -> bool:
@@ -315,6 +363,27 @@ class FakeLLM:
         """The probability of whitespace-only and code-fence tokens in logprobs (None: default)."""
         self.models: Sequence[str] = ("gpt-4o-mini", "gpt-4o")
         """What ``GET /v1/models`` lists (chat completions accept any model name)."""
+        # -- real-server modes ----------------------------------------------------------------
+        self.reject_json_schema: bool = False
+        """Answer ``response_format: json_schema`` with 400 "… not supported"."""
+        self.reject_json_object: bool = False
+        """Answer ``response_format: json_object`` with 400 "… not supported"."""
+        self.reject_tools: bool = False
+        """Answer a request carrying ``tools`` with 400 "tools are not supported"."""
+        self.wrap: Literal["fence", "padding"] | None = None
+        """Wrap the answered content: ``fence`` in a Markdown ``json`` code fence after blank lines,
+        ``padding`` after a long run of whitespace (both seen from llama.cpp's grammar)."""
+        self.honour_max_tokens: bool = False
+        """Cut content longer than ``max_tokens`` tokens there, with ``finish_reason
+        "length"``; off: ``max_tokens`` is ignored, as some servers do."""
+        self.context_limit: int | None = None
+        """Prompt tokens plus ``max_tokens`` above this are refused with a 400 "context length
+        exceeded" (no completion is generated)."""
+        self.slots: int | None = None
+        """Requests served at once; the others wait in the server (inside the client's
+        timeout), as llama.cpp's ``-np 1`` does. ``None``: no limit."""
+        self.tokens_per_char: float = 0.25
+        """Prompt tokens per character of message text (another tokenizer than chars/4)."""
 
         self._lock = threading.Lock()
         self._rules: list[ScriptRule] = []
@@ -328,6 +397,9 @@ class FakeLLM:
         self._ids = itertools.count(1)
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
+        self._slot_lock = threading.Condition()
+        self._slots_busy = 0
+        self._last_prompt = ""
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -497,6 +569,20 @@ class FakeLLM:
             self._in_flight += 1
             self._max_concurrent = max(self._max_concurrent, self._in_flight)
 
+    def _take_slot(self) -> None:
+        """Wait for one of ``slots`` (requests queue in the server, as on one llama.cpp slot)."""
+        with self._slot_lock:
+            while self.slots is not None and self._slots_busy >= self.slots:
+                if self._stopping.is_set():
+                    break
+                self._slot_lock.wait(0.05)
+            self._slots_busy += 1
+
+    def _give_slot(self) -> None:
+        with self._slot_lock:
+            self._slots_busy -= 1
+            self._slot_lock.notify()
+
     def _leave(self) -> None:
         with self._lock:
             self._in_flight -= 1
@@ -561,11 +647,28 @@ class FakeLLM:
                 400, "'messages' must be a non-empty array.", "invalid_request_error", None
             )
 
+        unsupported = self._unsupported(request)
+        if unsupported is not None:
+            return unsupported
         rejection, fault = self._admit(request)
         if rejection is not None:
             return rejection
         if fault == "timeout":
             return None
+        if self.context_limit is not None:
+            needed = estimate_prompt_tokens(request.messages, self.tokens_per_char)
+            needed += request.max_tokens or 0
+            if needed > self.context_limit:
+                answer = _error(
+                    400,
+                    f"This model's maximum context length is {self.context_limit} tokens. "
+                    f"However, you requested {needed} tokens. Please reduce the length of the "
+                    "messages or completion.",
+                    "invalid_request_error",
+                    "context_length_exceeded",
+                )
+                answer.fault = "context_length_exceeded"
+                return answer
         if self.latency > 0:
             self._stopping.wait(self.latency)
 
@@ -606,6 +709,30 @@ class FakeLLM:
         answer.fault = answer.fault or fault
         return answer
 
+    def _unsupported(self, request: FakeRequest) -> _Answer | None:
+        """The 400 a server without the requested structured-output feature answers."""
+        mode = request.output_mode
+        refused = (
+            (mode == "json_schema" and self.reject_json_schema)
+            or (mode == "json_object" and self.reject_json_object)
+            or (mode == "tools" and self.reject_tools)
+        )
+        if not refused:
+            return None
+        what = {"tools": "tools are", "json_schema": "response_format json_schema is"}.get(
+            mode, "response_format json_object is"
+        )
+        answer = _error(400, f"{what} not supported", "invalid_request_error", "unsupported")
+        answer.fault = f"unsupported_{mode}"
+        return answer
+
+    def _wrapped(self, content: str) -> str:
+        if self.wrap == "fence":
+            return f"\n\n```json\n{content}\n```\n"
+        if self.wrap == "padding":
+            return " \n" * 12 + "\t" * 6 + content + "\n" * 4
+        return content
+
     def _scripted(self, request: FakeRequest) -> _Answer:
         reply = self._pick_reply(request)
         try:
@@ -620,7 +747,12 @@ class FakeLLM:
             return answer
         # ensure_ascii=False: models emit raw UTF-8, and it keeps the token estimate honest.
         content = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        return self._completion(request, content)
+        content = self._wrapped(content)
+        finish_reason = "stop"
+        cap = request.max_tokens
+        if self.honour_max_tokens and cap is not None and estimate_completion_tokens(content) > cap:
+            content, finish_reason = content[: cap * 4], "length"
+        return self._completion(request, content, finish_reason=finish_reason)
 
     def _completion(
         self,
@@ -630,16 +762,34 @@ class FakeLLM:
         refusal: str | None = None,
         finish_reason: str = "stop",
     ) -> _Answer:
-        prompt_tokens = estimate_prompt_tokens(request.messages)
+        prompt_tokens = estimate_prompt_tokens(request.messages, self.tokens_per_char)
         completion_tokens = estimate_completion_tokens(content if content is not None else refusal)
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": content,
+            "refusal": refusal,
+            "annotations": [],
+        }
+        tool = request.tool_name
+        if tool is not None and content is not None and finish_reason == "stop":
+            # Tool calling: the answer is the arguments of a call of the offered function.
+            message["content"] = None
+            message["tool_calls"] = [
+                {
+                    "id": f"call_fake_{next(self._ids):06d}",
+                    "type": "function",
+                    "function": {"name": tool, "arguments": content},
+                }
+            ]
+            finish_reason = "tool_calls"
+        text = request.text
+        with self._lock:
+            shared = _common_prefix(self._last_prompt, text)
+            self._last_prompt = text
+        cached_tokens = min(math.floor(shared * self.tokens_per_char), prompt_tokens)
         choice: dict[str, Any] = {
             "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": content,
-                "refusal": refusal,
-                "annotations": [],
-            },
+            "message": message,
             "logprobs": (
                 _logprobs(
                     content,
@@ -662,7 +812,7 @@ class FakeLLM:
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
                 "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
             },
         }
@@ -691,6 +841,16 @@ class FakeLLM:
                 readable, _, _ = select.select([conn], [], [], min(0.05, remaining))
                 if readable and conn.recv(1, socket.MSG_PEEK) == b"":
                     return
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """How many leading characters `a` and `b` share (a server's prompt cache reuses them)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)
@@ -867,6 +1027,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fake._enter()
         try:
+            fake._take_slot()
             try:
                 answer = fake._answer_chat(request)
             except Exception as exc:  # a bug in the fake must surface in the test, not hang it
@@ -880,6 +1041,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._respond(request, answer)
         finally:
+            fake._give_slot()
             fake._leave()
 
     def _respond(self, request: FakeRequest, answer: _Answer) -> None:

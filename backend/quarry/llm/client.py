@@ -5,10 +5,24 @@ Azure's compatible endpoint) through the openai SDK's public `post` — the lean
 path: the SDK's request options, authentication, timeouts and error types, without building
 typed request and response objects nobody reads (measured: 1.1–1.4 ms of CPU a call against
 2.1 for `chat.completions.create` and 3.0 for LangChain's ChatOpenAI; a run makes thousands).
-The model is asked for one fixed JSON shape via structured output (a second fixed one for
-grouped calls, which answer several variables at once); the *value* inside is validated per
-variable type by the caller, so the wire schema never changes between variables (which
-keeps prompts cache-friendly).
+The model is asked for one fixed JSON shape (a second fixed one for grouped calls, which
+answer several variables at once); the *value* inside is validated per variable type by the
+caller, so the wire schema never changes between variables (which keeps prompts
+cache-friendly).
+
+How the shape is asked for is the profile's structured-output mode (`OutputMode`):
+`json_schema` (strict), `json_object`, `tools` (one function whose parameters are the
+schema, which the model must call) or `prompt` (only the system prompt's own description of
+the shape). `auto` tries them in that order: a 400 that says the feature is not supported
+moves to the next one at once (no retry is used up), and the mode that worked is remembered
+per profile (`ModeMemory`; runs/tasks.py persists it on the profile row). Answers are parsed
+tolerantly (code fences, leading whitespace, trailing prose, smart quotes) before validation.
+
+Every call sends `max_tokens` (the caller's budget, within the profile's output cap and what
+the context window leaves). A call whose prompt cannot fit the context window is never sent
+(`ContextTooLong`, `sent=False`); a provider's "context length exceeded" answer raises it too
+(`sent=True`), for the caller to try again with less text. An answer cut off at `max_tokens`
+(`finish_reason: length`) is asked again with twice the budget, up to the profile's cap.
 """
 
 from __future__ import annotations
@@ -16,9 +30,12 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import random
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any, Literal, Protocol
 
 import httpx2
@@ -97,6 +114,82 @@ GROUP_RESPONSE_FORMAT: dict[str, Any] = {"type": "json_schema", "json_schema": G
 EXPECTED_OUTPUT_TOKENS = 200
 #: How long the limiter slots of a worker that died stay taken (live workers renew theirs).
 LIMITER_HOLDER_TTL_SECONDS = 10.0
+#: `max_tokens` of a call whose caller names no budget (still within the profile's cap).
+DEFAULT_MAX_TOKENS = 1024
+#: The least output room a call is sent with; a prompt leaving less than this never goes out.
+MIN_OUTPUT_TOKENS = 64
+#: Prompt tokens per character when nothing better is known (chars/4, as the limiter counts).
+DEFAULT_TOKENS_PER_CHAR = 0.25
+
+
+class OutputMode(StrEnum):
+    """How a call asks for the answer's JSON shape (see the module docstring)."""
+
+    AUTO = "auto"
+    JSON_SCHEMA = "json_schema"
+    JSON_OBJECT = "json_object"
+    TOOLS = "tools"
+    PROMPT = "prompt"
+
+
+#: The order `auto` tries the modes in: the strictest first.
+FALLBACK_ORDER: tuple[OutputMode, ...] = (
+    OutputMode.JSON_SCHEMA,
+    OutputMode.JSON_OBJECT,
+    OutputMode.TOOLS,
+    OutputMode.PROMPT,
+)
+
+#: Providers served through the openai SDK (any OpenAI-compatible server); the others go
+#: through LangChain's `init_chat_model` (llm/providers.py).
+OPENAI_COMPATIBLE = "openai"
+PROVIDERS = ("openai", "anthropic", "azure", "google", "ollama")
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Everything a chat model is built from: where calls go, how they are shaped, and the
+    provider's limits. `key` names the profile (its id, or `env` for the one the environment
+    gives) for the learned output mode and the limiter; the API key is never held here, only
+    the name of the environment variable that holds it."""
+
+    key: str
+    model: str
+    provider: str = OPENAI_COMPATIBLE
+    base_url: str | None = None
+    api_key_env: str | None = None
+    temperature: float = 0.0
+    context_window: int = 128_000
+    max_output_tokens: int = 4096
+    concurrency: int = 8
+    rpm: int | None = None
+    tpm: int | None = None
+    timeout_seconds: float = 60.0
+    output_mode: OutputMode = OutputMode.AUTO
+    #: The mode an earlier `auto` call found to work (persisted on the profile's row).
+    learned_mode: OutputMode | None = None
+    #: Observed prompt tokens per character (runs/estimate.py calibrates it from usage).
+    tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR
+
+
+class ModeMemory:
+    """The structured-output mode that works, per profile (one per factory: a process).
+
+    Kept per profile *and server*: a profile edited to point at another server or model
+    starts from scratch, as its row's `learned_mode` does (profiles/service.py)."""
+
+    def __init__(self) -> None:
+        self._modes: dict[tuple[str, str, str | None, str], OutputMode] = {}
+
+    @staticmethod
+    def _key(profile: ModelProfile) -> tuple[str, str, str | None, str]:
+        return (profile.key, profile.provider, profile.base_url, profile.model)
+
+    def get(self, profile: ModelProfile) -> OutputMode | None:
+        return self._modes.get(self._key(profile))
+
+    def learn(self, profile: ModelProfile, mode: OutputMode) -> None:
+        self._modes[self._key(profile)] = mode
 
 
 class LLMNotConfigured(BadRequest):
@@ -116,6 +209,19 @@ class LLMCallError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class ContextTooLong(LLMCallError):
+    """The prompt does not fit the model's context window: never sent (`sent=False`), or the
+    provider said so (`sent=True`). The caller may try again with less document text."""
+
+    def __init__(self, reason: str, *, sent: bool) -> None:
+        super().__init__(reason)
+        self.sent = sent
+
+
+class _Unsupported(Exception):
+    """The server refused the structured-output mode (a 400 "… not supported")."""
 
 
 class CallCancelled(Exception):
@@ -166,6 +272,15 @@ class ChatReply:
     token_confidence: float | None = None
     #: The answer's tokens and their log-probabilities, for per-value figures (confidence.py).
     token_logprobs: tuple[TokenLogprob, ...] | None = None
+    #: The answer hit `max_tokens` (`finish_reason: length`) even at the largest budget.
+    truncated: bool = False
+    #: The structured-output mode the answer was asked in.
+    output_mode: str | None = None
+    #: Characters and messages of the prompts sent (for calibrating token estimates).
+    prompt_chars: int = 0
+    prompt_messages: int = 0
+    #: Prompt tokens the provider served from its prompt cache.
+    cached_tokens: int = 0
 
 
 def token_confidence(choice: dict[str, Any]) -> float | None:
@@ -187,20 +302,93 @@ class ChatModel(Protocol):
         messages: list[ChatMessage],
         gate: CallGate | None = None,
         response_format: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
     ) -> ChatReply:
         """One answer, retrying transient failures; `gate` is asked before each attempt
         (before waiting for a limiter slot, and again once it has one) and may refuse it
         (`CallCancelled`).
 
         `response_format` is `RESPONSE_FORMAT` (one answer) unless given, e.g.
-        `GROUP_RESPONSE_FORMAT` for a grouped call."""
+        `GROUP_RESPONSE_FORMAT` for a grouped call. `max_tokens` is the answer's expected
+        budget (default `DEFAULT_MAX_TOKENS`), kept within the profile's cap. Raises
+        `ContextTooLong` when the prompt does not fit the context window."""
         ...
 
 
-def estimate_prompt_tokens(messages: list[ChatMessage]) -> int:
-    """About four characters per token plus a few per message: close for English prose,
-    and needs no tokenizer download (tiktoken fetches its tables at run time)."""
-    return math.ceil(sum(len(m.content) for m in messages) / 4) + 4 * len(messages)
+def estimate_prompt_tokens(
+    messages: list[ChatMessage], tokens_per_char: float = DEFAULT_TOKENS_PER_CHAR
+) -> int:
+    """About four characters per token (or the profile's observed ratio) plus a few per
+    message: close for English prose, and needs no tokenizer download (tiktoken fetches its
+    tables at run time)."""
+    chars = sum(len(m.content) for m in messages)
+    return math.ceil(chars * tokens_per_char) + 4 * len(messages)
+
+
+_CONTEXT_EXCEEDED = re.compile(
+    r"context[ _](length|size|window)|maximum context|exceeds? the available context|"
+    r"too many tokens|prompt is too long|input is too long",
+    re.IGNORECASE,
+)
+_NOT_SUPPORTED = re.compile(r"not supported|unsupported|does not support|not support", re.I)
+_FEATURE = re.compile(r"response_format|json_schema|json_object|json|tool|function|schema", re.I)
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error")
+        inner: dict[str, Any] = error if isinstance(error, dict) else body
+        return str(inner.get("message") or inner.get("error") or "")
+    return str(exc.message or "")
+
+
+def is_context_exceeded(exc: BaseException) -> bool:
+    """A 400 (or 413) saying the prompt is longer than the model's context."""
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 413):
+        return False
+    return getattr(exc, "code", None) == "context_length_exceeded" or bool(
+        _CONTEXT_EXCEEDED.search(_error_message(exc))
+    )
+
+
+def is_mode_unsupported(exc: BaseException) -> bool:
+    """A 4xx saying the request's structured-output feature is not supported."""
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 404, 422, 501):
+        return False
+    message = _error_message(exc)
+    return bool(_NOT_SUPPORTED.search(message) and _FEATURE.search(message))
+
+
+def next_mode(mode: OutputMode) -> OutputMode | None:
+    """The mode `auto` tries after `mode` is refused (None after the last)."""
+    order = list(FALLBACK_ORDER)
+    return order[order.index(mode) + 1] if mode in order[:-1] else None
+
+
+def request_shape(mode: OutputMode, response_format: dict[str, Any]) -> dict[str, Any]:
+    """The request fields that ask for the answer's shape in `mode`."""
+    schema = response_format["json_schema"]
+    if mode is OutputMode.JSON_SCHEMA:
+        return {"response_format": response_format}
+    if mode is OutputMode.JSON_OBJECT:
+        return {"response_format": {"type": "json_object"}}
+    if mode is OutputMode.TOOLS:
+        name = schema["name"]
+        return {
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": name,
+                        "description": "Record the answer.",
+                        "parameters": schema["schema"],
+                    },
+                }
+            ],
+            "tool_choice": {"type": "function", "function": {"name": name}},
+        }
+    return {}
 
 
 def _describe_failure(exc: Exception, timeout: float, retries: int) -> str:
@@ -231,7 +419,7 @@ def _describe_failure(exc: Exception, timeout: float, retries: int) -> str:
 
 
 class OpenAIChatModel:
-    """`ChatModel` over the openai SDK's client, with JSON-schema structured output.
+    """`ChatModel` over the openai SDK's client, in the profile's structured-output mode.
 
     Each HTTP attempt holds a limiter slot (concurrency, RPM, TPM); retries happen here, with
     the SDK's own switched off, so that every attempt is counted, rate limited and gated.
@@ -248,6 +436,8 @@ class OpenAIChatModel:
         *,
         logprobs: bool = False,
         rng: random.Random | None = None,
+        profile: ModelProfile | None = None,
+        memory: ModeMemory | None = None,
     ) -> None:
         self._client = client
         self._model = model
@@ -257,23 +447,92 @@ class OpenAIChatModel:
         self._limiter = limiter
         self._logprobs = logprobs
         self._rng = rng or random.Random()
+        self._profile = profile or ModelProfile(key="env", model=model, temperature=temperature)
+        self._memory = memory or ModeMemory()
+
+    @property
+    def profile(self) -> ModelProfile:
+        return self._profile
+
+    def current_mode(self) -> OutputMode:
+        """The mode the next call is asked in: the profile's, or for `auto` the one learned."""
+        profile = self._profile
+        if profile.output_mode is not OutputMode.AUTO:
+            return profile.output_mode
+        return self._memory.get(profile) or profile.learned_mode or FALLBACK_ORDER[0]
 
     async def complete_json(
         self,
         messages: list[ChatMessage],
         gate: CallGate | None = None,
         response_format: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
     ) -> ChatReply:
-        body: dict[str, Any] = {
+        profile = self._profile
+        shape = response_format or RESPONSE_FORMAT
+        prompt_tokens = estimate_prompt_tokens(messages, profile.tokens_per_char)
+        room = profile.context_window - prompt_tokens
+        if room < MIN_OUTPUT_TOKENS:
+            raise ContextTooLong(
+                f"The prompt (about {prompt_tokens} tokens) does not fit the model's context "
+                f"window of {profile.context_window} tokens with room for an answer; it was "
+                "not sent.",
+                sent=False,
+            )
+        budget = max(1, min(max_tokens or DEFAULT_MAX_TOKENS, profile.max_output_tokens, room))
+        ceiling = min(profile.max_output_tokens, room)
+        base: dict[str, Any] = {
             "model": self._model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "temperature": self._temperature,
-            "response_format": response_format or RESPONSE_FORMAT,
         }
         if self._logprobs:
             # Not every model accepts the parameter (OpenAI's reasoning models refuse it).
-            body["logprobs"] = True
-        prompt_tokens = estimate_prompt_tokens(messages)
+            base["logprobs"] = True
+        chars = sum(len(m.content) for m in messages)
+        spent: ChatReply | None = None  # earlier, cut-off attempts of this answer
+        while True:
+            mode = self.current_mode()
+            body = {**base, **request_shape(mode, shape), "max_tokens": budget}
+            try:
+                reply = await self._send(body, gate, prompt_tokens)
+            except _Unsupported:
+                following = next_mode(mode)
+                if profile.output_mode is not OutputMode.AUTO or following is None:
+                    raise LLMCallError(
+                        f"The LLM server does not support the structured-output mode {mode}; "
+                        "choose another for the profile."
+                    ) from None
+                self._memory.learn(profile, following)
+                log.info("llm.output_mode.fallback", refused=str(mode), next=str(following))
+                continue
+            reply = replace(
+                reply, output_mode=str(mode), prompt_chars=chars, prompt_messages=len(messages)
+            )
+            if profile.output_mode is OutputMode.AUTO and self._memory.get(profile) is None:
+                self._memory.learn(profile, mode)
+            if spent is not None:
+                reply = replace(
+                    reply,
+                    tokens_in=reply.tokens_in + spent.tokens_in,
+                    tokens_out=reply.tokens_out + spent.tokens_out,
+                    latency_ms=reply.latency_ms + spent.latency_ms,
+                    prompt_chars=reply.prompt_chars + spent.prompt_chars,
+                    prompt_messages=reply.prompt_messages + spent.prompt_messages,
+                    cached_tokens=reply.cached_tokens + spent.cached_tokens,
+                )
+            if reply.truncated and budget < ceiling:
+                # Cut off by the budget, not by the model: more room rather than a re-ask.
+                budget = min(budget * 2, ceiling)
+                log.info("llm.call.truncated", max_tokens=budget)
+                spent = reply
+                continue
+            return reply
+
+    async def _send(
+        self, body: dict[str, Any], gate: CallGate | None, prompt_tokens: int
+    ) -> ChatReply:
+        """One answer to `body`, retrying transient failures through the limiter."""
         estimate = prompt_tokens + EXPECTED_OUTPUT_TOKENS
         retries = 0
         while True:
@@ -307,6 +566,14 @@ class OpenAIChatModel:
             except (openai.OpenAIError, InvalidCompletion) as exc:
                 seconds = time.perf_counter() - started
                 metrics.record_llm_call(self._model, retry_reason(exc), seconds, 0, 0)
+                if isinstance(exc, openai.APIStatusError) and is_context_exceeded(exc):
+                    raise ContextTooLong(
+                        "The LLM server said the prompt is longer than the model's context "
+                        f"({_error_message(exc)[:200]}).",
+                        sent=True,
+                    ) from exc
+                if is_mode_unsupported(exc):
+                    raise _Unsupported() from exc
                 if not is_retryable(exc) or retries >= self._policy.max_retries:
                     raise LLMCallError(_describe_failure(exc, self._timeout, retries)) from exc
                 metrics.record_llm_retry(retry_reason(exc))
@@ -339,15 +606,27 @@ def _read_completion(content: bytes, model: str, latency_ms: int) -> ChatReply:
         raise InvalidCompletion("the reply was not a chat completion") from exc
     text = message.get("content")
     text = text if isinstance(text, str) else ("" if text is None else json.dumps(text))
+    calls = message.get("tool_calls")
+    if isinstance(calls, list) and calls and isinstance(calls[0], dict):
+        function = calls[0].get("function")
+        arguments = function.get("arguments") if isinstance(function, dict) else None
+        if isinstance(arguments, str):  # tool calling: the answer is the call's arguments
+            text = arguments
+        elif isinstance(arguments, dict):
+            text = json.dumps(arguments)
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    parsed, parse_error = _parse_object(text)
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    parsed, parse_error = parse_answer(text)
     refusal = message.get("refusal")
+    truncated = False
     if refusal:
         parsed, parse_error = None, f"The model refused to answer: {str(refusal)[:300]}"
     elif choice.get("finish_reason") == "length":
         # The answer hit the output-token limit: a bad answer, not a failed call. (Cut-off
         # JSON can still parse, e.g. a list closed early: it is not trusted either.)
         parsed, parse_error = None, "The answer was cut off before it was complete."
+        truncated = True
     return ChatReply(
         text=text,
         parsed=parsed,
@@ -358,95 +637,204 @@ def _read_completion(content: bytes, model: str, latency_ms: int) -> ChatReply:
         model=str(data.get("model") or model),
         token_confidence=token_confidence(choice),
         token_logprobs=read_token_logprobs(choice),
+        truncated=truncated,
+        cached_tokens=int(cached) if isinstance(cached, int) else 0,
     )
 
 
-def _parse_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
-    """Strictly parse the answer text.
+_FENCE = re.compile(r"^```[A-Za-z0-9_-]*[ \t]*\n?(.*?)\n?[ \t]*```", re.DOTALL)
+_SMART_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"'})
 
-    LangChain's own parser for dict schemas "repairs" cut-off JSON into a partial object,
-    which would let a truncated value pass as complete; so the raw text is parsed here.
-    """
-    if not text.strip():
+
+def parse_answer(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The JSON object in the answer text, tolerantly: leading whitespace and a byte-order
+    mark, a Markdown code fence around it, prose after it (or before its first brace), and
+    typographic quotes in place of its own quotes are forgiven. Cut-off JSON is not
+    "repaired" (LangChain's parser would turn it into a partial object, letting a truncated
+    value pass as complete), and nothing is guessed: a reply with no whole object fails."""
+    stripped = text.strip().lstrip("\ufeff").strip()
+    if not stripped:
         return None, "The answer was empty."
     try:
-        parsed = json.loads(text)
+        parsed = json.loads(stripped)
     except json.JSONDecodeError:
-        return None, "The answer was not valid JSON."
-    if not isinstance(parsed, dict):
+        parsed = None
+    else:
+        if isinstance(parsed, dict):
+            return parsed, None
+    fenced = _FENCE.match(stripped)
+    candidate = fenced.group(1).strip() if fenced else stripped
+    decoder = json.JSONDecoder()
+    for attempt in (candidate, candidate.translate(_SMART_QUOTES)):
+        start = attempt.find("{")
+        if start < 0:
+            continue
+        try:
+            found, _ = decoder.raw_decode(attempt, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(found, dict):
+            return found, None
+    if parsed is not None:
         return None, "The answer was JSON but not an object."
-    return parsed, None
+    return None, "The answer was not valid JSON."
 
 
 class ChatModelFactory:
-    """Builds (and reuses) chat models from the settings; knows whether an LLM is configured.
+    """Builds (and reuses) chat models for model profiles; knows whether an LLM is configured.
 
-    One per process. Its limiter is shared by every model it builds, and through Redis with
-    every other process of the deployment when QUARRY_REDIS_URL is set.
+    One per process. The profile the environment gives (`default_profile`: QUARRY_LLM_*,
+    OPENAI_*) shares one limiter — through Redis with every other process of the deployment
+    when QUARRY_REDIS_URL is set — and so does each named profile, with its own limits (a
+    one-slot local server gets concurrency 1 from its profile, whatever the environment's).
     """
 
     def __init__(self, settings: Settings, limiter: CallLimiter | None = None) -> None:
         self._settings = settings
-        self._models: dict[tuple[str, float], ChatModel] = {}
+        self._models: dict[ModelProfile, ChatModel] = {}
         self._limiter = limiter
-        self._client: openai.AsyncOpenAI | None = None
+        self._limiters: dict[str, CallLimiter] = {}
+        self._clients: dict[tuple[str | None, str | None, float], openai.AsyncOpenAI] = {}
+        self.modes = ModeMemory()
 
     @property
     def configured(self) -> bool:
         return self._settings.llm_configured
 
-    def ensure_configured(self) -> None:
-        if not self.configured:
-            raise LLMNotConfigured()
+    def ensure_configured(self, profile: ModelProfile | None = None) -> None:
+        """Raise a 400 a user can act on when calls of `profile` (default: the
+        environment's) have nowhere to go, or need a package that is not installed."""
+        if profile is None or profile.key == "env":
+            if not self.configured:
+                raise LLMNotConfigured()
+            return
+        if profile.provider == OPENAI_COMPATIBLE and not (profile.base_url or profile.api_key_env):
+            raise BadRequest(
+                "The model profile has neither a base_url (an OpenAI-compatible server) nor "
+                "an api_key_env (the environment variable with an OpenAI key); set one."
+            )
+        if profile.provider != OPENAI_COMPATIBLE:
+            from quarry.llm.providers import missing_packages
+
+            missing = missing_packages(profile.provider)
+            if missing:
+                raise BadRequest(
+                    f"The profile's provider {profile.provider} needs the Python packages "
+                    f"{', '.join(missing)}; install them (pip install {' '.join(missing)}) "
+                    "and restart Quarry."
+                )
+
+    def default_profile(
+        self, model: str | None = None, temperature: float | None = None
+    ) -> ModelProfile:
+        """The profile the environment gives (QUARRY_LLM_*, OPENAI_BASE_URL)."""
+        s = self._settings
+        return ModelProfile(
+            key="env",
+            model=model or s.llm_model,
+            base_url=s.openai_base_url,
+            temperature=s.llm_temperature if temperature is None else temperature,
+            context_window=s.llm_context_window,
+            max_output_tokens=s.llm_max_output_tokens,
+            concurrency=s.llm_concurrency,
+            rpm=s.llm_rpm,
+            tpm=s.llm_tpm,
+            timeout_seconds=s.llm_timeout_seconds,
+            output_mode=OutputMode(s.llm_output_mode),
+        )
 
     @property
     def limiter(self) -> CallLimiter:
-        """Created on first use: an API process in distributed mode never calls the LLM."""
+        """The environment profile's limiter. Created on first use: an API process in
+        distributed mode never calls the LLM."""
         if self._limiter is None:
             s = self._settings
             limits = LimitSettings(concurrency=s.llm_concurrency, rpm=s.llm_rpm, tpm=s.llm_tpm)
-            self._limiter = create_limiter(
-                limits,
-                s.redis_url,
-                key_prefix=f"{s.redis_queue}:llm",
-                # A killed worker's slots come back no later than its tasks do.
-                holder_ttl_seconds=min(LIMITER_HOLDER_TTL_SECONDS, s.task_lease_seconds),
-            )
+            self._limiter = self._create_limiter(limits, "llm")
         return self._limiter
 
-    def get(self, model: str, temperature: float) -> ChatModel:
-        self.ensure_configured()
-        key = (model, temperature)
-        if key not in self._models:
-            s = self._settings
-            if self._client is None:
+    def _create_limiter(self, limits: LimitSettings, name: str) -> CallLimiter:
+        s = self._settings
+        return create_limiter(
+            limits,
+            s.redis_url,
+            key_prefix=f"{s.redis_queue}:{name}",
+            # A killed worker's slots come back no later than its tasks do.
+            holder_ttl_seconds=min(LIMITER_HOLDER_TTL_SECONDS, s.task_lease_seconds),
+        )
+
+    def _limiter_for(self, profile: ModelProfile) -> CallLimiter:
+        if profile.key == "env":
+            return self.limiter
+        limits = LimitSettings(concurrency=profile.concurrency, rpm=profile.rpm, tpm=profile.tpm)
+        # Keyed by the limits too: a profile edited while a run uses it gets fresh limits.
+        key = f"{profile.key}:{limits.concurrency}:{limits.rpm}:{limits.tpm}"
+        if key not in self._limiters:
+            self._limiters[key] = self._create_limiter(limits, f"llm:{key}")
+        return self._limiters[key]
+
+    def _client_for(self, profile: ModelProfile) -> openai.AsyncOpenAI:
+        s = self._settings
+        if profile.key == "env":
+            secret = s.openai_api_key.get_secret_value() if s.openai_api_key else None
+        else:
+            secret = api_key_from_env(profile.api_key_env)
+        key = (profile.base_url, profile.api_key_env, profile.timeout_seconds)
+        if key not in self._clients:
+            # The factory's own connection pools, closed with it: kept-alive connections
+            # belong to the event loop that opened them, and a second loop in the same
+            # process (an embedded app restarted, a test) must not reuse dead ones.
+            self._clients[key] = openai.AsyncOpenAI(
                 # A local server needs no key, but the client insists on one.
-                api_key = s.openai_api_key.get_secret_value() if s.openai_api_key else "not-needed"
-                # The factory's own connection pool, closed with it: kept-alive connections
-                # belong to the event loop that opened them, and a second loop in the same
-                # process (an embedded app restarted, a test) must not reuse dead ones.
-                self._client = openai.AsyncOpenAI(
-                    api_key=api_key,
-                    base_url=s.openai_base_url,
-                    timeout=s.llm_timeout_seconds,
-                    max_retries=0,  # retried in OpenAIChatModel, each attempt through the limiter
-                    http_client=openai.DefaultAsyncHttpx2Client(timeout=s.llm_timeout_seconds),
-                )
-            self._models[key] = OpenAIChatModel(
-                self._client,
-                model,
-                temperature,
-                s.llm_timeout_seconds,
-                RetryPolicy(max_retries=s.llm_max_retries),
-                self.limiter,
-                logprobs=s.llm_logprobs,
+                api_key=secret or "not-needed",
+                base_url=profile.base_url,
+                timeout=profile.timeout_seconds,
+                max_retries=0,  # retried in OpenAIChatModel, each attempt through the limiter
+                http_client=openai.DefaultAsyncHttpx2Client(timeout=profile.timeout_seconds),
             )
-        return self._models[key]
+        return self._clients[key]
+
+    def get(self, model: str, temperature: float) -> ChatModel:
+        """A chat model of the environment's profile for `model` at `temperature`."""
+        return self.for_profile(self.default_profile(model, temperature))
+
+    def for_profile(self, profile: ModelProfile) -> ChatModel:
+        """The chat model of `profile` (built once per process)."""
+        self.ensure_configured(profile)
+        if profile not in self._models:
+            s = self._settings
+            if profile.provider == OPENAI_COMPATIBLE:
+                self._models[profile] = OpenAIChatModel(
+                    self._client_for(profile),
+                    profile.model,
+                    profile.temperature,
+                    profile.timeout_seconds,
+                    RetryPolicy(max_retries=s.llm_max_retries),
+                    self._limiter_for(profile),
+                    logprobs=s.llm_logprobs,
+                    profile=profile,
+                    memory=self.modes,
+                )
+            else:
+                from quarry.llm.providers import LangChainChatModel
+
+                self._models[profile] = LangChainChatModel(
+                    profile, self._limiter_for(profile), self.modes
+                )
+        return self._models[profile]
 
     async def aclose(self) -> None:
         if self._limiter is not None:
             await self._limiter.aclose()
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-            self._models.clear()
+        for limiter in self._limiters.values():
+            await limiter.aclose()
+        self._limiters.clear()
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+        self._models.clear()
+
+
+def api_key_from_env(name: str | None) -> str | None:
+    """The API key in the environment variable `name` (the key itself is never stored)."""
+    return os.environ.get(name) if name else None

@@ -5,6 +5,8 @@ from quarry.models.base import Base
 from quarry.models.document import Document, DocumentStatus
 from quarry.models.document_page import DocumentPage
 from quarry.models.extraction import Extraction, ExtractionStatus
+from quarry.models.llm_usage import LlmUsage
+from quarry.models.model_profile import ModelProfileRow
 from quarry.models.project import Project
 from quarry.models.prompt_version import PromptVersion
 from quarry.models.review import Review, ReviewStatus
@@ -24,6 +26,8 @@ __all__ = [
     "DocumentStatus",
     "Extraction",
     "ExtractionStatus",
+    "LlmUsage",
+    "ModelProfileRow",
     "Project",
     "PromptVersion",
     "Review",

@@ -1,6 +1,13 @@
 """One (document, variable) extraction: ask, validate the value, re-ask on invalid answers.
 
 Pure of the database: the task (tasks.py) loads the inputs and stores the outcome.
+
+Every call names its output budget (`max_tokens`): the answer's fields and a quote, plus
+room for the value by its type (`answer_tokens`), summed over a grouped call's variables.
+A prompt the model's context cannot hold (`ContextTooLong`, found before sending or said by
+the provider) is asked again with a smaller selection of the document's passages (the
+input's `shrink`), halving the budget each time, rather than failing the pair; a grouped
+prompt that does not fit falls back to single calls.
 """
 
 from __future__ import annotations
@@ -9,7 +16,7 @@ import asyncio
 import bisect
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +29,7 @@ from quarry.llm.client import (
     ChatMessage,
     ChatModel,
     ChatReply,
+    ContextTooLong,
     LLMCallError,
 )
 from quarry.llm.confidence import value_confidences
@@ -42,7 +50,42 @@ from quarry.variables.prompts import (
     render_repair_message,
     render_user_message,
 )
-from quarry.variables.types import InvalidValue, JsonValue, TypeSpec, is_not_stated, normalise_value
+from quarry.variables.types import (
+    InvalidValue,
+    JsonValue,
+    TypeSpec,
+    VariableType,
+    is_not_stated,
+    normalise_value,
+)
+
+#: Output tokens of an answer's fields and a sentence-long quote, before the value.
+ANSWER_BASE_TOKENS = 160
+#: Room for the value itself, by type: free text and lists can be long, the rest is short.
+VALUE_TOKENS: dict[VariableType, int] = {
+    VariableType.TEXT: 200,
+    VariableType.LIST: 200,
+    VariableType.MULTI_CATEGORY: 120,
+    VariableType.CATEGORY: 40,
+    VariableType.DATE: 20,
+    VariableType.INTEGER: 20,
+    VariableType.NUMBER: 20,
+    VariableType.BOOLEAN: 10,
+}
+#: The smallest document selection worth sending when the context was exceeded (characters).
+MIN_SHRUNK_CHARS = 500
+#: How many times a prompt the context cannot hold is asked again with half the text.
+MAX_SHRINKS = 4
+
+
+def answer_tokens(spec: TypeSpec) -> int:
+    """The output budget (`max_tokens`) of one answer about a variable of this type."""
+    return ANSWER_BASE_TOKENS + VALUE_TOKENS.get(spec.type, 200)
+
+
+def group_answer_tokens(specs: Sequence[TypeSpec]) -> int:
+    """The output budget of a grouped answer: every variable's, plus its name and the list."""
+    return sum(answer_tokens(spec) + 10 for spec in specs) + 20
 
 
 class WireAnswer(BaseModel):
@@ -66,6 +109,9 @@ class PairInput:
     #: The variable's cue words (runs/support.py `cue_words`): what a boolean's evidence must
     #: mention, and what picks the sentence of a bare-value quote found more than once.
     cues: tuple[str, ...] = ()
+    #: A smaller document block (at most this many characters of text), or None when the
+    #: document cannot be cut further; asked when the context cannot hold the prompt.
+    shrink: Callable[[int], str | None] | None = None
 
 
 @dataclass
@@ -93,6 +139,11 @@ class PairOutcome:
     model: str | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: Characters and messages of the prompts sent, for calibrating token estimates.
+    prompt_chars: int = 0
+    prompt_messages: int = 0
+    #: Times the document was cut to fit the model's context.
+    shrinks: int = 0
 
     def count(self, reply: ChatReply, variable: str | None = None) -> None:
         """Add a reply's cost; take its token confidence for this value (`variable`: this
@@ -100,6 +151,8 @@ class PairOutcome:
         self.attempts += 1
         self.tokens_in += reply.tokens_in
         self.tokens_out += reply.tokens_out
+        self.prompt_chars += reply.prompt_chars
+        self.prompt_messages += reply.prompt_messages
         self.latency_ms += reply.latency_ms
         self.model = reply.model
         # The value's own tokens, not the whole reply's (padding, fences, other variables).
@@ -153,10 +206,11 @@ def review_confidence(
     return round(score, 4)
 
 
-def build_messages(inp: PairInput) -> list[ChatMessage]:
+def build_messages(inp: PairInput, block: str | None = None) -> list[ChatMessage]:
+    document = inp.document_block if block is None else block
     return [
         ChatMessage("system", SYSTEM_PROMPT),
-        ChatMessage("user", render_user_message(inp.document_block, inp.variable_prompt)),
+        ChatMessage("user", render_user_message(document, inp.variable_prompt)),
     ]
 
 
@@ -259,18 +313,38 @@ async def extract_pair(chat: ChatModel, inp: PairInput, gate: CallGate | None) -
     """Ask until the answer validates (at most 1 + repair_attempts calls)."""
     outcome = PairOutcome(status=ExtractionStatus.FAILED)
     messages = build_messages(inp)
+    budget = answer_tokens(inp.type_spec)
+    block_chars = len(inp.document_block)
     error = ""
-    for _ in range(1 + inp.repair_attempts):
+    asked = 0
+    while asked < 1 + inp.repair_attempts:
         try:
-            reply = await chat.complete_json(messages, gate)
+            reply = await chat.complete_json(messages, gate, max_tokens=budget)
         except CallCancelled as exc:
             outcome.status, outcome.error = ExtractionStatus.CANCELLED, exc.reason
             return outcome
+        except ContextTooLong as exc:
+            # Less of the document, not a failed pair: the passages most relevant to the
+            # variable that fit half the room (re-asks so far are asked again with it).
+            smaller = None
+            if inp.shrink is not None and outcome.shrinks < MAX_SHRINKS:
+                block_chars //= 2
+                if block_chars >= MIN_SHRUNK_CHARS:
+                    smaller = inp.shrink(block_chars)
+            if smaller is None:
+                outcome.attempts += int(exc.sent)
+                outcome.error = f"{exc.reason} The document could not be cut to fit."
+                return outcome
+            outcome.shrinks += 1
+            outcome.attempts += int(exc.sent)
+            messages = [*build_messages(inp, smaller), *messages[2:]]
+            continue
         except LLMCallError as exc:
             outcome.attempts += 1
             outcome.error = exc.reason
             return outcome
         outcome.count(reply)
+        asked += 1
         try:
             await _settle(outcome, inp, _read_answer(reply))
         except InvalidValue as exc:
@@ -355,12 +429,23 @@ async def extract_group(
     exact, and it counts as one attempt for each of them.
     """
     outcomes = [PairOutcome(status=ExtractionStatus.FAILED) for _ in group.pairs]
+    budget = group_answer_tokens([p.type_spec for p in group.pairs])
     try:
-        reply = await chat.complete_json(build_group_messages(group), gate, GROUP_RESPONSE_FORMAT)
+        reply = await chat.complete_json(
+            build_group_messages(group), gate, GROUP_RESPONSE_FORMAT, max_tokens=budget
+        )
     except CallCancelled as exc:
         for outcome in outcomes:
             outcome.status, outcome.error = ExtractionStatus.CANCELLED, exc.reason
         return [GroupAnswer(outcome) for outcome in outcomes]
+    except ContextTooLong as exc:
+        # Asked alone, each variable's prompt is shorter, and its document can be cut.
+        for outcome in outcomes:
+            outcome.attempts = int(exc.sent)
+        return [
+            GroupAnswer(outcome, fallback="the grouped prompt did not fit the model's context")
+            for outcome in outcomes
+        ]
     except LLMCallError as exc:
         # The server's failure, not the answer's: single calls would meet it too (and a single
         # call that fails so is not re-asked either).
@@ -370,9 +455,12 @@ async def extract_group(
 
     tokens_in = split_evenly(reply.tokens_in, len(outcomes))
     tokens_out = split_evenly(reply.tokens_out, len(outcomes))
+    chars = split_evenly(reply.prompt_chars, len(outcomes))
+    messages = split_evenly(reply.prompt_messages, len(outcomes))
     for n, outcome in enumerate(outcomes):
         outcome.count(reply, group.names[n])  # its own value's token confidence
         outcome.tokens_in, outcome.tokens_out = tokens_in[n], tokens_out[n]
+        outcome.prompt_chars, outcome.prompt_messages = chars[n], messages[n]
     entries, problem = _group_entries(reply)
     answers = []
     for name, inp, outcome in zip(group.names, group.pairs, outcomes, strict=True):

@@ -9,6 +9,12 @@ the context budget, whose excerpts depend on the variable), each kind of call is
 once, and the sum over documents is exact. Pairs whose answer the result cache already holds
 make no call and are left out, unless the run would be `force_fresh`.
 
+Tokens per character: chars/4 (the client's rule) until the profile's calls have been
+counted — every stored outcome adds its prompts' characters and the provider's prompt tokens
+to `llm_usage` (runs/executor.py) — and from then on the observed ratio, frozen in the
+snapshot when the run is made (`observed_tokens_per_char`), so a second run on similar
+documents is estimated at the tokenizer's real rate.
+
 Calls are formed as the runner forms them: with a project's `group_size` k > 1, the variables
 of a document (in codebook order) are asked k at a time, less those the cache answers, and a
 group of one is a single call; documents past the context budget are never grouped. (With
@@ -28,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.llm.client import ChatMessage
 from quarry.llm.pricing import ModelPrice, cost_usd
+from quarry.profiles import repository as profiles_repository
 from quarry.runs import repository
 from quarry.runs.engine import (
     GroupInput,
@@ -44,6 +51,9 @@ from quarry.variables.types import TypeSpec, VariableType
 #: Output tokens assumed per pair for a project with no answers yet: about one answer with a
 #: sentence-long quote (`{"found": true, "evidence": "…", "value": …, "confidence": 0.9}`).
 DEFAULT_OUTPUT_TOKENS_PER_PAIR = 100
+#: Prompt characters a profile's calls must have sent before their token count calibrates
+#: the estimate (fewer say little about the tokenizer).
+MIN_CALIBRATION_CHARS = 2000
 #: Documents whose text is read at once (bounds the memory an estimate of a large project takes).
 _DOCUMENT_BATCH = 20
 
@@ -87,8 +97,11 @@ class CallShape:
             raise AssertionError("The engine's messages are no longer block + the rest.")
         return shape
 
-    def tokens(self, block_chars: int) -> int:
-        """`estimate_prompt_tokens` of the call's messages, from the lengths alone."""
+    def tokens(self, block_chars: int, per_char: float | None = None) -> int:
+        """`estimate_prompt_tokens` of the call's messages, from the lengths alone (at
+        `per_char` tokens per character once usage calibrated it, else chars/4)."""
+        if per_char is not None:
+            return math.ceil((self.rest + block_chars) * per_char) + 4 * self.messages
         return math.ceil((self.rest + block_chars) / 4) + 4 * self.messages
 
 
@@ -107,8 +120,12 @@ class BlockSizes:
         self.total += block_chars
         self.by_remainder[block_chars % 4] += 1
 
-    def tokens_for(self, shape: CallShape) -> int:
-        """Σ over the blocks of `shape.tokens(b)`."""
+    def tokens_for(self, shape: CallShape, per_char: float | None = None) -> int:
+        """Σ over the blocks of `shape.tokens(b)` (with a calibrated `per_char`, within half a
+        token per block: each block's rounding up is taken as half a token on average)."""
+        if per_char is not None:
+            chars = self.count * shape.rest + self.total
+            return round(chars * per_char + self.count / 2) + 4 * shape.messages * self.count
         base = shape.rest + 3
         remainders = sum(n * ((base + r) % 4) for r, n in enumerate(self.by_remainder))
         quarters = (self.count * base + self.total - remainders) // 4
@@ -171,6 +188,7 @@ async def estimate_run(
     does not answer: the project's ready documents (or `document_ids`), `variables` in
     codebook order, asked as `snapshot` says."""
     history, overall = await repository.output_tokens_per_pair(session, project_id)
+    per_char = snapshot.tokens_per_char
     usual = overall if overall is not None else float(DEFAULT_OUTPUT_TOKENS_PER_PAIR)
     size = max(snapshot.group_size, 1)
     chunks = [range(i, min(i + size, len(variables))) for i in range(0, len(variables), size)]
@@ -216,7 +234,7 @@ async def estimate_run(
                 for i, variable in enumerate(variables):
                     if fresh[i]:
                         block = text.block_for(variable.spec)[0]
-                        tokens_in[i] += shape_of((i,)).tokens(len(block))
+                        tokens_in[i] += shape_of((i,)).tokens(len(block), per_char)
                         asked[i] += 1
                         calls += 1
                 continue
@@ -227,7 +245,7 @@ async def estimate_run(
                     blocks.setdefault(members, BlockSizes()).add(block_chars)
     for members, sizes in blocks.items():
         # A grouped call's tokens are shared evenly among its variables, as the run does.
-        shares = split_evenly(sizes.tokens_for(shape_of(members)), len(members))
+        shares = split_evenly(sizes.tokens_for(shape_of(members), per_char), len(members))
         for i, share in zip(members, shares, strict=True):
             tokens_in[i] += share
             asked[i] += sizes.count
@@ -250,6 +268,17 @@ async def estimate_run(
     return Estimate(
         documents=documents, long_documents=long_documents, calls=calls, variables=costs
     )
+
+
+async def observed_tokens_per_char(session: AsyncSession, key: str) -> float | None:
+    """Prompt tokens per character the provider counted for a profile's calls so far (less
+    the 4 per message the estimate adds), or None before `MIN_CALIBRATION_CHARS` were sent:
+    the calibration of every token estimate for the profile (and of its document budget)."""
+    usage = await profiles_repository.usage_of(session, key)
+    if usage is None or usage.prompt_chars < MIN_CALIBRATION_CHARS:
+        return None
+    ratio = (usage.prompt_tokens - 4 * usage.prompt_messages) / usage.prompt_chars
+    return round(min(max(ratio, 0.02), 4.0), 6)
 
 
 async def _document_batches(

@@ -35,6 +35,7 @@ from quarry.capacity import Slots
 from quarry.db import job_write_scope
 from quarry.jobs import WORK_ON_RUN, JobContext
 from quarry.models import ExtractionStatus
+from quarry.profiles import repository as profiles_repository
 from quarry.runs import lifecycle
 from quarry.runs.groups import plan_units, run_group
 from quarry.runs.inputs import RunConfig, TaskInputs
@@ -123,6 +124,7 @@ class OutcomeWriter:
             try:
                 async with job_write_scope(ctx.sessionmaker) as session:
                     result = await lifecycle.store_outcomes(session, ctx.worker_id, batch)
+                    await profiles_repository.add_usage(session, _usage(batch))
                 break
             except Exception as exc:
                 if pause is None:  # the database is away for long: the leases will expire
@@ -252,6 +254,8 @@ class TaskExecutor:
             # A bug, not a failed call (those are outcomes): the tasks must not stay running.
             log.exception("runs.unit_crashed", extraction_id=str(unit[0].task.id))
             outcomes = [_crashed(work.task) for work in unit]
+        for outcome in outcomes:
+            outcome.usage_key = config.snapshot.usage_key
         self._writer.put(outcomes)
 
     def _announce(self, run_id: uuid.UUID) -> None:
@@ -315,6 +319,21 @@ class TaskExecutor:
                     await self._ctx.queue.enqueue(WORK_ON_RUN, [str(r) for r in runs])
             except Exception as exc:  # their leases expire and the sweeper hands them out
                 log.warning("runs.release_failed", tasks=len(held), error=repr(exc))
+
+
+def _usage(batch: Sequence[Outcome]) -> list[tuple[str, int, int, int, int]]:
+    """The batch's prompt sizes and tokens per profile (`llm_usage`: token estimates are
+    calibrated from them)."""
+    sums: dict[str, list[int]] = {}
+    for o in batch:
+        if o.usage_key is None or not o.prompt_chars or not o.tokens_in:
+            continue
+        total = sums.setdefault(o.usage_key, [0, 0, 0, 0])
+        total[0] += o.prompt_chars
+        total[1] += o.prompt_messages
+        total[2] += o.tokens_in
+        total[3] += 1
+    return [(key, *values) for key, values in sums.items()]  # type: ignore[misc]
 
 
 def _crashed(task: ClaimedTask) -> Outcome:

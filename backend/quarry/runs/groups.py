@@ -31,7 +31,15 @@ from quarry.runs.engine import GroupInput, PairInput, PairOutcome, extract_group
 from quarry.runs.inputs import RunConfig
 from quarry.runs.lifecycle import Outcome
 from quarry.runs.snapshot import RunSnapshot
-from quarry.runs.tasks import PairWork, TaskGate, failure_of, outcome_of
+from quarry.runs.tasks import (
+    PairWork,
+    TaskGate,
+    chat_model,
+    failure_of,
+    outcome_of,
+    remember_mode,
+    task_timeout,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -67,14 +75,14 @@ async def run_group(
     pairs = [work.build_input(snapshot) for work in works]
     outcomes: dict[int, Outcome] = {}
     grouped: dict[int, PairOutcome] = {}  # each variable's part of the grouped call
-    deadline = asyncio.timeout(ctx.settings.task_timeout)
+    deadline = asyncio.timeout(task_timeout(ctx, snapshot))
 
     async def ask_alone(chat: ChatModel, n: int, inp: PairInput, reason: str) -> None:
         work = works[n]
         try:
             result = await extract_pair(chat, inp, gate)
         except Exception as exc:  # this variable's failure; the others go on
-            result = failure_of(ctx, exc, deadline, work)
+            result = failure_of(ctx, exc, deadline, work, task_timeout(ctx, snapshot))
         note = (
             f"its part of the grouped answer could not be used ({reason}); it was asked on its own."
         )
@@ -83,7 +91,7 @@ async def run_group(
 
     try:
         async with deadline:
-            chat = ctx.llm.get(snapshot.model, snapshot.temperature)
+            chat = chat_model(ctx, snapshot)
             group = GroupInput(names=[work.name for work in works], pairs=pairs)
             answers = await extract_group(chat, group, gate)
             fallbacks = []
@@ -103,8 +111,9 @@ async def run_group(
                 async with asyncio.TaskGroup() as calls:  # side by side, within the deadline
                     for n, reason in fallbacks:
                         calls.create_task(ask_alone(chat, n, pairs[n], reason))
+            await remember_mode(ctx, snapshot, chat)
     except Exception as exc:
-        failure = failure_of(ctx, exc, deadline, works[0])
+        failure = failure_of(ctx, exc, deadline, works[0], task_timeout(ctx, snapshot))
         for n, work in enumerate(works):
             if n not in outcomes:
                 result = PairOutcome(status=failure.status, error=failure.error)
@@ -118,6 +127,8 @@ def _with_cost_of(grouped: PairOutcome | None, outcome: PairOutcome) -> PairOutc
         outcome.attempts += grouped.attempts
         outcome.tokens_in += grouped.tokens_in
         outcome.tokens_out += grouped.tokens_out
+        outcome.prompt_chars += grouped.prompt_chars
+        outcome.prompt_messages += grouped.prompt_messages
         outcome.latency_ms += grouped.latency_ms
         outcome.model = outcome.model or grouped.model
     return outcome

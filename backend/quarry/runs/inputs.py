@@ -75,8 +75,8 @@ class DocumentText:
         self.all_pages = [p.number for p in pages]
         self.chunked = len(self.text) > max_chars
         self._whole: str | None = None
-        self._index: ChunkIndex | None = None
-        self._blocks: _Recent[str, tuple[str, list[int]]] = _Recent(256)
+        self._indexes: dict[int, ChunkIndex] = {}
+        self._blocks: _Recent[tuple[str, int], tuple[str, list[int]]] = _Recent(256)
 
     def block_for(self, spec: dict[str, Any]) -> tuple[str, list[int]]:
         """The fenced document text to send with this variable, and the pages it holds."""
@@ -84,17 +84,24 @@ class DocumentText:
             if self._whole is None:
                 self._whole = render_document_block(self.page_texts)
             return self._whole, self.all_pages
-        key = spec_hash(spec)
+        return self.block_within(spec, self.max_chars)
+
+    def block_within(self, spec: dict[str, Any], max_chars: int) -> tuple[str, list[int]]:
+        """The chunks most relevant to this variable that fit `max_chars` characters, fenced,
+        and their pages (also for a document within the budget: the model's context may
+        have turned out smaller than the budget assumed)."""
+        key = (spec_hash(spec), max_chars)
         cached = self._blocks.get(key)
         if cached is not None:
             return cached
-        if self._index is None:
-            chunk_chars = max(500, min(CHUNK_CHARS, self.max_chars // 4))
+        chunk_chars = max(min(500, max_chars // 2), min(CHUNK_CHARS, max_chars // 4))
+        index = self._indexes.get(chunk_chars)
+        if index is None:
             chunks = split_into_chunks(
                 self.text, self.page_starts, chunk_chars, overlap=chunk_chars // 10
             )
-            self._index = ChunkIndex(self.text, chunks)
-        chosen = self._index.select(variable_query(spec), self.max_chars)
+            index = self._indexes[chunk_chars] = ChunkIndex(self.text, chunks)
+        chosen = index.select(variable_query(spec), max_chars)
         block = render_excerpts_block(
             [(c.first_page, c.last_page, self.text[c.start : c.end]) for c in chosen],
             total_pages=len(self.page_texts),

@@ -796,6 +796,11 @@ class Outcome:
     pages_sent: list[int] | None = None
     #: Log lines about this task (re-asks, failure, excerpts sent).
     events: list[LogLine] = field(default_factory=list)
+    #: The prompts' size (characters, messages) its calls sent, and where that usage is
+    #: summed (not stored on the row: runs/executor.py adds it to `llm_usage`).
+    prompt_chars: int = 0
+    prompt_messages: int = 0
+    usage_key: str | None = None
 
 
 def _store_statement() -> Any:

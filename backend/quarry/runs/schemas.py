@@ -36,6 +36,11 @@ class RunCreate(BaseModel):
         False,
         description="Ignore cached answers and make every call, even for pairs answered before",
     )
+    profile: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        None,
+        description="The project's model profile to ask, by name or id; default: the "
+        "profile the server's environment gives (QUARRY_LLM_*, OPENAI_*). The run freezes it.",
+    )
 
 
 class RunCounts(BaseModel):

@@ -5,16 +5,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.db import after_commit
 from quarry.errors import BadRequest, Conflict, NotFound
 from quarry.jobs import PREPARE_RUN, WORK_ON_RUN, JobQueue
-from quarry.llm.client import ChatModelFactory
+from quarry.llm.client import DEFAULT_TOKENS_PER_CHAR, ChatModelFactory
 from quarry.llm.pricing import ModelPrice, cost_usd, find_price, price_table
 from quarry.models import (
     FINAL_RUN_STATUSES,
+    ModelProfileRow,
     Project,
     PromptVersion,
     Run,
@@ -23,7 +25,9 @@ from quarry.models import (
     User,
     Variable,
 )
+from quarry.profiles import service as profiles
 from quarry.runs import estimate, lifecycle, repository
+from quarry.runs.context import CallPart, document_budget_chars
 from quarry.runs.costs import budget_reason, run_price
 from quarry.runs.lifecycle import LogLine
 from quarry.runs.schemas import (
@@ -94,6 +98,41 @@ def _model_price(settings: Settings, model: str, budget_usd: float | None) -> Mo
     return price
 
 
+def _profile_fields(
+    settings: Settings, project: Project, row: ModelProfileRow | None
+) -> dict[str, Any]:
+    """The snapshot's model-profile fields: the named profile's, or the environment's."""
+    if row is None:
+        return {
+            "model": project.llm_model or settings.llm_model,
+            "temperature": (
+                project.llm_temperature
+                if project.llm_temperature is not None
+                else settings.llm_temperature
+            ),
+            "context_window": settings.llm_context_window,
+            "max_output_tokens": settings.llm_max_output_tokens,
+            "output_mode": settings.llm_output_mode,
+        }
+    return {
+        "model": row.model,
+        "temperature": row.temperature,
+        "profile_id": str(row.id),
+        "profile_name": row.name,
+        "provider": row.provider,
+        "base_url": row.base_url,
+        "api_key_env": row.api_key_env,
+        "context_window": row.context_window,
+        "max_output_tokens": row.max_output_tokens,
+        "output_mode": row.output_mode,
+        "learned_mode": row.learned_mode,
+        "concurrency": row.concurrency,
+        "rpm": row.rpm,
+        "tpm": row.tpm,
+        "timeout_seconds": row.timeout_seconds,
+    }
+
+
 async def _plan(
     session: AsyncSession, settings: Settings, project: Project, data: RunCreate
 ) -> _Plan:
@@ -102,22 +141,38 @@ async def _plan(
     documents = await _count_documents(session, project, data.document_ids)
     variables = await _select_variables(session, project, data.variable_ids)
     versions = await latest_prompt_versions(session, [v.id for v in variables])
-    model = project.llm_model or settings.llm_model
-    price = _model_price(settings, model, data.budget_usd)
+    row = (
+        None
+        if data.profile is None
+        else await profiles.find_profile(session, project, data.profile)
+    )
+    fields = _profile_fields(settings, project, row)
+    model = str(fields["model"])
+    if row is not None and row.price_input is not None and row.price_output is not None:
+        price: ModelPrice | None = ModelPrice(input=row.price_input, output=row.price_output)
+    else:
+        price = _model_price(settings, model, data.budget_usd)
+    group_size = max(project.group_size, 1)
+    key = f"profile:{row.id}" if row is not None else f"env:{model}"
+    tokens_per_char = await estimate.observed_tokens_per_char(session, key)
+    budget = document_budget_chars(
+        [CallPart(v.name, versions[v.id].prompt, versions[v.id].spec) for v in variables],
+        group_size=group_size,
+        context_window=int(fields["context_window"]),
+        max_output_tokens=int(fields["max_output_tokens"]),
+        tokens_per_char=tokens_per_char or DEFAULT_TOKENS_PER_CHAR,
+        cap=settings.llm_max_document_chars,
+    )
     snapshot = RunSnapshot(
         engine_version=ENGINE_VERSION,
-        model=model,
-        temperature=(
-            project.llm_temperature
-            if project.llm_temperature is not None
-            else settings.llm_temperature
-        ),
-        max_document_chars=settings.llm_max_document_chars,
+        max_document_chars=budget,
         grounding_fuzzy_threshold=settings.grounding_fuzzy_threshold,
-        group_size=max(project.group_size, 1),
+        group_size=group_size,
         repair_attempts=settings.llm_repair_attempts,
         force_fresh=data.force_fresh,
         price=FrozenPrice(input=price.input, output=price.output) if price else None,
+        tokens_per_char=tokens_per_char,
+        **fields,
     )
     return _Plan(documents, variables, versions, snapshot)
 
@@ -180,8 +235,10 @@ async def create_run(
 
     Its wake-ups are enqueued only after the commit, so no worker looks for a run that a
     rollback then removes."""
-    llm.ensure_configured()
+    if data.profile is None:
+        llm.ensure_configured()
     plan = await _plan(session, settings, project, data)
+    llm.ensure_configured(plan.snapshot.llm_profile(llm.default_profile()))
     run = Run(
         project_id=project.id,
         created_by=user.id,
@@ -318,8 +375,8 @@ async def retry_run(
 ) -> Run:
     """Run again the run's failed and cancelled tasks, and those it never started (and only
     those), with a new budget if `data` sets one."""
-    llm.ensure_configured()
     snapshot = RunSnapshot.from_row(run.settings, run.model)
+    llm.ensure_configured(snapshot.llm_profile(llm.default_profile()))
     set_budget = "budget_usd" in data.model_fields_set
     budget = data.budget_usd if set_budget else run.budget_usd
     if set_budget and budget is not None and run_price(settings, snapshot) is None:

@@ -14,6 +14,12 @@ after that edit calls the model for that variable alone. Reuse stays inside a pr
 never sees an answer produced for someone else's project), takes only answers that settled
 (`succeeded` or `not_found`, never a failure), and is skipped for runs made `force_fresh`.
 
+The model profile a run asks (a project's named profile, or the one the environment gives)
+is frozen here field by field: where calls go and how answers are asked for change answers
+(`provider`, `base_url`, `model`, `output_mode`, `context_window`, `max_output_tokens`);
+the limits, the timeout, the key's variable name and the calibration only change how the
+run goes. `llm_profile` turns it back into the llm layer's `ModelProfile`.
+
 Stored as JSON in `runs.settings`. Rows from before a field existed get its default here, or
 for `model` the row's own column. The budget is not frozen: a user may raise it on retry, so it
 is the run's column `budget_usd` (models/run.py); the price it is counted at is frozen here.
@@ -23,15 +29,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from quarry.llm.client import ModelProfile, OutputMode
 from quarry.llm.pricing import ModelPrice
 
 #: Bump when the engine changes what it does with the same inputs (e.g. how a value is
-#: validated or grounded), so that earlier answers are not reused.
-ENGINE_VERSION = "2"
+#: validated or grounded), so that earlier answers are not reused. 3: answers parsed
+#: tolerantly, `max_tokens` sent, output modes, the document budget from the context window.
+ENGINE_VERSION = "3"
 
 
 class FrozenPrice(BaseModel):
@@ -69,6 +78,28 @@ class RunSnapshot(BaseModel):
     #: The price the run's tokens are counted at; None when the model's price is unknown.
     price: FrozenPrice | None = None
 
+    # -- the model profile (None: the environment's, QUARRY_LLM_* / OPENAI_*) -------------
+    profile_id: str | None = None
+    profile_name: str | None = None
+    provider: str = "openai"
+    #: The profile's server; None: the environment's (OPENAI_BASE_URL) or the provider's.
+    base_url: str | None = None
+    #: The name of the environment variable with the API key (never the key).
+    api_key_env: str | None = None
+    context_window: int = 128_000
+    max_output_tokens: int = 4096
+    output_mode: str = "auto"
+    #: The mode `auto` had learned for the profile when the run was made.
+    learned_mode: str | None = None
+    #: Limits and timeout of the profile (None: the environment's).
+    concurrency: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    timeout_seconds: float | None = None
+    #: Observed prompt tokens per character for the profile when the run was made (None:
+    #: not enough usage yet; chars/4 is assumed).
+    tokens_per_char: float | None = None
+
     #: Fields whose value changes what the model answers (the result cache's key).
     ANSWER_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {
@@ -78,10 +109,30 @@ class RunSnapshot(BaseModel):
             "max_document_chars",
             "grounding_fuzzy_threshold",
             "group_size",
+            "provider",
+            "base_url",
+            "context_window",
+            "max_output_tokens",
+            "output_mode",
         }
     )
     #: Fields that decide how the run goes, not what is answered.
-    RUN_FIELDS: ClassVar[frozenset[str]] = frozenset({"repair_attempts", "force_fresh", "price"})
+    RUN_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "repair_attempts",
+            "force_fresh",
+            "price",
+            "profile_id",
+            "profile_name",
+            "api_key_env",
+            "learned_mode",
+            "concurrency",
+            "rpm",
+            "tpm",
+            "timeout_seconds",
+            "tokens_per_char",
+        }
+    )
 
     @classmethod
     def check_fields_are_classified(cls) -> None:
@@ -113,6 +164,39 @@ class RunSnapshot(BaseModel):
     @property
     def model_price(self) -> ModelPrice | None:
         return self.price.to_price() if self.price is not None else None
+
+    @property
+    def usage_key(self) -> str:
+        """Where this run's prompt sizes and tokens are summed (runs/estimate.py calibrates
+        token estimates from them): per profile, or per model for the environment's."""
+        return f"profile:{self.profile_id}" if self.profile_id else f"env:{self.model}"
+
+    def llm_profile(self, environment: ModelProfile) -> ModelProfile:
+        """The llm layer's profile of this run; `environment` is the environment's profile
+        (for a run without a named one, and for what a named one leaves unset)."""
+        frozen = replace(
+            environment,
+            model=self.model,
+            temperature=self.temperature,
+            context_window=self.context_window,
+            max_output_tokens=self.max_output_tokens,
+            output_mode=OutputMode(self.output_mode),
+            learned_mode=OutputMode(self.learned_mode) if self.learned_mode else None,
+            tokens_per_char=self.tokens_per_char or environment.tokens_per_char,
+        )
+        if self.profile_id is None:
+            return frozen
+        return replace(
+            frozen,
+            key=self.profile_id,
+            provider=self.provider,
+            base_url=self.base_url,
+            api_key_env=self.api_key_env,
+            concurrency=self.concurrency or environment.concurrency,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            timeout_seconds=self.timeout_seconds or environment.timeout_seconds,
+        )
 
     def answer_fingerprint(self) -> str:
         """The answer fields, canonically (what a cache key is built from)."""

@@ -19,9 +19,10 @@ import structlog
 
 from quarry.db import job_write_scope
 from quarry.jobs import JobContext
-from quarry.llm.client import EXPECTED_OUTPUT_TOKENS, LLMCallError
+from quarry.llm.client import EXPECTED_OUTPUT_TOKENS, ChatModel, LLMCallError, OutputMode
 from quarry.llm.pricing import cost_usd, format_usd
 from quarry.models import Extraction, ExtractionStatus
+from quarry.profiles import repository as profiles_repository
 from quarry.runs import lifecycle, repository
 from quarry.runs.costs import budget_reason
 from quarry.runs.engine import PairInput, PairOutcome, extract_pair
@@ -63,6 +64,7 @@ class PairWork:
     key: str
     text: DocumentText
     pages: list[int] | None = None  # the pages shown, once `build_input` chose them
+    shrunk: bool = False  # the document was cut further to fit the model's context
 
     @property
     def name(self) -> str:
@@ -76,6 +78,12 @@ class PairWork:
         """The engine's input (for a long document, the excerpts chosen for this variable)."""
         spec = self.spec
         block, self.pages = self.text.block_for(spec)
+
+        def shrink(max_chars: int) -> str | None:
+            smaller, pages = self.text.block_within(spec, max_chars)
+            self.pages, self.shrunk = pages, True
+            return smaller
+
         return PairInput(
             document_block=block,
             document_text=self.text.text,
@@ -89,6 +97,7 @@ class PairWork:
             repair_attempts=snapshot.repair_attempts,
             fuzzy_threshold=snapshot.grounding_fuzzy_threshold,
             cues=cue_words(str(spec.get("name") or ""), str(spec.get("label") or "")),
+            shrink=shrink,
         )
 
     def line(self, event: str, level: str, message: str) -> LogLine:
@@ -162,7 +171,16 @@ def outcome_of(work: PairWork, result: PairOutcome, events: Sequence[LogLine] = 
     ]
     if result.status == ExtractionStatus.FAILED:
         lines.append(work.line("task.failed", "error", str(result.error)))
-    if work.text.chunked and result.attempts:
+    if work.shrunk and result.attempts:
+        lines.append(
+            work.line(
+                "task.context_exceeded",
+                "warning",
+                f"the prompt did not fit the model's context; pages {_page_ranges(pages)} "
+                "were sent, chosen for this variable.",
+            )
+        )
+    elif work.text.chunked and result.attempts:
         lines.append(
             work.line(
                 "task.chunked",
@@ -194,21 +212,63 @@ def outcome_of(work: PairWork, result: PairOutcome, events: Sequence[LogLine] = 
         cache_key=work.key,
         pages_sent=pages if result.attempts else None,
         events=lines,
+        prompt_chars=result.prompt_chars,
+        prompt_messages=result.prompt_messages,
     )
 
 
 def failure_of(
-    ctx: JobContext, exc: BaseException, deadline: asyncio.Timeout, work: PairWork
+    ctx: JobContext,
+    exc: BaseException,
+    deadline: asyncio.Timeout,
+    work: PairWork,
+    limit: float | None = None,
 ) -> PairOutcome:
     """The result of an extraction that raised `exc` (called in the `except` block)."""
     if isinstance(exc, LLMCallError):  # e.g. misconfiguration discovered at call time
         error = exc.reason
     elif isinstance(exc, TimeoutError) and deadline.expired():
-        error = f"The extraction did not finish within {ctx.settings.task_timeout:g} s."
+        seconds = ctx.settings.task_timeout if limit is None else limit
+        error = f"The extraction did not finish within {seconds:g} s."
     else:
         log.exception("runs.task.crashed", extraction_id=str(work.task.id))
         error = f"Internal error: {type(exc).__name__}."
     return PairOutcome(status=ExtractionStatus.FAILED, error=error)
+
+
+def task_timeout(ctx: JobContext, snapshot: RunSnapshot) -> float:
+    """Seconds one unit of work may take: derived from the profile's call timeout."""
+    return ctx.settings.task_timeout_for(snapshot.timeout_seconds)
+
+
+def chat_model(ctx: JobContext, snapshot: RunSnapshot) -> ChatModel:
+    """The chat model of the run's profile (the environment's unless the run named one)."""
+    return ctx.llm.for_profile(snapshot.llm_profile(ctx.llm.default_profile()))
+
+
+#: Profiles whose learned output mode this process has stored (a write per profile at most).
+_STORED_MODES: dict[str, str] = {}
+
+
+async def remember_mode(ctx: JobContext, snapshot: RunSnapshot, chat: ChatModel) -> None:
+    """Store on the profile's row the output mode `auto` found to work, once per process,
+    so later runs (and other workers) start with it."""
+    if snapshot.profile_id is None or snapshot.output_mode != OutputMode.AUTO:
+        return
+    learned = ctx.llm.modes.get(snapshot.llm_profile(ctx.llm.default_profile()))
+    if learned is None or _STORED_MODES.get(snapshot.profile_id) == learned:
+        return
+    _STORED_MODES[snapshot.profile_id] = learned
+    if learned == snapshot.learned_mode:
+        return
+    try:
+        async with job_write_scope(ctx.sessionmaker) as session:
+            await profiles_repository.set_learned_mode(
+                session, uuid.UUID(snapshot.profile_id), str(learned)
+            )
+    except Exception as exc:  # only a hint for later runs: never fail the task for it
+        _STORED_MODES.pop(snapshot.profile_id, None)
+        log.warning("runs.learned_mode_not_stored", error=repr(exc))
 
 
 async def run_single(
@@ -219,13 +279,14 @@ async def run_single(
     inp = work.build_input(snapshot)
     # The deadline ends a task that runs too long failed, with a reason, instead of letting
     # its lease expire and the sweeper hand it out again forever.
-    deadline = asyncio.timeout(ctx.settings.task_timeout)
+    deadline = asyncio.timeout(task_timeout(ctx, snapshot))
     try:
         async with deadline:
-            chat = ctx.llm.get(snapshot.model, snapshot.temperature)
+            chat = chat_model(ctx, snapshot)
             result = await extract_pair(chat, inp, gate)
+            await remember_mode(ctx, snapshot, chat)
     except Exception as exc:
-        result = failure_of(ctx, exc, deadline, work)
+        result = failure_of(ctx, exc, deadline, work, task_timeout(ctx, snapshot))
     return [outcome_of(work, result)]
 
 

@@ -36,6 +36,7 @@ class AuditAction(StrEnum):
     PROJECT_DELETED = "project.deleted"
     VARIABLE_DELETED = "variable.deleted"
     DOCUMENT_DELETED = "document.deleted"
+    PROFILE_DELETED = "profile.deleted"
     EXPORTED = "project.exported"
 
 

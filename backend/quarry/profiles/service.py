@@ -1,0 +1,162 @@
+"""Model profiles: create, read, change, delete; and the profile a run names, as the llm
+layer's `ModelProfile` (what a run's snapshot freezes)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quarry.errors import BadRequest, Conflict, NotFound
+from quarry.llm.client import api_key_from_env
+from quarry.models import ModelProfileRow, Project
+from quarry.profiles import repository
+from quarry.profiles.schemas import ProfileCreate, ProfileOut, ProfileUpdate, check_consistent
+
+#: Defaults of a new profile's optional fields (the environment's profile has its own, from
+#: QUARRY_LLM_*): a profile is usually a local or second server, so calls are fewer at once
+#: and may take longer than the environment's defaults.
+DEFAULTS: dict[str, object] = {
+    "provider": "openai",
+    "temperature": 0.0,
+    "context_window": 128_000,
+    "max_output_tokens": 4096,
+    "concurrency": 4,
+    "output_mode": "auto",
+    "timeout_seconds": 120.0,
+}
+
+
+def to_out(profile: ModelProfileRow) -> ProfileOut:
+    return ProfileOut(
+        id=profile.id,
+        project_id=profile.project_id,
+        name=profile.name,
+        provider=profile.provider,
+        base_url=profile.base_url,
+        model=profile.model,
+        api_key_env=profile.api_key_env,
+        api_key_present=bool(api_key_from_env(profile.api_key_env)),
+        temperature=profile.temperature,
+        context_window=profile.context_window,
+        max_output_tokens=profile.max_output_tokens,
+        concurrency=profile.concurrency,
+        rpm=profile.rpm,
+        tpm=profile.tpm,
+        price_input=profile.price_input,
+        price_output=profile.price_output,
+        output_mode=profile.output_mode,
+        learned_mode=profile.learned_mode,
+        timeout_seconds=profile.timeout_seconds,
+        created_at=profile.created_at,
+        updated_at=profile.updated_at,
+    )
+
+
+async def list_profiles(session: AsyncSession, project: Project) -> Sequence[ModelProfileRow]:
+    return await repository.list_profiles(session, project.id)
+
+
+async def get_profile(
+    session: AsyncSession, project: Project, profile_id: uuid.UUID
+) -> ModelProfileRow:
+    profile = await repository.get_profile(session, project.id, profile_id)
+    if profile is None:
+        raise NotFound("No such model profile in this project.")
+    return profile
+
+
+async def find_profile(session: AsyncSession, project: Project, ref: str) -> ModelProfileRow:
+    """The profile a run names, by id or by name (404 when the project has none such)."""
+    profile = None
+    try:
+        profile_id = uuid.UUID(ref)
+    except ValueError:
+        profile = await repository.get_profile_by_name(session, project.id, ref.strip())
+    else:
+        profile = await repository.get_profile(session, project.id, profile_id)
+    if profile is None:
+        raise NotFound(f"No model profile named {ref!r} in this project.")
+    return profile
+
+
+async def _flush(session: AsyncSession, name: str) -> None:
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        if "uq_model_profiles_project_id_name" in str(exc.orig) or "model_profiles.name" in str(
+            exc.orig
+        ):
+            raise Conflict(f"The project already has a model profile named '{name}'.") from exc
+        raise
+
+
+async def create_profile(
+    session: AsyncSession, project: Project, data: ProfileCreate
+) -> ModelProfileRow:
+    values: dict[str, Any] = {**DEFAULTS, **data.model_dump(exclude_none=True)}
+    try:
+        check_consistent(
+            values["context_window"],
+            values["max_output_tokens"],
+            values.get("price_input"),
+            values.get("price_output"),
+        )
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    if "base_url" in values:
+        values["base_url"] = str(values["base_url"]).rstrip("/")
+    profile = ModelProfileRow(project_id=project.id, **values)
+    session.add(profile)
+    await _flush(session, data.name)
+    await session.refresh(profile)
+    return profile
+
+
+async def update_profile(
+    session: AsyncSession, profile: ModelProfileRow, data: ProfileUpdate
+) -> ModelProfileRow:
+    """Change the fields `data` sets (null clears an optional one). Runs already made keep
+    what they froze."""
+    changes = data.model_dump(exclude_unset=True)
+    required = {"name", "model", *DEFAULTS}
+    cleared = sorted(k for k, v in changes.items() if v is None and k in required)
+    if cleared:
+        raise BadRequest(f"These fields cannot be null: {', '.join(cleared)}.")
+    if "base_url" in changes and changes["base_url"] is not None:
+        changes["base_url"] = str(changes["base_url"]).rstrip("/")
+    try:
+        check_consistent(
+            changes.get("context_window", profile.context_window),
+            changes.get("max_output_tokens", profile.max_output_tokens),
+            changes.get("price_input", profile.price_input),
+            changes.get("price_output", profile.price_output),
+        )
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    server_changed = any(
+        key in changes and changes[key] != getattr(profile, key)
+        for key in ("provider", "base_url", "model", "output_mode")
+    )
+    for key, value in changes.items():
+        setattr(profile, key, value)
+    if server_changed:
+        profile.learned_mode = None  # what worked with the old server says nothing of this one
+    await _flush(session, profile.name)
+    await session.refresh(profile)
+    return profile
+
+
+async def delete_profile(session: AsyncSession, profile: ModelProfileRow) -> None:
+    """Delete the profile, unless a run that is not over uses it (409)."""
+    for settings in await repository.active_run_settings(session, profile.project_id):
+        if (settings or {}).get("profile_id") == str(profile.id):
+            raise Conflict(
+                f"The model profile '{profile.name}' is in use by a run that is not over; "
+                "cancel the run or wait for it to end, then delete the profile."
+            )
+    await session.delete(profile)
+    await session.flush()
