@@ -151,10 +151,14 @@ def ranks_in_sql(dialect: Dialect) -> bool:
     return dialect.name != "sqlite"
 
 
-def latest_answers_of(document_ids: Sequence[uuid.UUID], *, rank_in_sql: bool = True) -> Rows:
+def latest_answers_of(
+    document_ids: Sequence[uuid.UUID], *, rank_in_sql: bool = True, value_as_text: bool = True
+) -> Rows:
     """The current extraction of each (document, variable) of `document_ids`: Answer's fields
-    in order, the value as the driver gives it (SQLite: JSON text or a number; asyncpg:
-    decoded).
+    in order, the value undecoded: cast to its JSON text with `value_as_text` (PostgreSQL:
+    asyncpg's codec would decode every row's value, where latest_answers decodes each
+    distinct text once per batch), else as SQLite stores it (JSON text or a number; a CAST
+    would print a float to 15 digits only).
 
     Without `rank_in_sql`, every extraction of those cells, each cell's current one first (the
     caller keeps the first of each). SQLite's window function materialises each row it ranks,
@@ -165,7 +169,7 @@ def latest_answers_of(document_ids: Sequence[uuid.UUID], *, rank_in_sql: bool = 
     if not rank_in_sql:
         c = Extraction.__table__.c
         return (
-            _answers_from(c)
+            _answers_from(c, value_as_text)
             .where(c.document_id.in_(document_ids))
             .order_by(c.document_id, c.variable_id, *_current_first(c))
         )
@@ -193,10 +197,10 @@ def latest_answers_of(document_ids: Sequence[uuid.UUID], *, rank_in_sql: bool = 
         .where(Extraction.document_id.in_(document_ids))
         .subquery()
     )
-    return _answers_from(ranked.c).where(ranked.c.rank == 1)
+    return _answers_from(ranked.c, value_as_text).where(ranked.c.rank == 1)
 
 
-def _answers_from(c: Any) -> Rows:
+def _answers_from(c: Any, value_as_text: bool) -> Rows:
     """Answer's columns from `c`, the columns of extractions or of a subquery of them."""
     # The current review is the newest, so "newer than it" is "newer than the newest".
     newest_review = (
@@ -209,8 +213,8 @@ def _answers_from(c: Any) -> Rows:
         _key(c.document_id),
         _key(c.variable_id),
         c.status,
-        # As the driver gives it: decoded by latest_answers, which knows values repeat.
-        type_coerce(c.value, Text),
+        # Decoded by latest_answers, which knows values repeat.
+        cast(c.value, Text) if value_as_text else type_coerce(c.value, Text),
         c.evidence,
         c.page,
         c.confidence,
@@ -230,12 +234,10 @@ async def latest_answers(
     if not document_ids:
         return {}
     connection = await session.connection()
-    statement = latest_answers_of(document_ids, rank_in_sql=ranks_in_sql(connection.dialect))
+    in_sql = ranks_in_sql(connection.dialect)
+    statement = latest_answers_of(document_ids, rank_in_sql=in_sql, value_as_text=in_sql)
     result = await connection.execute(statement)
     rows = result.all()
-    if connection.dialect.supports_native_json_deserialization:
-        # asyncpg decodes JSON itself (SQLAlchemy installs the codec).
-        return {(row[0], row[1]): Answer(*row) for row in rows}
     # The driver hands over the JSON text. Most values repeat (categories, yes/no, small
     # numbers, dates), so each distinct text is decoded once per batch; cells with equal
     # values share one (never mutated) object.
