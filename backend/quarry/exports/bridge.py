@@ -218,6 +218,11 @@ async def stream_from_thread(
             if isinstance(item, _Failure):
                 raise item.error
             yield cast(bytes, item)
+            # Let the loop's other tasks run between hand-offs. A writer that keeps the outbox
+            # full makes Queue.get return without suspending, and a send with room in the
+            # socket's buffer does not suspend either: hand-off after hand-off would then go
+            # out with other requests (and Starlette's disconnect listener) kept waiting.
+            await asyncio.sleep(0)
     finally:
         outbox.stop()
         await _clean_up(worker, feeds)
