@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import sqlite3
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -153,6 +154,37 @@ async def job_write_scope(
         lock = _SQLITE_WRITE_LOCKS.setdefault(bind.sync_engine, asyncio.Lock())
     async with lock, session_scope(sessionmaker) as session:
         yield session
+
+
+def sqlite_file(sessionmaker: async_sessionmaker[AsyncSession]) -> Path | None:
+    """The database file behind `sessionmaker` when it is a SQLite file, else None."""
+    bind = sessionmaker.kw.get("bind")
+    if bind is None or bind.dialect.name != "sqlite":
+        return None
+    database = bind.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None  # in memory, or a URI of its own: only the engine's connections reach it
+    return Path(database)
+
+
+def connect_sqlite_reader(path: Path) -> sqlite3.Connection:
+    """A plain, read-only connection to a SQLite file, inside one read transaction.
+
+    For bulk reads in a worker thread (exports): rows come straight from SQLite to the code
+    that uses them, without hops through aiosqlite's thread and the event loop. Read-only by
+    URI (`mode=ro`), so such a reader can never write or take the write lock. The deferred
+    BEGIN makes every query until `close()` read one snapshot (WAL keeps it while writers go
+    on). The connection belongs to the thread that opened it: close it there.
+    """
+    connection = sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None
+    )
+    try:
+        connection.execute("BEGIN")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
 def writers_take_turns(session: AsyncSession) -> bool:

@@ -128,3 +128,92 @@ async def test_a_cancelled_reader_stops_the_writer_and_closes_the_source() -> No
     async with asyncio.timeout(HANG_GUARD):
         await source.closed.wait()
     assert source.read < 1_000
+
+
+class ThreadBatches:
+    """A blocking source of batches of long rows, read by the writer thread itself (as the
+    SQLite export reads its database): records the threads that opened, read and closed it."""
+
+    def __init__(self, batches: int, rows: int) -> None:
+        self.batches, self.rows = batches, rows
+        self.read = 0
+        self.threads: dict[str, int] = {}
+        self.closed = threading.Event()
+
+    def open(self) -> Iterator[list[LongRow]]:
+        self.threads["opened"] = threading.get_ident()
+        try:
+            for b in range(self.batches):
+                self.read += 1
+                self.threads["read"] = threading.get_ident()
+                yield [
+                    LongRow(f"doc-{b}-{i}", f"file {b}-{i}.pdf", "title", T.TEXT, value="v" * 100)
+                    for i in range(self.rows)
+                ]
+        finally:
+            self.threads["closed"] = threading.get_ident()
+            self.closed.set()
+
+    def in_one_other_thread(self) -> bool:
+        return len(set(self.threads.values())) == 1 and threading.get_ident() not in (
+            self.threads.values()
+        )
+
+
+async def test_an_in_thread_source_is_read_and_closed_in_the_writer_thread() -> None:
+    source = ThreadBatches(batches=40, rows=500)
+    chunks = [c async for c in bridge.stream_from_thread(long_csv, bridge.InThread(source.open))]
+    assert b"".join(chunks).count(b"\r\n") == 20_001
+    assert source.read == 40 and source.closed.is_set()
+    assert source.in_one_other_thread(), source.threads
+
+
+async def test_an_in_thread_source_stops_when_the_reader_goes_away() -> None:
+    source = ThreadBatches(batches=1_000, rows=100)
+    stream = bridge.stream_from_thread(long_csv, bridge.InThread(source.open))
+    await anext(stream)
+    await stream.aclose()
+    assert source.closed.is_set()  # closed by the time the stream is
+    # Of 1,000 batches (~15 kB of CSV each): at most the hand-offs the outbox holds.
+    assert source.read < 100, source.read
+    assert source.in_one_other_thread(), source.threads
+
+
+async def test_an_in_thread_source_is_closed_after_a_writer_error() -> None:
+    source = ThreadBatches(batches=10, rows=10)
+
+    def failing(batches: Iterable[list[LongRow]]) -> Iterator[str]:
+        for batch in batches:
+            yield "x" * len(batch)
+            raise ValueError("a cell the writer cannot take")
+
+    with pytest.raises(ValueError, match="cannot take"):
+        async with asyncio.timeout(HANG_GUARD):
+            async for _ in bridge.stream_from_thread(failing, bridge.InThread(source.open)):
+                pass
+    assert source.closed.is_set() and source.read < 10
+
+
+async def test_a_cancelled_run_stops_reading_an_in_thread_source() -> None:
+    source = ThreadBatches(batches=100_000, rows=10)
+    other = Batches(batches=100_000, rows=1)  # an async source beside it, as xlsx has
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def write_all(batches: Iterable[list[LongRow]], more: Iterable[list[LongRow]]) -> int:
+        count = 0
+        for batch, _ in zip(batches, more, strict=False):
+            count += len(batch)
+            loop.call_soon_threadsafe(started.set)
+        return count
+
+    task = asyncio.create_task(
+        bridge.run_in_thread(write_all, bridge.InThread(source.open), other())
+    )
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert source.closed.is_set() and other.closed.is_set()  # by the time the caller returns
+    assert source.read < 100_000
+    assert source.in_one_other_thread(), source.threads

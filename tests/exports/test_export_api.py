@@ -9,6 +9,7 @@ import contextlib
 import csv
 import io
 import json
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -17,7 +18,9 @@ import openpyxl
 import pytest
 from starlette.requests import ClientDisconnect
 
-from quarry.exports import bridge, csv_writer, repository, service
+from quarry.db import connect_sqlite_reader
+from quarry.exports import bridge, csv_writer, service
+from quarry.exports.schemas import ExportFormat, ExportLayout
 from quarry.exports.xlsx_writer import FLAG_FILLS
 from quarry.models import ExtractionStatus
 from tests.exports.conftest import (
@@ -176,14 +179,14 @@ async def test_an_abandoned_download_stops_and_frees_its_connection(
     monkeypatch.setattr(csv_writer, "_CHUNK_CHARS", 200)
     monkeypatch.setattr(bridge, "HAND_OFF_CHARS", 200)
     batches_read = 0
-    real_latest_answers = repository.latest_answers
+    real_batch = service.ExportBatch
 
-    async def counting(*args: Any) -> Any:
+    def counting(*args: Any) -> Any:  # a batch read, on the loop or in the writer thread
         nonlocal batches_read
         batches_read += 1
-        return await real_latest_answers(*args)
+        return real_batch(*args)
 
-    monkeypatch.setattr(repository, "latest_answers", counting)
+    monkeypatch.setattr(service, "ExportBatch", counting)
     full = await project.export("csv", "long")
     assert batches_read == 30
 
@@ -200,6 +203,87 @@ async def test_an_abandoned_download_stops_and_frees_its_connection(
 
     again = await project.export("csv", "long")
     assert again.content == full.content
+
+
+class ClosedWatch:
+    """Stands in for db.connect_sqlite_reader in the service: the real connection, and an
+    event set when the export closes it (a connection can only be used in its own thread,
+    so the test cannot ask it)."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed = threading.Event()
+
+    def __call__(self, path: Any) -> Any:
+        self.opened += 1
+        watch, connection = self, connect_sqlite_reader(path)
+
+        class Watched:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(connection, name)
+
+            def close(self) -> None:
+                connection.close()
+                watch.closed.set()
+
+        return Watched()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_on_sqlite_an_abandoned_download_closes_its_reader(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = await add_documents(project, [f"doc-{i:02}.txt" for i in range(30)])
+    run = await add_run(project)
+    for document_id in ids:
+        await add_extraction(project, run, document_id, "title", value="x" * 200)
+    monkeypatch.setattr(service, "CELLS_PER_BATCH", 2)
+    monkeypatch.setattr(csv_writer, "_CHUNK_CHARS", 200)
+    monkeypatch.setattr(bridge, "HAND_OFF_CHARS", 200)
+    full = await project.export("csv", "long")
+
+    for spec_version in ("2.3", "2.4"):
+        watch = ClosedWatch()
+        monkeypatch.setattr(service, "connect_sqlite_reader", watch)
+        body = await hang_up_after_first_chunk(project, spec_version)
+        assert 0 < len(body) < len(full.content)
+        assert watch.opened == 1  # read in the writer thread, not through the pool
+        assert await asyncio.to_thread(watch.closed.wait, 30), "the reader was left open"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_on_sqlite_an_export_reads_one_snapshot(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = await add_documents(project, [f"doc-{i:02}.txt" for i in range(30)])
+    run = await add_run(project)
+    for document_id in ids:
+        await add_extraction(project, run, document_id, "title", value="before")
+    monkeypatch.setattr(service, "CELLS_PER_BATCH", 2)  # a query per document
+    monkeypatch.setattr(csv_writer, "_CHUNK_CHARS", 200)
+    monkeypatch.setattr(bridge, "HAND_OFF_CHARS", 200)
+    async with project.app.state.sessionmaker() as session:
+        codebook = await service.export_codebook(session, project.id)
+    stream = service.stream_table(
+        project.app.state.sessionmaker, project.id, codebook, ExportFormat.CSV, ExportLayout.LONG
+    )
+    first = await anext(stream)
+    # While the export is under way, every document gets a newer answer (committed).
+    later = await add_run(project, at=T0 + MINUTE)
+    for document_id in ids:
+        await add_extraction(
+            project, later, document_id, "title", value="after", finished_at=T0 + MINUTE
+        )
+    rest = [chunk async for chunk in stream]
+
+    rows = read_csv(b"".join([first, *rest]))
+    assert len(rows) == 60
+    assert {r["value"] for r in rows if r["variable"] == "title"} == {"before"}
+    assert {
+        r["value"]
+        for r in read_csv((await project.export("csv", "long")).content)
+        if r["variable"] == "title"
+    } == {"after"}
 
 
 async def hang_up_after_first_chunk(project: Project, spec_version: str) -> bytes:

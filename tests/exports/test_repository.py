@@ -7,12 +7,18 @@ would rightly prefer them, and with them off it still falls back to one where no
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import timedelta
+from typing import Any
 
+import pytest
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from quarry.db import connect_sqlite_reader, sqlite_file
 from quarry.exports import repository
+from quarry.models import ExtractionStatus as S
 from tests.exports.conftest import (
     T0,
     Project,
@@ -21,6 +27,8 @@ from tests.exports.conftest import (
     add_review,
     add_run,
 )
+
+MINUTE = timedelta(minutes=1)
 
 
 async def plan(connection: AsyncConnection, statement: Select[*tuple[object, ...]]) -> str:
@@ -72,3 +80,74 @@ async def test_export_queries_are_index_driven(project: Project) -> None:
     if dialect == "sqlite":
         assert "TEMP B-TREE" not in documents, documents
         assert "SEARCH prompt_versions USING INDEX" in answers
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_sqlite_reader_reads_by_index_only(project: Project) -> None:
+    ids = await add_documents(project, ["a.txt", "b.txt"])
+    statements = [
+        repository.sqlite_extractions_of(ids),
+        repository.sqlite_reviews_of(ids),
+        repository.sqlite_prompt_versions_of(project.id),
+    ]
+    async with project.app.state.engine.connect() as connection, connection.begin():
+        plans = [await plan(connection, statement) for statement in statements]
+    for text in plans:
+        assert full_scans(text, "sqlite") == [], text
+    extractions, reviews, _ = plans
+    assert "ix_extractions_document_id_variable_id" in extractions
+    assert "ix_reviews_document_id_variable_id" in reviews
+    for text in (extractions, reviews):
+        assert "TEMP B-TREE" not in text, text  # nothing sorted: picked in Python
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_sqlite_reader_finds_what_the_async_queries_find(project: Project) -> None:
+    a, b, c, d = await add_documents(project, ["a.txt", "b.txt", "c.txt", "d.txt"])
+    old, new = await add_run(project, at=T0), await add_run(project, at=T0 + 60 * MINUTE)
+    later = T0 + 61 * MINUTE
+    # a: newest answer wins over an older one and over a newer failure; an unfinished one last.
+    await add_extraction(project, old, a, "n", value=1, finished_at=T0 + MINUTE)
+    await add_extraction(project, new, a, "n", value=2, finished_at=later, grounded=False)
+    await add_extraction(project, new, a, "title", status=S.FAILED, finished_at=later)
+    await add_extraction(project, old, a, "title", value="t", finished_at=T0, confidence=0.2)
+    await add_extraction(project, new, b, "title", status=S.RUNNING, value=None, finished_at=None)
+    await add_extraction(project, old, b, "title", status=S.FAILED, finished_at=T0)
+    # b, c: reviews older and newer than the answer; several reviews, the newest counts.
+    await add_extraction(project, new, b, "n", status=S.NOT_FOUND, finished_at=later)
+    await add_review(project, b, "n", "corrected", 7, at=T0)
+    await add_review(project, b, "n", "accepted", 2.5, at=later + MINUTE)
+    await add_extraction(project, new, c, "n", value=[1, "x"], finished_at=later)
+    await add_review(project, c, "n", "rejected", at=T0)
+    # d: a review of a cell never extracted; a JSON object as a value.
+    await add_review(project, d, "title", "corrected", {"k": ["v"]}, at=T0)
+    await add_extraction(project, new, d, "n", value={"k": 1}, finished_at=later)
+
+    sessionmaker = project.app.state.sessionmaker
+    async with sessionmaker() as session:
+        documents = [
+            d async for batch in repository.stream_documents(session, project.id, 2) for d in batch
+        ]
+        answers = await repository.latest_answers(session, [d.id for d in documents])
+        reviews = await repository.current_reviews(session, [d.id for d in documents])
+
+    def read_in_thread() -> Any:
+        database = sqlite_file(sessionmaker)
+        assert database is not None
+        connection = connect_sqlite_reader(database)
+        try:
+            reader = repository.SqliteExportReader(connection, project.id)
+            read = [d for batch in reader.documents(2) for d in batch]
+            return read, reader.cells(read[:3]), reader.cells(read[3:])
+        finally:
+            connection.close()
+
+    read, (answers_1, reviews_1), (answers_2, reviews_2) = await asyncio.to_thread(read_in_thread)
+    assert read == documents
+    assert {**answers_1, **answers_2} == answers
+    assert {**reviews_1, **reviews_2} == reviews
+    # Types too: a bool is not a 0/1, an id stays the same text.
+    for answer in answers_1.values():
+        assert answer.grounded is None or type(answer.grounded) is bool
+        assert answer.newer_than_review is None or type(answer.newer_than_review) is bool
+    assert len(answers) == 6 and len(reviews) == 3

@@ -11,6 +11,10 @@ blocking work that must not run on the event loop. So a writer runs in a worker 
   HAND_OFF_CHARS and encoded there, then passed back through a buffer of OUTBOX_DEPTH
   hand-offs: a slow client holds the writer back instead of filling memory.
 
+A source may also be read in the writer thread itself (InThread: a synchronous cursor, as the
+SQLite export uses): then its rows reach the writer with no hop at all. It is opened on the
+writer's first read and closed in the thread when the writer ends, however it ends.
+
 If the consumer stops early (the client went away, the request was cancelled), the thread stops
 at its next hand-off or feed step, and the sources (which hold database sessions) are closed once
 it has. That clean-up runs in a task of its own: a consumer cancelled by its task group is
@@ -21,8 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
@@ -65,14 +70,14 @@ class Feed(Generic[T]):
     def __init__(
         self, source: AsyncIterator[T], loop: asyncio.AbstractEventLoop, stopped: threading.Event
     ) -> None:
-        self._source = source
+        self.source = source
         self._loop = loop
         self._stopped = stopped
         #: The item being read ahead, if any (the clean-up waits for it before closing).
         self.pending: concurrent.futures.Future[T | object] | None = None
 
     def _request(self) -> concurrent.futures.Future[T | object]:
-        return asyncio.run_coroutine_threadsafe(_next_or_end(self._source), self._loop)
+        return asyncio.run_coroutine_threadsafe(_next_or_end(self.source), self._loop)
 
     def __iter__(self) -> Iterator[T]:
         while True:
@@ -84,6 +89,55 @@ class Feed(Generic[T]):
                 return
             self.pending = self._request()
             yield cast(T, item)
+
+
+class InThread(Generic[T]):
+    """A source the worker thread reads itself: `open()` is called there, on the first read,
+    and what it returns is closed there (if it has `close`, as a generator has) once the
+    work ends. Give it batches too: the thread checks for a stop between items."""
+
+    def __init__(self, open: Callable[[], Iterable[T]]) -> None:
+        self.open = open
+
+
+def _read_in_thread(source: InThread[T], stopped: threading.Event) -> Generator[T, None, None]:
+    items = source.open()
+    try:
+        for item in items:
+            if stopped.is_set():
+                raise ExportStopped
+            yield item
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+
+
+def _inputs(
+    sources: Sequence[AsyncIterator[Any] | InThread[Any]],
+    loop: asyncio.AbstractEventLoop,
+    stopped: threading.Event,
+) -> tuple[list[Feed[Any]], Callable[[contextlib.ExitStack], list[Iterable[Any]]]]:
+    """The feeds of the async sources, and (to call in the thread) every source's input in
+    order, with the in-thread ones closed by the given stack."""
+    feeds: dict[int, Feed[Any]] = {
+        i: Feed(source, loop, stopped)
+        for i, source in enumerate(sources)
+        if not isinstance(source, InThread)
+    }
+
+    def open_all(stack: contextlib.ExitStack) -> list[Iterable[Any]]:
+        inputs: list[Iterable[Any]] = []
+        for i, source in enumerate(sources):
+            if isinstance(source, InThread):
+                reader = _read_in_thread(source, stopped)
+                stack.callback(reader.close)
+                inputs.append(reader)
+            else:
+                inputs.append(feeds[i])
+        return inputs
+
+    return list(feeds.values()), open_all
 
 
 class _Outbox:
@@ -128,22 +182,24 @@ def _gathered(chunks: Iterable[str]) -> Iterator[str]:
 
 
 async def stream_from_thread(
-    produce: Callable[..., Iterable[str]], *sources: AsyncIterator[Any]
+    produce: Callable[..., Iterable[str]], *sources: AsyncIterator[Any] | InThread[Any]
 ) -> AsyncIterator[bytes]:
-    """Run `produce(*feeds)` in a worker thread, one feed per source, and yield its text here
-    as UTF-8, in hand-offs of about HAND_OFF_CHARS.
+    """Run `produce(*inputs)` in a worker thread, one input per source (a feed, or the
+    InThread source's own iterable), and yield its text here as UTF-8, in hand-offs of
+    about HAND_OFF_CHARS.
 
     An error raised by `produce` (even before its first chunk) is raised here.
     """
     loop = asyncio.get_running_loop()
     stopped = threading.Event()
     outbox = _Outbox(loop, stopped)
-    feeds = [Feed(source, loop, stopped) for source in sources]
+    feeds, open_all = _inputs(sources, loop, stopped)
 
     def work() -> None:
         try:
-            for text in _gathered(produce(*feeds)):
-                outbox.put(text.encode("utf-8"))
+            with contextlib.ExitStack() as stack:
+                for text in _gathered(produce(*open_all(stack))):
+                    outbox.put(text.encode("utf-8"))
             outbox.put(_END)
         except ExportStopped:
             return
@@ -162,34 +218,44 @@ async def stream_from_thread(
             if isinstance(item, _Failure):
                 raise item.error
             yield cast(bytes, item)
+            # Let the loop's other tasks run between hand-offs. A writer that keeps the outbox
+            # full makes Queue.get return without suspending, and a send with room in the
+            # socket's buffer does not suspend either: hand-off after hand-off would then go
+            # out with other requests (and Starlette's disconnect listener) kept waiting.
+            await asyncio.sleep(0)
     finally:
         outbox.stop()
-        await _clean_up(worker, feeds, sources)
+        await _clean_up(worker, feeds)
 
 
-async def run_in_thread(work: Callable[..., R], *sources: AsyncIterator[Any]) -> R:
-    """`work(*feeds)` in a worker thread, one feed per source; its result.
+async def run_in_thread(work: Callable[..., R], *sources: AsyncIterator[Any] | InThread[Any]) -> R:
+    """`work(*inputs)` in a worker thread, one input per source (as stream_from_thread);
+    its result.
 
-    If the caller is cancelled, the thread is stopped at its next feed step (ExportStopped is
-    raised there) and the sources are closed once it has finished.
+    If the caller is cancelled, the thread is stopped at its next read of a source
+    (ExportStopped is raised there) and the sources are closed once it has finished.
     """
     loop = asyncio.get_running_loop()
     stopped = threading.Event()
-    feeds = [Feed(source, loop, stopped) for source in sources]
-    worker = loop.run_in_executor(None, work, *feeds)
+    feeds, open_all = _inputs(sources, loop, stopped)
+
+    def run() -> R:
+        with contextlib.ExitStack() as stack:
+            return work(*open_all(stack))
+
+    worker = loop.run_in_executor(None, run)
     try:
         # Shielded: cancelling the caller must not detach it from a thread still running.
         return await asyncio.shield(worker)
     finally:
         stopped.set()
-        await _clean_up(worker, feeds, sources)
+        await _clean_up(worker, feeds)
 
 
-async def _clean_up(
-    worker: asyncio.Future[Any], feeds: Sequence[Feed[Any]], sources: Sequence[AsyncIterator[Any]]
-) -> None:
-    """Wait for the thread and any read-ahead, then close the sources (which were in use until
-    then: an async generator cannot be closed while it runs)."""
+async def _clean_up(worker: asyncio.Future[Any], feeds: Sequence[Feed[Any]]) -> None:
+    """Wait for the thread and any read-ahead, then close the feeds' sources (which were in
+    use until then: an async generator cannot be closed while it runs). In-thread sources
+    were closed by the thread."""
 
     async def finish() -> None:
         await asyncio.wait([worker])
@@ -201,8 +267,8 @@ async def _clean_up(
             for read in reads:
                 if not read.cancelled():
                     read.exception()
-        for source in sources:
-            aclose = getattr(source, "aclose", None)
+        for feed in feeds:
+            aclose = getattr(feed.source, "aclose", None)
             if aclose is not None:
                 await aclose()
 

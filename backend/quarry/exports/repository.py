@@ -18,16 +18,26 @@ Cells are keyed by their ids as text, cast by the database (the same expression 
 variables, answers and reviews, so the keys match whatever the dialect's spelling): turning
 four ids per cell into uuid.UUID objects, and every cell's finished_at into a datetime, cost
 more than everything else the reading did.
+
+On SQLite an export reads from its writer thread instead, through a plain read-only
+`sqlite3` connection (SqliteExportReader): rows go from SQLite to the formatter in one
+thread, with no hop through aiosqlite's thread and the event loop (three threads passing
+the GIL to each other for every row SQLite stepped cost as much as all the rest). It gives
+the same DocumentRef / Answer / CurrentReview values (tests/exports/test_repository.py).
 """
 
 from __future__ import annotations
 
+import enum
+import functools
 import json
+import sqlite3
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeAlias
 
 from sqlalchemy import ColumnElement, Result, Select, String, Text, cast, func, select, type_coerce
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -143,10 +153,14 @@ def ranks_in_sql(dialect: Dialect) -> bool:
     return dialect.name != "sqlite"
 
 
-def latest_answers_of(document_ids: Sequence[uuid.UUID], *, rank_in_sql: bool = True) -> Rows:
+def latest_answers_of(
+    document_ids: Sequence[uuid.UUID], *, rank_in_sql: bool = True, value_as_text: bool = True
+) -> Rows:
     """The current extraction of each (document, variable) of `document_ids`: Answer's fields
-    in order, the value as the driver gives it (SQLite: JSON text or a number; asyncpg:
-    decoded).
+    in order, the value undecoded: cast to its JSON text with `value_as_text` (PostgreSQL:
+    asyncpg's codec would decode every row's value, where latest_answers decodes each
+    distinct text once per batch), else as SQLite stores it (JSON text or a number; a CAST
+    would print a float to 15 digits only).
 
     Without `rank_in_sql`, every extraction of those cells, each cell's current one first (the
     caller keeps the first of each). SQLite's window function materialises each row it ranks,
@@ -157,7 +171,7 @@ def latest_answers_of(document_ids: Sequence[uuid.UUID], *, rank_in_sql: bool = 
     if not rank_in_sql:
         c = Extraction.__table__.c
         return (
-            _answers_from(c)
+            _answers_from(c, value_as_text)
             .where(c.document_id.in_(document_ids))
             .order_by(c.document_id, c.variable_id, *_current_first(c))
         )
@@ -186,10 +200,10 @@ def latest_answers_of(document_ids: Sequence[uuid.UUID], *, rank_in_sql: bool = 
         .where(Extraction.document_id.in_(document_ids))
         .subquery()
     )
-    return _answers_from(ranked.c).where(ranked.c.rank == 1)
+    return _answers_from(ranked.c, value_as_text).where(ranked.c.rank == 1)
 
 
-def _answers_from(c: Any) -> Rows:
+def _answers_from(c: Any, value_as_text: bool) -> Rows:
     """Answer's columns from `c`, the columns of extractions or of a subquery of them."""
     # The current review is the newest, so "newer than it" is "newer than the newest".
     newest_review = (
@@ -202,8 +216,8 @@ def _answers_from(c: Any) -> Rows:
         _key(c.document_id),
         _key(c.variable_id),
         c.status,
-        # As the driver gives it: decoded by latest_answers, which knows values repeat.
-        type_coerce(c.value, Text),
+        # Decoded by latest_answers, which knows values repeat.
+        cast(c.value, Text) if value_as_text else type_coerce(c.value, Text),
         c.evidence,
         c.page,
         c.confidence,
@@ -224,12 +238,10 @@ async def latest_answers(
     if not document_ids:
         return {}
     connection = await session.connection()
-    statement = latest_answers_of(document_ids, rank_in_sql=ranks_in_sql(connection.dialect))
+    in_sql = ranks_in_sql(connection.dialect)
+    statement = latest_answers_of(document_ids, rank_in_sql=in_sql, value_as_text=in_sql)
     result = await connection.execute(statement)
     rows = result.all()
-    if connection.dialect.supports_native_json_deserialization:
-        # asyncpg decodes JSON itself (SQLAlchemy installs the codec).
-        return {(row[0], row[1]): Answer(*row) for row in rows}
     # The driver hands over the JSON text. Most values repeat (categories, yes/no, small
     # numbers, dates), so each distinct text is decoded once per batch; cells with equal
     # values share one (never mutated) object.
@@ -279,3 +291,198 @@ async def current_reviews(
         return {}
     result = await _core(session, current_reviews_of(document_ids))
     return {(row[0], row[1]): CurrentReview(*row) for row in result.all()}
+
+
+# ---------------------------------------------------------------------------------------------
+# SQLite, from the writer thread
+
+
+_SQLITE_DIALECT = sqlite.dialect()
+
+
+class _SqliteStatement(NamedTuple):
+    """A statement over a batch of documents compiled for sqlite3: its SQL and, for each `?`,
+    the index of the batch's document whose key goes there, or a constant."""
+
+    sql: str
+    slots: tuple[int | None, ...]
+    constants: tuple[Any, ...]
+
+    def parameters(self, keys: Sequence[str]) -> list[Any]:
+        return [
+            keys[slot] if slot is not None else constant
+            for slot, constant in zip(self.slots, self.constants, strict=True)
+        ]
+
+
+@functools.cache
+def _sqlite_statement(build: Callable[[Sequence[uuid.UUID]], Rows], size: int) -> _SqliteStatement:
+    """`build(document_ids)` for a batch of `size` documents, compiled once per size.
+
+    Stand-in ids mark where the batch's document ids go. A stored SQLite UUID is its 32 hex
+    digits, the same text as the document's key, so the keys are bound there as they are.
+    """
+    stand_ins = {uuid.UUID(int=i + 1): i for i in range(size)}
+    compiled = build(list(stand_ins)).compile(
+        dialect=_SQLITE_DIALECT, compile_kwargs={"render_postcompile": True}
+    )
+    values = [compiled.params[name] for name in compiled.positiontup or ()]
+    slots: list[int | None] = []
+    constants: list[Any] = []
+    for value in values:
+        if isinstance(value, uuid.UUID):
+            slots.append(stand_ins[value])  # KeyError: an id that is not the batch's
+            constants.append(None)
+            continue
+        if isinstance(value, enum.Enum):
+            value = value.value
+        if not isinstance(value, int | float | str):
+            raise TypeError(f"no plain sqlite3 binding for {value!r}")
+        slots.append(None)
+        constants.append(value)
+    return _SqliteStatement(compiled.string, tuple(slots), tuple(constants))
+
+
+def _sqlite_json(value: Any) -> Any:
+    # JSON text, or a number (a JSON column has numeric affinity), or NULL.
+    return json.loads(value) if value.__class__ is str else value
+
+
+def sqlite_extractions_of(document_ids: Sequence[uuid.UUID]) -> Rows:
+    """Every extraction of the cells of `document_ids`, unordered, as stored (ids as their
+    hex text, times as their ISO text): what SqliteExportReader picks answers from."""
+    c = Extraction.__table__.c
+    return select(
+        c.document_id,
+        c.variable_id,
+        c.status,
+        c.value,
+        c.evidence,
+        c.page,
+        c.confidence,
+        c.grounded,
+        c.model,
+        c.run_id,
+        c.error,
+        c.prompt_version_id,
+        c.finished_at,
+        c.created_at,
+    ).where(c.document_id.in_(document_ids))
+
+
+def sqlite_reviews_of(document_ids: Sequence[uuid.UUID]) -> Rows:
+    """Every review of the cells of `document_ids`, unordered, as stored."""
+    c = Review.__table__.c
+    return select(c.document_id, c.variable_id, c.status, c.value, c.created_at, c.id).where(
+        c.document_id.in_(document_ids)
+    )
+
+
+def sqlite_prompt_versions_of(project_id: uuid.UUID) -> Rows:
+    return (
+        select(PromptVersion.id, PromptVersion.version)
+        .join(Variable, Variable.id == PromptVersion.variable_id)
+        .where(Variable.project_id == project_id)
+    )
+
+
+_ANSWERED_STATUSES = frozenset(status.value for status in ANSWERED)
+
+
+def _sqlite_rank(row: Any) -> tuple[bool, bool, str, str]:
+    """The order of _current_first, largest first, from a row of sqlite_extractions_of."""
+    return (row[2] in _ANSWERED_STATUSES, row[12] is not None, row[12] or "", row[13])
+
+
+class SqliteExportReader:
+    """The export's reads on a read-only sqlite3 connection (db.connect_sqlite_reader), for
+    the writer thread: the same DocumentRef / Answer / CurrentReview values as the async
+    functions above, with less of the work left to SQLite.
+
+    Each query reads a batch's rows by index and nothing more; what the async statements
+    ask of the database is done here on rows already in hand, where it is cheaper than in
+    SQLite (a sort or a probe materialises every row; together they were half of SQLite's
+    time): a cell's current answer and review are picked in Python by the same order as
+    _current_first and current_reviews_of; "newer than the review" compares the stored
+    times as SQLite itself compares them, as text; prompt versions are a dict, read once.
+    The ids and times stay the text SQLite stores, which is what the CASTs give elsewhere.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, project_id: uuid.UUID) -> None:
+        self._connection = connection
+        self._project_id = project_id
+        statement = sqlite_prompt_versions_of(project_id).compile(dialect=_SQLITE_DIALECT)
+        self._versions: dict[str, int] = dict(
+            connection.execute(statement.string, (project_id.hex,)).fetchall()
+        )
+
+    def documents(self, batch_size: int) -> Iterator[list[DocumentRef]]:
+        """The project's documents in upload order, `batch_size` at a time, from one cursor."""
+        compiled = documents_in_upload_order(self._project_id).compile(dialect=_SQLITE_DIALECT)
+        cursor = self._connection.execute(compiled.string, (self._project_id.hex,))
+        try:
+            while rows := cursor.fetchmany(batch_size):
+                yield [DocumentRef(uuid.UUID(row[1]), row[1], row[2]) for row in rows]
+        finally:
+            cursor.close()
+
+    def _rows(
+        self, build: Callable[[Sequence[uuid.UUID]], Rows], documents: Sequence[DocumentRef]
+    ) -> list[Any]:
+        statement = _sqlite_statement(build, len(documents))
+        keys = [d.key for d in documents]
+        return self._connection.execute(statement.sql, statement.parameters(keys)).fetchall()
+
+    def cells(
+        self, documents: Sequence[DocumentRef]
+    ) -> tuple[dict[Key, Answer], dict[Key, CurrentReview]]:
+        """Each cell's current answer and current review for a batch of documents."""
+        if not documents:
+            return {}, {}
+        newest: dict[Key, Any] = {}
+        for row in self._rows(sqlite_reviews_of, documents):
+            key = (row[0], row[1])
+            other = newest.get(key)
+            if other is None or (row[4], row[5]) > (other[4], other[5]):
+                newest[key] = row
+        reviews = {
+            key: CurrentReview(*key, row[2], _sqlite_json(row[3])) for key, row in newest.items()
+        }
+        reviewed_at = {key: row[4] for key, row in newest.items()}
+
+        current: dict[Key, Any] = {}
+        for row in self._rows(sqlite_extractions_of, documents):
+            key = (row[0], row[1])
+            other = current.setdefault(key, row)
+            if other is not row and _sqlite_rank(row) > _sqlite_rank(other):
+                current[key] = row
+        return self._answers(current, reviewed_at), reviews
+
+    def _answers(self, current: dict[Key, Any], reviewed_at: dict[Key, str]) -> dict[Key, Answer]:
+        versions = self._versions
+        decoded: dict[str, Any] = {}
+        answers: dict[Key, Answer] = {}
+        for key, row in current.items():
+            value = row[3]
+            if value.__class__ is str:  # JSON text; else None or a number (numeric affinity)
+                text = value
+                value = decoded.get(text, _UNDECODED)
+                if value is _UNDECODED:
+                    value = decoded[text] = json.loads(text)
+            grounded, finished_at = row[7], row[12]
+            review_time = reviewed_at.get(key) if reviewed_at else None
+            answers[key] = Answer(
+                *key,
+                row[2],
+                value,
+                row[4],
+                row[5],
+                row[6],
+                None if grounded is None else grounded == 1,
+                row[8],
+                row[9],
+                row[10],
+                None if review_time is None or finished_at is None else finished_at > review_time,
+                versions.get(row[11]) if row[11] is not None else None,
+            )
+        return answers

@@ -3,25 +3,29 @@
 Final value of a cell: the reviewed value when the current review accepted or corrected it
 (nothing when it rejected it), else the newest answered extraction ("not stated" included).
 
-An export runs in two places (bridge.py). On the event loop, `export_batches` reads the
-documents a batch at a time with their cells' current answers and reviews (repository.py):
-only queries. In a worker thread, `wide_rows` / `long_rows` turn each batch into the writers'
-rows and the writer formats them: all the per-cell work, off the loop.
+An export runs in a worker thread (bridge.py), where `wide_rows` / `long_rows` turn each batch
+of documents, with their cells' current answers and reviews, into the writers' rows and the
+writer formats them: all the per-cell work, off the loop. The batches are read
+(repository.py) on the event loop by `export_batches` (PostgreSQL), or on SQLite by
+`export_batches_in_thread` in that same worker thread through a plain read-only sqlite3
+connection: there every row crossed two threads and the loop before it was formatted, and
+handing the GIL around for that cost as much as the rest of the export.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from contextlib import aclosing
+from contextlib import aclosing, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from quarry.db import connect_sqlite_reader, sqlite_file
 from quarry.exports import repository
-from quarry.exports.bridge import run_in_thread, stream_from_thread
+from quarry.exports.bridge import InThread, run_in_thread, stream_from_thread
 from quarry.exports.csv_writer import iter_long_csv, iter_wide_csv
 from quarry.exports.json_writer import iter_long_json, iter_wide_json
 from quarry.exports.repository import Answer, CurrentReview, DocumentRef, Key
@@ -221,6 +225,29 @@ async def export_batches(
             )
 
 
+def export_batches_in_thread(
+    database: Path, project_id: uuid.UUID, codebook: Codebook
+) -> Iterator[ExportBatch]:
+    """`export_batches` on a SQLite file, read in the calling (writer) thread, which must also
+    close it: one read-only connection and one snapshot for the whole export."""
+    size = documents_per_batch(len(codebook.variable_keys))
+    with closing(connect_sqlite_reader(database)) as connection:
+        reader = repository.SqliteExportReader(connection, project_id)
+        for documents in reader.documents(size):
+            yield ExportBatch(documents, *reader.cells(documents))
+
+
+def _batch_source(
+    sessionmaker: async_sessionmaker[AsyncSession], project_id: uuid.UUID, codebook: Codebook
+) -> AsyncIterator[ExportBatch] | InThread[ExportBatch]:
+    """Where an export's batches come from: read in the writer thread from a SQLite file,
+    else on the event loop."""
+    database = sqlite_file(sessionmaker)
+    if database is not None:
+        return InThread(lambda: export_batches_in_thread(database, project_id, codebook))
+    return export_batches(sessionmaker, project_id, codebook)
+
+
 # ---------------------------------------------------------------------------------------------
 # Rows (in the writer thread)
 
@@ -318,7 +345,7 @@ def stream_table(
         long = long_rows(codebook, batches)
         return iter_long_csv(long) if format is ExportFormat.CSV else iter_long_json(long)
 
-    return stream_from_thread(produce, export_batches(sessionmaker, project_id, codebook))
+    return stream_from_thread(produce, _batch_source(sessionmaker, project_id, codebook))
 
 
 async def write_workbook(
@@ -334,6 +361,6 @@ async def write_workbook(
 
     await run_in_thread(
         write,
-        export_batches(sessionmaker, project_id, codebook),
-        export_batches(sessionmaker, project_id, codebook),
+        _batch_source(sessionmaker, project_id, codebook),
+        _batch_source(sessionmaker, project_id, codebook),
     )
