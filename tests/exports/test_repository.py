@@ -108,9 +108,13 @@ async def test_the_sqlite_reader_finds_what_the_async_queries_find(project: Proj
     later = T0 + 61 * MINUTE
     # a: newest answer wins over an older one and over a newer failure; an unfinished one last.
     await add_extraction(project, old, a, "n", value=1, finished_at=T0 + MINUTE)
-    await add_extraction(project, new, a, "n", value=2, finished_at=later, grounded=False)
+    await add_extraction(
+        project, new, a, "n", value=2, finished_at=later, grounded=False, support="unsupported"
+    )
     await add_extraction(project, new, a, "title", status=S.FAILED, finished_at=later)
-    await add_extraction(project, old, a, "title", value="t", finished_at=T0, confidence=0.2)
+    await add_extraction(
+        project, old, a, "title", value="t", finished_at=T0, confidence=0.2, support="supported"
+    )
     await add_extraction(project, new, b, "title", status=S.RUNNING, value=None, finished_at=None)
     await add_extraction(project, old, b, "title", status=S.FAILED, finished_at=T0)
     # b, c: reviews older and newer than the answer; several reviews, the newest counts.
@@ -151,3 +155,4 @@ async def test_the_sqlite_reader_finds_what_the_async_queries_find(project: Proj
         assert answer.grounded is None or type(answer.grounded) is bool
         assert answer.newer_than_review is None or type(answer.newer_than_review) is bool
     assert len(answers) == 6 and len(reviews) == 3
+    assert {a.support for a in answers.values()} >= {"unsupported", "supported"}

@@ -367,6 +367,7 @@ def sqlite_extractions_of(document_ids: Sequence[uuid.UUID]) -> Rows:
         c.prompt_version_id,
         c.finished_at,
         c.created_at,
+        c.support,
     ).where(c.document_id.in_(document_ids))
 
 
@@ -484,5 +485,6 @@ class SqliteExportReader:
                 row[10],
                 None if review_time is None or finished_at is None else finished_at > review_time,
                 versions.get(row[11]) if row[11] is not None else None,
+                row[14],
             )
         return answers
