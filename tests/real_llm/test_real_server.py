@@ -5,6 +5,7 @@ Skipped unless ``QUARRY_TEST_REAL_LLM_URL`` is set, e.g. for the llama.cpp serve
 
     QUARRY_TEST_REAL_LLM_URL=http://127.0.0.1:8088/v1 \\
     QUARRY_TEST_REAL_LLM_MODEL=qwen2.5-coder-1.5b-instruct \\
+    QUARRY_TEST_REAL_LLM_CONTEXT=8192 QUARRY_TEST_REAL_LLM_TIMEOUT=1800 \\
     .venv/bin/pytest -s tests/real_llm
 
 Three trial reports — a PDF, a DOCX and a TXT — and five variables of five types, asked one
@@ -44,6 +45,8 @@ MODEL = os.environ.get("QUARRY_TEST_REAL_LLM_MODEL", "qwen2.5-coder-1.5b-instruc
 REPORT = os.environ.get("QUARRY_TEST_REAL_LLM_REPORT")
 #: A CPU server answers one call at a time, in seconds to minutes.
 RUN_TIMEOUT_SECONDS = float(os.environ.get("QUARRY_TEST_REAL_LLM_RUN_TIMEOUT", "3600"))
+
+SUPPORT_VERDICTS = ("supported", "unsupported", "unchecked", None)
 
 pytestmark = pytest.mark.skipif(not URL, reason="QUARRY_TEST_REAL_LLM_URL is not set")
 
@@ -108,6 +111,8 @@ def _settings(tmp_path: Path) -> Settings:
         llm_concurrency=1,  # one slot: a second call would only queue inside the timeout
         llm_timeout_seconds=float(os.environ.get("QUARRY_TEST_REAL_LLM_TIMEOUT", "600")),
         llm_max_retries=1,
+        # What llama-server was started with (-c): the document budget is taken from it.
+        llm_context_window=int(os.environ.get("QUARRY_TEST_REAL_LLM_CONTEXT", "8192")),
         log_level="INFO",
     )
 
@@ -151,6 +156,8 @@ async def test_an_extraction_against_a_real_server(tmp_path: Path, group_size: i
                 "expected": expected,
                 "right": cell["status"] == "succeeded" and _matches(cell["value"], expected),
                 "grounded": cell["grounded"],
+                "support": cell.get("support"),
+                "confidence": cell["confidence"],
                 "evidence": cell["evidence"],
                 "error": cell["error"],
                 "attempts": cell["attempts"],
@@ -166,6 +173,7 @@ async def test_an_extraction_against_a_real_server(tmp_path: Path, group_size: i
         "counts": run["counts"],
         "right": sum(r["right"] for r in rows),
         "grounded": sum(bool(r["grounded"]) for r in rows),
+        "support": {v: sum(r["support"] == v for r in rows) for v in SUPPORT_VERDICTS},
         "answers": sum(r["attempts"] for r in rows),
         "tokens_in": sum(r["tokens_in"] for r in rows),
         "tokens_out": sum(r["tokens_out"] for r in rows),
@@ -176,7 +184,8 @@ async def test_an_extraction_against_a_real_server(tmp_path: Path, group_size: i
     for r in rows:
         print(f"  {r['document']:<12} {r['variable']:<12} {r['status']:<10} "
               f"{json.dumps(r['value'])!s:<14} want {json.dumps(r['expected'])}  "
-              f"{'ok' if r['right'] else '--'}  {r['error'] or ''}")  # fmt: skip
+              f"{'ok' if r['right'] else '--'}  {r['support']}  {r['confidence']}  "
+              f"{r['error'] or ''}")  # fmt: skip
     if REPORT:
         path = Path(REPORT)
         previous = json.loads(path.read_text()) if path.exists() else {}
