@@ -32,6 +32,7 @@ cannot tell). A value without any evidence is ``unsupported``.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -388,9 +389,11 @@ def _category_support(spec: TypeSpec, chosen: Sequence[str], passage: str) -> Su
     return Support.UNCHECKED
 
 
+@functools.lru_cache(maxsize=4096)
 def cue_words(*names: str) -> tuple[str, ...]:
     """The cue words of a variable (from its name and label): what a boolean's evidence must
-    mention. "randomised" from "Randomised?" and "is_randomised"; stop words dropped."""
+    mention. "randomised" from "Randomised?" and "is_randomised"; stop words dropped.
+    Asked for every pair, with a codebook's few names: remembered."""
     found: list[str] = []
     for name in names:
         for word in words(name.replace("_", " ")):
