@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from quarry.db import create_engine, create_sessionmaker, job_write_scope, session_scope
+from quarry.db import job_write_scope, session_scope
 from quarry.documents import lifecycle
 from quarry.documents.parsing import build_document
 from quarry.models import Document, DocumentPage, DocumentStatus, Project, User
@@ -22,6 +22,7 @@ from tests.conftest import make_settings
 from tests.support.api import (
     create_project,
     running_app,
+    schema_sessions,
     sign_up,
     upload,
     wait_for_documents,
@@ -43,14 +44,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 async def sessions(database_url: str) -> AsyncIterator[Sessions]:
-    from tests.support.api import create_schema
-
-    await create_schema(database_url)
-    engine = create_engine(database_url)
-    try:
-        yield create_sessionmaker(engine)
-    finally:
-        await engine.dispose()
+    async with schema_sessions(database_url) as made:
+        yield made
 
 
 async def add_documents(sessions: Sessions, count: int) -> list[uuid.UUID]:

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from quarry.db import create_engine, create_sessionmaker, job_write_scope, session_scope
+from quarry.db import job_write_scope, session_scope
 from quarry.models import (
     Document,
     DocumentStatus,
@@ -35,7 +35,7 @@ from quarry.models import (
 from quarry.models.base import utcnow
 from quarry.runs import lifecycle
 from quarry.runs.lifecycle import ClaimedTask, LogLine, Outcome
-from tests.support.api import create_schema
+from tests.support.api import schema_sessions
 from tests.support.postgres import temporary_postgres_database
 
 LEASE = timedelta(seconds=60)
@@ -53,12 +53,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 async def sessions(database_url: str) -> AsyncIterator[Sessions]:
-    await create_schema(database_url)
-    engine = create_engine(database_url)
-    try:
-        yield create_sessionmaker(engine)
-    finally:
-        await engine.dispose()
+    async with schema_sessions(database_url) as made:
+        yield made
 
 
 class World:
@@ -375,12 +371,8 @@ async def test_a_cancelled_or_stopped_run_gives_no_task(sessions: Sessions, stop
 @pytest.fixture
 async def pg_sessions() -> AsyncIterator[Sessions]:
     with temporary_postgres_database("quarry_lifecycle") as url:
-        await create_schema(url)
-        engine = create_engine(url)
-        try:
-            yield create_sessionmaker(engine)
-        finally:
-            await engine.dispose()
+        async with schema_sessions(url) as made:
+            yield made
 
 
 @pytest.mark.postgres

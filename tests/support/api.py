@@ -10,10 +10,11 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from quarry.app import create_app
 from quarry.auth.service import create_user
-from quarry.db import session_scope
+from quarry.db import create_engine, create_sessionmaker, session_scope
 from quarry.settings import Settings
 from tests.support.schema import create_schema as create_schema  # re-exported: tests import it here
 
@@ -31,6 +32,17 @@ async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
     ):
         yield app, client
+
+
+@contextlib.asynccontextmanager
+async def schema_sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on a fresh schema at `database_url`, without the app (for lifecycle tests)."""
+    await create_schema(database_url)
+    engine = create_engine(database_url)
+    try:
+        yield create_sessionmaker(engine)
+    finally:
+        await engine.dispose()
 
 
 async def sign_up(app: FastAPI, client: httpx.AsyncClient, email: str) -> dict[str, str]:
