@@ -83,6 +83,8 @@ class RunFigures:
     post_seconds: float = 0.0
     materialised_per_second: float | None = None
     prepared_after: float | None = None
+    #: The window ended while the run was still preparing: the rate is over what was created.
+    materialised_so_far: bool = False
     rate_first_10s: float = 0.0
     steady_rate: float = 0.0
     #: Seconds after the POST from which the rate over the next 5 s is ≥ 90 % of the steady.
@@ -205,6 +207,9 @@ async def measure_run(
         if until_done and run.status not in ("preparing", "queued", "running"):
             break
         if not until_done and now >= window:
+            if figures.prepared_after is None:  # the window ended first: the rate so far
+                figures.materialised_per_second = run.documents_prepared * VARIABLES / now
+                figures.materialised_so_far = True
             break
     cpu_used = bench.cpu() - cpu_start
     figures.cpu_ms_per_pair = 1000 * cpu_used / max(counted, 1)
@@ -303,11 +308,11 @@ async def quarry_platform(mode: str, tmp: Path, workers: int) -> AsyncIterator[B
 
 def print_figures(f: RunFigures, reference: float | None) -> None:
     vs = f" ({f.steady_rate / reference:.2f} × 1k)" if reference else ""
-    made = (
-        f"{f.materialised_per_second:,.0f} rows/s ({f.prepared_after:.1f} s)"
-        if f.materialised_per_second
-        else "—"
-    )
+    made = "—"
+    if f.materialised_per_second and f.materialised_so_far:
+        made = f"{f.materialised_per_second:,.0f} rows/s (so far: still preparing)"
+    elif f.materialised_per_second:
+        made = f"{f.materialised_per_second:,.0f} rows/s ({f.prepared_after:.1f} s)"
     rss = ", ".join(f"{k} {v:.0f}" for k, v in f.peak_rss_mb.items())
     idle = f"{f.idle_after_cancel:.1f} s" if f.idle_after_cancel is not None else "—"
     steady_at = f"{f.steady_after:.0f} s" if f.steady_after is not None else "—"
@@ -371,7 +376,7 @@ def main() -> None:
         flush=True,
     )
     for mode in args.modes.split(","):
-        asyncio.run(run_mode(mode, args.sizes.split(","), args))
+        asyncio.run(run_mode(mode, [s for s in args.sizes.split(",") if s], args))
 
 
 if __name__ == "__main__":

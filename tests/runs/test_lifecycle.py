@@ -242,6 +242,35 @@ async def test_a_large_run_is_prepared_chunk_by_chunk_under_a_lease(
     assert run.unprepared_count == 0
 
 
+async def test_task_ids_are_uuid7_unique_across_runs_and_in_seq_order_within_a_chunk(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "CHUNK_ROWS", 6)  # three documents × two variables a chunk
+    world = await make_world(sessions, documents=5, variables=2)
+    runs = [await new_run(world) for _ in range(3)]  # created within the same few milliseconds
+    async with job_write_scope(sessions) as session:
+        assert await lifecycle.take_preparation(session, runs[0].id, "p1", LEASE)
+    async with job_write_scope(sessions) as session:
+        await lifecycle.prepare_chunk(session, runs[0].id, "p1", LEASE)
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(Extraction.run_id, Extraction.seq, Extraction.id).order_by(
+                    Extraction.run_id, Extraction.seq
+                )
+            )
+        ).all()
+    ids = [r.id for r in rows]
+    assert len(rows) == 10 + 6 + 6 and len(set(ids)) == len(ids)
+    assert {i.version for i in ids} == {7} and {i.variant for i in ids} == {uuid.RFC_4122}
+    # UUIDv7: the creation time in milliseconds comes first.
+    assert all(abs((i.int >> 80) - utcnow().timestamp() * 1000) < 600_000 for i in ids)
+    first_run = [r.id for r in rows if r.run_id == runs[0].id]
+    # Each chunk's ids ascend with seq (inserts append to the id index); ids and seq agree
+    # within the first chunk (seq 0-5) and within the second (6-9).
+    assert first_run[:6] == sorted(first_run[:6]) and first_run[6:] == sorted(first_run[6:])
+
+
 async def test_an_expired_preparation_lease_is_taken_over(sessions: Sessions) -> None:
     world = await make_world(sessions, documents=2, variables=1)
     run = await new_run(world)
