@@ -27,6 +27,7 @@ async def test_a_large_run_is_prepared_while_it_runs_and_asks_each_pair_once(
     tmp_path: Path, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lifecycle, "CHUNK_ROWS", 6)  # two documents × three variables a chunk
+    monkeypatch.setattr(lifecycle, "PREPARE_CHUNK_ROWS", 6)
     fake_llm.default_reply = {"found": True, "evidence": "text", "value": "x", "confidence": 0.9}
     async with running_app(make_settings(tmp_path, fake_llm)) as (app, client):
         headers = await sign_up(app, client, "large@example.org")

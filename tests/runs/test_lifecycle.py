@@ -213,6 +213,7 @@ async def test_a_large_run_is_prepared_chunk_by_chunk_under_a_lease(
     sessions: Sessions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lifecycle, "CHUNK_ROWS", 4)  # two documents × two variables a chunk
+    monkeypatch.setattr(lifecycle, "PREPARE_CHUNK_ROWS", 4)
     world = await make_world(sessions, documents=5, variables=2)
     run = await new_run(world)
     run = await run_row(sessions, run.id)
@@ -246,6 +247,7 @@ async def test_task_ids_are_uuid7_unique_across_runs_and_in_seq_order_within_a_c
     sessions: Sessions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lifecycle, "CHUNK_ROWS", 6)  # three documents × two variables a chunk
+    monkeypatch.setattr(lifecycle, "PREPARE_CHUNK_ROWS", 6)
     world = await make_world(sessions, documents=5, variables=2)
     runs = [await new_run(world) for _ in range(3)]  # created within the same few milliseconds
     async with job_write_scope(sessions) as session:
@@ -294,6 +296,7 @@ async def test_cancelling_a_preparing_run_stops_its_preparation(
     sessions: Sessions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lifecycle, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(lifecycle, "PREPARE_CHUNK_ROWS", 2)
     world = await make_world(sessions, documents=4, variables=2)
     run = await new_run(world)
     async with job_write_scope(sessions) as session:
@@ -313,6 +316,7 @@ async def test_workers_claim_and_store_while_a_chunk_is_being_inserted(
     """The preparer holds no lock on the run while it inserts a chunk: claims and stores (which
     move the run's counters) go on meanwhile, and the chunk's counts add up once it commits."""
     monkeypatch.setattr(lifecycle, "CHUNK_ROWS", 4)
+    monkeypatch.setattr(lifecycle, "PREPARE_CHUNK_ROWS", 4)
     sessions = pg_sessions
     world = await make_world(sessions, documents=6, variables=2)
     run = await new_run(world)
@@ -341,6 +345,7 @@ async def test_a_run_cancelled_while_a_chunk_is_inserted_keeps_none_of_it(
     sessions: Sessions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lifecycle, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(lifecycle, "PREPARE_CHUNK_ROWS", 2)
     world = await make_world(sessions, documents=4, variables=2)
     run = await new_run(world)
     async with job_write_scope(sessions) as session:

@@ -110,8 +110,15 @@ _TASKS = cast(Table, Extraction.__table__)
 _RUNS = cast(Table, Run.__table__)
 _EVENTS = cast(Table, RunEvent.__table__)
 
-#: Task rows created per transaction while a run is being prepared.
+#: Task rows created with the run, in the request (its first chunk: the POST answers in
+#: well under a second and the first tasks can start at once).
 CHUNK_ROWS = 20_000
+#: Task rows created per transaction by the preparer afterwards. Larger, because each
+#: chunk's fixed costs (its run-row update, commit and wake-up) were a third of its time at
+#: 20,000 rows once the workers shared the cores: a 5M-pair run materialised at 61k rows/s
+#: with 20,000-row chunks and at 92k with 100,000 (benchmarks/RESULTS.md). The INSERT takes
+#: no lock that claims or stores wait for, so a longer one holds nobody up.
+PREPARE_CHUNK_ROWS = 100_000
 #: Expired leases handed back per sweep query (the sweep repeats while it finds this many).
 RECLAIM_BATCH = 2_000
 #: Ids per statement where a list of ids is sent (well under both drivers' parameter limits).
@@ -446,8 +453,8 @@ async def _insert_tasks(
     return _rowcount(result)
 
 
-def documents_per_chunk(variable_count: int) -> int:
-    return max(1, CHUNK_ROWS // max(variable_count, 1))
+def documents_per_chunk(variable_count: int, rows: int) -> int:
+    return max(1, rows // max(variable_count, 1))
 
 
 @dataclass(frozen=True)
@@ -517,7 +524,7 @@ async def create_run(
             )
         documents = len(found)
     width = len(variables)
-    first_end = min(documents, documents_per_chunk(width))
+    first_end = min(documents, documents_per_chunk(width, CHUNK_ROWS))
     created = await _insert_tasks(session, run.id, width, 0, first_end)
     prepared = first_end >= documents
     values: dict[str, Any] = {
@@ -589,7 +596,7 @@ async def prepare_chunk(
     if row is None:
         return ChunkResult(0, more=False)
     first, documents, width = row.documents_prepared, row.document_count, row.variable_count
-    end = min(documents, first + documents_per_chunk(width))
+    end = min(documents, first + documents_per_chunk(width, PREPARE_CHUNK_ROWS))
     created = await _insert_tasks(session, run_id, width, first, end)
     done = end >= documents
     values: dict[str, Any] = {
