@@ -190,12 +190,8 @@ class TaskExecutor:
             config = await self._inputs.run(self._ctx, run_id)
             if config is None:
                 return
-            if config.snapshot.batch:
-                async with self._ctx.sessionmaker() as session:
-                    fallback = await batches_repository.fallback_reason(session, run_id)
-                if fallback is None:
-                    await self._feed_batch(run_id, config)
-                    return
+            if config.snapshot.batch and await self._feed_batch(run_id, config):
+                return
             width = config.snapshot.group_size
             batch_target = max(1, self._slots.capacity // 2)
             while not self._stopping:
@@ -227,13 +223,17 @@ class TaskExecutor:
                 del self._feeds[run_id]
                 self._look_again.discard(run_id)
 
-    async def _feed_batch(self, run_id: uuid.UUID, config: RunConfig) -> None:
+    async def _feed_batch(self, run_id: uuid.UUID, config: RunConfig) -> bool:
         """A batch run's feed: claim its pending tasks a provider batch's worth at a time and
         submit them (batches/submit.py) instead of calling; the units that cannot be batched
-        run here, live."""
+        run here, live. False once the run's calls are to be made live instead (the provider
+        refused a batch, or too many expired: batches/repository.py `fallback_reason`)."""
         settings = self._ctx.settings
         wanted = settings.batch_max_requests * config.snapshot.group_size
         while not self._stopping:
+            async with self._ctx.sessionmaker() as session:
+                if await batches_repository.fallback_reason(session, run_id) is not None:
+                    return False
             async with self._claim_turn:
                 async with job_write_scope(self._ctx.sessionmaker) as session:
                     tasks = await lifecycle.claim_tasks(
@@ -244,7 +244,7 @@ class TaskExecutor:
                 if run_id in self._look_again:
                     self._look_again.discard(run_id)
                     continue
-                return
+                return True
             try:
                 works, gone = await prepare(self._ctx, self._inputs, config, tasks)
                 reused, works = await answer_from_cache(self._ctx, config, works)
@@ -259,6 +259,7 @@ class TaskExecutor:
             if submitted.live:
                 self._slots.take(len(submitted.live))
                 self._run_units(config, submitted.live)
+        return True
 
     def _run_units(self, config: RunConfig, units: list[list[PairWork]]) -> None:
         """Start units of work whose slots were taken."""
