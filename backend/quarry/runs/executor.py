@@ -18,6 +18,10 @@ a second), so idle workers join a big run; a process already feeding R that gets
 has its feed look once more before it stops. Stopping (`stop`) lets units in flight finish
 for a grace period, stores their outcomes, and hands back the tasks it still holds at once
 (rather than after their lease), with a wake-up so that others take them.
+
+A batch run (its profile's `batch`) is fed the same way up to the units of work; they are then
+submitted as provider batches (batches/submit.py) instead of being called, and the batch
+takes over their leases until its poller (batches/poller.py) stores their outcomes.
 """
 
 from __future__ import annotations
