@@ -374,3 +374,34 @@ async def test_a_grouped_batch_run_sends_one_request_per_document(
     assert await values(client, headers, pid, batch_id) == await values(
         client, headers, pid, live_id
     )
+
+
+async def test_a_submission_cut_short_is_completed_by_the_next_poller(
+    tmp_path: Path, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies (here: fails) after the provider created the batch and before that
+    was recorded: the next poller finds the batch by its marker instead of creating another."""
+    from quarry.batches import lifecycle
+
+    record_state = lifecycle.record_state
+    calls = 0
+
+    async def dies_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("the process died here")
+        return await record_state(*args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "record_state", dies_once)
+    fake_llm.default_reply = model_reply
+    # A short task lease makes the dead submitter's poll lease expire soon.
+    settings = batch_settings(tmp_path, fake_llm, task_lease_seconds=2)
+    async with running_app(settings) as (app, client):
+        headers, pid = await project(app, client, fake_llm, "resume@example.org")
+        run_id = await start(client, headers, pid, profile="batch")
+        run = await wait_for_run(client, headers, pid, run_id)
+
+    assert run["status"] == "completed", run
+    assert fake_llm.batch_api.creations == 1 and fake_llm.calls() == 0
+    assert run["batch"]["batches"] == 1
