@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 WORK_ON_RUN = "runs.work"
 #: "Run <id> has task rows still to create."
 PREPARE_RUN = "runs.prepare"
+#: "Provider batch <id> is to be polled (now)."
+POLL_BATCH = "runs.poll_batch"
 #: "Document <id> is to be parsed."
 PARSE_DOCUMENT = "documents.parse"
 

@@ -20,10 +20,19 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from quarry.batches import repository as batches_repository
+from quarry.batches.poller import BatchPoller
 from quarry.db import job_write_scope
 from quarry.documents import lifecycle as documents_lifecycle
 from quarry.documents.jobs import WAKE_ID, ParseFeed, parse_documents_job
-from quarry.jobs import PARSE_DOCUMENT, PREPARE_RUN, WORK_ON_RUN, JobContext, JobQueue
+from quarry.jobs import (
+    PARSE_DOCUMENT,
+    POLL_BATCH,
+    PREPARE_RUN,
+    WORK_ON_RUN,
+    JobContext,
+    JobQueue,
+)
 from quarry.models.base import utcnow
 from quarry.runs import lifecycle, repository
 from quarry.runs.executor import TaskExecutor
@@ -39,9 +48,15 @@ async def work_on_run_job(ctx: JobContext, run_id: str) -> None:
     TaskExecutor.for_context(ctx).wake(uuid.UUID(run_id))
 
 
+async def poll_batch_job(ctx: JobContext, batch_id: str) -> None:
+    """`runs.poll_batch`: poll provider batch `batch_id` (now, if this process already does)."""
+    BatchPoller.for_context(ctx).watch(uuid.UUID(batch_id))
+
+
 #: Every job Quarry runs, by its dotted name.
 JOBS: dict[str, JobFunction] = {
     WORK_ON_RUN: work_on_run_job,
+    POLL_BATCH: poll_batch_job,
     PREPARE_RUN: prepare_run_job,
     PARSE_DOCUMENT: parse_documents_job,
 }
@@ -55,7 +70,8 @@ def check_job(job: str) -> None:
 async def sweep(ctx: JobContext, queue: JobQueue) -> None:
     """What the database says needs a worker, woken again: tasks whose lease expired (handed
     back in bounded, indexed batches — the cost follows what expired), runs with pending
-    tasks, runs whose preparation stopped, documents waiting to be parsed. Also finishes any
+    tasks, runs whose preparation stopped, provider batches nobody polls (their poller's
+    process stopped or died), documents waiting to be parsed. Also finishes any
     active run with nothing left (a safety net: every transition finishes its run itself)."""
     now = utcnow()
     woken: set[uuid.UUID] = set()
@@ -71,6 +87,9 @@ async def sweep(ctx: JobContext, queue: JobQueue) -> None:
         woken |= set(await repository.runs_with_work(session))
         to_prepare = await lifecycle.runs_to_prepare(session, now)
         to_parse = await documents_lifecycle.any_to_parse(session, now)
+        to_poll = await batches_repository.batches_to_poll(session, now)
+    if to_poll:
+        await queue.enqueue(POLL_BATCH, [str(b) for b in to_poll])
     if to_prepare:
         await queue.enqueue(PREPARE_RUN, [str(r) for r in to_prepare])
     if woken:
@@ -85,6 +104,7 @@ async def stop_work(ctx: JobContext, grace: float) -> None:
     """Stop this process's work: preparations at once, extraction and parses after `grace`
     seconds for what is in flight; what is unfinished is handed back."""
     await Preparer.for_context(ctx).stop()
+    await BatchPoller.for_context(ctx).stop()
     await asyncio.gather(
         TaskExecutor.for_context(ctx).stop(grace), ParseFeed.for_context(ctx).stop(grace)
     )

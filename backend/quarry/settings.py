@@ -153,6 +153,16 @@ class Settings(BaseSettings):
     #: is found in the database and delivered again.
     sweep_interval_seconds: Annotated[float, Field(ge=0.5, le=600)] = 20.0
 
+    # Batch mode (a profile's `batch`: batches/). A provider batch is polled first
+    # after `batch_poll_min_seconds`, then less and less often (×1.5 a poll) up to
+    # `batch_poll_max_seconds`: a batch takes minutes to hours, so polls cost nothing.
+    batch_poll_min_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    batch_poll_max_seconds: Annotated[float, Field(gt=0, le=3600)] = 300.0
+    #: Requests per provider batch (OpenAI's limit: 50,000) and bytes per input file (its
+    #: limit: 200 MB; kept below it). A run with more is submitted as several batches.
+    batch_max_requests: Annotated[int, Field(ge=1, le=50_000)] = 50_000
+    batch_max_bytes: Annotated[int, Field(ge=1024, le=200_000_000)] = 190_000_000
+
     # Distributed mode: set QUARRY_REDIS_URL and run `quarry worker` processes.
     #: The Redis sorted set jobs wait in; deployments sharing one Redis need different names.
     redis_queue: Annotated[str, Field(min_length=1, max_length=200)] = "quarry:queue"

@@ -49,6 +49,10 @@ llama.cpp's one slot does), tool calls (a request with ``tools`` is answered wit
 function, the answer as its arguments), ``tokens_per_char`` (another tokenizer) and
 ``usage.prompt_tokens_details.cached_tokens`` (the prefix shared with the previous request).
 
+The batch API (files and batches endpoints, answering each line through the same chat
+logic, so every mode above applies to batch lines too) is in ``tests/support/fake_batches.py``,
+reached as ``FakeLLM.batch_api``.
+
 Only non-streaming chat completions are implemented; ``"stream": true`` is answered with an
 OpenAI-style 400 error so a caller that streams by accident fails loudly.
 """
@@ -315,6 +319,8 @@ class _Answer:
     headers: dict[str, str] = field(default_factory=dict)
     fault: str | None = None
     content: str | None = None
+    #: A body sent as it is (a file's content), instead of `payload` as JSON.
+    raw: bytes | None = None
 
 
 def _error(status: int, message: str, type_: str, code: str | None, **headers: str) -> _Answer:
@@ -402,6 +408,11 @@ class FakeLLM:
         self._last_prompt = ""
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        from tests.support.fake_batches import FakeBatchAPI
+
+        self.batch_api = FakeBatchAPI(self)
+        """The files and batches endpoints (tests/support/fake_batches.py): its modes and
+        what it was asked."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -1013,6 +1024,12 @@ class _Handler(BaseHTTPRequestHandler):
 
         if self.command == "POST" and path == CHAT_PATH:
             self._serve_chat(request, body_is_object=isinstance(body, dict))
+        elif fake.batch_api.handles(path):
+            status, payload = fake.batch_api.handle(self.command, path, request.headers, raw)
+            if isinstance(payload, bytes):
+                self._respond(request, _Answer(status=status, payload=None, raw=payload))
+            else:
+                self._respond(request, _Answer(status=status, payload=payload))
         elif self.command == "GET" and path == MODELS_PATH:
             self._respond(request, fake._models())
         else:
@@ -1072,10 +1089,14 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _write(self, answer: _Answer) -> None:
-        data = json.dumps(answer.payload).encode() if answer.payload is not None else b""
+        if answer.raw is not None:
+            data, content_type = answer.raw, "application/octet-stream"
+        else:
+            data = json.dumps(answer.payload).encode() if answer.payload is not None else b""
+            content_type = "application/json"
         try:
             self.send_response(answer.status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.send_header("x-request-id", f"req_fake_{uuid4().hex[:16]}")
             for name, value in answer.headers.items():

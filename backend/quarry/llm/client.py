@@ -36,7 +36,7 @@ import re
 import time
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx2
 import openai
@@ -55,6 +55,9 @@ from quarry.llm.retry import (
     retry_reason,
 )
 from quarry.settings import Settings
+
+if TYPE_CHECKING:
+    from quarry.llm.batch import BatchClient
 
 log = structlog.get_logger(__name__)
 
@@ -418,6 +421,22 @@ def _describe_failure(exc: Exception, timeout: float, retries: int) -> str:
     return f"The LLM call failed: {type(exc).__name__}."
 
 
+#: The body fields `request_shape` sets (they change when `auto` moves to the next mode).
+_SHAPE_FIELDS = frozenset({"response_format", "tools", "tool_choice", "max_tokens"})
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A chat-completion request as `OpenAIChatModel` would send it first."""
+
+    body: dict[str, Any]
+    prompt_tokens: int
+    max_tokens: int
+    #: The most output room a retry of a cut-off answer may be given.
+    ceiling: int
+    mode: OutputMode
+
+
 class OpenAIChatModel:
     """`ChatModel` over the openai SDK's client, in the profile's structured-output mode.
 
@@ -461,13 +480,14 @@ class OpenAIChatModel:
             return profile.output_mode
         return self._memory.get(profile) or profile.learned_mode or FALLBACK_ORDER[0]
 
-    async def complete_json(
+    def prepare_request(
         self,
         messages: list[ChatMessage],
-        gate: CallGate | None = None,
         response_format: dict[str, Any] | None = None,
         max_tokens: int | None = None,
-    ) -> ChatReply:
+    ) -> PreparedRequest:
+        """The request body the first attempt of `complete_json` sends (a batch line sends
+        exactly this); `ContextTooLong` (not sent) when the prompt cannot fit the context."""
         profile = self._profile
         shape = response_format or RESPONSE_FORMAT
         prompt_tokens = estimate_prompt_tokens(messages, profile.tokens_per_char)
@@ -480,15 +500,32 @@ class OpenAIChatModel:
                 sent=False,
             )
         budget = max(1, min(max_tokens or DEFAULT_MAX_TOKENS, profile.max_output_tokens, room))
-        ceiling = min(profile.max_output_tokens, room)
-        base: dict[str, Any] = {
+        body: dict[str, Any] = {
             "model": self._model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "temperature": self._temperature,
         }
         if self._logprobs:
             # Not every model accepts the parameter (OpenAI's reasoning models refuse it).
-            base["logprobs"] = True
+            body["logprobs"] = True
+        body.update(request_shape(self.current_mode(), shape))
+        body["max_tokens"] = budget
+        return PreparedRequest(
+            body, prompt_tokens, budget, min(profile.max_output_tokens, room), self.current_mode()
+        )
+
+    async def complete_json(
+        self,
+        messages: list[ChatMessage],
+        gate: CallGate | None = None,
+        response_format: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+    ) -> ChatReply:
+        profile = self._profile
+        shape = response_format or RESPONSE_FORMAT
+        first = self.prepare_request(messages, shape, max_tokens)
+        prompt_tokens, budget, ceiling = first.prompt_tokens, first.max_tokens, first.ceiling
+        base = {k: v for k, v in first.body.items() if k not in _SHAPE_FIELDS}
         chars = sum(len(m.content) for m in messages)
         spent: ChatReply | None = None  # earlier, cut-off attempts of this answer
         while True:
@@ -600,6 +637,15 @@ def _read_completion(content: bytes, model: str, latency_ms: int) -> ChatReply:
     """The answer in a chat completion's JSON (`InvalidCompletion` when it is not one)."""
     try:
         data = json.loads(content)
+    except ValueError as exc:
+        raise InvalidCompletion("the reply was not a chat completion") from exc
+    return read_completion(data, model, latency_ms)
+
+
+def read_completion(data: Any, model: str, latency_ms: int) -> ChatReply:
+    """The answer in a chat completion (its decoded JSON: a batch's output line carries it
+    decoded); `InvalidCompletion` when it is not one."""
+    try:
         choice = data["choices"][0]
         message = choice["message"]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
@@ -822,6 +868,17 @@ class ChatModelFactory:
                     profile, self._limiter_for(profile), self.modes
                 )
         return self._models[profile]
+
+    def batch_client(self, profile: ModelProfile) -> BatchClient:
+        """The batch endpoints of `profile`'s server (OpenAI-compatible providers only)."""
+        from quarry.llm.batch import BatchClient
+
+        chat = self.for_profile(profile)
+        if not isinstance(chat, OpenAIChatModel):
+            raise LLMCallError(
+                f"Batch mode needs an OpenAI-compatible provider, not {profile.provider}."
+            )
+        return BatchClient(self._client_for(profile), chat)
 
     async def aclose(self) -> None:
         if self._limiter is not None:

@@ -5,6 +5,7 @@ from quarry.models.base import Base
 from quarry.models.document import Document, DocumentStatus
 from quarry.models.document_page import DocumentPage
 from quarry.models.extraction import Extraction, ExtractionStatus
+from quarry.models.llm_batch import LlmBatch, batch_owner
 from quarry.models.llm_usage import LlmUsage
 from quarry.models.model_profile import ModelProfileRow
 from quarry.models.project import Project
@@ -26,6 +27,7 @@ __all__ = [
     "DocumentStatus",
     "Extraction",
     "ExtractionStatus",
+    "LlmBatch",
     "LlmUsage",
     "ModelProfileRow",
     "Project",
@@ -39,4 +41,5 @@ __all__ = [
     "RunVariable",
     "User",
     "Variable",
+    "batch_owner",
 ]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from quarry.models.base import Base, IdMixin, TimestampMixin
@@ -36,3 +36,7 @@ class ModelProfileRow(IdMixin, TimestampMixin, Base):
     #: The structured-output mode `auto` found to work with this server (None: not yet).
     learned_mode: Mapped[str | None] = mapped_column(String(16), default=None)
     timeout_seconds: Mapped[float] = mapped_column(default=120.0)
+    #: Submit a run's calls through the provider's batch API (files + batches endpoints).
+    batch: Mapped[bool] = mapped_column(default=False, server_default=false())
+    #: The share of the price a batch's calls are not billed (0.5: half price).
+    batch_discount: Mapped[float] = mapped_column(default=0.5, server_default="0.5")

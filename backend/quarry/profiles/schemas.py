@@ -71,6 +71,17 @@ class ProfileFields(BaseModel):
         "json_object, tools, prompt in that order and remembers what works",
     )
     timeout_seconds: Timeout | None = None
+    batch: bool | None = Field(
+        None,
+        description="Submit a run's calls through the provider's batch API (OpenAI-compatible "
+        "providers with /v1/files and /v1/batches): answers come within the provider's 24 h "
+        "window instead of at once, at the batch price. No budget can be held over a batch.",
+    )
+    batch_discount: Annotated[float, Field(ge=0, lt=1)] | None = Field(
+        None,
+        description="The share of the price batch calls are not billed (0.5, OpenAI's: half "
+        "price); cost figures and estimates of batch runs apply it",
+    )
 
 
 class ProfileCreate(ProfileFields):
@@ -84,7 +95,12 @@ class ProfileUpdate(ProfileFields):
 
 
 def check_consistent(
-    context_window: int, max_output_tokens: int, price_in: float | None, price_out: float | None
+    context_window: int,
+    max_output_tokens: int,
+    price_in: float | None,
+    price_out: float | None,
+    provider: str = "openai",
+    batch: bool = False,
 ) -> None:
     if max_output_tokens >= context_window:
         raise ValueError(
@@ -93,6 +109,11 @@ def check_consistent(
         )
     if (price_in is None) != (price_out is None):
         raise ValueError("Give both price_input and price_output, or neither.")
+    if batch and provider != "openai":
+        raise ValueError(
+            f"Batch mode needs an OpenAI-compatible provider (files and batches endpoints); "
+            f"the profile's provider is {provider}. Set batch to false, or provider to openai."
+        )
 
 
 class ProfileOut(BaseModel):
@@ -120,5 +141,7 @@ class ProfileOut(BaseModel):
         description="The mode `auto` found to work with this server (null: not yet)"
     )
     timeout_seconds: float
+    batch: bool
+    batch_discount: float
     created_at: datetime
     updated_at: datetime

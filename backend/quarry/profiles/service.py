@@ -27,6 +27,8 @@ DEFAULTS: dict[str, object] = {
     "concurrency": 4,
     "output_mode": "auto",
     "timeout_seconds": 120.0,
+    "batch": False,
+    "batch_discount": 0.5,
 }
 
 
@@ -51,6 +53,8 @@ def to_out(profile: ModelProfileRow) -> ProfileOut:
         output_mode=profile.output_mode,
         learned_mode=profile.learned_mode,
         timeout_seconds=profile.timeout_seconds,
+        batch=profile.batch,
+        batch_discount=profile.batch_discount,
         created_at=profile.created_at,
         updated_at=profile.updated_at,
     )
@@ -104,6 +108,8 @@ async def create_profile(
             values["max_output_tokens"],
             values.get("price_input"),
             values.get("price_output"),
+            values["provider"],
+            values["batch"],
         )
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
@@ -134,6 +140,8 @@ async def update_profile(
             changes.get("max_output_tokens", profile.max_output_tokens),
             changes.get("price_input", profile.price_input),
             changes.get("price_output", profile.price_output),
+            changes.get("provider", profile.provider),
+            changes.get("batch", profile.batch),
         )
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc

@@ -18,6 +18,10 @@ a second), so idle workers join a big run; a process already feeding R that gets
 has its feed look once more before it stops. Stopping (`stop`) lets units in flight finish
 for a grace period, stores their outcomes, and hands back the tasks it still holds at once
 (rather than after their lease), with a wake-up so that others take them.
+
+A batch run (its profile's `batch`) is fed the same way up to the units of work; they are then
+submitted as provider batches (batches/submit.py) instead of being called, and the batch
+takes over their leases until its poller (batches/poller.py) stores their outcomes.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from datetime import timedelta
 
 import structlog
 
+from quarry.batches import repository as batches_repository
+from quarry.batches.submit import submit_units
 from quarry.capacity import Slots
 from quarry.db import job_write_scope
 from quarry.jobs import WORK_ON_RUN, JobContext
@@ -124,7 +130,7 @@ class OutcomeWriter:
             try:
                 async with job_write_scope(ctx.sessionmaker) as session:
                     result = await lifecycle.store_outcomes(session, ctx.worker_id, batch)
-                    await profiles_repository.add_usage(session, _usage(batch))
+                    await profiles_repository.add_usage(session, usage_rows(batch))
                 break
             except Exception as exc:
                 if pause is None:  # the database is away for long: the leases will expire
@@ -188,6 +194,8 @@ class TaskExecutor:
             config = await self._inputs.run(self._ctx, run_id)
             if config is None:
                 return
+            if config.snapshot.batch and await self._feed_batch(run_id, config):
+                return
             width = config.snapshot.group_size
             batch_target = max(1, self._slots.capacity // 2)
             while not self._stopping:
@@ -219,6 +227,51 @@ class TaskExecutor:
                 del self._feeds[run_id]
                 self._look_again.discard(run_id)
 
+    async def _feed_batch(self, run_id: uuid.UUID, config: RunConfig) -> bool:
+        """A batch run's feed: claim its pending tasks a provider batch's worth at a time and
+        submit them (batches/submit.py) instead of calling; the units that cannot be batched
+        run here, live. False once the run's calls are to be made live instead (the provider
+        refused a batch, or too many expired: batches/repository.py `fallback_reason`)."""
+        settings = self._ctx.settings
+        wanted = settings.batch_max_requests * config.snapshot.group_size
+        while not self._stopping:
+            async with self._ctx.sessionmaker() as session:
+                if await batches_repository.fallback_reason(session, run_id) is not None:
+                    return False
+            async with self._claim_turn:
+                async with job_write_scope(self._ctx.sessionmaker) as session:
+                    tasks = await lifecycle.claim_tasks(
+                        session, run_id, self._ctx.worker_id, self._lease, wanted
+                    )
+                self._held.update(t.id for t in tasks)
+            if not tasks:
+                if run_id in self._look_again:
+                    self._look_again.discard(run_id)
+                    continue
+                return True
+            try:
+                works, gone = await prepare(self._ctx, self._inputs, config, tasks)
+                reused, works = await answer_from_cache(self._ctx, config, works)
+            except Exception:
+                log.exception("runs.prepare_failed", run_id=str(run_id))
+                self._writer.put([_crashed(t) for t in tasks])
+                continue
+            self._writer.put([*gone, *reused])
+            submitted = await submit_units(
+                self._ctx, config, plan_units(config.snapshot, works), self._held
+            )
+            if submitted.live:
+                self._slots.take(len(submitted.live))
+                self._run_units(config, submitted.live)
+        return True
+
+    def _run_units(self, config: RunConfig, units: list[list[PairWork]]) -> None:
+        """Start units of work whose slots were taken."""
+        for unit in units:
+            task = asyncio.create_task(self._run_unit(config, unit))
+            self._units.add(task)
+            task.add_done_callback(self._unit_done)
+
     async def _start(self, config: RunConfig, tasks: list[ClaimedTask]) -> None:
         """Turn claimed tasks into units of work and start them (their slots were taken)."""
         try:
@@ -232,10 +285,7 @@ class TaskExecutor:
         self._writer.put([*gone, *reused])
         units = plan_units(config.snapshot, works)
         self._slots.give(len(tasks) - len(units))
-        for unit in units:
-            task = asyncio.create_task(self._run_unit(config, unit))
-            self._units.add(task)
-            task.add_done_callback(self._unit_done)
+        self._run_units(config, units)
 
     def _unit_done(self, task: asyncio.Task[None]) -> None:
         self._units.discard(task)
@@ -321,7 +371,7 @@ class TaskExecutor:
                 log.warning("runs.release_failed", tasks=len(held), error=repr(exc))
 
 
-def _usage(batch: Sequence[Outcome]) -> list[tuple[str, int, int, int, int]]:
+def usage_rows(batch: Sequence[Outcome]) -> list[tuple[str, int, int, int, int]]:
     """The batch's prompt sizes and tokens per profile (`llm_usage`: token estimates are
     calibrated from them)."""
     sums: dict[str, list[int]] = {}

@@ -68,19 +68,24 @@ def plan_units(snapshot: RunSnapshot, works: Sequence[PairWork]) -> list[list[Pa
 
 
 async def run_group(
-    ctx: JobContext, config: RunConfig, works: Sequence[PairWork], gate: TaskGate
+    ctx: JobContext,
+    config: RunConfig,
+    works: Sequence[PairWork],
+    gate: TaskGate,
+    chat: ChatModel | None = None,
 ) -> list[Outcome]:
-    """Extract a document's variables together; an outcome for each."""
+    """Extract a document's variables together; an outcome for each (`chat`: as
+    `run_single`'s)."""
     snapshot = config.snapshot
     pairs = [work.build_input(snapshot) for work in works]
     outcomes: dict[int, Outcome] = {}
     grouped: dict[int, PairOutcome] = {}  # each variable's part of the grouped call
     deadline = asyncio.timeout(task_timeout(ctx, snapshot))
 
-    async def ask_alone(chat: ChatModel, n: int, inp: PairInput, reason: str) -> None:
+    async def ask_alone(model: ChatModel, n: int, inp: PairInput, reason: str) -> None:
         work = works[n]
         try:
-            result = await extract_pair(chat, inp, gate)
+            result = await extract_pair(model, inp, gate)
         except Exception as exc:  # this variable's failure; the others go on
             result = failure_of(ctx, exc, deadline, work, task_timeout(ctx, snapshot))
         note = (
@@ -91,9 +96,9 @@ async def run_group(
 
     try:
         async with deadline:
-            chat = chat_model(ctx, snapshot)
+            model = chat or chat_model(ctx, snapshot)
             group = GroupInput(names=[work.name for work in works], pairs=pairs)
-            answers = await extract_group(chat, group, gate)
+            answers = await extract_group(model, group, gate)
             fallbacks = []
             for n, answer in enumerate(answers):
                 if answer.fallback is None:
@@ -110,8 +115,8 @@ async def run_group(
                 )
                 async with asyncio.TaskGroup() as calls:  # side by side, within the deadline
                     for n, reason in fallbacks:
-                        calls.create_task(ask_alone(chat, n, pairs[n], reason))
-            await remember_mode(ctx, snapshot, chat)
+                        calls.create_task(ask_alone(model, n, pairs[n], reason))
+            await remember_mode(ctx, snapshot, model)
     except Exception as exc:
         failure = failure_of(ctx, exc, deadline, works[0], task_timeout(ctx, snapshot))
         for n, work in enumerate(works):

@@ -46,6 +46,11 @@ Tasks
                         failed | cancelled dropped)
     running             pending            its lease expired (the worker died)     reclaim_expired
     running             pending            its worker stops before finishing it    release_tasks
+                                           (or its provider batch ended without
+                                           answering it: batches/)
+    running             running            its lease moves to a provider batch     hand_to_batch
+                                           (batch mode), until the batch's
+                                           deadline
     failed | cancelled  pending            a retry                                 retry_run
     any                 (deleted)          its document or variable is deleted     forget_*
     ==================  =================  ======================================  ===============
@@ -996,6 +1001,31 @@ async def release_tasks(
             query = query.with_for_update()
         rows += (await session.execute(query)).all()
     return await _back_to_pending(session, rows, "released")
+
+
+async def hand_to_batch(
+    session: AsyncSession,
+    task_ids: Sequence[uuid.UUID],
+    owner: str,
+    batch_owner: str,
+    until: datetime,
+) -> int:
+    """Move the leases this worker holds on `task_ids` to a provider batch (`batch_owner`,
+    ``batch:<id>``) until `until`: the batch's poller stores their outcomes, and a restart
+    finds them by that owner instead of handing them out again. Returns how many moved."""
+    moved = 0
+    for batch in _chunks(sorted(task_ids)):
+        result = await session.execute(
+            update(_TASKS)
+            .where(
+                _TASKS.c.id.in_(batch),
+                _TASKS.c.lease_owner == owner,
+                _TASKS.c.status == ExtractionStatus.RUNNING,
+            )
+            .values(lease_owner=batch_owner, lease_expires_at=until)
+        )
+        moved += _rowcount(result)
+    return moved
 
 
 # -- the budget ---------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from quarry.models import ACTIVE_RUN_STATUSES
 from quarry.runs import repository
 from quarry.runs.schemas import RunEventOut
-from quarry.runs.service import to_out
+from quarry.runs.service import runs_out
 from quarry.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -133,8 +133,9 @@ class ProgressHub:
                     watch.keep(*_log_message(event))
                 if len(events) < _PAGE:
                     break
+            out = (await runs_out(session, self._settings, [run]))[0]
         watch.status = run.status
-        watch.progress = to_out(self._settings, [run])[0].model_dump_json()
+        watch.progress = out.model_dump_json()
 
     async def stream(self, run_id: uuid.UUID, after_id: int) -> AsyncIterator[str]:
         """Server-sent events for one client: `progress`, `log` lines after `after_id`, `end`."""

@@ -54,7 +54,7 @@ async def create_run(
         estimate = await service.estimate_run(session, settings, project, data)
         return JSONResponse(estimate.model_dump(mode="json"), status_code=status.HTTP_200_OK)
     run = await service.create_run(session, settings, llm, queue, project, user, data)
-    return service.to_out(settings, [run])[0]
+    return (await service.runs_out(session, settings, [run]))[0]
 
 
 @router.get("", response_model=Page[RunOut])
@@ -63,7 +63,7 @@ async def list_runs(
 ) -> Page[RunOut]:
     runs, total = await service.list_runs(session, project, page.limit, page.offset)
     return Page(
-        items=service.to_out(settings, runs),
+        items=await service.runs_out(session, settings, runs),
         total=total,
         limit=page.limit,
         offset=page.offset,
@@ -75,15 +75,20 @@ async def read_run(
     session: SessionDep, settings: SettingsDep, project: ProjectDep, run_id: uuid.UUID
 ) -> RunOut:
     run = await service.get_run(session, project, run_id)
-    return service.to_out(settings, [run])[0]
+    return (await service.runs_out(session, settings, [run]))[0]
 
 
 @router.post("/{run_id}/cancel", response_model=RunOut)
 async def cancel_run(
-    session: SessionDep, settings: SettingsDep, project: ProjectDep, run_id: uuid.UUID
+    session: SessionDep,
+    settings: SettingsDep,
+    queue: QueueDep,
+    project: ProjectDep,
+    run_id: uuid.UUID,
 ) -> RunOut:
-    run = await service.cancel_run(session, await service.get_run(session, project, run_id))
-    return service.to_out(settings, [run])[0]
+    """Stop the run: no new call starts (a batch run's provider batches are cancelled)."""
+    run = await service.cancel_run(session, queue, await service.get_run(session, project, run_id))
+    return (await service.runs_out(session, settings, [run]))[0]
 
 
 @router.post("/{run_id}/retry", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED)
@@ -100,7 +105,7 @@ async def retry_run(
     goes on only with a higher `budget_usd` (or `null` for none)."""
     run = await service.get_run(session, project, run_id)
     run = await service.retry_run(session, settings, queue, llm, run, data or RunRetry())
-    return service.to_out(settings, [run])[0]
+    return (await service.runs_out(session, settings, [run]))[0]
 
 
 @router.get("/{run_id}/logs", response_model=Page[RunEventOut])

@@ -52,6 +52,22 @@ class RunCounts(BaseModel):
     cancelled: int = 0
 
 
+class RunBatchProgress(BaseModel):
+    """A batch run's provider batches (a profile with `batch: true`)."""
+
+    batches: int = Field(description="Provider batches the run's calls were submitted as")
+    open: int = Field(description="Of them, those not answered and read yet")
+    status: str = Field(
+        description="The least advanced status of the open batches (of all, when none is "
+        "open): submitting, validating, in_progress, finalizing, cancelling, completed, "
+        "expired, cancelled, failed"
+    )
+    requests: int = Field(description="Requests submitted (one per call: a grouped call is one)")
+    answered: int = Field(description="Requests the provider has answered so far")
+    failed: int = Field(description="Of them, those the provider answered with an error")
+    discount: float = Field(description="The share of the price batch calls are not billed")
+
+
 class RunOut(BaseModel):
     id: uuid.UUID
     project_id: uuid.UUID
@@ -69,8 +85,11 @@ class RunOut(BaseModel):
     tokens_out: int
     cost_usd: float | None = Field(
         description="What the run's calls have cost so far, in US dollars: its tokens at "
-        "the model's price; null when the price of the model is unknown (set "
-        "QUARRY_LLM_PRICES)"
+        "the model's price (those of batch answers at the batch price); null when the price "
+        "of the model is unknown (set QUARRY_LLM_PRICES)"
+    )
+    batch: RunBatchProgress | None = Field(
+        None, description="The run's provider batches (null: the run's calls are live)"
     )
     budget_usd: float | None = Field(
         description="The run's budget in US dollars (null: none); no new call starts once "
@@ -130,7 +149,13 @@ class RunEstimate(BaseModel):
     estimated_input_tokens: int
     estimated_output_tokens: int
     estimated_cost_usd: float | None = Field(
-        description="At the model's price; null when the price of the model is unknown"
+        description="At the model's price (at the batch price for a batch profile); null when "
+        "the price of the model is unknown"
+    )
+    batch_discount: float | None = Field(
+        None,
+        description="For a batch profile, the share of the price its calls are not billed "
+        "(already taken off estimated_cost_usd); null for live calls",
     )
     long_documents: int = Field(
         description="Documents longer than the context budget (QUARRY_LLM_MAX_DOCUMENT_CHARS), "

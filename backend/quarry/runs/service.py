@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quarry.batches import repository as batches_repository
+from quarry.batches.repository import BatchSummary
 from quarry.db import after_commit
 from quarry.errors import BadRequest, Conflict, NotFound
-from quarry.jobs import PREPARE_RUN, WORK_ON_RUN, JobQueue
+from quarry.jobs import POLL_BATCH, PREPARE_RUN, WORK_ON_RUN, JobQueue
 from quarry.llm.client import DEFAULT_TOKENS_PER_CHAR, ChatModelFactory
 from quarry.llm.pricing import ModelPrice, cost_usd, find_price, price_table
 from quarry.models import (
@@ -28,9 +30,10 @@ from quarry.models import (
 from quarry.profiles import service as profiles
 from quarry.runs import estimate, lifecycle, repository
 from quarry.runs.context import CallPart, document_budget_chars
-from quarry.runs.costs import budget_reason, run_price
+from quarry.runs.costs import budget_reason, run_cost, run_price
 from quarry.runs.lifecycle import LogLine
 from quarry.runs.schemas import (
+    RunBatchProgress,
     RunCounts,
     RunCreate,
     RunEstimate,
@@ -130,6 +133,8 @@ def _profile_fields(
         "rpm": row.rpm,
         "tpm": row.tpm,
         "timeout_seconds": row.timeout_seconds,
+        "batch": row.batch,
+        "batch_discount": row.batch_discount if row.batch else 0.0,
     }
 
 
@@ -147,6 +152,12 @@ async def _plan(
         else await profiles.find_profile(session, project, data.profile)
     )
     fields = _profile_fields(settings, project, row)
+    if row is not None and row.batch and data.budget_usd is not None:
+        raise BadRequest(
+            f"The model profile '{row.name}' submits its calls as provider batches, and a "
+            "budget cannot be held over a batch (the provider answers and bills it as a whole). "
+            "Leave budget_usd out, or use a profile without batch mode."
+        )
     model = str(fields["model"])
     if row is not None and row.price_input is not None and row.price_output is not None:
         price: ModelPrice | None = ModelPrice(input=row.price_input, output=row.price_output)
@@ -194,7 +205,8 @@ async def estimate_run(
         ],
         plan.snapshot,
     )
-    price = plan.snapshot.model_price
+    snapshot = plan.snapshot
+    price = snapshot.batch_price if snapshot.batch else snapshot.model_price
     return RunEstimate(
         pairs=result.pairs,
         documents=result.documents,
@@ -206,6 +218,7 @@ async def estimate_run(
         estimated_output_tokens=result.output_tokens,
         estimated_cost_usd=result.cost_usd(price),
         long_documents=result.long_documents,
+        batch_discount=snapshot.batch_discount if snapshot.batch else None,
         budget_usd=data.budget_usd,
         per_variable=[
             VariableEstimate(
@@ -314,11 +327,23 @@ def run_counts(run: Run) -> RunCounts:
     return counts
 
 
-def to_out(settings: Settings, runs: Sequence[Run]) -> list[RunOut]:
-    """The runs as the API shows them: one row each, whatever their size."""
+async def runs_out(session: AsyncSession, settings: Settings, runs: Sequence[Run]) -> list[RunOut]:
+    """`to_out`, with the provider batches of the batch runs among `runs` (one query)."""
+    batch_runs = [run.id for run in runs if (run.settings or {}).get("batch")]
+    return to_out(settings, runs, await batches_repository.summaries(session, batch_runs))
+
+
+def to_out(
+    settings: Settings,
+    runs: Sequence[Run],
+    batches: Mapping[uuid.UUID, BatchSummary] | None = None,
+) -> list[RunOut]:
+    """The runs as the API shows them: one row each, whatever their size (`batches`: the
+    provider batches of batch runs, `batches/repository.py` `summaries`)."""
     out = []
     for run in runs:
         snapshot = RunSnapshot.from_row(run.settings, run.model)
+        summary = (batches or {}).get(run.id)
         counts = run_counts(run)
         total = run.task_count
         done = counts.succeeded + counts.not_found + counts.failed + counts.cancelled
@@ -335,7 +360,27 @@ def to_out(settings: Settings, runs: Sequence[Run]) -> list[RunOut]:
                 counts=counts,
                 tokens_in=run.tokens_in,
                 tokens_out=run.tokens_out,
-                cost_usd=cost_usd(run_price(settings, snapshot), run.tokens_in, run.tokens_out),
+                cost_usd=run_cost(
+                    run_price(settings, snapshot),
+                    run.tokens_in,
+                    run.tokens_out,
+                    batch_tokens_in=summary.tokens_in if summary else 0,
+                    batch_tokens_out=summary.tokens_out if summary else 0,
+                    batch_discount=snapshot.batch_discount,
+                ),
+                batch=(
+                    RunBatchProgress(
+                        batches=summary.batches,
+                        open=summary.open,
+                        status=summary.status,
+                        requests=summary.requests,
+                        answered=summary.completed + summary.failed,
+                        failed=summary.failed,
+                        discount=snapshot.batch_discount,
+                    )
+                    if summary is not None
+                    else None
+                ),
                 budget_usd=run.budget_usd,
                 error=run.error or run.stop_reason,
                 created_at=run.created_at,
@@ -346,7 +391,7 @@ def to_out(settings: Settings, runs: Sequence[Run]) -> list[RunOut]:
     return out
 
 
-async def cancel_run(session: AsyncSession, run: Run) -> Run:
+async def cancel_run(session: AsyncSession, queue: JobQueue, run: Run) -> Run:
     """Stop the run: no new LLM call starts; calls in flight finish and are kept."""
     cancelled = await lifecycle.cancel_run(
         session,
@@ -361,6 +406,13 @@ async def cancel_run(session: AsyncSession, run: Run) -> Run:
             f"The run is already {run.status}; only preparing, queued or running runs can be "
             "cancelled."
         )
+    open_batches = [str(b) for b in await batches_repository.open_batches(session, run.id)]
+    if open_batches:
+        # Their pollers cancel them at the provider now rather than at their next poll.
+        async def poke() -> None:
+            await queue.enqueue(POLL_BATCH, open_batches)
+
+        after_commit(session, poke)
     await session.refresh(run)
     return run
 
@@ -379,6 +431,11 @@ async def retry_run(
     llm.ensure_configured(snapshot.llm_profile(llm.default_profile()))
     set_budget = "budget_usd" in data.model_fields_set
     budget = data.budget_usd if set_budget else run.budget_usd
+    if snapshot.batch and set_budget and budget is not None:
+        raise BadRequest(
+            "The run submits its calls as provider batches, and a budget cannot be held over "
+            "a batch; retry without budget_usd."
+        )
     if set_budget and budget is not None and run_price(settings, snapshot) is None:
         _model_price(settings, run.model, budget)  # no price: refuse a budget
     if budget is not None:

@@ -17,7 +17,8 @@ never sees an answer produced for someone else's project), takes only answers th
 The model profile a run asks (a project's named profile, or the one the environment gives)
 is frozen here field by field: where calls go and how answers are asked for change answers
 (`provider`, `base_url`, `model`, `output_mode`, `context_window`, `max_output_tokens`);
-the limits, the timeout, the key's variable name and the calibration only change how the
+the limits, the timeout, the key's variable name, the calibration and batch mode (`batch`,
+`batch_discount`: the same request, sent another way and billed less) only change how the
 run goes. `llm_profile` turns it back into the llm layer's `ModelProfile`.
 
 Stored as JSON in `runs.settings`. Rows from before a field existed get its default here, or
@@ -99,6 +100,11 @@ class RunSnapshot(BaseModel):
     #: Observed prompt tokens per character for the profile when the run was made (None:
     #: not enough usage yet; chars/4 is assumed).
     tokens_per_char: float | None = None
+    #: Submit the run's calls as provider batches (batches/), billed at the price less
+    #: `batch_discount`. Not an answer field: a batch line is the very request a live call
+    #: sends, so a batch run and a live run share cached answers.
+    batch: bool = False
+    batch_discount: float = 0.0
 
     #: Fields whose value changes what the model answers (the result cache's key).
     ANSWER_FIELDS: ClassVar[frozenset[str]] = frozenset(
@@ -131,6 +137,8 @@ class RunSnapshot(BaseModel):
             "tpm",
             "timeout_seconds",
             "tokens_per_char",
+            "batch",
+            "batch_discount",
         }
     )
 
@@ -164,6 +172,15 @@ class RunSnapshot(BaseModel):
     @property
     def model_price(self) -> ModelPrice | None:
         return self.price.to_price() if self.price is not None else None
+
+    @property
+    def batch_price(self) -> ModelPrice | None:
+        """The price of the run's batch calls (its price less the batch discount)."""
+        price = self.model_price
+        if price is None:
+            return None
+        share = 1.0 - self.batch_discount
+        return ModelPrice(input=price.input * share, output=price.output * share)
 
     @property
     def usage_key(self) -> str:

@@ -272,9 +272,14 @@ async def remember_mode(ctx: JobContext, snapshot: RunSnapshot, chat: ChatModel)
 
 
 async def run_single(
-    ctx: JobContext, config: RunConfig, work: PairWork, gate: TaskGate
+    ctx: JobContext,
+    config: RunConfig,
+    work: PairWork,
+    gate: TaskGate,
+    chat: ChatModel | None = None,
 ) -> list[Outcome]:
-    """Extract one pair, within the task's deadline."""
+    """Extract one pair, within the task's deadline (`chat`: another model than the run's,
+    e.g. one whose first answer came in a provider batch: batches/replay.py)."""
     snapshot = config.snapshot
     inp = work.build_input(snapshot)
     # The deadline ends a task that runs too long failed, with a reason, instead of letting
@@ -282,7 +287,7 @@ async def run_single(
     deadline = asyncio.timeout(task_timeout(ctx, snapshot))
     try:
         async with deadline:
-            chat = chat_model(ctx, snapshot)
+            chat = chat or chat_model(ctx, snapshot)
             result = await extract_pair(chat, inp, gate)
             await remember_mode(ctx, snapshot, chat)
     except Exception as exc:
