@@ -7,9 +7,9 @@
 - `model_profiles.batch` (submit a run's calls as provider batches) and
   `model_profiles.batch_discount` (the share of the price batch calls are not billed; 0.5).
 
-Self-contained (one table, two profile columns): it may be re-chained after other 0007s.
+One table and two profile columns.
 
-Revision ID: 0007b
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-03 09:00:00.000000
 
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision: str = "0007b"
+revision: str = "0007"
 down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
