@@ -34,6 +34,10 @@ def _clean_filename(name: str | None) -> str:
     # Browsers may send a path; keep the last component and drop control characters.
     base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
     base = "".join(ch for ch in base if ch.isprintable()).strip()
+    # "." and ".." are path steps, not names: shown in a list or an export they read as a
+    # traversal attempt, so a name of nothing but dots (and spaces) counts as no name.
+    if not base.replace(".", "").strip():
+        base = ""
     return (base or "document")[:MAX_FILENAME]
 
 
