@@ -386,6 +386,37 @@ async def test_a_docx_keeps_its_pages_and_tables(
     assert pages[0]["char_end"] <= pages[1]["char_start"]
 
 
+async def test_a_name_that_promises_another_format_is_read_by_content_and_says_so(
+    client: httpx.AsyncClient, owner: tuple[dict[str, str], str]
+) -> None:
+    headers, pid = owner
+    files = [
+        ("minutes.docx", b"Minutes of the trial steering committee.\n", ""),
+        ("paper.pdf", b"Preprint: 120 patients were randomised.\n", ""),
+        ("scan.docx", make_pdf(["A PDF under a Word name."]), ""),
+        ("notes.txt", TEXT, ""),
+        ("study.docx", make_docx(["A real Word document."]), ""),
+    ]
+    response = await upload(client, headers, pid, files)
+    assert response.status_code == 201, response.text
+    expected = {
+        "minutes.docx": ["Read as plain text: the file is not a Word document."],
+        "paper.pdf": ["Read as plain text: the file is not a PDF."],
+        "scan.docx": ["Read as a PDF: the file is not a Word document."],
+        "notes.txt": [],
+        "study.docx": [],
+    }
+    assert {d["filename"]: d["notes"] for d in response.json()["items"]} == expected
+    # The note stays on the document, however it is read back, and it is still ready.
+    documents = await wait_for_documents(client, headers, pid)
+    assert {d["filename"]: d["notes"] for d in documents} == expected
+    assert all(d["status"] == "ready" for d in documents), documents
+    [minutes] = [d for d in documents if d["filename"] == "minutes.docx"]
+    assert minutes["content_type"] == "text/plain"
+    one = await client.get(f"/api/v1/projects/{pid}/documents/{minutes['id']}", headers=headers)
+    assert one.json()["notes"] == expected["minutes.docx"]
+
+
 async def test_a_deleted_document_is_gone_with_its_file(
     client: httpx.AsyncClient, owner: tuple[dict[str, str], str], settings: Settings
 ) -> None:

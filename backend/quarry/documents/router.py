@@ -88,7 +88,7 @@ async def upload_documents(
         request.headers.get("content-type"), request.stream(), storage, limits
     )
     documents = await service.upload_documents(session, storage, queue, project, files)
-    return UploadOut(items=[DocumentOut.model_validate(d) for d in documents])
+    return UploadOut(items=[DocumentOut.of(d) for d in documents])
 
 
 @router.get("", response_model=Page[DocumentOut])
@@ -102,7 +102,7 @@ async def list_documents(
         session, project, page.limit, page.offset, status_filter
     )
     return Page(
-        items=[DocumentOut.model_validate(d) for d in items],
+        items=[DocumentOut.of(d) for d in items],
         total=total,
         limit=page.limit,
         offset=page.offset,
@@ -113,7 +113,7 @@ async def list_documents(
 async def read_document(
     session: SessionDep, project: ProjectDep, document_id: uuid.UUID
 ) -> DocumentOut:
-    return DocumentOut.model_validate(await service.get_document(session, project, document_id))
+    return DocumentOut.of(await service.get_document(session, project, document_id))
 
 
 @router.get("/{document_id}/text", response_model=DocumentTextOut)
