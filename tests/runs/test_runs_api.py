@@ -87,6 +87,27 @@ async def test_invalid_answer_is_reasked_with_the_validation_error(
     assert any("re-asked" in line for line in await _logs(client, headers, pid, run["id"]))
 
 
+async def test_the_log_counts_only_the_re_asks_that_were_made(
+    app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
+) -> None:
+    headers, pid, _ = await _project_with_docs(
+        app, client, {"p.txt": "The patient is forty-two years old."}, [AGE]
+    )
+    # Never a whole number: asked once, re-asked twice, then it fails (no third re-ask).
+    fake_llm.script(
+        variable="age",
+        reply={"found": True, "evidence": "forty-two", "value": "forty-two", "confidence": 0.8},
+    )
+    run = await wait_for_run(client, headers, pid, (await _start(client, headers, pid))["id"])
+    [extraction] = await list_extractions(client, headers, pid)
+    assert extraction["status"] == "failed" and extraction["attempts"] == 3
+    assert fake_llm.calls() == 3
+    lines = await _logs(client, headers, pid, run["id"])
+    reasked = [line for line in lines if "re-asked" in line]
+    assert len(reasked) == 2, lines
+    assert any("No valid answer after 3 attempts" in line for line in lines), lines
+
+
 async def test_flaky_server_is_retried_and_every_pair_succeeds(
     app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
 ) -> None:

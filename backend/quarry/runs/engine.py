@@ -138,7 +138,9 @@ class PairOutcome:
     latency_ms: int = 0
     model: str | None = None
     error: str | None = None
-    notes: list[str] = field(default_factory=list)
+    #: The validation errors the model was re-asked with, one per re-ask (the error of the
+    #: last attempt, which is not re-asked, is in `error`).
+    reasked: list[str] = field(default_factory=list)
     #: Characters and messages of the prompts sent, for calibrating token estimates.
     prompt_chars: int = 0
     prompt_messages: int = 0
@@ -349,7 +351,9 @@ async def extract_pair(chat: ChatModel, inp: PairInput, gate: CallGate | None) -
             await _settle(outcome, inp, _read_answer(reply))
         except InvalidValue as exc:
             error = str(exc)
-            outcome.notes.append(error)
+            if asked >= 1 + inp.repair_attempts:
+                break  # that was the last attempt: it fails with `error`, not re-asked
+            outcome.reasked.append(error)
             messages = [
                 *messages,
                 ChatMessage("assistant", reply.text),
