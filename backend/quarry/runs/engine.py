@@ -43,6 +43,7 @@ from quarry.runs.support import (
     sentence_span,
     words,
 )
+from quarry.runs.wording import counted
 from quarry.variables.prompts import (
     GROUP_SYSTEM_PROMPT,
     SYSTEM_PROMPT,
@@ -361,7 +362,7 @@ async def extract_pair(chat: ChatModel, inp: PairInput, gate: CallGate | None) -
             ]
             continue
         return outcome
-    outcome.error = f"No valid answer after {outcome.attempts} attempts: {error}"
+    outcome.error = f"No valid answer after {counted(outcome.attempts, 'attempt')}: {error}"
     return outcome
 
 
