@@ -37,8 +37,36 @@ class DocumentOut(BaseModel):
         return cls(**columns, notes=reading_notes(DocumentKind(document.kind), document.filename))
 
 
+class UploadItemOut(DocumentOut):
+    uploaded_filename: str = Field(
+        description="The name this file was sent under (cleaned like `filename`). For a "
+        "duplicate it can differ from `filename`, the name the document was first uploaded "
+        "under, which it keeps."
+    )
+    duplicate_of: uuid.UUID | None = Field(
+        description="When the project already held these bytes (uploaded before, or earlier "
+        "in this same upload): the id of that document, which is the one shown, and nothing "
+        "new was stored for this file. Null when this file became a new document."
+    )
+
+    @classmethod
+    def of_upload(
+        cls, document: Document, uploaded_filename: str, duplicate: bool
+    ) -> UploadItemOut:
+        shown = DocumentOut.of(document)
+        return cls(
+            **dict(shown),
+            uploaded_filename=uploaded_filename,
+            duplicate_of=shown.id if duplicate else None,
+        )
+
+
 class UploadOut(BaseModel):
-    items: list[DocumentOut]
+    items: list[UploadItemOut] = Field(description="One per file sent, in the order sent.")
+    created: int = Field(
+        description="How many new documents this upload stored; 0 when every file was "
+        "already in the project (the answer is then 200, not 201)."
+    )
 
 
 class PageOut(BaseModel):
