@@ -254,7 +254,8 @@ async def test_the_same_bytes_uploaded_twice_are_one_document(
     twice = await upload(
         client, headers, pid, [("a.txt", b"Other.\n", ""), ("b.txt", b"Other.\n", "")]
     )
-    assert first.status_code == again.status_code == twice.status_code == 201
+    assert first.status_code == twice.status_code == 201
+    assert again.status_code == 200  # nothing new was stored
 
     assert again.json()["items"][0]["id"] == first.json()["items"][0]["id"]
     assert twice.json()["items"][0]["id"] == twice.json()["items"][1]["id"]
@@ -263,6 +264,44 @@ async def test_the_same_bytes_uploaded_twice_are_one_document(
     assert sorted(d["filename"] for d in documents) == ["a.txt", "trial.txt"]
     blobs = [p for p in stored_files(settings) if p.startswith("sha256/") and p.count("/") == 2]
     assert len(blobs) == 2
+
+
+async def test_a_duplicate_upload_says_that_nothing_new_was_stored(
+    client: httpx.AsyncClient, owner: tuple[dict[str, str], str]
+) -> None:
+    headers, pid = owner
+    first = await upload(client, headers, pid, [("trial.txt", TEXT, "text/plain")])
+    assert first.status_code == 201, first.text
+    [stored] = first.json()["items"]
+    assert first.json()["created"] == 1
+    assert stored["duplicate_of"] is None and stored["uploaded_filename"] == "trial.txt"
+
+    # The same bytes under a new name: the stored document, said to be one, and 200.
+    again = await upload(client, headers, pid, [("trial-final.txt", TEXT, "text/plain")])
+    assert again.status_code == 200, again.text
+    assert again.json()["created"] == 0
+    [item] = again.json()["items"]
+    assert item["id"] == item["duplicate_of"] == stored["id"]
+    assert item["filename"] == "trial.txt" and item["uploaded_filename"] == "trial-final.txt"
+
+    # A batch with one new file is 201; each item says whether it is new.
+    mixed = await upload(
+        client,
+        headers,
+        pid,
+        [
+            ("new.txt", b"A new file.\n", ""),
+            ("trial-v3.txt", TEXT, ""),
+            ("new-again.txt", b"A new file.\n", ""),  # earlier in this same upload
+        ],
+    )
+    assert mixed.status_code == 201, mixed.text
+    assert mixed.json()["created"] == 1
+    new, old, repeat = mixed.json()["items"]
+    assert new["duplicate_of"] is None and new["filename"] == "new.txt"
+    assert old["duplicate_of"] == stored["id"] and old["uploaded_filename"] == "trial-v3.txt"
+    assert repeat["duplicate_of"] == new["id"] and repeat["filename"] == "new.txt"
+    assert len(await documents_in(client, headers, pid)) == 2
 
 
 async def all_settled(
@@ -338,9 +377,12 @@ async def test_the_same_file_uploaded_concurrently_is_still_one_document(
         *(upload(client, headers, pid, [("report.txt", data, "text/plain")]) for _ in range(4))
     )
     statuses = [r.status_code for r in responses]
-    assert set(statuses) <= {201, 409}, statuses
-    assert 201 in statuses
-    ids = {r.json()["items"][0]["id"] for r in responses if r.status_code == 201}
+    # One request stores it (201); one that starts after that commit finds it (200,
+    # a duplicate); one that overlaps it is told to try again (409).
+    assert set(statuses) <= {200, 201, 409}, statuses
+    assert statuses.count(201) == 1, statuses
+    ids = {r.json()["items"][0]["id"] for r in responses if r.status_code in (200, 201)}
+    assert len(ids) == 1
     for response in responses:
         if response.status_code == 409:
             assert_error(response, 409, "conflict", "again")
@@ -348,7 +390,8 @@ async def test_the_same_file_uploaded_concurrently_is_still_one_document(
     assert [d["id"] for d in documents] == list(ids)
     # Uploading again after the race returns the stored document.
     again = await upload(client, headers, pid, [("report.txt", data, "text/plain")])
-    assert again.status_code == 201 and again.json()["items"][0]["id"] in ids
+    assert again.status_code == 200 and again.json()["items"][0]["id"] in ids
+    assert again.json()["items"][0]["duplicate_of"] in ids
 
 
 async def test_a_docx_keeps_its_pages_and_tables(
@@ -384,6 +427,37 @@ async def test_a_docx_keeps_its_pages_and_tables(
     for page in pages:
         assert page["char_end"] - page["char_start"] == len(page["text"])
     assert pages[0]["char_end"] <= pages[1]["char_start"]
+
+
+async def test_a_name_that_promises_another_format_is_read_by_content_and_says_so(
+    client: httpx.AsyncClient, owner: tuple[dict[str, str], str]
+) -> None:
+    headers, pid = owner
+    files = [
+        ("minutes.docx", b"Minutes of the trial steering committee.\n", ""),
+        ("paper.pdf", b"Preprint: 120 patients were randomised.\n", ""),
+        ("scan.docx", make_pdf(["A PDF under a Word name."]), ""),
+        ("notes.txt", TEXT, ""),
+        ("study.docx", make_docx(["A real Word document."]), ""),
+    ]
+    response = await upload(client, headers, pid, files)
+    assert response.status_code == 201, response.text
+    expected = {
+        "minutes.docx": ["Read as plain text: the file is not a Word document."],
+        "paper.pdf": ["Read as plain text: the file is not a PDF."],
+        "scan.docx": ["Read as a PDF: the file is not a Word document."],
+        "notes.txt": [],
+        "study.docx": [],
+    }
+    assert {d["filename"]: d["notes"] for d in response.json()["items"]} == expected
+    # The note stays on the document, however it is read back, and it is still ready.
+    documents = await wait_for_documents(client, headers, pid)
+    assert {d["filename"]: d["notes"] for d in documents} == expected
+    assert all(d["status"] == "ready" for d in documents), documents
+    [minutes] = [d for d in documents if d["filename"] == "minutes.docx"]
+    assert minutes["content_type"] == "text/plain"
+    one = await client.get(f"/api/v1/projects/{pid}/documents/{minutes['id']}", headers=headers)
+    assert one.json()["notes"] == expected["minutes.docx"]
 
 
 async def test_a_deleted_document_is_gone_with_its_file(

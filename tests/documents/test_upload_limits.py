@@ -239,3 +239,27 @@ async def test_filenames_keep_their_unicode_and_lose_their_paths(
     response = await post(client, headers, pid, body)
     assert response.status_code == 201, response.text
     assert response.json()["items"][0]["filename"] == "Résumé – étude.txt"
+
+
+async def test_names_that_are_only_dots_are_cleaned_like_a_missing_name(
+    client: httpx.AsyncClient, owner: tuple[dict[str, str], str]
+) -> None:
+    # ".." or "." is a path step, not a name: shown in lists and exports it reads as a
+    # traversal attempt (storage is by content hash, so nothing escaped either way).
+    headers, pid = owner
+    names = ["..", ".", "/srv/uploads/..", "C:\\Users\\me\\...", " . . "]
+    filenames = []
+    for batch in (names[:3], names[3:]):
+        parts: list[tuple[str, str, int | bytes]] = [
+            ("files", name, f"File {i}: {name}\n".encode()) for i, name in enumerate(batch)
+        ]
+        response = await post(client, headers, pid, Body(parts))
+        assert response.status_code == 201, response.text
+        filenames += [item["filename"] for item in response.json()["items"]]
+    assert filenames == ["document"] * len(names)
+    listed = await client.get(f"/api/v1/projects/{pid}/documents", headers=headers)
+    assert sorted(d["filename"] for d in listed.json()["items"]) == ["document"] * len(names)
+    # A name that merely starts or ends with dots is a name.
+    body = Body([("files", "..notes.txt.", TEXT)])
+    response = await post(client, headers, pid, body)
+    assert response.json()["items"][0]["filename"] == "..notes.txt."

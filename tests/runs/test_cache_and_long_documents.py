@@ -178,6 +178,28 @@ async def test_a_long_document_is_sent_as_the_excerpts_relevant_to_each_variable
         assert len(chunked) == 1 and "pages 1" in chunked[0]["message"]
 
 
+async def test_a_long_text_file_is_one_page_and_the_log_says_so_in_the_singular(
+    settings: Any, fake_llm: FakeLLM
+) -> None:
+    async with running_app(settings) as (app, client):
+        headers = await sign_up(app, client, "one-page@example.org")
+        pid = (await create_project(client, headers))["id"]
+        await add_variable(client, headers, pid, **VARIABLES[2])
+        # A text file has no pages: it is one page, however long, here over the budget.
+        text = "\n".join(long_report()).encode()
+        await upload(client, headers, pid, [("long.txt", text, "text/plain")])
+        [document] = await wait_for_documents(client, headers, pid)
+        assert document["page_count"] == 1 and document["char_count"] > 4000
+        fake_llm.default_reply = {"found": False, "value": None}
+        run = await start_run(client, headers, pid)
+
+        logs = (
+            await client.get(f"/api/v1/projects/{pid}/runs/{run['id']}/logs", headers=headers)
+        ).json()
+        [chunked] = [e["message"] for e in logs["items"] if e["event"] == "task.chunked"]
+        assert "page 1 was sent," in chunked, chunked
+
+
 def test_chunks_overlap_know_their_pages_and_rank_by_the_variable() -> None:
     pages = ["alpha " * 300, "beta " * 300 + "enrolled patients total", "gamma " * 300]
     text = "\n\n".join(pages)

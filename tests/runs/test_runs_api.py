@@ -87,6 +87,46 @@ async def test_invalid_answer_is_reasked_with_the_validation_error(
     assert any("re-asked" in line for line in await _logs(client, headers, pid, run["id"]))
 
 
+async def test_the_log_counts_only_the_re_asks_that_were_made(
+    app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
+) -> None:
+    headers, pid, _ = await _project_with_docs(
+        app, client, {"p.txt": "The patient is forty-two years old."}, [AGE]
+    )
+    # Never a whole number: asked once, re-asked twice, then it fails (no third re-ask).
+    fake_llm.script(
+        variable="age",
+        reply={"found": True, "evidence": "forty-two", "value": "forty-two", "confidence": 0.8},
+    )
+    run = await wait_for_run(client, headers, pid, (await _start(client, headers, pid))["id"])
+    [extraction] = await list_extractions(client, headers, pid)
+    assert extraction["status"] == "failed" and extraction["attempts"] == 3
+    assert fake_llm.calls() == 3
+    lines = await _logs(client, headers, pid, run["id"])
+    reasked = [line for line in lines if "re-asked" in line]
+    assert len(reasked) == 2, lines
+    assert any("No valid answer after 3 attempts" in line for line in lines), lines
+
+
+async def test_the_log_counts_one_of_a_thing_in_the_singular(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    settings = make_settings(tmp_path, fake_llm, llm_repair_attempts=0)
+    async with running_app(settings) as (app, client):
+        headers, pid, _ = await _project_with_docs(
+            app, client, {"p.txt": "The patient is forty-two years old."}, [AGE]
+        )
+        fake_llm.script(variable="age", reply={"found": True, "value": "forty-two"})
+        run = await wait_for_run(client, headers, pid, (await _start(client, headers, pid))["id"])
+        retry = await client.post(f"/api/v1/projects/{pid}/runs/{run['id']}/retry", headers=headers)
+        assert retry.status_code == 202, retry.text
+        await wait_for_run(client, headers, pid, run["id"])
+        lines = await _logs(client, headers, pid, run["id"])
+    assert "Run created: 1 document × 1 variable = 1 extraction with fake-model." in lines
+    assert any("No valid answer after 1 attempt: " in line for line in lines), lines
+    assert "Retrying 1 extraction." in lines
+
+
 async def test_flaky_server_is_retried_and_every_pair_succeeds(
     app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
 ) -> None:

@@ -145,6 +145,29 @@ def test_dropped_files_upload_and_a_rejected_one_says_why(
     screenshot(page, "22-upload-rejected")
 
 
+def test_a_text_file_named_docx_says_it_was_read_as_text(
+    page: Page, live_server: LiveServer
+) -> None:
+    from playwright.sync_api import expect
+
+    arranged = arrange_project(
+        live_server, "Misnamed", files=[("minutes.docx", b"Minutes of the meeting.\n", "")]
+    )
+    pid = arranged["project"]["id"]
+    [document] = arranged["documents"]
+    note = "Read as plain text: the file is not a Word document."
+    assert document["notes"] == [note]
+
+    sign_in(page)
+    page.goto(f"/#/projects/{pid}/documents")
+    row = page.locator(f"tr[data-document-id='{document['id']}']")
+    expect(row).to_have_attribute("data-status", "ready")
+    expect(row).to_contain_text(note)
+    page.goto(f"/#/projects/{pid}/documents/{document['id']}")
+    expect(page.get_by_role("heading", name="minutes.docx")).to_be_visible()
+    expect(page.locator("main")).to_contain_text(note)
+
+
 def test_codebook_validation_messages(page: Page, live_server: LiveServer) -> None:
     from playwright.sync_api import expect
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from quarry.db import SessionDep
 from quarry.documents import service
@@ -13,7 +13,13 @@ from quarry.documents.multipart import (
     check_declared_length,
     receive_files,
 )
-from quarry.documents.schemas import DocumentOut, DocumentTextOut, PageOut, UploadOut
+from quarry.documents.schemas import (
+    DocumentOut,
+    DocumentTextOut,
+    PageOut,
+    UploadItemOut,
+    UploadOut,
+)
 from quarry.errors import ErrorOut
 from quarry.jobs import QueueDep, StorageDep
 from quarry.models import DocumentStatus
@@ -50,7 +56,12 @@ _UPLOAD_BODY: dict[str, Any] = {
         },
     }
 }
-_UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+_UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": UploadOut,
+        "description": "Every file was already in the project: nothing new was stored, and "
+        "each item is the existing document (`duplicate_of` set, `created` 0)",
+    },
     400: {"model": ErrorOut, "description": "No files, an empty file, or a malformed upload"},
     409: {"model": ErrorOut, "description": "The same file is being uploaded concurrently"},
     413: {
@@ -66,11 +77,13 @@ _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     "",
     response_model=UploadOut,
     status_code=status.HTTP_201_CREATED,
+    response_description="At least one new document was stored (`created` > 0)",
     openapi_extra=_UPLOAD_BODY,
-    responses=_UPLOAD_ERRORS,
+    responses=_UPLOAD_RESPONSES,
 )
 async def upload_documents(
     request: Request,
+    response: Response,
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,
@@ -78,7 +91,11 @@ async def upload_documents(
     project: ProjectDep,
 ) -> UploadOut:
     """Upload files (multipart field `files`, one or many); each is parsed in the background
-    (status `uploaded` → `ready` | `failed`)."""
+    (status `uploaded` → `ready` | `failed`).
+
+    A file whose bytes the project already holds is not stored again: its item is the
+    existing document (under the name it was first uploaded as), with `duplicate_of` set.
+    The answer is 201 when at least one new document was stored, 200 when none was."""
     limits = UploadLimits(
         max_file_bytes=settings.max_upload_bytes, max_files=settings.max_upload_files
     )
@@ -87,8 +104,14 @@ async def upload_documents(
     files = await receive_files(
         request.headers.get("content-type"), request.stream(), storage, limits
     )
-    documents = await service.upload_documents(session, storage, queue, project, files)
-    return UploadOut(items=[DocumentOut.model_validate(d) for d in documents])
+    uploaded = await service.upload_documents(session, storage, queue, project, files)
+    items = [
+        UploadItemOut.of_upload(u.document, u.uploaded_filename, u.duplicate) for u in uploaded
+    ]
+    created = sum(1 for u in uploaded if not u.duplicate)
+    if created == 0:
+        response.status_code = status.HTTP_200_OK
+    return UploadOut(items=items, created=created)
 
 
 @router.get("", response_model=Page[DocumentOut])
@@ -102,7 +125,7 @@ async def list_documents(
         session, project, page.limit, page.offset, status_filter
     )
     return Page(
-        items=[DocumentOut.model_validate(d) for d in items],
+        items=[DocumentOut.of(d) for d in items],
         total=total,
         limit=page.limit,
         offset=page.offset,
@@ -113,7 +136,7 @@ async def list_documents(
 async def read_document(
     session: SessionDep, project: ProjectDep, document_id: uuid.UUID
 ) -> DocumentOut:
-    return DocumentOut.model_validate(await service.get_document(session, project, document_id))
+    return DocumentOut.of(await service.get_document(session, project, document_id))
 
 
 @router.get("/{document_id}/text", response_model=DocumentTextOut)

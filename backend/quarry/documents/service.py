@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import structlog
 from sqlalchemy.exc import IntegrityError
@@ -34,7 +35,22 @@ def _clean_filename(name: str | None) -> str:
     # Browsers may send a path; keep the last component and drop control characters.
     base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
     base = "".join(ch for ch in base if ch.isprintable()).strip()
+    # "." and ".." are path steps, not names: shown in a list or an export they read as a
+    # traversal attempt, so a name of nothing but dots (and spaces) counts as no name.
+    if not base.replace(".", "").strip():
+        base = ""
     return (base or "document")[:MAX_FILENAME]
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedFile:
+    """What became of one file of an upload: the document holding its bytes, the (cleaned)
+    name it was sent under, and whether that document was already there — then nothing new
+    was stored for it, and the document keeps the name it was first uploaded under."""
+
+    document: Document
+    uploaded_filename: str
+    duplicate: bool
 
 
 def _check_all(files: Sequence[StagedFile]) -> list[DocumentKind]:
@@ -66,27 +82,27 @@ async def upload_documents(
     queue: JobQueue,
     project: Project,
     files: Sequence[StagedFile],
-) -> list[Document]:
+) -> list[UploadedFile]:
     """Register the received files, all or nothing, and queue them for parsing.
 
     Every file is checked (emptiness, type by content) before any is kept, so a batch with
     one bad file answers its error and stores nothing; the staged files are this function's
-    to keep or delete. The same bytes uploaded again to the project return the existing
-    document.
+    to keep or delete. The same bytes uploaded again to the project (or twice in one
+    upload) return the existing document, marked as a duplicate.
     """
-    documents: list[Document] = []
+    uploaded: list[UploadedFile] = []
     to_parse: list[str] = []
     try:
         kinds = await asyncio.to_thread(_check_all, files)
         known = await repository.get_by_sha256s(session, project.id, {f.sha256 for f in files})
         keys = await asyncio.to_thread(_commit_all, storage, files)
         for file, kind, key in zip(files, kinds, keys, strict=True):
+            filename = _clean_filename(file.filename)
             # Already in the project, or earlier in this same upload.
             existing = known.get(file.sha256)
             if existing is not None:
-                documents.append(existing)
+                uploaded.append(UploadedFile(existing, filename, duplicate=True))
                 continue
-            filename = _clean_filename(file.filename)
             document = Document(
                 id=uuid.uuid4(),
                 project_id=project.id,
@@ -100,7 +116,7 @@ async def upload_documents(
             )
             session.add(document)
             known[file.sha256] = document
-            documents.append(document)
+            uploaded.append(UploadedFile(document, filename, duplicate=False))
             to_parse.append(str(document.id))
         await session.flush()
     except IntegrityError as exc:
@@ -117,7 +133,7 @@ async def upload_documents(
     if to_parse:
         # The database is the parse queue: one wake-up says documents are waiting.
         after_commit(session, lambda: queue.enqueue(PARSE_DOCUMENT, [WAKE_ID]))
-    return documents
+    return uploaded
 
 
 async def list_documents(

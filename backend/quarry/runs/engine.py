@@ -43,6 +43,7 @@ from quarry.runs.support import (
     sentence_span,
     words,
 )
+from quarry.runs.wording import counted
 from quarry.variables.prompts import (
     GROUP_SYSTEM_PROMPT,
     SYSTEM_PROMPT,
@@ -138,7 +139,9 @@ class PairOutcome:
     latency_ms: int = 0
     model: str | None = None
     error: str | None = None
-    notes: list[str] = field(default_factory=list)
+    #: The validation errors the model was re-asked with, one per re-ask (the error of the
+    #: last attempt, which is not re-asked, is in `error`).
+    reasked: list[str] = field(default_factory=list)
     #: Characters and messages of the prompts sent, for calibrating token estimates.
     prompt_chars: int = 0
     prompt_messages: int = 0
@@ -349,7 +352,9 @@ async def extract_pair(chat: ChatModel, inp: PairInput, gate: CallGate | None) -
             await _settle(outcome, inp, _read_answer(reply))
         except InvalidValue as exc:
             error = str(exc)
-            outcome.notes.append(error)
+            if asked >= 1 + inp.repair_attempts:
+                break  # that was the last attempt: it fails with `error`, not re-asked
+            outcome.reasked.append(error)
             messages = [
                 *messages,
                 ChatMessage("assistant", reply.text),
@@ -357,7 +362,7 @@ async def extract_pair(chat: ChatModel, inp: PairInput, gate: CallGate | None) -
             ]
             continue
         return outcome
-    outcome.error = f"No valid answer after {outcome.attempts} attempts: {error}"
+    outcome.error = f"No valid answer after {counted(outcome.attempts, 'attempt')}: {error}"
     return outcome
 
 

@@ -110,6 +110,7 @@ from quarry.models import (
     RunVariable,
 )
 from quarry.models.base import UTCDateTime, status_is, utcnow
+from quarry.runs.wording import counted
 
 _TASKS = cast(Table, Extraction.__table__)
 _RUNS = cast(Table, Run.__table__)
@@ -1189,7 +1190,9 @@ async def retry_run(
     if set_budget:
         values["budget_usd"] = budget
     await session.execute(update(_RUNS).where(_RUNS.c.id == run_id).values(**values))
-    await _log(session, run_id, [LogLine("run.retried", f"Retrying {again} extractions.")])
+    await _log(
+        session, run_id, [LogLine("run.retried", f"Retrying {counted(again, 'extraction')}.")]
+    )
     return RetryResult(again, preparing)
 
 

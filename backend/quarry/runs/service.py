@@ -42,6 +42,7 @@ from quarry.runs.schemas import (
     VariableEstimate,
 )
 from quarry.runs.snapshot import ENGINE_VERSION, FrozenPrice, RunSnapshot
+from quarry.runs.wording import counted
 from quarry.settings import Settings
 from quarry.variables.repository import latest_prompt_versions, list_variables
 
@@ -273,8 +274,9 @@ async def create_run(
         [
             LogLine(
                 "run.created",
-                f"Run created: {run.document_count} documents × {run.variable_count} variables "
-                f"= {run.task_count} extractions with {run.model}.",
+                f"Run created: {counted(run.document_count, 'document')} × "
+                f"{counted(run.variable_count, 'variable')} = "
+                f"{counted(run.task_count, 'extraction')} with {run.model}.",
             )
         ],
     )

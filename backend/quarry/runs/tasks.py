@@ -166,7 +166,7 @@ def outcome_of(work: PairWork, result: PairOutcome, events: Sequence[LogLine] = 
             work.line(
                 "task.reasked", "warning", f"the answer failed validation and was re-asked ({n})"
             )
-            for n in result.notes
+            for n in result.reasked
         ),
     ]
     if result.status == ExtractionStatus.FAILED:
@@ -176,8 +176,8 @@ def outcome_of(work: PairWork, result: PairOutcome, events: Sequence[LogLine] = 
             work.line(
                 "task.context_exceeded",
                 "warning",
-                f"the prompt did not fit the model's context; pages {_page_ranges(pages)} "
-                "were sent, chosen for this variable.",
+                f"the prompt did not fit the model's context; {_pages_sent(pages)}, "
+                "chosen for this variable.",
             )
         )
     elif work.text.chunked and result.attempts:
@@ -185,8 +185,8 @@ def outcome_of(work: PairWork, result: PairOutcome, events: Sequence[LogLine] = 
             work.line(
                 "task.chunked",
                 "info",
-                f"the document is longer than the context budget; pages {_page_ranges(pages)} "
-                "were sent, chosen for this variable.",
+                f"the document is longer than the context budget; {_pages_sent(pages)}, "
+                "chosen for this variable.",
             )
         )
     return Outcome(
@@ -293,6 +293,13 @@ async def run_single(
     except Exception as exc:
         result = failure_of(ctx, exc, deadline, work, task_timeout(ctx, snapshot))
     return [outcome_of(work, result)]
+
+
+def _pages_sent(pages: list[int]) -> str:
+    """[1] → "page 1 was sent"; [1, 2, 7] → "pages 1-2, 7 were sent"."""
+    if len(pages) == 1:
+        return f"page {pages[0]} was sent"
+    return f"pages {_page_ranges(pages)} were sent"
 
 
 def _page_ranges(pages: list[int]) -> str:

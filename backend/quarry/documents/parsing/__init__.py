@@ -14,6 +14,7 @@ from quarry.documents.parsing.model import (
     build_document,
     content_type_for,
     page_for_offset,
+    reading_notes,
 )
 from quarry.documents.parsing.parse import parse_document
 from quarry.documents.parsing.sniff import sniff_kind
@@ -29,5 +30,6 @@ __all__ = [
     "content_type_for",
     "page_for_offset",
     "parse_document",
+    "reading_notes",
     "sniff_kind",
 ]

@@ -40,6 +40,39 @@ def content_type_for(kind: DocumentKind, filename: str) -> str:
     return _CONTENT_TYPES[kind]
 
 
+# What a filename's suffix promises, for the formats Quarry reads (and .doc, which a user
+# names a Word file whatever it holds).
+_KIND_BY_SUFFIX = {
+    ".pdf": DocumentKind.PDF,
+    ".docx": DocumentKind.DOCX,
+    ".docm": DocumentKind.DOCX,
+    ".doc": DocumentKind.DOCX,
+    ".txt": DocumentKind.TEXT,
+    ".text": DocumentKind.TEXT,
+    ".md": DocumentKind.TEXT,
+    ".markdown": DocumentKind.TEXT,
+}
+_KIND_NAMES = {
+    DocumentKind.PDF: "a PDF",
+    DocumentKind.DOCX: "a Word document",
+    DocumentKind.TEXT: "plain text",
+}
+
+
+def reading_notes(kind: DocumentKind, filename: str) -> list[str]:
+    """Sentences telling the user how a document was read where it is not what they expect.
+
+    Today one: the name promised another format than the content has (a text file named
+    .docx). Such a file is accepted and read by its content, as every file is, but the user
+    expected something else and must hear so. Derived from what is stored (the kind and the
+    name), so every document has its notes without a column of its own.
+    """
+    promised = _KIND_BY_SUFFIX.get(PurePath(filename).suffix.lower())
+    if promised is None or promised is kind:
+        return []
+    return [f"Read as {_KIND_NAMES[kind]}: the file is not {_KIND_NAMES[promised]}."]
+
+
 class UnsupportedFileType(Exception):
     """The upload is not a format Quarry reads. `reason` is a sentence to show the user."""
 

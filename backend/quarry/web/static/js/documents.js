@@ -18,6 +18,12 @@ function statusBadge(doc) {
   return badge(DOCUMENT_STATUS_LABELS[doc.status] || doc.status, kind);
 }
 
+/** The document's notes (how it was read, e.g. a text file named .docx), or null. */
+function documentNotes(doc) {
+  const notes = doc.notes || [];
+  return notes.length ? h("span", { class: "note" }, ` ${notes.join(" ")}`) : null;
+}
+
 export async function renderDocuments(ctx) {
   const { project } = ctx;
   const base = `/projects/${project.id}/documents`;
@@ -100,7 +106,7 @@ export async function renderDocuments(ctx) {
         row.dataset.status = doc.status;
         if (doc.status === "ready") {
           const pages = doc.page_count === 1 ? "1 page" : `${doc.page_count} pages`;
-          setChildren(status, badge("Ready", "ok"), ` ${pages}`);
+          setChildren(status, badge("Ready", "ok"), ` ${pages}`, documentNotes(doc));
         } else if (doc.status === "failed") {
           setChildren(status, badge("Failed", "bad"), ` ${doc.error || ""}`);
         } else {
@@ -214,7 +220,7 @@ export async function renderDocuments(ctx) {
             ? h("a", { href: `#/projects/${project.id}/documents/${doc.id}` }, doc.filename)
             : doc.filename),
           h("td", {}, statusBadge(doc), doc.status === "failed" && doc.error
-            ? h("span", { class: "reason" }, ` ${doc.error}`) : null),
+            ? h("span", { class: "reason" }, ` ${doc.error}`) : null, documentNotes(doc)),
           h("td", { class: "num" }, doc.page_count ?? ""),
           h("td", { class: "num nowrap" }, formatBytes(doc.size_bytes)),
           h("td", { class: "nowrap" }, formatDate(doc.created_at)),
@@ -324,7 +330,7 @@ export async function renderDocumentText(ctx, documentId) {
     h("h2", { tabindex: "-1" }, doc.filename),
     h("p", { class: "muted" }, statusBadge(doc), " ",
       `${text.page_count} ${text.page_count === 1 ? "page" : "pages"} · ${formatBytes(doc.size_bytes)}`,
-      doc.error ? ` · ${doc.error}` : ""),
+      doc.error ? ` · ${doc.error}` : "", documentNotes(doc)),
     viewer.element,
   );
 }
