@@ -11,7 +11,7 @@ One table and two profile columns.
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-12-03 09:00:00.000000
+Create Date: 2026-12-02 09:00:00.000000
 
 """
 
