@@ -277,25 +277,30 @@ async def ingest(
         # The batch is over and said nothing of these: ask them live rather than wait again.
         units += [_Unit([task], None) for task in leftovers]
         leftovers = []
-    asked_live = 0
-    for start in range(0, len(units), STORE_BATCH):
-        chunk = units[start : start + STORE_BATCH]
+    asked_live = sum(1 for unit in units if unit.line is None or unit.line.reply is None)
+    chunks = [units[start : start + STORE_BATCH] for start in range(0, len(units), STORE_BATCH)]
+    woken: set[uuid.UUID] = set()
+    for index, chunk in enumerate(chunks or [[]]):
         results = await asyncio.gather(*(_answer(ctx, inputs, config, unit) for unit in chunk))
         outcomes = [o for unit_outcomes, _, _ in results for o in unit_outcomes]
-        asked_live += sum(1 for unit in chunk if unit.line is None or unit.line.reply is None)
         tokens_in = sum(t_in for _, t_in, _ in results)
         tokens_out = sum(t_out for _, _, t_out in results)
+        last = index == max(len(chunks) - 1, 0)
         async with job_write_scope(ctx.sessionmaker) as session:
+            if last:
+                # The batch is closed in the transaction that stores its last answers, so a
+                # run never reads as finished while one of its batches still reads as open.
+                woken = await runs_lifecycle.release_tasks(
+                    session, [t.id for t in leftovers], owner
+                )
+                await lifecycle.finish_batch(session, row.id)
+                told = _ingested_line(row, state, len(units), asked_live, leftovers)
+                await runs_lifecycle.log_events(session, row.run_id, [told])
             await runs_lifecycle.store_outcomes(session, owner, outcomes)
             await profiles_repository.add_usage(session, usage_rows(outcomes))
             await lifecycle.add_ingested(session, row.id, tokens_in, tokens_out)
-            await lifecycle.take_poll(session, row.id, ctx.worker_id, lease)
-    async with job_write_scope(ctx.sessionmaker) as session:
-        woken = await runs_lifecycle.release_tasks(session, [t.id for t in leftovers], owner)
-        await lifecycle.finish_batch(session, row.id)
-        await runs_lifecycle.log_events(
-            session, row.run_id, [_ingested_line(row, state, len(units), asked_live, leftovers)]
-        )
+            if not last:
+                await lifecycle.take_poll(session, row.id, ctx.worker_id, lease)
     log.info(
         "batches.ingested",
         run_id=str(row.run_id),
