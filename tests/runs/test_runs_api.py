@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -208,12 +209,18 @@ async def test_cancel_stops_new_calls(tmp_path: Path, fake_llm: FakeLLM) -> None
         headers, pid, _ = await _project_with_docs(app, client, texts, [AGE])
         fake_llm.latency = 0.3
         run = await _start(client, headers, pid)
-        await asyncio.sleep(0.5)
+        deadline = time.monotonic() + 30  # hang guards, not timings
+        while not fake_llm.requests:
+            assert time.monotonic() < deadline, "no call was ever made"
+            await asyncio.sleep(0.01)
         response = await client.post(
             f"/api/v1/projects/{pid}/runs/{run['id']}/cancel", headers=headers
         )
         assert response.status_code == 200 and response.json()["status"] == "cancelled"
-        await asyncio.sleep(0.8)  # calls already in flight finish
+        url = f"/api/v1/projects/{pid}/runs/{run['id']}"
+        while (await client.get(url, headers=headers)).json()["counts"]["running"]:
+            assert time.monotonic() < deadline, "the calls in flight never ended"
+            await asyncio.sleep(0.02)
         calls = len(fake_llm.requests)
         await asyncio.sleep(1.0)
         assert len(fake_llm.requests) == calls  # nothing new started
