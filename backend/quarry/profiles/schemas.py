@@ -23,7 +23,8 @@ EnvName = Annotated[
     StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,199}$"),
     Field(
         description="The NAME of the environment variable that holds the API key (e.g. "
-        "ANTHROPIC_API_KEY), read by the process that makes the calls; never the key itself"
+        "ANTHROPIC_API_KEY), read by the process that makes the calls; never the key itself. "
+        "Required for anthropic, azure and google: a provider's own variables are not read"
     ),
 ]
 BaseUrl = Annotated[
