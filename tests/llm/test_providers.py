@@ -18,14 +18,18 @@ from quarry.llm.client import (
     ContextTooLong,
     LLMCallError,
     ModelProfile,
+    ModeMemory,
     OutputMode,
 )
+from quarry.llm.limiter import LimitSettings, create_limiter
 from quarry.llm.providers import (
+    PROVIDERS,
     LangChainChatModel,
     azure_target,
     canonical_provider,
     provider_problem,
 )
+from quarry.llm.retry import RetryPolicy
 from tests.conftest import make_settings
 from tests.support.fake_llm import (
     FakeLLM,
@@ -217,3 +221,62 @@ async def test_a_worker_without_the_providers_package_fails_with_the_pip_package
     with pytest.raises(LLMCallError) as raised:  # a task fails with it, it does not crash
         llm.for_profile(claude)
     assert "pip install langchain-anthropic" in raised.value.reason
+
+
+#: What each integration's class holds after `init_chat_model` got a profile's options
+#: (timeout 5 s, cap 77 tokens, window 8192): a renamed option would be taken silently
+#: by some classes (as an extra model kwarg), so the fields are read back.
+BUILT_FIELDS: dict[str, dict[str, object]] = {
+    "azure": {
+        "deployment_name": "dep",
+        "openai_api_version": "2024-10-21",
+        "azure_endpoint": "https://res.openai.azure.com",
+        "max_tokens": 77,
+        "max_retries": 0,
+        "request_timeout": 5.0,
+        "temperature": 0.0,
+    },
+    "anthropic": {"max_tokens": 77, "max_retries": 0, "default_request_timeout": 5.0},
+    "google": {"max_output_tokens": 77, "max_retries": 0, "timeout": 5.0},
+    "ollama": {"num_predict": 77, "num_ctx": 8192, "base_url": "http://127.0.0.1:11434"},
+}
+BASE_URLS = {
+    "azure": "https://res.openai.azure.com/?api-version=2024-10-21",
+    "ollama": "http://127.0.0.1:11434/v1",
+}
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+def test_each_installed_integration_takes_the_profiles_options(
+    provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert sorted(BUILT_FIELDS) == sorted(PROVIDERS)  # a new provider needs its row here
+    if provider_problem(provider, BASE_URLS.get(provider), "K") is not None:
+        pytest.skip(f"{provider}'s integration is not installed here")
+    monkeypatch.setenv("K", "key")
+    profile = ModelProfile(
+        key=provider,
+        provider=provider,
+        model="dep",
+        base_url=BASE_URLS.get(provider),
+        api_key_env="K",
+        timeout_seconds=5.0,
+        context_window=8192,
+    )
+    limiter = create_limiter(LimitSettings(concurrency=1), None, key_prefix="t")
+    chat = LangChainChatModel(profile, limiter, ModeMemory(), RetryPolicy(max_retries=0))
+    built = chat._chat_model(77)
+    assert {name: getattr(built, name) for name in BUILT_FIELDS[provider]} == (
+        BUILT_FIELDS[provider]
+    )
+
+
+def test_auto_starts_from_the_integrations_own_way() -> None:
+    limiter = create_limiter(LimitSettings(concurrency=1), None, key_prefix="t")
+    claude = ModelProfile(key="c", provider="anthropic", model="m", api_key_env="K")
+    azure = ModelProfile(key="a", provider="azure", model="m", api_key_env="K")
+    chats = [
+        LangChainChatModel(p, limiter, ModeMemory(), RetryPolicy(max_retries=0))
+        for p in (claude, azure)
+    ]
+    assert [c.current_mode() for c in chats] == [OutputMode.TOOLS, OutputMode.JSON_SCHEMA]

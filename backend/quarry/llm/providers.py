@@ -55,7 +55,6 @@ from quarry.llm.client import (
     _NOT_SUPPORTED,
     DEFAULT_MAX_TOKENS,
     EXPECTED_OUTPUT_TOKENS,
-    FALLBACK_ORDER,
     MIN_OUTPUT_TOKENS,
     RESPONSE_FORMAT,
     CallCancelled,
@@ -163,6 +162,9 @@ class ProviderSpec:
     takes_timeout: bool = True
     #: An example of the key's usual environment variable, for messages.
     key_example: str = ""
+    #: The mode `auto` tries first (then the ones after it in `FALLBACK_ORDER`): the
+    #: integration's own default way of asking for structured output.
+    auto_first: OutputMode = OutputMode.JSON_SCHEMA
 
 
 #: Quarry's provider names (LangChain's own names for two of them are accepted as aliases).
@@ -172,6 +174,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
         ("langchain", "langchain-anthropic"),
         _anthropic_options,
         key_example="ANTHROPIC_API_KEY",
+        auto_first=OutputMode.TOOLS,  # langchain-anthropic's default: tool use
     ),
     "azure": ProviderSpec(
         "azure_openai",
@@ -444,7 +447,7 @@ class LangChainChatModel:
         profile = self.profile
         if profile.output_mode is not OutputMode.AUTO:
             return profile.output_mode
-        return self._memory.get(profile) or profile.learned_mode or FALLBACK_ORDER[0]
+        return self._memory.get(profile) or profile.learned_mode or self._spec.auto_first
 
     def _runnable(self, mode: OutputMode, max_tokens: int, response_format: dict[str, Any]) -> Any:
         model = self._chat_model(max_tokens)
