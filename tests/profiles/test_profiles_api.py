@@ -5,7 +5,6 @@ its limits drive the calls, and what `auto` learned about its server is kept on 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -275,28 +274,3 @@ async def test_a_profile_in_use_by_a_running_run_cannot_be_deleted(
     assert cancel.status_code in (200, 409), cancel.text
     await wait_for_run(client, headers, pid, run_id)
     assert (await client.delete(url, headers=headers)).status_code == 204
-
-
-@pytest.mark.skipif(
-    all(importlib.util.find_spec(p) for p in ("langchain", "langchain_anthropic")),
-    reason="the Anthropic packages are installed here",
-)
-async def test_a_provider_without_its_packages_is_refused_before_the_run(
-    app: FastAPI, client: httpx.AsyncClient
-) -> None:
-    headers, pid = await project_with_documents(app, client, "claude@example.org", documents=1)
-    await add_profile(
-        client,
-        headers,
-        pid,
-        name="claude",
-        provider="anthropic",
-        model="claude-sonnet-4",
-        api_key_env="ANTHROPIC_API_KEY",
-    )
-    response = await client.post(
-        f"{API}/projects/{pid}/runs", json={"profile": "claude"}, headers=headers
-    )
-    # `langchain` and `langchain-anthropic` are not dependencies of Quarry.
-    assert response.status_code == 400, response.text
-    assert "langchain-anthropic" in response.json()["detail"]

@@ -49,6 +49,13 @@ llama.cpp's one slot does), tool calls (a request with ``tools`` is answered wit
 function, the answer as its arguments), ``tokens_per_char`` (another tokenizer) and
 ``usage.prompt_tokens_details.cached_tokens`` (the prefix shared with the previous request).
 
+Azure OpenAI's route is served too, through the same chat logic:
+``POST /openai/deployments/{deployment}/chat/completions?api-version=…`` with the key in an
+``api-key`` header (``FakeLLM.azure_endpoint`` is the endpoint to give a client). A call
+without ``api-version`` is answered 404, as Azure answers it; with ``azure_api_key`` set, a
+call carrying another key gets a 401. ``FakeRequest.deployment`` and ``FakeRequest.query``
+show what was asked.
+
 The batch API (files and batches endpoints, answering each line through the same chat
 logic, so every mode above applies to batch lines too) is in ``tests/support/fake_batches.py``,
 reached as ``FakeLLM.batch_api``.
@@ -76,6 +83,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeAlias, get_args
+from urllib.parse import parse_qs
 from uuid import uuid4
 
 __all__ = [
@@ -141,6 +149,7 @@ TRUNCATED_CONTENT: Final = '{"evidence": "abc", "val'
 REFUSAL_TEXT: Final = "I can't help with that"
 
 CHAT_PATH: Final = "/v1/chat/completions"
+AZURE_CHAT_PATH: Final = re.compile(r"^/openai/deployments/([^/]+)/chat/completions$")
 MODELS_PATH: Final = "/v1/models"
 
 
@@ -192,6 +201,8 @@ class FakeRequest:
     fault: str | None = None
     content: str | None = None
     """The assistant content that was answered (``None`` for errors and refusals)."""
+    query: dict[str, str] = field(default_factory=dict)
+    """The URL's query parameters (Azure's ``api-version``)."""
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -267,8 +278,14 @@ class FakeRequest:
         return len(self.variables) > 1
 
     @property
+    def deployment(self) -> str | None:
+        """The Azure deployment a request on Azure's route names (None on the OpenAI one)."""
+        match = AZURE_CHAT_PATH.match(self.path)
+        return match.group(1) if match else None
+
+    @property
     def is_chat(self) -> bool:
-        return self.method == "POST" and self.path == CHAT_PATH
+        return self.method == "POST" and (self.path == CHAT_PATH or self.deployment is not None)
 
 
 ReplyValue: TypeAlias = dict[str, Any] | str
@@ -390,6 +407,8 @@ class FakeLLM:
         timeout), as llama.cpp's ``-np 1`` does. ``None``: no limit."""
         self.tokens_per_char: float = 0.25
         """Prompt tokens per character of message text (another tokenizer than chars/4)."""
+        self.azure_api_key: str | None = None
+        """The key Azure's route accepts in its ``api-key`` header (None: any)."""
 
         self._lock = threading.Lock()
         self._rules: list[ScriptRule] = []
@@ -478,6 +497,11 @@ class FakeLLM:
     def base_url(self) -> str:
         """The OpenAI ``base_url`` (ends in ``/v1``), usable from any local process."""
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def azure_endpoint(self) -> str:
+        """The Azure OpenAI endpoint (the resource URL; deployments are under ``/openai``)."""
+        return f"http://127.0.0.1:{self.port}"
 
     # -- scripting ---------------------------------------------------------------------------
 
@@ -829,6 +853,20 @@ class FakeLLM:
         }
         return _Answer(status=200, payload=payload, content=content)
 
+    def _azure_refusal(self, request: FakeRequest) -> _Answer | None:
+        """What Azure answers a call without an API version or with the wrong key."""
+        if not request.query.get("api-version"):
+            return _error(404, "Resource not found", "invalid_request_error", "404")
+        key = request.headers.get("api-key")
+        if self.azure_api_key is not None and key != self.azure_api_key:
+            return _error(
+                401,
+                "Access denied due to invalid subscription key or wrong API endpoint.",
+                "invalid_request_error",
+                "401",
+            )
+        return None
+
     def _models(self) -> _Answer:
         created = int(time.time())
         data = [
@@ -1008,7 +1046,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the stream position is unknown now
             self._write(_error(400, str(exc), "invalid_request_error", None))
             return
-        path = self.path.split("?", 1)[0].rstrip("/")
+        path, _, query = self.path.partition("?")
+        path = path.rstrip("/")
         try:
             body = json.loads(raw) if raw else {}
         except json.JSONDecodeError:
@@ -1019,11 +1058,18 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body if isinstance(body, dict) else {},
             received_at=time.monotonic(),
+            query={k: v[-1] for k, v in parse_qs(query).items()},
         )
         fake._record(request)
 
         if self.command == "POST" and path == CHAT_PATH:
             self._serve_chat(request, body_is_object=isinstance(body, dict))
+        elif self.command == "POST" and request.deployment is not None:
+            refusal = fake._azure_refusal(request)
+            if refusal is not None:
+                self._respond(request, refusal)
+            else:
+                self._serve_chat(request, body_is_object=isinstance(body, dict))
         elif fake.batch_api.handles(path):
             status, payload = fake.batch_api.handle(self.command, path, request.headers, raw)
             if isinstance(payload, bytes):

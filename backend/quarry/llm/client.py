@@ -143,10 +143,10 @@ FALLBACK_ORDER: tuple[OutputMode, ...] = (
     OutputMode.PROMPT,
 )
 
-#: Providers served through the openai SDK (any OpenAI-compatible server); the others go
-#: through LangChain's `init_chat_model` (llm/providers.py).
+#: The provider served through the openai SDK (any OpenAI-compatible server); the others
+#: (llm/providers.py: anthropic, azure, google, ollama) go through LangChain's
+#: `init_chat_model`.
 OPENAI_COMPATIBLE = "openai"
-PROVIDERS = ("openai", "anthropic", "azure", "google", "ollama")
 
 
 @dataclass(frozen=True)
@@ -760,15 +760,11 @@ class ChatModelFactory:
                 "an api_key_env (the environment variable with an OpenAI key); set one."
             )
         if profile.provider != OPENAI_COMPATIBLE:
-            from quarry.llm.providers import missing_packages
+            from quarry.llm.providers import provider_problem
 
-            missing = missing_packages(profile.provider)
-            if missing:
-                raise BadRequest(
-                    f"The profile's provider {profile.provider} needs the Python packages "
-                    f"{', '.join(missing)}; install them (pip install {' '.join(missing)}) "
-                    "and restart Quarry."
-                )
+            problem = provider_problem(profile.provider, profile.base_url, profile.api_key_env)
+            if problem is not None:
+                raise BadRequest(problem)
 
     def default_profile(
         self, model: str | None = None, temperature: float | None = None
@@ -845,8 +841,13 @@ class ChatModelFactory:
         return self.for_profile(self.default_profile(model, temperature))
 
     def for_profile(self, profile: ModelProfile) -> ChatModel:
-        """The chat model of `profile` (built once per process)."""
-        self.ensure_configured(profile)
+        """The chat model of `profile` (built once per process). `LLMCallError` when calls
+        of `profile` cannot be made from this process (a worker without a provider's
+        package, say): the task fails with the reason rather than crashing."""
+        try:
+            self.ensure_configured(profile)
+        except BadRequest as exc:
+            raise LLMCallError(exc.detail) from exc
         if profile not in self._models:
             s = self._settings
             if profile.provider == OPENAI_COMPATIBLE:
@@ -865,7 +866,10 @@ class ChatModelFactory:
                 from quarry.llm.providers import LangChainChatModel
 
                 self._models[profile] = LangChainChatModel(
-                    profile, self._limiter_for(profile), self.modes
+                    profile,
+                    self._limiter_for(profile),
+                    self.modes,
+                    RetryPolicy(max_retries=s.llm_max_retries),
                 )
         return self._models[profile]
 

@@ -6,7 +6,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-Provider = Literal["openai", "anthropic", "azure", "google", "ollama"]
+#: `azure_openai` and `google_genai` (LangChain's names) are saved as `azure` and `google`.
+Provider = Literal[
+    "openai", "anthropic", "azure", "azure_openai", "google", "google_genai", "ollama"
+]
 OutputModeName = Literal["auto", "json_schema", "json_object", "tools", "prompt"]
 ProfileName = Annotated[
     str,
@@ -20,7 +23,8 @@ EnvName = Annotated[
     StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,199}$"),
     Field(
         description="The NAME of the environment variable that holds the API key (e.g. "
-        "ANTHROPIC_API_KEY), read by the process that makes the calls; never the key itself"
+        "ANTHROPIC_API_KEY), read by the process that makes the calls; never the key itself. "
+        "Required for anthropic, azure and google: a provider's own variables are not read"
     ),
 ]
 BaseUrl = Annotated[
@@ -37,14 +41,17 @@ class ProfileFields(BaseModel):
 
     provider: Provider | None = Field(
         None,
-        description="openai (any OpenAI-compatible server, the default), or anthropic, azure, "
-        "google, ollama through LangChain's init_chat_model (needs `langchain` and the "
-        "provider's package installed)",
+        description="openai (the OpenAI API or any OpenAI-compatible server: the default), "
+        "or, through LangChain's init_chat_model, anthropic (needs langchain-anthropic), "
+        "azure (Azure OpenAI; also azure_openai), google (the Gemini API, needs "
+        "langchain-google-genai; also google_genai) or ollama (needs langchain-ollama). A "
+        "provider whose package is not installed is refused (400, naming it).",
     )
     base_url: BaseUrl | None = Field(
         None,
-        description="The server's http(s) URL (OpenAI-compatible: ending in /v1); null: the "
-        "provider's own",
+        description="The server's http(s) URL (OpenAI-compatible: ending in /v1; azure: the "
+        "resource endpoint with ?api-version=…, or a deployment's Target URI; ollama: its "
+        "own URL, e.g. http://127.0.0.1:11434); null: the provider's own",
     )
     api_key_env: EnvName | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None

@@ -11,7 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.errors import BadRequest, Conflict, NotFound
-from quarry.llm.client import api_key_from_env
+from quarry.llm.client import OPENAI_COMPATIBLE, api_key_from_env
+from quarry.llm.providers import canonical_provider, provider_problem
 from quarry.models import ModelProfileRow, Project
 from quarry.profiles import repository
 from quarry.profiles.schemas import ProfileCreate, ProfileOut, ProfileUpdate, check_consistent
@@ -98,10 +99,21 @@ async def _flush(session: AsyncSession, name: str) -> None:
         raise
 
 
+def _check_provider(provider: str, base_url: str | None, api_key_env: str | None) -> None:
+    """Refuse (400) a profile of a LangChain provider that could not make calls: its package
+    is not installed, it names no key variable, an azure one has no API version."""
+    if provider == OPENAI_COMPATIBLE:
+        return
+    problem = provider_problem(provider, base_url, api_key_env)
+    if problem is not None:
+        raise BadRequest(problem)
+
+
 async def create_profile(
     session: AsyncSession, project: Project, data: ProfileCreate
 ) -> ModelProfileRow:
     values: dict[str, Any] = {**DEFAULTS, **data.model_dump(exclude_none=True)}
+    values["provider"] = canonical_provider(values["provider"])
     try:
         check_consistent(
             values["context_window"],
@@ -115,6 +127,7 @@ async def create_profile(
         raise BadRequest(str(exc)) from exc
     if "base_url" in values:
         values["base_url"] = str(values["base_url"]).rstrip("/")
+    _check_provider(values["provider"], values.get("base_url"), values.get("api_key_env"))
     profile = ModelProfileRow(project_id=project.id, **values)
     session.add(profile)
     await _flush(session, data.name)
@@ -134,6 +147,8 @@ async def update_profile(
         raise BadRequest(f"These fields cannot be null: {', '.join(cleared)}.")
     if "base_url" in changes and changes["base_url"] is not None:
         changes["base_url"] = str(changes["base_url"]).rstrip("/")
+    if changes.get("provider") is not None:
+        changes["provider"] = canonical_provider(changes["provider"])
     try:
         check_consistent(
             changes.get("context_window", profile.context_window),
@@ -145,6 +160,12 @@ async def update_profile(
         )
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
+    if {"provider", "base_url", "api_key_env"} & changes.keys():
+        _check_provider(
+            changes.get("provider", profile.provider),
+            changes.get("base_url", profile.base_url),
+            changes.get("api_key_env", profile.api_key_env),
+        )
     server_changed = any(
         key in changes and changes[key] != getattr(profile, key)
         for key in ("provider", "base_url", "model", "output_mode")
