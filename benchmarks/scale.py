@@ -9,6 +9,9 @@ Run by hand:
 It prints a table per run; record the figures, the machine and its load in
 benchmarks/RESULTS.md. The fake LLM answers at once (latency 0) from its own process, so what
 is measured is Quarry's own cost, as in the issue's table; 200 variables per project.
+`--latency 0.2` makes each call take 200 ms instead (16 calls at a time a process), as a
+real provider does: the workers then wait rather than compute, which is what a 5M-pair run
+meets in production, and the figures say what the preparation costs beside such work.
 
 For each mode (embedded: SQLite and the in-process runner; distributed: PostgreSQL, Redis,
 `--workers` `quarry worker` processes, the API in this process), first a 1k-pair run to its
@@ -288,8 +291,10 @@ async def measure_exports(bench: Bench, pid: str, pairs: int) -> dict[str, float
 
 
 @contextlib.asynccontextmanager
-async def quarry_platform(mode: str, tmp: Path, workers: int) -> AsyncIterator[Bench]:
-    with fake_llm_process(0.0) as fake:
+async def quarry_platform(
+    mode: str, tmp: Path, workers: int, latency: float = 0.0
+) -> AsyncIterator[Bench]:
+    with fake_llm_process(latency) as fake:
         async with platform_under_test(mode, tmp, fake.base_url, 16, None, workers) as (
             settings,
             worker_pids,
@@ -330,7 +335,7 @@ def print_figures(f: RunFigures, reference: float | None) -> None:
 
 async def run_mode(mode: str, sizes: list[str], args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        async with quarry_platform(mode, Path(tmp), args.workers) as bench:
+        async with quarry_platform(mode, Path(tmp), args.workers, args.latency) as bench:
             pid, _ = await bench.project(5)
             reference = await measure_run(bench, f"{mode} 1k", pid, 1000, 0, until_done=True)
             print_figures(reference, None)
@@ -369,6 +374,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--five-million", action="store_true")
     parser.add_argument("--no-exports", dest="exports", action="store_false")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="the fake LLM's seconds per call (default 0: Quarry's own cost, as in the issue)",
+    )
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()} {platform.system()} {os.cpu_count()} CPUs, "
