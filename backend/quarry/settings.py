@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "QUARRY_OPENAI_BASE_URL")
     )
+    #: The environment variables model profiles may name for their API key (comma-separated);
+    #: unset: any but Quarry's own (llm/client.py `key_variable_problem`).
+    profile_key_variables: Annotated[list[str] | None, NoDecode] = None
     llm_model: str = "gpt-4o-mini"
     llm_temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
     llm_concurrency: Annotated[int, Field(ge=1, le=512)] = 8
@@ -185,6 +188,14 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     #: Port a `quarry worker` serves its Prometheus metrics on (all interfaces); 0 = off.
     worker_metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 0
+
+    @field_validator("profile_key_variables", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        """`LOCAL_LLM_API_KEY, ANTHROPIC_API_KEY` → a list (empty: profiles name no key)."""
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -38,7 +38,7 @@ from tests.support.fake_llm import (
     estimate_prompt_tokens,
 )
 
-KEY_ENV = "QUARRY_TEST_AZURE_KEY"
+KEY_ENV = "TEST_AZURE_OPENAI_API_KEY"
 KEY = "azure-key-4f1c9a-never-shown"
 MESSAGES = [
     ChatMessage("system", "Extract one value. Answer in JSON."),

@@ -13,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import update
 
+from quarry.models import ModelProfileRow
 from tests.conftest import make_settings
 from tests.security.helpers import audit_events
 from tests.support.api import (
@@ -81,7 +83,7 @@ async def test_profiles_crud_and_the_audit_of_a_delete(
 ) -> None:
     headers = await sign_up(app, client, "crud@example.org")
     pid = (await create_project(client, headers))["id"]
-    monkeypatch.setenv("QUARRY_TEST_LOCAL_KEY", "sk-local-secret-value")
+    monkeypatch.setenv("LOCAL_TEST_LLM_KEY", "sk-local-secret-value")
     made = await add_profile(
         client,
         headers,
@@ -89,7 +91,7 @@ async def test_profiles_crud_and_the_audit_of_a_delete(
         name="local",
         model="qwen2.5-coder-1.5b-instruct",
         base_url="http://127.0.0.1:8088/v1/",
-        api_key_env="QUARRY_TEST_LOCAL_KEY",
+        api_key_env="LOCAL_TEST_LLM_KEY",
         context_window=8192,
         max_output_tokens=1024,
         concurrency=1,
@@ -144,6 +146,84 @@ async def test_invalid_profiles_are_refused_with_a_reason(
     )
     assert response.status_code == status, response.text
     assert says in response.text
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        # Quarry's own settings never go to a server a profile names (any case: they are
+        # read case-insensitively).
+        ({"api_key_env": "QUARRY_SECRET_KEY"}, "Quarry's own settings"),
+        ({"api_key_env": "quarry_database_url"}, "Quarry's own settings"),
+        # The server's own key goes only to the server's own endpoint.
+        (
+            {"api_key_env": "OPENAI_API_KEY", "base_url": "https://collector.example/v1"},
+            "this server's own key",
+        ),
+    ],
+)
+async def test_a_profile_cannot_name_the_servers_secrets_for_its_key(
+    app: FastAPI, client: httpx.AsyncClient, fields: dict[str, Any], says: str
+) -> None:
+    headers = await sign_up(app, client, "secrets@example.org")
+    pid = (await create_project(client, headers))["id"]
+    url = f"{API}/projects/{pid}/profiles"
+    response = await client.post(url, json={"name": "p", "model": "m", **fields}, headers=headers)
+    assert response.status_code == 400 and says in response.text, response.text
+    # Nor can a change make one do so.
+    made = await add_profile(
+        client,
+        headers,
+        pid,
+        name="q",
+        model="m",
+        base_url=fields.get("base_url", "https://llm.example/v1"),
+    )
+    changed = await client.patch(
+        f"{url}/{made['id']}", json={"api_key_env": fields["api_key_env"]}, headers=headers
+    )
+    assert changed.status_code == 400 and says in changed.text, changed.text
+
+
+async def test_an_operator_list_of_key_variables_is_enforced(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    settings = make_settings(tmp_path, fake_llm, profile_key_variables="LOCAL_LLM_API_KEY")
+    assert settings.profile_key_variables == ["LOCAL_LLM_API_KEY"]
+    async with running_app(settings) as (app, client):
+        headers = await sign_up(app, client, "operator@example.org")
+        pid = (await create_project(client, headers))["id"]
+        url = f"{API}/projects/{pid}/profiles"
+        body = {"name": "p", "model": "m", "base_url": "https://llm.example/v1"}
+        refused = await client.post(
+            url, json={**body, "api_key_env": "AWS_SECRET_ACCESS_KEY"}, headers=headers
+        )
+        assert refused.status_code == 400, refused.text
+        assert (
+            "QUARRY_PROFILE_KEY_VARIABLES" in refused.text and "LOCAL_LLM_API_KEY" in refused.text
+        )
+        await add_profile(client, headers, pid, **body, api_key_env="LOCAL_LLM_API_KEY")
+
+
+async def test_a_profile_saved_before_the_rule_still_cannot_send_quarrys_settings(
+    app: FastAPI, client: httpx.AsyncClient, server: FakeLLM
+) -> None:
+    headers, pid = await project_with_documents(app, client, "legacy@example.org")
+    made = await add_profile(client, headers, pid, name="old", model="m", base_url=server.base_url)
+    async with app.state.sessionmaker() as session:  # as an earlier version could have saved it
+        await session.execute(
+            update(ModelProfileRow)
+            .where(ModelProfileRow.id == uuid.UUID(made["id"]))
+            .values(api_key_env="QUARRY_SECRET_KEY")
+        )
+        await session.commit()
+    shown = await client.get(f"{API}/projects/{pid}/profiles/{made['id']}", headers=headers)
+    assert shown.status_code == 200 and shown.json()["api_key_present"] is False
+    response = await client.post(
+        f"{API}/projects/{pid}/runs", json={"profile": "old"}, headers=headers
+    )
+    assert response.status_code == 400 and "Quarry's own settings" in response.text
+    assert server.calls(status=None) == 0
 
 
 async def test_a_change_that_breaks_a_profile_is_refused(

@@ -28,7 +28,7 @@ from tests.support.api import (
 from tests.support.fake_llm import FakeLLM, FakeRequest
 
 API = "/api/v1"
-KEY_ENV = "QUARRY_TEST_AZURE_KEY"
+KEY_ENV = "TEST_AZURE_OPENAI_API_KEY"
 KEY = "azure-key-77d2e0-must-never-be-shown"
 
 

@@ -754,6 +754,11 @@ class ChatModelFactory:
             if not self.configured:
                 raise LLMNotConfigured()
             return
+        problem = key_variable_problem(
+            self._settings, profile.provider, profile.base_url, profile.api_key_env
+        )
+        if problem is not None:
+            raise BadRequest(problem)
         if profile.provider == OPENAI_COMPATIBLE and not (profile.base_url or profile.api_key_env):
             raise BadRequest(
                 "The model profile has neither a base_url (an OpenAI-compatible server) nor "
@@ -897,5 +902,55 @@ class ChatModelFactory:
 
 
 def api_key_from_env(name: str | None) -> str | None:
-    """The API key in the environment variable `name` (the key itself is never stored)."""
-    return os.environ.get(name) if name else None
+    """The API key in the environment variable `name` (the key itself is never stored).
+
+    A name in Quarry's own namespace is never read, whatever the profile says (see
+    `key_variable_problem`): a profile saved before that rule still cannot send them."""
+    if not name:
+        return None
+    if _is_quarry_setting(name):
+        raise LLMCallError(_QUARRY_SETTING.format(name=name))
+    return os.environ.get(name)
+
+
+_QUARRY_SETTING = (
+    "The profile names {name} for its API key, but QUARRY_* variables are Quarry's own "
+    "settings (its secret key, database URL, …), never a key a profile may send; put the "
+    "key in a variable of its own (e.g. LOCAL_LLM_API_KEY) and name that."
+)
+
+
+def _is_quarry_setting(name: str) -> bool:
+    # Settings are read case-insensitively (pydantic-settings), so quarry_secret_key counts.
+    return name.upper().startswith("QUARRY_")
+
+
+def key_variable_problem(
+    settings: Settings, provider: str, base_url: str | None, name: str | None
+) -> str | None:
+    """Why a profile may not name the environment variable `name` for its key, or None.
+
+    A profile sends the variable's value to its `base_url`, which whoever edits the profile
+    chooses; so a profile may never name Quarry's own settings, may name the server's own
+    OpenAI key only to send it to the server's own endpoint, and — where the operator lists
+    them in QUARRY_PROFILE_KEY_VARIABLES (advisable on a server with several users) — may name
+    only those variables."""
+    if not name:
+        return None
+    if _is_quarry_setting(name):
+        return _QUARRY_SETTING.format(name=name)
+    allowed = settings.profile_key_variables
+    if allowed is not None and name not in allowed:
+        listed = ", ".join(allowed) or "none"
+        return (
+            f"This server lets profiles name only these variables for their key "
+            f"(QUARRY_PROFILE_KEY_VARIABLES): {listed}; {name} is not one of them."
+        )
+    own = name.upper() == "OPENAI_API_KEY"
+    if own and (provider != OPENAI_COMPATIBLE or (base_url or None) != settings.openai_base_url):
+        return (
+            "OPENAI_API_KEY is this server's own key: a profile may send it only to the "
+            "server's own endpoint (provider openai, the base_url of OPENAI_BASE_URL); for "
+            "another server, name a variable of its own."
+        )
+    return None

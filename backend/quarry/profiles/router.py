@@ -10,6 +10,7 @@ from quarry.profiles import service
 from quarry.profiles.schemas import ProfileCreate, ProfileOut, ProfileUpdate
 from quarry.projects.deps import ProjectDep
 from quarry.security.audit import AuditAction, AuditDep
+from quarry.settings import SettingsDep
 
 router = APIRouter(prefix="/projects/{project_id}/profiles", tags=["profiles"])
 
@@ -23,9 +24,9 @@ async def list_profiles(session: SessionDep, project: ProjectDep) -> Page[Profil
 
 @router.post("", response_model=ProfileOut, status_code=status.HTTP_201_CREATED)
 async def create_profile(
-    session: SessionDep, project: ProjectDep, data: ProfileCreate
+    session: SessionDep, project: ProjectDep, data: ProfileCreate, settings: SettingsDep
 ) -> ProfileOut:
-    return service.to_out(await service.create_profile(session, project, data))
+    return service.to_out(await service.create_profile(session, project, data, settings))
 
 
 @router.get("/{profile_id}", response_model=ProfileOut)
@@ -37,10 +38,14 @@ async def read_profile(
 
 @router.patch("/{profile_id}", response_model=ProfileOut)
 async def update_profile(
-    session: SessionDep, project: ProjectDep, profile_id: uuid.UUID, data: ProfileUpdate
+    session: SessionDep,
+    project: ProjectDep,
+    profile_id: uuid.UUID,
+    data: ProfileUpdate,
+    settings: SettingsDep,
 ) -> ProfileOut:
     profile = await service.get_profile(session, project, profile_id)
-    return service.to_out(await service.update_profile(session, profile, data))
+    return service.to_out(await service.update_profile(session, profile, data, settings))
 
 
 @router.delete("/{profile_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -11,11 +11,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.errors import BadRequest, Conflict, NotFound
-from quarry.llm.client import OPENAI_COMPATIBLE, api_key_from_env
+from quarry.llm.client import (
+    OPENAI_COMPATIBLE,
+    LLMCallError,
+    api_key_from_env,
+    key_variable_problem,
+)
 from quarry.llm.providers import canonical_provider, provider_problem
 from quarry.models import ModelProfileRow, Project
 from quarry.profiles import repository
 from quarry.profiles.schemas import ProfileCreate, ProfileOut, ProfileUpdate, check_consistent
+from quarry.settings import Settings
 
 #: Defaults of a new profile's optional fields (the environment's profile has its own, from
 #: QUARRY_LLM_*): a profile is usually a local or second server, so calls are fewer at once
@@ -42,7 +48,7 @@ def to_out(profile: ModelProfileRow) -> ProfileOut:
         base_url=profile.base_url,
         model=profile.model,
         api_key_env=profile.api_key_env,
-        api_key_present=bool(api_key_from_env(profile.api_key_env)),
+        api_key_present=_key_present(profile.api_key_env),
         temperature=profile.temperature,
         context_window=profile.context_window,
         max_output_tokens=profile.max_output_tokens,
@@ -99,9 +105,23 @@ async def _flush(session: AsyncSession, name: str) -> None:
         raise
 
 
-def _check_provider(provider: str, base_url: str | None, api_key_env: str | None) -> None:
-    """Refuse (400) a profile of a LangChain provider that could not make calls: its package
-    is not installed, it names no key variable, an azure one has no API version."""
+def _key_present(name: str | None) -> bool:
+    try:
+        return bool(api_key_from_env(name))
+    except LLMCallError:  # a name no profile may use (saved before that rule): never read
+        return False
+
+
+def _check_provider(
+    settings: Settings, provider: str, base_url: str | None, api_key_env: str | None
+) -> None:
+    """Refuse (400) a profile that names a key variable it may not send (see
+    llm/client.py `key_variable_problem`), and one of a LangChain provider that could not
+    make calls: its package is not installed, it names no key variable, an azure one has no
+    API version."""
+    problem = key_variable_problem(settings, provider, base_url, api_key_env)
+    if problem is not None:
+        raise BadRequest(problem)
     if provider == OPENAI_COMPATIBLE:
         return
     problem = provider_problem(provider, base_url, api_key_env)
@@ -110,7 +130,7 @@ def _check_provider(provider: str, base_url: str | None, api_key_env: str | None
 
 
 async def create_profile(
-    session: AsyncSession, project: Project, data: ProfileCreate
+    session: AsyncSession, project: Project, data: ProfileCreate, settings: Settings
 ) -> ModelProfileRow:
     values: dict[str, Any] = {**DEFAULTS, **data.model_dump(exclude_none=True)}
     values["provider"] = canonical_provider(values["provider"])
@@ -127,7 +147,7 @@ async def create_profile(
         raise BadRequest(str(exc)) from exc
     if "base_url" in values:
         values["base_url"] = str(values["base_url"]).rstrip("/")
-    _check_provider(values["provider"], values.get("base_url"), values.get("api_key_env"))
+    _check_provider(settings, values["provider"], values.get("base_url"), values.get("api_key_env"))
     profile = ModelProfileRow(project_id=project.id, **values)
     session.add(profile)
     await _flush(session, data.name)
@@ -136,7 +156,7 @@ async def create_profile(
 
 
 async def update_profile(
-    session: AsyncSession, profile: ModelProfileRow, data: ProfileUpdate
+    session: AsyncSession, profile: ModelProfileRow, data: ProfileUpdate, settings: Settings
 ) -> ModelProfileRow:
     """Change the fields `data` sets (null clears an optional one). Runs already made keep
     what they froze."""
@@ -162,6 +182,7 @@ async def update_profile(
         raise BadRequest(str(exc)) from exc
     if {"provider", "base_url", "api_key_env"} & changes.keys():
         _check_provider(
+            settings,
             changes.get("provider", profile.provider),
             changes.get("base_url", profile.base_url),
             changes.get("api_key_env", profile.api_key_env),
