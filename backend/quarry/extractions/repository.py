@@ -6,11 +6,13 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from quarry.models import (
     FINAL_RUN_STATUSES,
+    Agreement,
     Extraction,
     ExtractionStatus,
     PromptVersion,
@@ -26,8 +28,25 @@ ANSWERED = (ExtractionStatus.SUCCEEDED, ExtractionStatus.NOT_FOUND)
 #: (cancelling a run changes one row, not its pending tasks': runs/lifecycle.py).
 _RUN_STOPPED = Run.status.in_(FINAL_RUN_STATUSES) | Run.stop_reason.is_not(None)
 
+#: A two-profile run's second-profile row of the same pair (seq 2p + 1 beside 2p).
+_Second = aliased(Extraction, name="second")
 
-def _extraction_rows(project_id: uuid.UUID) -> Select[Extraction, str, int, bool, str | None]:
+#: Review order: pairs whose two profiles disagree first, then those only one answered,
+#: then the rest (every pair of a one-profile run), each in run and pair order.
+REVIEW_ORDER = case(
+    (Extraction.agreement == Agreement.DISAGREE, 0),
+    (Extraction.agreement == Agreement.ONE_MISSING, 1),
+    else_=2,
+)
+
+#: A listed row: (extraction, variable name, prompt version, whether its run is stopped,
+#: the run's stop reason, the second profile's extraction of the pair or None).
+ListedRow = tuple[Extraction, str, int, bool, str | None, Extraction | None]
+
+
+def _extraction_rows(project_id: uuid.UUID) -> Any:
+    """The project's extractions that are their pair's answer (a two-profile run's
+    second-profile rows come along beside their pair's first-profile row)."""
     return (
         select(
             Extraction,
@@ -35,11 +54,18 @@ def _extraction_rows(project_id: uuid.UUID) -> Select[Extraction, str, int, bool
             PromptVersion.version,
             _RUN_STOPPED.label("run_stopped"),
             Run.stop_reason,
+            _Second,
         )
         .join(Run, Run.id == Extraction.run_id)
         .join(Variable, Variable.id == Extraction.variable_id)
         .join(PromptVersion, PromptVersion.id == Extraction.prompt_version_id)
-        .where(Run.project_id == project_id)
+        .outerjoin(
+            _Second,
+            (_Second.run_id == Extraction.run_id)
+            & (_Second.seq == Extraction.seq + 1)
+            & (_Second.slot == 1),
+        )
+        .where(Run.project_id == project_id, Extraction.slot == 0)
     )
 
 
@@ -53,11 +79,13 @@ async def list_extractions(
     document_id: uuid.UUID | None = None,
     variable_id: uuid.UUID | None = None,
     status: ExtractionStatus | None = None,
-) -> tuple[Sequence[tuple[Extraction, str, int, bool, str | None]], int]:
-    """The project's extractions as a user reads them: a never-started task of a stopped or
-    finished run is `cancelled` (filtering included). Rows: (extraction, variable name,
-    prompt version, whether its run is stopped, the run's stop reason)."""
+    agreement: Agreement | None = None,
+) -> tuple[Sequence[ListedRow], int]:
+    """The project's extractions as a user reads them, in review order (`REVIEW_ORDER`): a
+    never-started task of a stopped or finished run is `cancelled` (filtering included)."""
     query = _extraction_rows(project_id)
+    if agreement is not None:
+        query = query.where(Extraction.agreement == agreement)
     if run_id is not None:
         query = query.where(Extraction.run_id == run_id)
     if document_id is not None:
@@ -73,13 +101,15 @@ async def list_extractions(
         query = query.where(Extraction.status == status, ~_RUN_STOPPED)
     elif status is not None:
         query = query.where(Extraction.status == status)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    total = await session.scalar(
+        select(func.count()).select_from(query.with_only_columns(Extraction.id).subquery())
+    )
     result = await session.execute(
-        query.order_by(Run.created_at, Extraction.run_id, Extraction.seq)
+        query.order_by(REVIEW_ORDER, Run.created_at, Extraction.run_id, Extraction.seq)
         .limit(limit)
         .offset(offset)
     )
-    return [(row[0], row[1], row[2], row[3], row[4]) for row in result.all()], total or 0
+    return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in result.all()], total or 0
 
 
 async def run_models(
@@ -113,7 +143,7 @@ async def latest_answers(
     )
     ranked = (
         select(Extraction.id, answered_first.label("rank"))
-        .where(Extraction.document_id.in_(document_ids))
+        .where(Extraction.document_id.in_(document_ids), Extraction.slot == 0)
         .subquery()
     )
     result = await session.execute(

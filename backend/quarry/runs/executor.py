@@ -273,7 +273,14 @@ class TaskExecutor:
             task.add_done_callback(self._unit_done)
 
     async def _start(self, config: RunConfig, tasks: list[ClaimedTask]) -> None:
-        """Turn claimed tasks into units of work and start them (their slots were taken)."""
+        """Turn claimed tasks into units of work and start them (their slots were taken):
+        a two-profile run's tasks by profile, each asked under its profile's snapshot."""
+        slots = sorted({task.slot for task in tasks})
+        for slot in slots:
+            mine = tasks if len(slots) == 1 else [t for t in tasks if t.slot == slot]
+            await self._start_profile(config.for_slot(slot), mine)
+
+    async def _start_profile(self, config: RunConfig, tasks: list[ClaimedTask]) -> None:
         try:
             works, gone = await prepare(self._ctx, self._inputs, config, tasks)
             reused, works = await answer_from_cache(self._ctx, config, works)

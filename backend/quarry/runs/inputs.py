@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from quarry.documents.parsing import PAGE_SEPARATOR
@@ -122,6 +122,11 @@ class RunConfig:
     project_id: uuid.UUID
     snapshot: RunSnapshot
     has_answers: bool
+
+    def for_slot(self, slot: int) -> RunConfig:
+        """The run as the tasks of its profile `slot` see it (a two-profile run's second
+        profile has a snapshot of its own: its model, limits, price and cache keys)."""
+        return self if slot == 0 else replace(self, snapshot=self.snapshot.for_slot(slot))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from quarry.models import (
     PromptVersion,
     Run,
     RunEvent,
+    RunVariable,
+    Variable,
 )
 
 #: Outcomes whose answer a later task with the same cache key may reuse.
@@ -343,3 +345,32 @@ async def count_events(session: AsyncSession, run_id: uuid.UUID) -> int:
         )
         or 0
     )
+
+
+async def agreement_counts(
+    session: AsyncSession, run_id: uuid.UUID
+) -> dict[uuid.UUID, dict[str, int]]:
+    """A two-profile run's pairs per variable and agreement verdict (agree, disagree,
+    one_missing): one grouped read of the partial index `ix_extractions_agreement`."""
+    result = await session.execute(
+        select(Extraction.variable_id, Extraction.agreement, func.count())
+        .where(Extraction.run_id == run_id, Extraction.agreement.is_not(None))
+        .group_by(Extraction.variable_id, Extraction.agreement)
+    )
+    counts: dict[uuid.UUID, dict[str, int]] = {}
+    for variable_id, agreement, count in result.all():
+        counts.setdefault(variable_id, {})[str(agreement)] = count
+    return counts
+
+
+async def run_variable_names(
+    session: AsyncSession, run_id: uuid.UUID
+) -> list[tuple[uuid.UUID, str]]:
+    """The run's variables (id, name) in its order."""
+    result = await session.execute(
+        select(RunVariable.variable_id, Variable.name)
+        .join(Variable, Variable.id == RunVariable.variable_id)
+        .where(RunVariable.run_id == run_id)
+        .order_by(RunVariable.ordinal)
+    )
+    return [(variable_id, name) for variable_id, name in result.all()]
