@@ -775,3 +775,27 @@ async def test_deleting_a_document_takes_both_profiles_tasks_out(sessions: Sessi
     row = await run_row(sessions, run.id)
     assert (row.task_count, counts(row)) == (4, {"pending": 4})
     assert (row.tokens_in, row.second_tokens_in, row.second_tokens_out) == (0, 0, 0)
+
+
+async def test_a_large_two_profile_run_is_prepared_with_both_profiles_rows(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "CHUNK_ROWS", 8)  # two documents × two variables × two
+    monkeypatch.setattr(lifecycle, "PREPARE_CHUNK_ROWS", 8)
+    world = await make_world(sessions, documents=3, variables=2)
+    run = await run_row(sessions, (await two_profile_run(world)).id)
+    assert run.status == RunStatus.PREPARING and run.documents_prepared == 2
+    assert counts(run) == {"pending": 8} and run.unprepared_count == 4
+    async with job_write_scope(sessions) as session:
+        assert await lifecycle.take_preparation(session, run.id, "p1", LEASE)
+    async with job_write_scope(sessions) as session:
+        chunk = await lifecycle.prepare_chunk(session, run.id, "p1", LEASE)
+    assert (chunk.created, chunk.more) == (4, False)
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(Extraction.seq, Extraction.slot).where(Extraction.run_id == run.id)
+            )
+        ).all()
+    assert sorted(rows) == [(s, s % 2) for s in range(12)]
+    assert (await run_row(sessions, run.id)).status == RunStatus.QUEUED
