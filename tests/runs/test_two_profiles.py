@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openpyxl
 import pytest
 from fastapi import FastAPI
 
@@ -275,6 +276,22 @@ async def test_a_two_profile_run_reports_agreement_and_lists_disagreements_first
     }
     design = {v["variable"]: v for v in report["agreement"]["variables"]}["design"]
     assert (design["agreed"], design["agreed_correct"], design["one_missing"]) == (2, 1, 1)
+    response = await client.post(
+        f"{API}/projects/{pid}/evaluation",
+        params={"format": "xlsx"},
+        files={"gold": ("gold.csv", GOLD.encode(), "text/csv")},
+        data={"run_id": run["id"]},
+        headers=headers,
+    )
+    book = openpyxl.load_workbook(io.BytesIO(response.content))
+    assert book.sheetnames[:3] == ["Summary", "Profiles", "Agreement"]
+    sheet = [[c.value for c in row] for row in book["Agreement"].iter_rows()]
+    overall = dict(zip(sheet[0], sheet[-1], strict=True))
+    assert (overall["variable"], overall["agreed"], overall["agreed_correct"]) == (
+        "(all variables)",
+        6,
+        5,
+    )
 
 
 async def test_retrying_the_missing_answer_completes_the_pair_s_verdict(

@@ -45,8 +45,8 @@ ListedRow = tuple[Extraction, str, int, bool, str | None, Extraction | None]
 
 
 def _extraction_rows(project_id: uuid.UUID) -> Any:
-    """The project's extractions that are their pair's answer (a two-profile run's
-    second-profile rows come along beside their pair's first-profile row)."""
+    """The project's extractions that are their pair's answer (slot 0; a two-profile run's
+    second-profile rows are read beside them: `_with_second`)."""
     return (
         select(
             Extraction,
@@ -54,18 +54,22 @@ def _extraction_rows(project_id: uuid.UUID) -> Any:
             PromptVersion.version,
             _RUN_STOPPED.label("run_stopped"),
             Run.stop_reason,
-            _Second,
         )
         .join(Run, Run.id == Extraction.run_id)
         .join(Variable, Variable.id == Extraction.variable_id)
         .join(PromptVersion, PromptVersion.id == Extraction.prompt_version_id)
-        .outerjoin(
-            _Second,
-            (_Second.run_id == Extraction.run_id)
-            & (_Second.seq == Extraction.seq + 1)
-            & (_Second.slot == 1),
-        )
         .where(Run.project_id == project_id, Extraction.slot == 0)
+    )
+
+
+def _with_second(query: Any) -> Any:
+    """`query` with each row's second-profile row of the same pair (None for one-profile
+    runs): a probe of the (run_id, seq) index per row of the page, not of the count."""
+    return query.add_columns(_Second).outerjoin(
+        _Second,
+        (_Second.run_id == Extraction.run_id)
+        & (_Second.seq == Extraction.seq + 1)
+        & (_Second.slot == 1),
     )
 
 
@@ -105,7 +109,8 @@ async def list_extractions(
         select(func.count()).select_from(query.with_only_columns(Extraction.id).subquery())
     )
     result = await session.execute(
-        query.order_by(REVIEW_ORDER, Run.created_at, Extraction.run_id, Extraction.seq)
+        _with_second(query)
+        .order_by(REVIEW_ORDER, Run.created_at, Extraction.run_id, Extraction.seq)
         .limit(limit)
         .offset(offset)
     )
