@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -291,6 +292,43 @@ async def test_a_two_profile_run_reports_agreement_and_lists_disagreements_first
         "(all variables)",
         6,
         5,
+    )
+
+
+async def test_each_profile_s_answers_are_cached_under_its_own_settings(
+    served: tuple[FastAPI, httpx.AsyncClient, FakeLLM],
+) -> None:
+    app, client, fake = served
+    headers, pid, first_run = await two_profile_run(app, client, fake)
+    before = len([r for r in fake.requests if r.is_chat])
+    again = await client.post(
+        f"{API}/projects/{pid}/runs", json={"profiles": ["first", "second"]}, headers=headers
+    )
+    run = await wait_for_run(client, headers, pid, again.json()["id"])
+    run = (await client.get(f"{API}/projects/{pid}/runs/{run['id']}", headers=headers)).json()
+    # Only the failed answer is asked again (a failure is never reused); the rest come from
+    # the cache, each profile's from its own earlier answers.
+    asked = [r for r in fake.requests if r.is_chat][before:]
+    assert {(r.model, document_of(r.text), r.variable) for r in asked} == {
+        ("model-b", "c.txt", "design")
+    }
+    assert run["agreement"]["per_variable"] == first_run["agreement"]["per_variable"]
+    rows = await list_extractions(client, headers, pid, run_id=run["id"])
+    assert sum(r["cached"] for r in rows) == 9
+    assert sum(r["second"]["cached"] for r in rows) == 8
+    # A one-profile run of the second profile reuses the answers it gave as the second.
+    alone = await client.post(
+        f"{API}/projects/{pid}/runs", json={"profile": "second"}, headers=headers
+    )
+    await wait_for_run(client, headers, pid, alone.json()["id"])
+    rows = await list_extractions(client, headers, pid, run_id=alone.json()["id"])
+    reused = Counter((r["variable_name"], r["value"]) for r in rows if r["cached"])
+    assert reused == Counter(
+        [
+            *[("site", f"{city.upper()}.") for city in CITIES.values()],
+            *[("enrolled", 120), ("enrolled", 46), ("enrolled", None)],
+            *[("design", "RCT"), ("design", "RCT")],
+        ]
     )
 
 

@@ -97,6 +97,12 @@ def test_a_cell_whose_two_models_disagree_is_flagged_with_the_second_answer(
     assert run["status"] == "completed", run
 
     sign_in(page)
+    page.goto(f"/#/projects/{pid}/runs/{run_id}")
+    table = page.locator("table.agreement-table")
+    expect(table).to_contain_text("Agreement")
+    expect(table.locator("tr", has_text="enrolled").locator("td").last).to_have_text("0%")
+    expect(table.locator("tr", has_text="mean_age").locator("td").last).to_have_text("100%")
+
     page.goto(f"/#/projects/{pid}/results")
     grid = page.get_by_role("grid")
     enrolled = grid.locator('td[data-document="t.txt"][data-variable="enrolled"]')

@@ -19,6 +19,10 @@ has its feed look once more before it stops. Stopping (`stop`) lets units in fli
 for a grace period, stores their outcomes, and hands back the tasks it still holds at once
 (rather than after their lease), with a wake-up so that others take them.
 
+A two-profile run is fed the same way: its claimed tasks are split by profile (`slot`) and
+each profile's are prepared, answered from the cache and asked under that profile's snapshot
+(`RunConfig.for_slot`): its model, limits, cache keys and prices.
+
 A batch run (its profile's `batch`) is fed the same way up to the units of work; they are then
 submitted as provider batches (batches/submit.py) instead of being called, and the batch
 takes over their leases until its poller (batches/poller.py) stores their outcomes.
