@@ -226,6 +226,20 @@ async def test_a_two_profile_run_reports_agreement_and_lists_disagreements_first
     assert rows[2]["second"]["status"] == "failed" and rows[2]["value"] == "RCT"
     filtered = await list_extractions(client, headers, pid, run_id=run["id"], agreement="disagree")
     assert [r["id"] for r in filtered] == [r["id"] for r in rows[:2]]
+    # A pair is listed as failed when either profile's extraction failed.
+    response = await client.get(
+        f"{API}/projects/{pid}/extractions",
+        params={"run_id": run["id"], "status": "failed"},
+        headers=headers,
+    )
+    failed = response.json()
+    assert failed["total"] == 1 and [r["id"] for r in failed["items"]] == [rows[2]["id"]]
+    page = await client.get(
+        f"{API}/projects/{pid}/extractions",
+        params={"run_id": run["id"], "limit": 2, "offset": 2},
+        headers=headers,
+    )
+    assert page.json()["total"] == 9 and page.json()["items"][0]["id"] == rows[2]["id"]
 
     # The exports show the first profile's value, flagged where the models disagree.
     response = await client.get(

@@ -62,15 +62,24 @@ def _extraction_rows(project_id: uuid.UUID) -> Any:
     )
 
 
-def _with_second(query: Any) -> Any:
-    """`query` with each row's second-profile row of the same pair (None for one-profile
-    runs): a probe of the (run_id, seq) index per row of the page, not of the count."""
-    return query.add_columns(_Second).outerjoin(
+def _join_second(query: Any) -> Any:
+    """`query` joined to each row's second-profile row of the same pair (none for a
+    one-profile run's): a probe of the (run_id, seq) index per row."""
+    return query.outerjoin(
         _Second,
         (_Second.run_id == Extraction.run_id)
         & (_Second.seq == Extraction.seq + 1)
         & (_Second.slot == 1),
     )
+
+
+def _status_is(task: Any, status: ExtractionStatus) -> Any:
+    """`task`'s status as a user reads it is `status` (see `list_extractions`)."""
+    if status == ExtractionStatus.CANCELLED:
+        return (task.status == status) | ((task.status == ExtractionStatus.PENDING) & _RUN_STOPPED)
+    if status == ExtractionStatus.PENDING:
+        return (task.status == status) & ~_RUN_STOPPED
+    return task.status == status
 
 
 async def list_extractions(
@@ -86,7 +95,9 @@ async def list_extractions(
     agreement: Agreement | None = None,
 ) -> tuple[Sequence[ListedRow], int]:
     """The project's extractions as a user reads them, in review order (`REVIEW_ORDER`): a
-    never-started task of a stopped or finished run is `cancelled` (filtering included)."""
+    never-started task of a stopped or finished run is `cancelled` (filtering included). A
+    two-profile run's pair matches `status` when either profile's extraction has it (the
+    row is the pair's: the first profile's, the second's beside it)."""
     query = _extraction_rows(project_id)
     if agreement is not None:
         query = query.where(Extraction.agreement == agreement)
@@ -96,20 +107,18 @@ async def list_extractions(
         query = query.where(Extraction.document_id == document_id)
     if variable_id is not None:
         query = query.where(Extraction.variable_id == variable_id)
-    if status == ExtractionStatus.CANCELLED:
-        query = query.where(
-            (Extraction.status == status)
-            | ((Extraction.status == ExtractionStatus.PENDING) & _RUN_STOPPED)
+    joined = status is not None
+    if status is not None:
+        query = _join_second(query).where(
+            _status_is(Extraction, status) | (_Second.id.is_not(None) & _status_is(_Second, status))
         )
-    elif status == ExtractionStatus.PENDING:
-        query = query.where(Extraction.status == status, ~_RUN_STOPPED)
-    elif status is not None:
-        query = query.where(Extraction.status == status)
+    # Counted without the second rows unless the filter needs them (the page always has them).
     total = await session.scalar(
         select(func.count()).select_from(query.with_only_columns(Extraction.id).subquery())
     )
+    page = query if joined else _join_second(query)
     result = await session.execute(
-        _with_second(query)
+        page.add_columns(_Second)
         .order_by(REVIEW_ORDER, Run.created_at, Extraction.run_id, Extraction.seq)
         .limit(limit)
         .offset(offset)

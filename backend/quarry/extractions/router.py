@@ -35,7 +35,8 @@ async def list_extractions(
     """Extraction results with their evidence; filter by run, document, variable, status or
     agreement. In review order: where a two-profile run's profiles disagree first, then where
     only one answered, then the rest in run and pair order. A two-profile run's row is its
-    first profile's answer, with the second profile's beside it (`second`)."""
+    first profile's answer, with the second profile's beside it (`second`); it matches a
+    `status` when either profile's extraction has it."""
     items, total = await service.list_extractions(
         session,
         settings,
