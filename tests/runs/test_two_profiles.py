@@ -101,10 +101,15 @@ async def add_profile(
 
 
 async def project(
-    app: FastAPI, client: httpx.AsyncClient, fake: FakeLLM, email: str
+    app: FastAPI, client: httpx.AsyncClient, fake: FakeLLM, email: str, group_size: int = 1
 ) -> tuple[Headers, str]:
     headers = await sign_up(app, client, email)
     pid = (await create_project(client, headers))["id"]
+    if group_size > 1:
+        response = await client.patch(
+            f"{API}/projects/{pid}", json={"group_size": group_size}, headers=headers
+        )
+        assert response.status_code == 200, response.text
     await add_variable(client, headers, pid, name="site", description="The city", type="text")
     await add_variable(
         client, headers, pid, name="enrolled", description="Patients enrolled", type="integer"
@@ -137,9 +142,9 @@ async def project(
 
 
 async def two_profile_run(
-    app: FastAPI, client: httpx.AsyncClient, fake: FakeLLM
+    app: FastAPI, client: httpx.AsyncClient, fake: FakeLLM, group_size: int = 1
 ) -> tuple[Headers, str, dict[str, Any]]:
-    headers, pid = await project(app, client, fake, "two@example.org")
+    headers, pid = await project(app, client, fake, "two@example.org", group_size)
     response = await client.post(
         f"{API}/projects/{pid}/runs", json={"profiles": ["first", "second"]}, headers=headers
     )
@@ -306,6 +311,25 @@ async def test_a_two_profile_run_reports_agreement_and_lists_disagreements_first
         "(all variables)",
         6,
         5,
+    )
+
+
+async def test_a_grouped_two_profile_run_groups_each_profile_s_calls_apart(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    fake_llm.default_reply = model_reply
+    async with running_app(make_settings(tmp_path, fake_llm)) as (app, client):
+        _, _, run = await two_profile_run(app, client, fake_llm, group_size=3)
+    assert run["settings"]["group_size"] == 3
+    assert by_variable(run) == {
+        "site": (3, 3, 0, 0, 1.0),
+        "enrolled": (3, 1, 2, 0, 0.3333),
+        "design": (2, 2, 0, 1, 1.0),
+    }
+    groups = [r for r in fake_llm.requests if r.is_chat and r.is_group]
+    # One call per document and profile, never mixing the two models' variables.
+    assert sorted((r.model, document_of(r.text)) for r in groups) == sorted(
+        (m, d) for m in ("model-a", "model-b") for d in DOCUMENTS
     )
 
 

@@ -94,7 +94,9 @@ async def to_out(
                         extraction.tokens_out,
                     ),
                     "review": ReviewOut.model_validate(review) if review else None,
-                    **_second_fields(snapshots.get(extraction.run_id), second, prices),
+                    **_second_fields(
+                        snapshots.get(extraction.run_id), second, prices, run_stopped, stop_reason
+                    ),
                     "models_disagree": extraction.agreement == Agreement.DISAGREE,
                 }
             )
@@ -106,14 +108,19 @@ def _second_fields(
     snapshot: RunSnapshot | None,
     second: Extraction | None,
     prices: dict[tuple[uuid.UUID, int], ModelPrice | None],
+    run_stopped: bool,
+    stop_reason: str | None,
 ) -> dict[str, Any]:
-    """What a two-profile run's row adds: the profile of its value, the second answer."""
+    """What a two-profile run's row adds: the profile of its value, the second answer (read
+    like the first: never started in a stopped run is cancelled)."""
     if snapshot is None or snapshot.second_profile is None:
         return {}
     fields: dict[str, Any] = {"profile": snapshot.profile_label}
     if second is None:
         return fields
     shown = {f: getattr(second, f) for f in SecondAnswerOut.model_fields if hasattr(second, f)}
+    if run_stopped and second.status == ExtractionStatus.PENDING:
+        shown.update(status=ExtractionStatus.CANCELLED, error=stop_reason or CANCELLED_REASON)
     fields["second"] = SecondAnswerOut.model_validate(
         {
             **shown,
