@@ -69,8 +69,12 @@ counted on the run row too: `second_tokens_*`). Once both rows of a pair are fin
 `store_outcomes` writes their verdict — agree, disagree or one_missing (runs/agreement.py)
 — on the slot-0 row. It does so after the run row's update, which on PostgreSQL waits for
 the run's lock: of two transactions storing the two rows of a pair at once, the later sees
-the earlier's row committed and writes the verdict, so it is written exactly once. A retry
-clears the one_missing verdicts (their missing answer is asked again).
+the earlier's row committed and writes the verdict, so it is written exactly once. The pair's
+other row is locked with SKIP LOCKED, never waited for: a transaction holding it (storing
+it, and so waiting for the run's lock this one holds; or deleting it) would otherwise wait
+for this one while this one waits for it. Skipping it is safe: a store of it sees this one's
+row once it has the run's lock, and writes the verdict itself. A retry clears the
+one_missing verdicts (their missing answer is asked again).
 
 Dialect differences live in this module only: time-ordered ids are built from
 `gen_random_uuid()` on PostgreSQL and `randomblob()` on SQLite (which stores a UUID as 32 hex
@@ -1046,27 +1050,27 @@ async def _record_agreement(session: AsyncSession, tasks: Sequence[ClaimedTask])
     pairs: dict[uuid.UUID, set[int]] = defaultdict(set)
     for task in tasks:
         pairs[task.run_id].add(task.seq // 2)
+    postgres = _is_postgres(session)
     for run_id in sorted(pairs):
         seqs = sorted(seq for pair in pairs[run_id] for seq in (2 * pair, 2 * pair + 1))
         rows: list[Any] = []
         for batch in _chunks(seqs):
-            rows += (
-                await session.execute(
-                    select(
-                        _TASKS.c.id,
-                        _TASKS.c.seq,
-                        _TASKS.c.status,
-                        _TASKS.c.value,
-                        _TASKS.c.prompt_version_id,
-                    ).where(_TASKS.c.run_id == run_id, _TASKS.c.seq.in_(batch))
-                )
-            ).all()
+            query = select(
+                _TASKS.c.id,
+                _TASKS.c.seq,
+                _TASKS.c.status,
+                _TASKS.c.value,
+                _TASKS.c.prompt_version_id,
+            ).where(_TASKS.c.run_id == run_id, _TASKS.c.seq.in_(batch))
+            if postgres:  # this transaction's own rows are never skipped
+                query = query.with_for_update(skip_locked=True)
+            rows += (await session.execute(query)).all()
         by_seq = {row.seq: row for row in rows}
         specs = await _type_specs(session, {row.prompt_version_id for row in rows})
         verdicts = []
         for pair in sorted(pairs[run_id]):
             first, second = by_seq.get(2 * pair), by_seq.get(2 * pair + 1)
-            if first is None:
+            if first is None:  # skipped: its holder writes the verdict
                 continue
             verdict: Agreement | None = None
             spec = specs.get(first.prompt_version_id)
