@@ -410,7 +410,11 @@ async def test_retrying_the_missing_answer_completes_the_pair_s_verdict(
         ({"profiles": ["first", "nope"]}, 404, "nope"),
         ({"profiles": ["first", "second"], "profile": "first"}, 400, "not both"),
         ({"profiles": ["first", "batch"]}, 400, "provider batches"),
-        ({"profiles": ["first", "second"], "budget_usd": 1.0}, 400, "no budget"),
+        (
+            {"profiles": ["first", "unpriced"], "budget_usd": 1.0},
+            400,
+            "price of model-z is unknown",
+        ),
         ({"profiles": ["first", "twin"]}, 400, "the same model the same way"),
         ({"profiles": "first"}, 422, ""),
     ],
@@ -422,6 +426,9 @@ async def test_a_two_profile_run_is_refused_with_a_reason(
         headers, pid = await project(app, client, fake_llm, "refused@example.org")
         await add_profile(
             client, headers, pid, "batch", model="model-c", base_url=fake_llm.base_url, batch=True
+        )
+        await add_profile(
+            client, headers, pid, "unpriced", model="model-z", base_url=fake_llm.base_url
         )
         await add_profile(
             client,
@@ -441,6 +448,34 @@ async def test_a_two_profile_run_is_refused_with_a_reason(
             assert words in response.json()["detail"] if words else True
         runs = (await client.get(f"{API}/projects/{pid}/runs", headers=headers)).json()
         assert runs["total"] == 0 and not [r for r in fake_llm.requests if r.is_chat]
+
+
+async def test_a_budget_holds_over_both_profiles_calls_at_their_prices(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    fake_llm.default_reply = model_reply
+    settings = make_settings(tmp_path, fake_llm, llm_concurrency=1)
+    async with running_app(settings) as (app, client):
+        headers, pid = await project(app, client, fake_llm, "budget@example.org")
+        url = f"{API}/projects/{pid}/runs"
+        body = {"profiles": ["first", "second"]}
+        estimate = (await client.post(url, json={**body, "dry_run": True}, headers=headers)).json()
+        budget = round(estimate["estimated_cost_usd"] * 0.3, 6)  # a third of the way
+        fake_llm.latency = 0.2
+        response = await client.post(url, json={**body, "budget_usd": budget}, headers=headers)
+        assert response.status_code == 202, response.text
+        await wait_for_run(client, headers, pid, response.json()["id"])
+        run = (await client.get(f"{url}/{response.json()['id']}", headers=headers)).json()
+
+    assert run["status"] == "completed_with_errors", run
+    assert run["error"].startswith("The run's budget of $") and "was reached" in run["error"]
+    first, second = run["profiles"]
+    # Both profiles' calls were made and counted, each at its price, within the budget (one
+    # call at a time: the call that would pass it is never sent).
+    assert first["tokens_in"] and second["tokens_in"]
+    assert run["cost_usd"] == pytest.approx(first["cost_usd"] + second["cost_usd"])
+    assert run["cost_usd"] <= budget
+    assert run["counts"]["cancelled"] > 0
 
 
 async def test_a_two_profile_estimate_adds_both_profiles_at_their_prices(

@@ -122,11 +122,21 @@ class RunConfig:
     project_id: uuid.UUID
     snapshot: RunSnapshot
     has_answers: bool
+    #: The run's own snapshot when `snapshot` is one profile's of a two-profile run.
+    whole: RunSnapshot | None = None
+
+    @property
+    def run_snapshot(self) -> RunSnapshot:
+        """What the run froze as a whole (both profiles' prices: what its budget counts)."""
+        return self.whole or self.snapshot
 
     def for_slot(self, slot: int) -> RunConfig:
         """The run as the tasks of its profile `slot` see it (a two-profile run's second
         profile has a snapshot of its own: its model, limits, price and cache keys)."""
-        return self if slot == 0 else replace(self, snapshot=self.snapshot.for_slot(slot))
+        if slot == 0:
+            return self
+        whole = self.run_snapshot
+        return replace(self, snapshot=whole.for_slot(slot), whole=whole)
 
 
 @dataclass(frozen=True)

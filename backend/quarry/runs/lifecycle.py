@@ -1195,13 +1195,23 @@ async def reserve_budget(
     amount: float,
     price_in: float,
     price_out: float,
+    second_price: tuple[float, float] | None = None,
 ) -> bool:
     """Hold `amount` USD of the run's budget for a call about to be sent: only if what the
     run has spent plus what is held for calls in flight plus this stays within the budget.
     So a run can overspend only by what its calls in flight cost beyond their estimates.
+    A two-profile run's spending counts its second profile's tokens at `second_price`.
 
     False when the run may start no call (its budget would be passed, or it was stopped)."""
-    spent = (_RUNS.c.tokens_in * price_in + _RUNS.c.tokens_out * price_out) / 1_000_000
+    if second_price is None:
+        spent = (_RUNS.c.tokens_in * price_in + _RUNS.c.tokens_out * price_out) / 1_000_000
+    else:
+        spent = (
+            (_RUNS.c.tokens_in - _RUNS.c.second_tokens_in) * price_in
+            + (_RUNS.c.tokens_out - _RUNS.c.second_tokens_out) * price_out
+            + _RUNS.c.second_tokens_in * second_price[0]
+            + _RUNS.c.second_tokens_out * second_price[1]
+        ) / 1_000_000
     result = await session.execute(
         update(_RUNS)
         .where(

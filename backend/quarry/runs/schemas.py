@@ -51,7 +51,8 @@ class RunCreate(BaseModel):
         "first-named profile's answer is the pair's value (reviewed and exported), and the "
         "second's is compared with it: `agreement` per extraction (a disagreement is flagged "
         "`models_disagree` and comes first in review) and per variable on the run. Neither "
-        "may be a batch profile, and the run takes no `budget_usd`.",
+        "may be a batch profile; a `budget_usd` holds over both profiles' calls, each at its "
+        "own price (both need one).",
     )
 
 

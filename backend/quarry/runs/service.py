@@ -174,11 +174,6 @@ async def _profile_rows(
                 "two-profile run asks both profiles live, so that their answers are compared as "
                 "they come. Use a profile without batch mode."
             )
-    if data.budget_usd is not None:
-        raise BadRequest(
-            "A two-profile run takes no budget (its calls are counted at two prices); leave "
-            "budget_usd out, or run one profile with a budget."
-        )
     return list(rows)
 
 
@@ -588,20 +583,20 @@ async def retry_run(
         llm.ensure_configured(snapshot.for_slot(slot).llm_profile(llm.default_profile()))
     set_budget = "budget_usd" in data.model_fields_set
     budget = data.budget_usd if set_budget else run.budget_usd
-    if snapshot.second_profile is not None and set_budget and budget is not None:
-        raise BadRequest(
-            "A two-profile run takes no budget (its calls are counted at two prices); retry "
-            "without budget_usd."
-        )
     if snapshot.batch and set_budget and budget is not None:
         raise BadRequest(
             "The run submits its calls as provider batches, and a budget cannot be held over "
             "a batch; retry without budget_usd."
         )
-    if set_budget and budget is not None and run_price(settings, snapshot) is None:
-        _model_price(settings, run.model, budget)  # no price: refuse a budget
+    for slot in range(snapshot.profile_count):
+        frozen = snapshot.for_slot(slot)
+        if set_budget and budget is not None and run_price(settings, frozen) is None:
+            _model_price(settings, frozen.model, budget)  # no price: refuse a budget
     if budget is not None:
-        spent = cost_usd(run_price(settings, snapshot), run.tokens_in, run.tokens_out)
+        if snapshot.second_profile is not None:
+            spent = _add_costs([p.cost_usd for p in _profile_costs(settings, run, snapshot)])
+        else:
+            spent = cost_usd(run_price(settings, snapshot), run.tokens_in, run.tokens_out)
         stopped_by_it = not set_budget and run.stop_reason == budget_reason(budget)
         if stopped_by_it or (spent is not None and spent >= budget):
             raise Conflict(
