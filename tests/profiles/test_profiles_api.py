@@ -354,3 +354,31 @@ async def test_a_profile_in_use_by_a_running_run_cannot_be_deleted(
     assert cancel.status_code in (200, 409), cancel.text
     await wait_for_run(client, headers, pid, run_id)
     assert (await client.delete(url, headers=headers)).status_code == 204
+
+
+async def test_the_second_profile_of_a_running_two_profile_run_cannot_be_deleted(
+    app: FastAPI, client: httpx.AsyncClient, server: FakeLLM
+) -> None:
+    headers, pid = await project_with_documents(app, client, "pair@example.org", documents=1)
+    await add_profile(client, headers, pid, name="one", model="model-a", base_url=server.base_url)
+    second = await add_profile(
+        client, headers, pid, name="two", model="model-b", base_url=server.base_url
+    )
+    server.inject("timeout", times=20)  # every call is held: the run stays running
+    response = await client.post(
+        f"{API}/projects/{pid}/runs", json={"profiles": ["one", "two"]}, headers=headers
+    )
+    assert response.status_code == 202, response.text
+    run_id = response.json()["id"]
+    for _ in range(400):
+        if server.in_flight:
+            break
+        await asyncio.sleep(0.025)
+    url = f"{API}/projects/{pid}/profiles/{second['id']}"
+    refused = await client.delete(url, headers=headers)
+    assert refused.status_code == 409 and "in use by a run" in refused.text
+    server.stop()
+    cancel = await client.post(f"{API}/projects/{pid}/runs/{run_id}/cancel", headers=headers)
+    assert cancel.status_code in (200, 409), cancel.text
+    await wait_for_run(client, headers, pid, run_id)
+    assert (await client.delete(url, headers=headers)).status_code == 204

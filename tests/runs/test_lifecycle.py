@@ -653,3 +653,154 @@ async def test_deleting_a_variable_takes_its_tasks_out_of_its_runs(sessions: Ses
     row = await run_row(sessions, run.id)
     assert row.task_count == 3 and counts(row) == {"pending": 3}
     assert await statuses(sessions, run.id) == {"pending": 3}
+
+
+# -- two profiles --------------------------------------------------------------------------------
+
+
+async def two_profile_run(world: World) -> Run:
+    """A two-profile run over the world (its variables typed as text)."""
+    async with session_scope(world.sessions) as session:
+        await session.execute(
+            update(PromptVersion)
+            .where(PromptVersion.id.in_([version for _, version in world.variables]))
+            .values(spec={"type": "text"})
+        )
+        planned = await lifecycle.create_run(
+            session,
+            Run(project_id=world.project_id, model="m", settings={}),
+            project_id=world.project_id,
+            document_ids=None,
+            variables=world.variables,
+            profile_count=2,
+        )
+        return planned.run
+
+
+async def verdicts(sessions: Sessions, run_id: uuid.UUID) -> dict[int, str | None]:
+    """The agreement stored on each pair's first-profile row, by pair."""
+    async with sessions() as session:
+        rows = await session.execute(
+            select(Extraction.seq, Extraction.agreement).where(
+                Extraction.run_id == run_id, Extraction.slot == 0
+            )
+        )
+        return {seq // 2: agreement for seq, agreement in rows.all()}
+
+
+async def store_values(
+    sessions: Sessions, tasks: list[ClaimedTask], value: Any, status: str = "succeeded"
+) -> None:
+    outcomes = [
+        Outcome(t, status, value=value(t), attempts=1, tokens_in=10 + t.slot, tokens_out=2)
+        for t in tasks
+    ]
+    async with job_write_scope(sessions) as session:
+        await lifecycle.store_outcomes(session, "w1", outcomes)
+
+
+async def test_a_two_profile_run_has_a_task_per_pair_and_profile(sessions: Sessions) -> None:
+    world = await make_world(sessions, documents=2, variables=3)
+    run = await two_profile_run(world)
+    assert (run.task_count, run.profile_count, run.status) == (12, 2, RunStatus.QUEUED)
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(
+                    Extraction.seq, Extraction.slot, Extraction.document_id, Extraction.variable_id
+                )
+                .where(Extraction.run_id == run.id)
+                .order_by(Extraction.seq)
+            )
+        ).all()
+    assert [(r.seq, r.slot) for r in rows] == [(s, s % 2) for s in range(12)]
+    # The two rows of a pair ask the same document and variable, document-major.
+    pairs = [(world.documents[d], world.variables[v][0]) for d in range(2) for v in range(3)]
+    assert [(r.document_id, r.variable_id) for r in rows] == [p for p in pairs for _ in (0, 1)]
+
+
+@pytest.mark.parametrize("stores", [2, 8])
+async def test_both_answers_stored_at_once_give_each_pair_its_verdict_once(
+    sessions: Sessions, stores: int
+) -> None:
+    """Workers storing the two answers of the same pairs at the same moment (on PostgreSQL
+    each waits for the run row's lock while holding its own rows) neither deadlock nor leave
+    a pair without its verdict."""
+    world = await make_world(sessions, documents=4, variables=5)
+    run = await two_profile_run(world)
+    tasks = await claim(sessions, run.id)
+    # Each store holds one profile's answers of a share of the pairs, interleaved so that
+    # the two rows of every pair are in different stores.
+    shares = [[t for t in tasks if (t.seq // 2 + t.slot) % stores == n] for n in range(stores)]
+
+    def said(task: ClaimedTask) -> str:
+        # The second profile disagrees on every third pair, and writes the others shouted.
+        pair = task.seq // 2
+        return "Other" if task.slot and pair % 3 == 0 else ("X" if task.slot else "x")
+
+    async with asyncio.timeout(60):  # a hang guard: a deadlock would stop here
+        await asyncio.gather(*(store_values(sessions, share, said) for share in shares))
+    found = await verdicts(sessions, run.id)
+    assert found == {p: "disagree" if p % 3 == 0 else "agree" for p in range(20)}
+    row = await run_row(sessions, run.id)
+    assert row.status == RunStatus.COMPLETED and counts(row) == {"succeeded": 40}
+    assert (row.tokens_in, row.second_tokens_in) == (20 * 10 + 20 * 11, 20 * 11)
+
+
+async def test_a_pair_only_one_profile_answered_is_asked_again_on_retry(
+    sessions: Sessions,
+) -> None:
+    world = await make_world(sessions, documents=1, variables=2)
+    run = await two_profile_run(world)
+    tasks = await claim(sessions, run.id)
+    failing = [t for t in tasks if t.slot == 1 and t.seq // 2 == 0]
+    await store_values(sessions, [t for t in tasks if t not in failing], lambda t: "x")
+    assert await verdicts(sessions, run.id) == {0: None, 1: "agree"}  # pair 0 half done
+    await store_values(sessions, failing, lambda t: None, status="failed")
+    assert await verdicts(sessions, run.id) == {0: "one_missing", 1: "agree"}
+
+    async with job_write_scope(sessions) as session:
+        retried = await lifecycle.retry_run(session, run.id, None, set_budget=False)
+    assert retried.pairs == 1
+    assert await verdicts(sessions, run.id) == {0: None, 1: "agree"}
+    again = await claim(sessions, run.id)
+    assert [(t.seq, t.slot) for t in again] == [(1, 1)]
+    await store_values(sessions, again, lambda t: "y")
+    assert await verdicts(sessions, run.id) == {0: "disagree", 1: "agree"}
+    assert (await run_row(sessions, run.id)).status == RunStatus.COMPLETED
+
+
+async def test_deleting_a_document_takes_both_profiles_tasks_out(sessions: Sessions) -> None:
+    world = await make_world(sessions, documents=2, variables=2)
+    run = await two_profile_run(world)
+    tasks = await claim(sessions, run.id, limit=4)  # the first document's, both profiles
+    await store_values(sessions, tasks, lambda t: "x")
+    async with job_write_scope(sessions) as session:
+        await lifecycle.forget_document(session, world.documents[0])
+    row = await run_row(sessions, run.id)
+    assert (row.task_count, counts(row)) == (4, {"pending": 4})
+    assert (row.tokens_in, row.second_tokens_in, row.second_tokens_out) == (0, 0, 0)
+
+
+async def test_a_large_two_profile_run_is_prepared_with_both_profiles_rows(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "CHUNK_ROWS", 8)  # two documents × two variables × two
+    monkeypatch.setattr(lifecycle, "PREPARE_CHUNK_ROWS", 8)
+    world = await make_world(sessions, documents=3, variables=2)
+    run = await run_row(sessions, (await two_profile_run(world)).id)
+    assert run.status == RunStatus.PREPARING and run.documents_prepared == 2
+    assert counts(run) == {"pending": 8} and run.unprepared_count == 4
+    async with job_write_scope(sessions) as session:
+        assert await lifecycle.take_preparation(session, run.id, "p1", LEASE)
+    async with job_write_scope(sessions) as session:
+        chunk = await lifecycle.prepare_chunk(session, run.id, "p1", LEASE)
+    assert (chunk.created, chunk.more) == (4, False)
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(Extraction.seq, Extraction.slot).where(Extraction.run_id == run.id)
+            )
+        ).all()
+    assert sorted(rows) == [(s, s % 2) for s in range(12)]
+    assert (await run_row(sessions, run.id)).status == RunStatus.QUEUED

@@ -28,6 +28,7 @@ async def batch_tasks(session: AsyncSession, run_id: uuid.UUID, owner: str) -> l
             Extraction.variable_id,
             Extraction.prompt_version_id,
             Extraction.seq,
+            Extraction.slot,
         )
         .where(
             Extraction.run_id == run_id,

@@ -22,14 +22,17 @@ async def project_documents(session: AsyncSession, project_id: uuid.UUID) -> Seq
 
 
 async def run_extractions(
-    session: AsyncSession, run_id: uuid.UUID, document_ids: Sequence[uuid.UUID]
+    session: AsyncSession, run_id: uuid.UUID, document_ids: Sequence[uuid.UUID], slot: int = 0
 ) -> dict[tuple[uuid.UUID, uuid.UUID], Extraction]:
-    """The run's extraction of each (document, variable) among ``document_ids``."""
+    """The run's extraction of each (document, variable) among ``document_ids`` by its
+    profile `slot` (0: the run's values; 1: a two-profile run's second profile's)."""
     if not document_ids:
         return {}
     result = await session.execute(
         select(Extraction).where(
-            Extraction.run_id == run_id, Extraction.document_id.in_(document_ids)
+            Extraction.run_id == run_id,
+            Extraction.document_id.in_(document_ids),
+            Extraction.slot == slot,
         )
     )
     return {(e.document_id, e.variable_id): e for e in result.scalars()}

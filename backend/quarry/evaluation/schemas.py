@@ -202,6 +202,44 @@ class DocumentResultOut(BaseModel):
     cells: list[CellOut]
 
 
+class ProfileMetricsOut(BaseModel):
+    """One profile of a two-profile run, measured on its own answers."""
+
+    profile: str = Field(description="The profile's name (or its model)")
+    model: str
+    overall: MetricsOut
+    variables: list[VariableMetricsOut]
+
+
+class AgreementVsGoldOut(BaseModel):
+    """A two-profile run's agreement against gold: is a pair both profiles agree on right,
+    and when they disagree, which one is? Over the pairs with a usable gold value."""
+
+    compared: int = Field(description="Pairs both profiles answered (agreed + disagreed)")
+    agreed: int = Field(description="Pairs both profiles answered alike")
+    agreed_correct: int = Field(description="Of them, pairs whose shared answer is right")
+    agreed_accuracy: float | None = Field(
+        description="agreed_correct / agreed: how often the two are right when they agree"
+    )
+    disagreed: int = Field(description="Pairs the profiles answered differently")
+    first_correct: int = Field(description="Of them, pairs the first profile got right")
+    second_correct: int = Field(description="Of them, pairs the second profile got right")
+    neither_correct: int = Field(description="Of them, pairs neither got right")
+    first_accuracy: float | None = Field(description="first_correct / disagreed")
+    second_accuracy: float | None = Field(description="second_correct / disagreed")
+    one_missing: int = Field(description="Pairs only one profile answered (not compared)")
+
+
+class VariableAgreementVsGoldOut(AgreementVsGoldOut):
+    variable_id: uuid.UUID
+    variable: str
+
+
+class RunAgreementVsGoldOut(BaseModel):
+    overall: AgreementVsGoldOut
+    variables: list[VariableAgreementVsGoldOut]
+
+
 class EvaluationOut(BaseModel):
     """Predicted values measured against gold values.
 
@@ -221,4 +259,14 @@ class EvaluationOut(BaseModel):
     per_document: list[DocumentResultOut]
     warnings: list[str] = Field(
         description="What was ignored: unknown filenames or columns, unusable gold values, …"
+    )
+    profiles: list[ProfileMetricsOut] | None = Field(
+        None,
+        description="With the `run_id` of a two-profile run: each profile measured on its own "
+        "answers, first first (the figures above are the first's: the run's values)",
+    )
+    agreement: RunAgreementVsGoldOut | None = Field(
+        None,
+        description="With the `run_id` of a two-profile run: where both profiles agree, how "
+        "often they are right; where they disagree, how often each is",
     )

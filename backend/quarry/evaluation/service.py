@@ -2,7 +2,10 @@
 
 Predictions are, by default, what an export shows: the final value of each cell, a review's
 value where the cell was reviewed, else the newest answer (see ``exports.service.final_cell``).
-With a ``run_id`` they are that run's extractions. When the reviews are the gold standard the
+With a ``run_id`` they are that run's extractions (a two-profile run's first profile's: its
+values), and for a two-profile run each profile is measured too, with their agreement
+against gold: where both agree how often they are right, where they disagree how often each
+is. When the reviews are the gold standard the
 predictions are the latest extracted values instead, since the final values would be the
 reviews themselves.
 """
@@ -31,28 +34,35 @@ from quarry.evaluation.compare import (
 from quarry.evaluation.gold_csv import GoldFileError, GoldTable, read_gold_csv
 from quarry.evaluation.metrics import Tally, ratio
 from quarry.evaluation.schemas import (
+    AgreementVsGoldOut,
     CellOut,
     DocumentResultOut,
     EvaluationOut,
     GoldSource,
     MetricsOut,
     PredictionSource,
+    ProfileMetricsOut,
+    RunAgreementVsGoldOut,
     ToleranceOut,
+    VariableAgreementVsGoldOut,
     VariableMetricsOut,
 )
 from quarry.exports.service import final_cell
 from quarry.extractions.repository import current_reviews, latest_answers
 from quarry.models import (
     ACTIVE_RUN_STATUSES,
+    Agreement,
     Document,
     Extraction,
     ExtractionStatus,
     Project,
     Review,
     ReviewStatus,
+    Run,
     Variable,
 )
 from quarry.runs.repository import get_run
+from quarry.runs.snapshot import RunSnapshot
 from quarry.variables.repository import list_variables
 from quarry.variables.types import JsonValue, TypeSpec, VariableType
 from quarry.variables.values import InvalidValue
@@ -152,18 +162,27 @@ def _from_final_cell(extraction: Extraction | None, review: Review | None) -> Pr
     )
 
 
+async def _run_answers(
+    session: AsyncSession, document_ids: Sequence[uuid.UUID], run_id: uuid.UUID, slot: int
+) -> dict[Key, Extraction]:
+    """A run's extractions by one of its profiles (slot 0: the run's values)."""
+    extractions: dict[Key, Extraction] = {}
+    for chunk in _chunks(document_ids):
+        extractions |= await repository.run_extractions(session, run_id, chunk, slot)
+    return extractions
+
+
 async def _predictions(
     session: AsyncSession,
     document_ids: Sequence[uuid.UUID],
     run_id: uuid.UUID | None,
     reviewed_values: bool,
 ) -> dict[Key, Prediction]:
+    if run_id is not None:
+        extractions = await _run_answers(session, document_ids, run_id, 0)
+        return {key: _from_extraction(e) for key, e in extractions.items()}
     predictions: dict[Key, Prediction] = {}
     for chunk in _chunks(document_ids):
-        if run_id is not None:
-            extractions = await repository.run_extractions(session, run_id, chunk)
-            predictions |= {key: _from_extraction(e) for key, e in extractions.items()}
-            continue
         answers = await latest_answers(session, chunk)
         reviews = await current_reviews(session, chunk) if reviewed_values else {}
         for key in answers.keys() | reviews.keys():
@@ -172,13 +191,125 @@ async def _predictions(
     return predictions
 
 
-async def _checked_run(session: AsyncSession, project: Project, run_id: uuid.UUID) -> list[str]:
+async def _checked_run(session: AsyncSession, project: Project, run_id: uuid.UUID) -> Run:
     run = await get_run(session, project.id, run_id)
     if run is None:
         raise NotFound("No such run in this project.")
-    if run.status in ACTIVE_RUN_STATUSES:
+    return run
+
+
+def _run_warnings(run: Run | None) -> list[str]:
+    if run is not None and run.status in ACTIVE_RUN_STATUSES:
         return ["The run has not finished; its unfinished pairs count as having no answer."]
     return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Two profiles
+
+
+@dataclass
+class _AgreementTally:
+    agreed: int = 0
+    agreed_correct: int = 0
+    disagreed: int = 0
+    first_correct: int = 0
+    second_correct: int = 0
+    neither_correct: int = 0
+    one_missing: int = 0
+
+    def add(self, verdict: str | None, first: bool | None, second: bool | None) -> None:
+        if verdict == Agreement.ONE_MISSING:
+            self.one_missing += 1
+        elif verdict == Agreement.AGREE:
+            self.agreed += 1
+            self.agreed_correct += bool(first)
+        elif verdict == Agreement.DISAGREE:
+            self.disagreed += 1
+            self.first_correct += bool(first)
+            self.second_correct += bool(second)
+            self.neither_correct += not (first or second)
+
+    def merge(self, other: _AgreementTally) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def figures(self) -> dict[str, int | float | None]:
+        return {
+            "compared": self.agreed + self.disagreed,
+            **{name: getattr(self, name) for name in self.__dataclass_fields__},
+            "agreed_accuracy": ratio(self.agreed_correct, self.agreed),
+            "first_accuracy": ratio(self.first_correct, self.disagreed),
+            "second_accuracy": ratio(self.second_correct, self.disagreed),
+        }
+
+
+def _agreement_vs_gold(
+    gold: dict[Key, GoldCell],
+    documents: Sequence[Document],
+    variables: Sequence[Variable],
+    first: dict[Key, Extraction],
+    second: dict[Key, Extraction],
+    tolerance: Tolerance,
+) -> RunAgreementVsGoldOut:
+    """Per variable and over all: of the pairs with a usable gold value, those the profiles
+    agreed on (by the verdict stored with the pair) and how many of them are right, and those
+    they disagreed on and which profile is right."""
+    tallies = {v.id: _AgreementTally() for v in variables}
+    for variable in variables:
+        spec = _spec(variable)
+        for document in documents:
+            key = (document.id, variable.id)
+            cell, answer = gold.get(key), first.get(key)
+            if cell is None or cell.error is not None or answer is None:
+                continue
+            right = [
+                compare_cell(spec, cell.value, _from_extraction(e), tolerance).correct
+                for e in (answer, second.get(key))
+            ]
+            tallies[variable.id].add(answer.agreement, right[0], right[1])
+    overall = _AgreementTally()
+    out = []
+    for variable in variables:
+        tally = tallies[variable.id]
+        overall.merge(tally)
+        out.append(
+            VariableAgreementVsGoldOut(
+                variable_id=variable.id, variable=variable.name, **tally.figures()
+            )
+        )
+    return RunAgreementVsGoldOut(overall=AgreementVsGoldOut(**overall.figures()), variables=out)
+
+
+async def _two_profiles(
+    session: AsyncSession,
+    run: Run | None,
+    gold: dict[Key, GoldCell],
+    documents: Sequence[Document],
+    variables: Sequence[Variable],
+    tolerance: Tolerance,
+) -> tuple[list[ProfileMetricsOut] | None, RunAgreementVsGoldOut | None]:
+    """A two-profile run's figures per profile, and its agreement against gold."""
+    if run is None or run.profile_count < 2:
+        return None, None
+    snapshot = RunSnapshot.from_row(run.settings, run.model)
+    ids = [d.id for d in documents]
+    answers = [await _run_answers(session, ids, run.id, slot) for slot in (0, 1)]
+    profiles = []
+    for slot, extractions in enumerate(answers):
+        predictions = {key: _from_extraction(e) for key, e in extractions.items()}
+        overall, per_variable, _ = _report(gold, documents, variables, predictions, tolerance)
+        frozen = snapshot.for_slot(slot)
+        profiles.append(
+            ProfileMetricsOut(
+                profile=frozen.profile_label,
+                model=frozen.model,
+                overall=overall,
+                variables=per_variable,
+            )
+        )
+    agreement = _agreement_vs_gold(gold, documents, variables, answers[0], answers[1], tolerance)
+    return profiles, agreement
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,9 +531,15 @@ def _evaluation(
     tolerance: Tolerance,
     report: tuple[MetricsOut, list[VariableMetricsOut], list[DocumentResultOut]],
     warnings: _Warnings,
+    two_profiles: tuple[list[ProfileMetricsOut] | None, RunAgreementVsGoldOut | None] = (
+        None,
+        None,
+    ),
 ) -> EvaluationOut:
     overall, variables, documents = report
     return EvaluationOut(
+        profiles=two_profiles[0],
+        agreement=two_profiles[1],
         gold_source=gold_source,
         predictions=predictions_source,
         run_id=run_id,
@@ -424,8 +561,8 @@ async def evaluate_gold_csv(
 ) -> EvaluationOut:
     """Evaluate against a gold CSV (bytes as uploaded); BadRequest when it is unusable."""
     warnings = _Warnings()
-    if run_id is not None:
-        warnings.extend(await _checked_run(session, project, run_id))
+    run = await _checked_run(session, project, run_id) if run_id is not None else None
+    warnings.extend(_run_warnings(run))
     try:
         table = read_gold_csv(data)
     except GoldFileError as exc:
@@ -439,7 +576,8 @@ async def evaluate_gold_csv(
     )
     report = _report(gold, documents_in_gold, evaluated, predictions, tolerance)
     source = PredictionSource.RUN if run_id is not None else PredictionSource.FINAL
-    return _evaluation(GoldSource.CSV, source, run_id, tolerance, report, warnings)
+    two = await _two_profiles(session, run, gold, documents_in_gold, evaluated, tolerance)
+    return _evaluation(GoldSource.CSV, source, run_id, tolerance, report, warnings, two)
 
 
 async def evaluate_reviews(
@@ -447,8 +585,8 @@ async def evaluate_reviews(
 ) -> EvaluationOut:
     """Evaluate extracted values against the accepted and corrected reviews."""
     warnings = _Warnings()
-    if run_id is not None:
-        warnings.extend(await _checked_run(session, project, run_id))
+    run = await _checked_run(session, project, run_id) if run_id is not None else None
+    warnings.extend(_run_warnings(run))
     variables = await list_variables(session, project.id)
     documents = await repository.project_documents(session, project.id)
     gold: dict[Key, GoldCell] = {}
@@ -466,4 +604,5 @@ async def evaluate_reviews(
     )
     report = _report(gold, reviewed_documents, reviewed_variables, predictions, tolerance)
     source = PredictionSource.RUN if run_id is not None else PredictionSource.EXTRACTED
-    return _evaluation(GoldSource.REVIEWS, source, run_id, tolerance, report, warnings)
+    two = await _two_profiles(session, run, gold, reviewed_documents, reviewed_variables, tolerance)
+    return _evaluation(GoldSource.REVIEWS, source, run_id, tolerance, report, warnings, two)

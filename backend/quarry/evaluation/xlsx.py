@@ -57,9 +57,27 @@ DOCUMENT_COLUMNS: tuple[str, ...] = (
     "reason",
     "grounded",
 )
+PROFILE_COLUMNS: tuple[str, ...] = ("profile", "model", *SUMMARY_COLUMNS)
+AGREEMENT_COLUMNS: tuple[str, ...] = (
+    "variable",
+    "compared",
+    "agreed",
+    "agreed_correct",
+    "agreed_accuracy",
+    "disagreed",
+    "first_correct",
+    "second_correct",
+    "neither_correct",
+    "first_accuracy",
+    "second_accuracy",
+    "one_missing",
+)
 ALL_VARIABLES = "(all variables)"
 _RATIOS = frozenset(
     {
+        "agreed_accuracy",
+        "first_accuracy",
+        "second_accuracy",
         "accuracy",
         "precision",
         "recall",
@@ -87,6 +105,14 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     ("grounded_share", "Predicted values whose quote was found / values with a verdict"),
     ("grounding_precision", "Of the values whose quote was found, the share that is correct"),
     ("ungrounded_accuracy", "Of the values whose quote was not found, the share that is correct"),
+    (
+        "agreed_accuracy",
+        "Two-profile run: of the pairs both profiles answered alike, the share that is correct",
+    ),
+    (
+        "first_accuracy / second_accuracy",
+        "Two-profile run: of the pairs the profiles answered differently, the share each got right",
+    ),
 )
 
 
@@ -101,6 +127,23 @@ def _summary_rows(evaluation: EvaluationOut) -> Iterable[list[Cell]]:
     for v in evaluation.variables:
         yield _metric_row(v.variable, v.label, v.type, v)
     yield _metric_row(ALL_VARIABLES, "", "", evaluation.overall)
+
+
+def _profile_rows(evaluation: EvaluationOut) -> Iterable[list[Cell]]:
+    for profile in evaluation.profiles or ():
+        for v in profile.variables:
+            yield [profile.profile, profile.model, *_metric_row(v.variable, v.label, v.type, v)]
+        yield [profile.profile, profile.model, *_metric_row(ALL_VARIABLES, "", "", profile.overall)]
+
+
+def _agreement_rows(evaluation: EvaluationOut) -> Iterable[list[Cell]]:
+    if evaluation.agreement is None:
+        return
+    for v in evaluation.agreement.variables:
+        values = v.model_dump()
+        yield [v.variable, *(values[c] for c in AGREEMENT_COLUMNS[1:])]
+    overall = evaluation.agreement.overall.model_dump()
+    yield [ALL_VARIABLES, *(overall[c] for c in AGREEMENT_COLUMNS[1:])]
 
 
 def _document_rows(evaluation: EvaluationOut) -> Iterable[list[Cell]]:
@@ -172,9 +215,15 @@ def _sheet(wb: Any, title: str, headers: Sequence[str], rows: Iterable[list[Cell
 
 def evaluation_xlsx(evaluation: EvaluationOut) -> bytes:
     """The workbook's bytes: sheets Summary (a row per variable, then all variables),
-    Per document (a row per document × variable) and Notes (settings, definitions, warnings)."""
+    for a two-profile run Profiles (the same per profile) and Agreement (its agreement against
+    gold), Per document (a row per document × variable) and Notes (settings, definitions,
+    warnings)."""
     wb = Workbook(write_only=True)
     _sheet(wb, "Summary", SUMMARY_COLUMNS, _summary_rows(evaluation))
+    if evaluation.profiles is not None:
+        _sheet(wb, "Profiles", PROFILE_COLUMNS, _profile_rows(evaluation))
+    if evaluation.agreement is not None:
+        _sheet(wb, "Agreement", AGREEMENT_COLUMNS, _agreement_rows(evaluation))
     _sheet(wb, "Per document", DOCUMENT_COLUMNS, _document_rows(evaluation))
     _sheet(wb, "Notes", ("item", "value"), _notes_rows(evaluation))
     buffer = io.BytesIO()

@@ -62,7 +62,9 @@ class DocumentRef(NamedTuple):
 
 
 class Answer(NamedTuple):
-    """The newest answered extraction of a cell (else its newest extraction of any status)."""
+    """The newest answered extraction of a cell (else its newest extraction of any status),
+    among the rows that are their pair's answer (slot 0: a two-profile run's second
+    profile's answers are compared with the first's, not shown)."""
 
     document_key: str
     variable_key: str
@@ -82,6 +84,8 @@ class Answer(NamedTuple):
     prompt_version: int | None
     #: Whether the evidence supports the value (runs/support.py), or None.
     support: str | None = None
+    #: A two-profile run's verdict on the pair (agree, disagree, one_missing), or None.
+    agreement: str | None = None
 
 
 class CurrentReview(NamedTuple):
@@ -172,7 +176,7 @@ def latest_answers_of(
         c = Extraction.__table__.c
         return (
             _answers_from(c, value_as_text)
-            .where(c.document_id.in_(document_ids))
+            .where(c.document_id.in_(document_ids), c.slot == 0)
             .order_by(c.document_id, c.variable_id, *_current_first(c))
         )
     rank = func.row_number().over(
@@ -195,9 +199,10 @@ def latest_answers_of(
             Extraction.finished_at,
             Extraction.prompt_version_id,
             Extraction.support,
+            Extraction.agreement,
             rank.label("rank"),
         )
-        .where(Extraction.document_id.in_(document_ids))
+        .where(Extraction.document_id.in_(document_ids), Extraction.slot == 0)
         .subquery()
     )
     return _answers_from(ranked.c, value_as_text).where(ranked.c.rank == 1)
@@ -228,6 +233,7 @@ def _answers_from(c: Any, value_as_text: bool) -> Rows:
         (c.finished_at > newest_review).label("newer_than_review"),
         PromptVersion.version,
         c.support,
+        c.agreement,
     ).outerjoin(PromptVersion, PromptVersion.id == c.prompt_version_id)
 
 
@@ -368,7 +374,8 @@ def sqlite_extractions_of(document_ids: Sequence[uuid.UUID]) -> Rows:
         c.finished_at,
         c.created_at,
         c.support,
-    ).where(c.document_id.in_(document_ids))
+        c.agreement,
+    ).where(c.document_id.in_(document_ids), c.slot == 0)
 
 
 def sqlite_reviews_of(document_ids: Sequence[uuid.UUID]) -> Rows:
@@ -486,5 +493,6 @@ class SqliteExportReader:
                 None if review_time is None or finished_at is None else finished_at > review_time,
                 versions.get(row[11]) if row[11] is not None else None,
                 row[14],
+                row[15],
             )
         return answers

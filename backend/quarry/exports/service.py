@@ -1,7 +1,9 @@
 """Building exports from the database: final values, flags, evidence (DESIGN §6).
 
 Final value of a cell: the reviewed value when the current review accepted or corrected it
-(nothing when it rejected it), else the newest answered extraction ("not stated" included).
+(nothing when it rejected it), else the newest answered extraction ("not stated" included) —
+of a two-profile run, the first-named profile's, flagged `models_disagree` when the second
+profile answered differently.
 
 An export runs in a worker thread (bridge.py), where `wide_rows` / `long_rows` turn each batch
 of documents, with their cells' current answers and reviews, into the writers' rows and the
@@ -40,7 +42,7 @@ from quarry.exports.table import (
     WideRow,
 )
 from quarry.exports.xlsx_writer import write_xlsx
-from quarry.models import Extraction, ExtractionStatus, Review, ReviewStatus, Variable
+from quarry.models import Agreement, Extraction, ExtractionStatus, Review, ReviewStatus, Variable
 from quarry.variables.repository import latest_prompt_versions, list_variables
 from quarry.variables.types import VariableType
 
@@ -60,14 +62,16 @@ _REJECTED = ReviewStatus.REJECTED.value
 
 # Every combination of flags, built once: index bits are CellFlags' fields in order
 # (low_confidence 1, ungrounded 2, review_disagrees 4, not_found 8, failed 16,
-# unsupported_evidence 32: the quote is in the document but does not contain the value).
+# unsupported_evidence 32: the quote is in the document but does not contain the value,
+# models_disagree 64: a two-profile run's profiles answered differently).
 _FLAG_SETS: tuple[CellFlags, ...] = (
     NO_FLAGS,
-    *(CellFlags(*(bool(bits & 1 << i) for i in range(6))) for bits in range(1, 64)),
+    *(CellFlags(*(bool(bits & 1 << i) for i in range(7))) for bits in range(1, 128)),
 )
 _LOW_CONFIDENCE, _UNGROUNDED, _DISAGREES, _NOT_STATED, _FAILED_BIT = 1, 2, 4, 8, 16
-_UNSUPPORTED = 32
+_UNSUPPORTED, _MODELS_DISAGREE = 32, 64
 _UNSUPPORTED_VALUE = "unsupported"
+_DISAGREE_VALUE = Agreement.DISAGREE.value
 
 
 class AnswerLike(Protocol):
@@ -83,6 +87,8 @@ class AnswerLike(Protocol):
     def grounded(self) -> bool | None: ...
     @property
     def support(self) -> str | None: ...
+    @property
+    def agreement(self) -> str | None: ...
 
 
 class ReviewLike(Protocol):
@@ -132,6 +138,8 @@ def final_value(
             bits |= _UNSUPPORTED
     else:
         bits |= _NOT_STATED
+    if answer.agreement == _DISAGREE_VALUE:
+        bits |= _MODELS_DISAGREE
     return answer.value, _FLAG_SETS[bits]
 
 

@@ -81,6 +81,9 @@ class CellFlags:
     failed: bool = False
     #: The quote does not contain the value (runs/support.py: support "unsupported").
     unsupported_evidence: bool = False
+    #: The two profiles of a two-profile run answered differently (runs/agreement.py); the
+    #: value is the first-named profile's.
+    models_disagree: bool = False
 
     @property
     def names(self) -> str:

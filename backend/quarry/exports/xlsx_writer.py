@@ -81,6 +81,11 @@ def _fill(rgb: str) -> PatternFill:
 FLAG_FILLS: tuple[tuple[str, PatternFill, str], ...] = (
     ("failed", _fill("FFC7CE"), "extraction failed (see Details for the error)"),
     ("review_disagrees", _fill("F9D3F0"), "a newer extraction disagrees with the reviewed value"),
+    (
+        "models_disagree",
+        _fill("DDEBF7"),
+        "the two profiles of a two-profile run answered differently (the first's value is shown)",
+    ),
     ("ungrounded", _fill("FFD8A8"), "the quoted evidence was not found in the document"),
     (
         "unsupported_evidence",

@@ -6,11 +6,13 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from quarry.models import (
     FINAL_RUN_STATUSES,
+    Agreement,
     Extraction,
     ExtractionStatus,
     PromptVersion,
@@ -26,8 +28,25 @@ ANSWERED = (ExtractionStatus.SUCCEEDED, ExtractionStatus.NOT_FOUND)
 #: (cancelling a run changes one row, not its pending tasks': runs/lifecycle.py).
 _RUN_STOPPED = Run.status.in_(FINAL_RUN_STATUSES) | Run.stop_reason.is_not(None)
 
+#: A two-profile run's second-profile row of the same pair (seq 2p + 1 beside 2p).
+_Second = aliased(Extraction, name="second")
 
-def _extraction_rows(project_id: uuid.UUID) -> Select[Extraction, str, int, bool, str | None]:
+#: Review order: pairs whose two profiles disagree first, then those only one answered,
+#: then the rest (every pair of a one-profile run), each in run and pair order.
+REVIEW_ORDER = case(
+    (Extraction.agreement == Agreement.DISAGREE, 0),
+    (Extraction.agreement == Agreement.ONE_MISSING, 1),
+    else_=2,
+)
+
+#: A listed row: (extraction, variable name, prompt version, whether its run is stopped,
+#: the run's stop reason, the second profile's extraction of the pair or None).
+ListedRow = tuple[Extraction, str, int, bool, str | None, Extraction | None]
+
+
+def _extraction_rows(project_id: uuid.UUID) -> Any:
+    """The project's extractions that are their pair's answer (slot 0; a two-profile run's
+    second-profile rows are read beside them: `_with_second`)."""
     return (
         select(
             Extraction,
@@ -39,8 +58,28 @@ def _extraction_rows(project_id: uuid.UUID) -> Select[Extraction, str, int, bool
         .join(Run, Run.id == Extraction.run_id)
         .join(Variable, Variable.id == Extraction.variable_id)
         .join(PromptVersion, PromptVersion.id == Extraction.prompt_version_id)
-        .where(Run.project_id == project_id)
+        .where(Run.project_id == project_id, Extraction.slot == 0)
     )
+
+
+def _join_second(query: Any) -> Any:
+    """`query` joined to each row's second-profile row of the same pair (none for a
+    one-profile run's): a probe of the (run_id, seq) index per row."""
+    return query.outerjoin(
+        _Second,
+        (_Second.run_id == Extraction.run_id)
+        & (_Second.seq == Extraction.seq + 1)
+        & (_Second.slot == 1),
+    )
+
+
+def _status_is(task: Any, status: ExtractionStatus) -> Any:
+    """`task`'s status as a user reads it is `status` (see `list_extractions`)."""
+    if status == ExtractionStatus.CANCELLED:
+        return (task.status == status) | ((task.status == ExtractionStatus.PENDING) & _RUN_STOPPED)
+    if status == ExtractionStatus.PENDING:
+        return (task.status == status) & ~_RUN_STOPPED
+    return task.status == status
 
 
 async def list_extractions(
@@ -53,33 +92,38 @@ async def list_extractions(
     document_id: uuid.UUID | None = None,
     variable_id: uuid.UUID | None = None,
     status: ExtractionStatus | None = None,
-) -> tuple[Sequence[tuple[Extraction, str, int, bool, str | None]], int]:
-    """The project's extractions as a user reads them: a never-started task of a stopped or
-    finished run is `cancelled` (filtering included). Rows: (extraction, variable name,
-    prompt version, whether its run is stopped, the run's stop reason)."""
+    agreement: Agreement | None = None,
+) -> tuple[Sequence[ListedRow], int]:
+    """The project's extractions as a user reads them, in review order (`REVIEW_ORDER`): a
+    never-started task of a stopped or finished run is `cancelled` (filtering included). A
+    two-profile run's pair matches `status` when either profile's extraction has it (the
+    row is the pair's: the first profile's, the second's beside it)."""
     query = _extraction_rows(project_id)
+    if agreement is not None:
+        query = query.where(Extraction.agreement == agreement)
     if run_id is not None:
         query = query.where(Extraction.run_id == run_id)
     if document_id is not None:
         query = query.where(Extraction.document_id == document_id)
     if variable_id is not None:
         query = query.where(Extraction.variable_id == variable_id)
-    if status == ExtractionStatus.CANCELLED:
-        query = query.where(
-            (Extraction.status == status)
-            | ((Extraction.status == ExtractionStatus.PENDING) & _RUN_STOPPED)
+    joined = status is not None
+    if status is not None:
+        query = _join_second(query).where(
+            _status_is(Extraction, status) | (_Second.id.is_not(None) & _status_is(_Second, status))
         )
-    elif status == ExtractionStatus.PENDING:
-        query = query.where(Extraction.status == status, ~_RUN_STOPPED)
-    elif status is not None:
-        query = query.where(Extraction.status == status)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    # Counted without the second rows unless the filter needs them (the page always has them).
+    total = await session.scalar(
+        select(func.count()).select_from(query.with_only_columns(Extraction.id).subquery())
+    )
+    page = query if joined else _join_second(query)
     result = await session.execute(
-        query.order_by(Run.created_at, Extraction.run_id, Extraction.seq)
+        page.add_columns(_Second)
+        .order_by(REVIEW_ORDER, Run.created_at, Extraction.run_id, Extraction.seq)
         .limit(limit)
         .offset(offset)
     )
-    return [(row[0], row[1], row[2], row[3], row[4]) for row in result.all()], total or 0
+    return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in result.all()], total or 0
 
 
 async def run_models(
@@ -113,7 +157,7 @@ async def latest_answers(
     )
     ranked = (
         select(Extraction.id, answered_first.label("rank"))
-        .where(Extraction.document_id.in_(document_ids))
+        .where(Extraction.document_id.in_(document_ids), Extraction.slot == 0)
         .subquery()
     )
     result = await session.execute(

@@ -9,7 +9,7 @@ from quarry.auth.deps import CurrentUser
 from quarry.db import SessionDep
 from quarry.extractions import service
 from quarry.extractions.schemas import ExtractionOut, ReviewIn, ReviewOut
-from quarry.models import ExtractionStatus
+from quarry.models import Agreement, ExtractionStatus
 from quarry.pagination import Page, PageDep
 from quarry.projects.deps import ProjectDep
 from quarry.settings import SettingsDep
@@ -27,8 +27,16 @@ async def list_extractions(
     document_id: uuid.UUID | None = None,
     variable_id: uuid.UUID | None = None,
     status: Annotated[ExtractionStatus | None, Query()] = None,
+    agreement: Annotated[
+        Agreement | None,
+        Query(description="A two-profile run's pairs with this verdict (e.g. disagree)"),
+    ] = None,
 ) -> Page[ExtractionOut]:
-    """Extraction results with their evidence; filter by run, document, variable or status."""
+    """Extraction results with their evidence; filter by run, document, variable, status or
+    agreement. In review order: where a two-profile run's profiles disagree first, then where
+    only one answered, then the rest in run and pair order. A two-profile run's row is its
+    first profile's answer, with the second profile's beside it (`second`); it matches a
+    `status` when either profile's extraction has it."""
     items, total = await service.list_extractions(
         session,
         settings,
@@ -39,6 +47,7 @@ async def list_extractions(
         document_id=document_id,
         variable_id=variable_id,
         status=status,
+        agreement=agreement,
     )
     return Page(
         items=items,

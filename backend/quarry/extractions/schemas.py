@@ -31,6 +31,32 @@ class ReviewOut(BaseModel):
     created_at: datetime
 
 
+class SecondAnswerOut(BaseModel):
+    """A two-profile run's second profile's answer for the same pair: its own task row,
+    with its own status, tokens and cost (at that profile's price)."""
+
+    id: uuid.UUID
+    profile: str = Field(description="The second profile's name (or its model)")
+    status: ExtractionStatus
+    value: Any
+    evidence: str | None
+    page: int | None
+    grounded: bool | None
+    support: Literal["supported", "unsupported", "unchecked"] | None
+    confidence: float | None
+    attempts: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float | None = Field(
+        None, description="What its calls cost, at the second profile's price"
+    )
+    latency_ms: int | None
+    model: str | None
+    error: str | None
+    cached: bool
+    finished_at: datetime | None
+
+
 class ExtractionOut(BaseModel):
     id: uuid.UUID
     run_id: uuid.UUID
@@ -86,3 +112,22 @@ class ExtractionOut(BaseModel):
     created_at: datetime
     finished_at: datetime | None
     review: ReviewOut | None = Field(None, description="The current review of this cell, if any")
+    profile: str | None = Field(
+        None,
+        description="For a two-profile run, the profile that gave this value (the first-named; "
+        "null for a one-profile run)",
+    )
+    agreement: Literal["agree", "disagree", "one_missing"] | None = Field(
+        None,
+        description="For a two-profile run, once both profiles' extractions are finished: "
+        "'agree' (the same answer, compared type-aware: numbers within a relative 1e-6, dates "
+        "as dates, text normalised, categories exactly, sets as sets; both 'not stated' "
+        "included), 'disagree' (flagged models_disagree: listed first for review, and in the "
+        "exports' flags), 'one_missing' (only one answered: listed next); null otherwise",
+    )
+    models_disagree: bool = Field(
+        False, description="The flag of a disagreement (agreement = 'disagree')"
+    )
+    second: SecondAnswerOut | None = Field(
+        None, description="For a two-profile run, the second profile's answer for the pair"
+    )

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.documents.repository import get_document
 from quarry.errors import BadRequest, NotFound
 from quarry.extractions import repository
-from quarry.extractions.schemas import ExtractionOut, ReviewIn, ReviewOut
-from quarry.llm.pricing import cost_usd
-from quarry.models import Extraction, ExtractionStatus, Project, Review, ReviewStatus, User
+from quarry.extractions.repository import ListedRow
+from quarry.extractions.schemas import ExtractionOut, ReviewIn, ReviewOut, SecondAnswerOut
+from quarry.llm.pricing import ModelPrice, cost_usd
+from quarry.models import (
+    Agreement,
+    Extraction,
+    ExtractionStatus,
+    Project,
+    Review,
+    ReviewStatus,
+    User,
+)
 from quarry.runs.costs import run_price
 from quarry.runs.lifecycle import CANCELLED_REASON
 from quarry.runs.snapshot import RunSnapshot
@@ -32,8 +42,10 @@ async def list_extractions(
     document_id: uuid.UUID | None = None,
     variable_id: uuid.UUID | None = None,
     status: ExtractionStatus | None = None,
+    agreement: Agreement | None = None,
 ) -> tuple[list[ExtractionOut], int]:
-    """One page of the project's extractions (with their reviews and costs) and the total."""
+    """One page of the project's extractions (with their reviews and costs) and the total,
+    in review order: a two-profile run's disagreements first."""
     rows, total = await repository.list_extractions(
         session,
         project.id,
@@ -43,6 +55,7 @@ async def list_extractions(
         document_id=document_id,
         variable_id=variable_id,
         status=status,
+        agreement=agreement,
     )
     return await to_out(session, settings, rows), total
 
@@ -50,16 +63,18 @@ async def list_extractions(
 async def to_out(
     session: AsyncSession,
     settings: Settings,
-    rows: Sequence[tuple[Extraction, str, int, bool, str | None]],
+    rows: Sequence[ListedRow],
 ) -> list[ExtractionOut]:
     reviews = await repository.current_reviews(session, list({r[0].document_id for r in rows}))
     runs = await repository.run_models(session, {r[0].run_id for r in rows})
+    snapshots = {run_id: RunSnapshot.from_row(frozen, model) for run_id, model, frozen in runs}
     prices = {
-        run_id: run_price(settings, RunSnapshot.from_row(frozen, model))
-        for run_id, model, frozen in runs
+        (run_id, slot): run_price(settings, snapshot.for_slot(slot))
+        for run_id, snapshot in snapshots.items()
+        for slot in range(snapshot.profile_count)
     }
     out = []
-    for extraction, name, version, run_stopped, stop_reason in rows:
+    for extraction, name, version, run_stopped, stop_reason, second in rows:
         review = reviews.get((extraction.document_id, extraction.variable_id))
         fields = {
             f: getattr(extraction, f) for f in ExtractionOut.model_fields if hasattr(extraction, f)
@@ -74,13 +89,48 @@ async def to_out(
                     "variable_name": name,
                     "prompt_version": version,
                     "cost_usd": cost_usd(
-                        prices.get(extraction.run_id), extraction.tokens_in, extraction.tokens_out
+                        prices.get((extraction.run_id, 0)),
+                        extraction.tokens_in,
+                        extraction.tokens_out,
                     ),
                     "review": ReviewOut.model_validate(review) if review else None,
+                    **_second_fields(
+                        snapshots.get(extraction.run_id), second, prices, run_stopped, stop_reason
+                    ),
+                    "models_disagree": extraction.agreement == Agreement.DISAGREE,
                 }
             )
         )
     return out
+
+
+def _second_fields(
+    snapshot: RunSnapshot | None,
+    second: Extraction | None,
+    prices: dict[tuple[uuid.UUID, int], ModelPrice | None],
+    run_stopped: bool,
+    stop_reason: str | None,
+) -> dict[str, Any]:
+    """What a two-profile run's row adds: the profile of its value, the second answer (read
+    like the first: never started in a stopped run is cancelled)."""
+    if snapshot is None or snapshot.second_profile is None:
+        return {}
+    fields: dict[str, Any] = {"profile": snapshot.profile_label}
+    if second is None:
+        return fields
+    shown = {f: getattr(second, f) for f in SecondAnswerOut.model_fields if hasattr(second, f)}
+    if run_stopped and second.status == ExtractionStatus.PENDING:
+        shown.update(status=ExtractionStatus.CANCELLED, error=stop_reason or CANCELLED_REASON)
+    fields["second"] = SecondAnswerOut.model_validate(
+        {
+            **shown,
+            "profile": snapshot.second_profile.profile_label,
+            "cost_usd": cost_usd(
+                prices.get((second.run_id, 1)), second.tokens_in, second.tokens_out
+            ),
+        }
+    )
+    return fields
 
 
 async def record_review(

@@ -4,7 +4,7 @@ from quarry.models.audit_events import AuditEvent
 from quarry.models.base import Base
 from quarry.models.document import Document, DocumentStatus
 from quarry.models.document_page import DocumentPage
-from quarry.models.extraction import Extraction, ExtractionStatus
+from quarry.models.extraction import Agreement, Extraction, ExtractionStatus
 from quarry.models.llm_batch import LlmBatch, batch_owner
 from quarry.models.llm_usage import LlmUsage
 from quarry.models.model_profile import ModelProfileRow
@@ -20,6 +20,7 @@ from quarry.models.variable import Variable
 __all__ = [
     "ACTIVE_RUN_STATUSES",
     "FINAL_RUN_STATUSES",
+    "Agreement",
     "AuditEvent",
     "Base",
     "Document",

@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Index, SmallInteger, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from quarry.models.base import Base, IdMixin, TimestampMixin
@@ -18,6 +18,14 @@ class ExtractionStatus(StrEnum):
     NOT_FOUND = "not_found"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+class Agreement(StrEnum):
+    """How the two profiles of a two-profile run answered a pair (runs/agreement.py)."""
+
+    AGREE = "agree"  # the same answer ("not stated" by both included)
+    DISAGREE = "disagree"  # different answers (a value against "not stated" included)
+    ONE_MISSING = "one_missing"  # one answered, the other's extraction failed or was cancelled
 
 
 FINISHED_EXTRACTION_STATUSES = (
@@ -68,6 +76,16 @@ class Extraction(IdMixin, TimestampMixin, Base):
             postgresql_where=text("status IN ('failed', 'cancelled')"),
         ),
         Index("ix_extractions_document_id_variable_id", "document_id", "variable_id"),
+        # A two-profile run's agreement per variable (only such runs' first-profile rows
+        # have one, so single-profile runs add nothing to this index).
+        Index(
+            "ix_extractions_agreement",
+            "run_id",
+            "variable_id",
+            "agreement",
+            sqlite_where=text("agreement IS NOT NULL"),
+            postgresql_where=text("agreement IS NOT NULL"),
+        ),
         Index(
             "ix_extractions_cache_key",
             "cache_key",
@@ -82,6 +100,14 @@ class Extraction(IdMixin, TimestampMixin, Base):
     prompt_version_id: Mapped[uuid.UUID]
     #: document ordinal × the run's variable count + variable ordinal (models/run_plan.py).
     seq: Mapped[int] = mapped_column(BigInteger)
+    #: Which of the run's profiles answers: 0 the first (or only) one, 1 the second of a
+    #: two-profile run. A two-profile run asks each pair of both: its pair p has the rows
+    #: seq 2p (slot 0) and 2p + 1 (slot 1). The first profile's row is the pair's answer
+    #: (what review, exports and evaluation read); the second's is compared with it.
+    slot: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    #: On a two-profile run's slot-0 row, once both rows finished (and one answered): agree,
+    #: disagree or one_missing (`Agreement`); null otherwise.
+    agreement: Mapped[str | None] = mapped_column(String(16), default=None)
     status: Mapped[str] = mapped_column(String(16), default=ExtractionStatus.PENDING)
     # JSON(none_as_null) so "not stated" is SQL NULL rather than the JSON literal null.
     value: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True, default=None)

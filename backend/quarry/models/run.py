@@ -74,7 +74,10 @@ class Run(IdMixin, TimestampMixin, Base):
     variable_count: Mapped[int] = _counter(big=False)
     #: Run documents (the ordinals below this) whose task rows exist.
     documents_prepared: Mapped[int] = _counter(big=False)
-    #: The (document, variable) pairs of the plan, with task rows yet or not.
+    #: The profiles each pair is asked of: 1, or 2 for a two-profile run (its snapshot's
+    #: `second_profile`), which has a task row per pair and profile.
+    profile_count: Mapped[int] = mapped_column(default=1, server_default="1")
+    #: The tasks of the plan (pairs × profiles), with task rows yet or not.
     task_count: Mapped[int] = _counter()
 
     # Task rows by status, and the tokens their calls used.
@@ -86,6 +89,10 @@ class Run(IdMixin, TimestampMixin, Base):
     cancelled_count: Mapped[int] = _counter()
     tokens_in: Mapped[int] = _counter()
     tokens_out: Mapped[int] = _counter()
+    #: Of those, the tokens of a two-profile run's second-profile tasks (priced at that
+    #: profile's price: runs/costs.py).
+    second_tokens_in: Mapped[int] = _counter()
+    second_tokens_out: Mapped[int] = _counter()
 
     #: Who is creating the run's task rows (a `preparing` run), and until when.
     lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)

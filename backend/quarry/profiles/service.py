@@ -203,7 +203,9 @@ async def update_profile(
 async def delete_profile(session: AsyncSession, profile: ModelProfileRow) -> None:
     """Delete the profile, unless a run that is not over uses it (409)."""
     for settings in await repository.active_run_settings(session, profile.project_id):
-        if (settings or {}).get("profile_id") == str(profile.id):
+        frozen: dict[str, Any] = settings or {}
+        second: dict[str, Any] = frozen.get("second_profile") or {}
+        if str(profile.id) in (frozen.get("profile_id"), second.get("profile_id")):
             raise Conflict(
                 f"The model profile '{profile.name}' is in use by a run that is not over; "
                 "cancel the run or wait for it to end, then delete the profile."

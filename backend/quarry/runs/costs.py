@@ -10,12 +10,15 @@ in flight cost beyond their estimates.
 A batch run's answers that came in a provider batch are billed at the batch price (the
 price less the profile's `batch_discount`); their tokens are summed per batch
 (`llm_batches`), so `run_cost` takes the discount off exactly those. A budget cannot be held
-over a batch (runs/service.py refuses the pair).
+over a batch (runs/service.py refuses the pair). A two-profile run's budget holds over both
+profiles' calls, each counted at its own profile's price (the run row counts the second
+profile's tokens apart).
 """
 
 from __future__ import annotations
 
 from quarry.llm.pricing import ModelPrice, cost_usd, find_price, format_usd, price_table
+from quarry.runs.repository import RunTokens
 from quarry.runs.snapshot import RunSnapshot
 from quarry.settings import Settings
 
@@ -43,6 +46,20 @@ def run_cost(
         return full
     batched = cost_usd(price, batch_tokens_in, batch_tokens_out) or 0.0
     return round(max(full - batch_discount * batched, 0.0), 8)
+
+
+def spent_usd(snapshot: RunSnapshot, tokens: RunTokens) -> float | None:
+    """What a live run's tokens have cost: a two-profile run's second-profile tokens at
+    that profile's price, the rest at the run's (None when a price is unknown)."""
+    first = cost_usd(
+        snapshot.model_price,
+        tokens.tokens_in - tokens.second_in,
+        tokens.tokens_out - tokens.second_out,
+    )
+    if snapshot.second_profile is None or first is None:
+        return first
+    second = cost_usd(snapshot.second_profile.model_price, tokens.second_in, tokens.second_out)
+    return None if second is None else round(first + second, 8)
 
 
 def budget_reason(budget: float) -> str:

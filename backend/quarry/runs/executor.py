@@ -19,6 +19,10 @@ has its feed look once more before it stops. Stopping (`stop`) lets units in fli
 for a grace period, stores their outcomes, and hands back the tasks it still holds at once
 (rather than after their lease), with a wake-up so that others take them.
 
+A two-profile run is fed the same way: its claimed tasks are split by profile (`slot`) and
+each profile's are prepared, answered from the cache and asked under that profile's snapshot
+(`RunConfig.for_slot`): its model, limits, cache keys and prices.
+
 A batch run (its profile's `batch`) is fed the same way up to the units of work; they are then
 submitted as provider batches (batches/submit.py) instead of being called, and the batch
 takes over their leases until its poller (batches/poller.py) stores their outcomes.
@@ -273,7 +277,14 @@ class TaskExecutor:
             task.add_done_callback(self._unit_done)
 
     async def _start(self, config: RunConfig, tasks: list[ClaimedTask]) -> None:
-        """Turn claimed tasks into units of work and start them (their slots were taken)."""
+        """Turn claimed tasks into units of work and start them (their slots were taken):
+        a two-profile run's tasks by profile, each asked under its profile's snapshot."""
+        slots = sorted({task.slot for task in tasks})
+        for slot in slots:
+            mine = tasks if len(slots) == 1 else [t for t in tasks if t.slot == slot]
+            await self._start_profile(config.for_slot(slot), mine)
+
+    async def _start_profile(self, config: RunConfig, tasks: list[ClaimedTask]) -> None:
         try:
             works, gone = await prepare(self._ctx, self._inputs, config, tasks)
             reused, works = await answer_from_cache(self._ctx, config, works)

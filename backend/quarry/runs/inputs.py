@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from quarry.documents.parsing import PAGE_SEPARATOR
@@ -122,6 +122,21 @@ class RunConfig:
     project_id: uuid.UUID
     snapshot: RunSnapshot
     has_answers: bool
+    #: The run's own snapshot when `snapshot` is one profile's of a two-profile run.
+    whole: RunSnapshot | None = None
+
+    @property
+    def run_snapshot(self) -> RunSnapshot:
+        """What the run froze as a whole (both profiles' prices: what its budget counts)."""
+        return self.whole or self.snapshot
+
+    def for_slot(self, slot: int) -> RunConfig:
+        """The run as the tasks of its profile `slot` see it (a two-profile run's second
+        profile has a snapshot of its own: its model, limits, price and cache keys)."""
+        if slot == 0:
+            return self
+        whole = self.run_snapshot
+        return replace(self, snapshot=whole.for_slot(slot), whole=whole)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,20 @@ running sees every other's and finishes the run, exactly once (its UPDATE is con
 the run being active). Claims skip rows another claim has locked (`FOR UPDATE SKIP LOCKED`).
 On SQLite writers take turns (runs under `db.job_write_scope`), which gives the same.
 
+Two profiles. A two-profile run asks each pair of both of its profiles: the pair p has two
+task rows, seq 2p (slot 0, the first profile) and 2p + 1 (slot 1, the second), created
+together, claimed, leased, stored and retried like any others (each profile's tokens are
+counted on the run row too: `second_tokens_*`). Once both rows of a pair are finished,
+`store_outcomes` writes their verdict — agree, disagree or one_missing (runs/agreement.py)
+— on the slot-0 row. It does so after the run row's update, which on PostgreSQL waits for
+the run's lock: of two transactions storing the two rows of a pair at once, the later sees
+the earlier's row committed and writes the verdict, so it is written exactly once. The pair's
+other row is locked with SKIP LOCKED, never waited for: a transaction holding it (storing
+it, and so waiting for the run's lock this one holds; or deleting it) would otherwise wait
+for this one while this one waits for it. Skipping it is safe: a store of it sees this one's
+row once it has the run's lock, and writes the verdict itself. A retry clears the
+one_missing verdicts (their missing answer is asked again).
+
 Dialect differences live in this module only: time-ordered ids are built from
 `gen_random_uuid()` on PostgreSQL and `randomblob()` on SQLite (which stores a UUID as 32 hex
 digits), and only PostgreSQL locks rows.
@@ -99,10 +113,12 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from quarry.models import (
     ACTIVE_RUN_STATUSES,
+    Agreement,
     Document,
     DocumentStatus,
     Extraction,
     ExtractionStatus,
+    PromptVersion,
     Run,
     RunDocument,
     RunEvent,
@@ -110,7 +126,10 @@ from quarry.models import (
     RunVariable,
 )
 from quarry.models.base import UTCDateTime, status_is, utcnow
+from quarry.models.extraction import FINISHED_EXTRACTION_STATUSES
+from quarry.runs.agreement import agreement_of
 from quarry.runs.wording import counted
+from quarry.variables.types import TypeSpec, VariableType
 
 _TASKS = cast(Table, Extraction.__table__)
 _RUNS = cast(Table, Run.__table__)
@@ -233,8 +252,18 @@ class _Delta:
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     tokens_in: int = 0
     tokens_out: int = 0
+    #: Of those, a two-profile run's second-profile tasks'.
+    second_tokens_in: int = 0
+    second_tokens_out: int = 0
     reserved: float = 0.0
     task_count: int = 0
+
+    def add_tokens(self, slot: int, tokens_in: int, tokens_out: int) -> None:
+        self.tokens_in += tokens_in
+        self.tokens_out += tokens_out
+        if slot:
+            self.second_tokens_in += tokens_in
+            self.second_tokens_out += tokens_out
 
     def move(self, source: str | None, target: str | None, n: int = 1) -> None:
         if source is not None:
@@ -249,6 +278,8 @@ class _Delta:
             run_id=run_id,
             d_tokens_in=self.tokens_in,
             d_tokens_out=self.tokens_out,
+            d_second_tokens_in=self.second_tokens_in,
+            d_second_tokens_out=self.second_tokens_out,
             d_reserved=self.reserved,
             d_task_count=self.task_count,
         )
@@ -270,6 +301,8 @@ class _Delta:
             any(self.counts.values())
             or self.tokens_in
             or self.tokens_out
+            or self.second_tokens_in
+            or self.second_tokens_out
             or self.reserved
             or self.task_count
         )
@@ -285,6 +318,8 @@ _COUNTERS = (
         **{name: _RUNS.c[name] + bindparam(f"d_{name}") for name in _COUNTS},
         tokens_in=_RUNS.c.tokens_in + bindparam("d_tokens_in"),
         tokens_out=_RUNS.c.tokens_out + bindparam("d_tokens_out"),
+        second_tokens_in=_RUNS.c.second_tokens_in + bindparam("d_second_tokens_in"),
+        second_tokens_out=_RUNS.c.second_tokens_out + bindparam("d_second_tokens_out"),
         task_count=_RUNS.c.task_count + bindparam("d_task_count"),
         # Never below zero: float sums of reservations and releases need not cancel exactly.
         reserved_usd=case(
@@ -295,15 +330,26 @@ _COUNTERS = (
             else_=0.0,
         ),
     )
-    .returning(_RUNS.c.status, _RUNS.c.running_count, _RUNS.c.pending_count, _RUNS.c.stop_reason)
+    .returning(
+        _RUNS.c.status,
+        _RUNS.c.running_count,
+        _RUNS.c.pending_count,
+        _RUNS.c.stop_reason,
+        _RUNS.c.profile_count,
+    )
 )
 
 
-async def _apply(session: AsyncSession, deltas: dict[uuid.UUID, _Delta]) -> set[uuid.UUID]:
+async def _apply(
+    session: AsyncSession,
+    deltas: dict[uuid.UUID, _Delta],
+    compared: set[uuid.UUID] | None = None,
+) -> set[uuid.UUID]:
     """Update the runs' counters, in run id order (see the module docstring); returns the
-    runs this may have left without work — only those need `finish_if_done`. The counts come
-    back from the update itself, which on PostgreSQL waited for the row lock: they include
-    every transaction committed before this one."""
+    runs this may have left without work — only those need `finish_if_done` — and adds the
+    two-profile runs among them to `compared`. The counts come back from the update itself,
+    which on PostgreSQL waited for the row lock: they include every transaction committed
+    before this one."""
     maybe_done: set[uuid.UUID] = set()
     for run_id in sorted(deltas):
         delta = deltas[run_id]
@@ -311,6 +357,8 @@ async def _apply(session: AsyncSession, deltas: dict[uuid.UUID, _Delta]) -> set[
             continue
         result = await session.execute(_COUNTERS, delta.params(run_id))
         row = result.one_or_none()
+        if row is not None and row.profile_count > 1 and compared is not None:
+            compared.add(run_id)
         if row is None or row.status not in ACTIVE_RUN_STATUSES or row.running_count:
             continue
         if row.stop_reason is not None or (
@@ -406,13 +454,31 @@ def _task_id(session: AsyncSession, seq: ColumnElement[Any]) -> ColumnElement[An
 
 
 async def _insert_tasks(
-    session: AsyncSession, run_id: uuid.UUID, width: int, first: int, end: int
+    session: AsyncSession, run_id: uuid.UUID, width: int, first: int, end: int, slots: int = 1
 ) -> int:
-    """Create the task rows of run documents `first` ≤ ordinal < `end`: one INSERT … SELECT."""
+    """Create the task rows of run documents `first` ≤ ordinal < `end`: one INSERT … SELECT
+    per profile slot (a two-profile run's pair p gets seq 2p and 2p + 1)."""
+    created = 0
+    for slot in range(slots):
+        created += await _insert_slot_tasks(session, run_id, width, first, end, slots, slot)
+    return created
+
+
+async def _insert_slot_tasks(
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    width: int,
+    first: int,
+    end: int,
+    slots: int,
+    slot: int,
+) -> int:
     now = utcnow()
     documents = RunDocument.__table__.alias("d")
     variables = RunVariable.__table__.alias("v")
     seq = documents.c.ordinal * literal(width, Integer) + variables.c.ordinal
+    if slots > 1:
+        seq = seq * literal(slots, Integer) + literal(slot, Integer)
     rows = (
         select(
             _task_id(session, seq),
@@ -426,6 +492,7 @@ async def _insert_tasks(
             literal(0, Integer),
             literal(0, Integer),
             literal(False),
+            literal(slot, Integer),
             literal(now, UTCDateTime()),
             literal(now, UTCDateTime()),
         )
@@ -450,6 +517,7 @@ async def _insert_tasks(
                 "tokens_in",
                 "tokens_out",
                 "cached",
+                "slot",
                 "created_at",
                 "updated_at",
             ],
@@ -478,14 +546,17 @@ async def create_run(
     project_id: uuid.UUID,
     document_ids: Sequence[uuid.UUID] | None,
     variables: Sequence[tuple[uuid.UUID, uuid.UUID]],
+    profile_count: int = 1,
 ) -> PlannedRun:
     """Insert `run` (status `preparing`), its plan — the project's ready documents in upload
     order, or `document_ids` in that order; `variables` as (variable id, prompt version id)
-    in codebook order — and its first chunk of task rows. The run is `queued` if that was all.
+    in codebook order; `profile_count` profiles per pair — and its first chunk of task rows.
+    The run is `queued` if that was all.
 
     The caller has checked that the documents exist and are ready; what this creates is
     counted from the rows inserted, not assumed."""
     run.status = RunStatus.PREPARING
+    run.profile_count = profile_count
     session.add(run)
     await session.flush()
     await session.execute(
@@ -530,14 +601,14 @@ async def create_run(
             )
         documents = len(found)
     width = len(variables)
-    first_end = min(documents, documents_per_chunk(width, CHUNK_ROWS))
-    created = await _insert_tasks(session, run.id, width, 0, first_end)
+    first_end = min(documents, documents_per_chunk(width * profile_count, CHUNK_ROWS))
+    created = await _insert_tasks(session, run.id, width, 0, first_end, profile_count)
     prepared = first_end >= documents
     values: dict[str, Any] = {
         "document_count": documents,
         "variable_count": width,
         "documents_prepared": first_end,
-        "task_count": documents * width,
+        "task_count": documents * width * profile_count,
         "pending_count": created,
     }
     if prepared:
@@ -590,7 +661,10 @@ async def prepare_chunk(
     row = (
         await session.execute(
             select(
-                _RUNS.c.documents_prepared, _RUNS.c.document_count, _RUNS.c.variable_count
+                _RUNS.c.documents_prepared,
+                _RUNS.c.document_count,
+                _RUNS.c.variable_count,
+                _RUNS.c.profile_count,
             ).where(
                 _RUNS.c.id == run_id,
                 _RUNS.c.status == RunStatus.PREPARING,
@@ -602,8 +676,9 @@ async def prepare_chunk(
     if row is None:
         return ChunkResult(0, more=False)
     first, documents, width = row.documents_prepared, row.document_count, row.variable_count
-    end = min(documents, first + documents_per_chunk(width, PREPARE_CHUNK_ROWS))
-    created = await _insert_tasks(session, run_id, width, first, end)
+    slots = row.profile_count
+    end = min(documents, first + documents_per_chunk(width * slots, PREPARE_CHUNK_ROWS))
+    created = await _insert_tasks(session, run_id, width, first, end, slots)
     done = end >= documents
     values: dict[str, Any] = {
         "documents_prepared": end,
@@ -663,6 +738,8 @@ class ClaimedTask:
     variable_id: uuid.UUID
     prompt_version_id: uuid.UUID
     seq: int
+    #: The run's profile that answers it (0: the first or only one; 1: the second).
+    slot: int = 0
 
 
 _CLAIM_COLUMNS = (
@@ -672,6 +749,7 @@ _CLAIM_COLUMNS = (
     _TASKS.c.variable_id,
     _TASKS.c.prompt_version_id,
     _TASKS.c.seq,
+    _TASKS.c.slot,
 )
 
 
@@ -917,11 +995,14 @@ async def store_outcomes(
     for o in kept:
         delta = deltas[o.task.run_id]
         delta.move(ExtractionStatus.RUNNING, o.status)
-        delta.tokens_in += o.tokens_in
-        delta.tokens_out += o.tokens_out
+        delta.add_tokens(o.task.slot, o.tokens_in, o.tokens_out)
         delta.reserved -= held[o.task.id]
         lines[o.task.run_id] += o.events
-    maybe_done = await _apply(session, deltas)
+    compared: set[uuid.UUID] = set()
+    maybe_done = await _apply(session, deltas, compared)
+    if compared:
+        # After the run rows' update: see "Two profiles" in the module docstring.
+        await _record_agreement(session, [o.task for o in kept if o.task.run_id in compared])
     finished: dict[uuid.UUID, str] = {}
     for run_id in sorted(deltas):
         await _log(session, run_id, lines[run_id])
@@ -930,6 +1011,81 @@ async def store_outcomes(
             if final is not None:
                 finished[run_id] = final
     return StoreResult(len(kept), lost, finished)
+
+
+#: Prompt versions' type specs, by id (a version never changes; bounded by `_SPEC_CACHE`).
+_SPECS: dict[uuid.UUID, TypeSpec] = {}
+_SPEC_CACHE = 4096
+
+
+async def _type_specs(
+    session: AsyncSession, version_ids: set[uuid.UUID]
+) -> dict[uuid.UUID, TypeSpec]:
+    missing = [v for v in version_ids if v not in _SPECS]
+    if missing:
+        if len(_SPECS) + len(missing) > _SPEC_CACHE:
+            _SPECS.clear()
+        rows = await session.execute(
+            select(PromptVersion.id, PromptVersion.spec).where(PromptVersion.id.in_(missing))
+        )
+        for version_id, spec in rows.all():
+            _SPECS[version_id] = TypeSpec(
+                type=VariableType(spec["type"]),
+                allowed_values=tuple(spec.get("allowed_values") or ()),
+                unit=spec.get("unit"),
+            )
+    return {v: _SPECS[v] for v in version_ids if v in _SPECS}
+
+
+_SET_AGREEMENT = (
+    update(_TASKS)
+    .where(_TASKS.c.id == bindparam("t_id"))
+    .values(agreement=bindparam("v_agreement", type_=String()))
+)
+
+
+async def _record_agreement(session: AsyncSession, tasks: Sequence[ClaimedTask]) -> None:
+    """Write the verdict of each two-profile pair among `tasks` on its slot-0 row: agree,
+    disagree or one_missing once both rows are finished, else none (yet)."""
+    pairs: dict[uuid.UUID, set[int]] = defaultdict(set)
+    for task in tasks:
+        pairs[task.run_id].add(task.seq // 2)
+    postgres = _is_postgres(session)
+    for run_id in sorted(pairs):
+        seqs = sorted(seq for pair in pairs[run_id] for seq in (2 * pair, 2 * pair + 1))
+        rows: list[Any] = []
+        for batch in _chunks(seqs):
+            query = select(
+                _TASKS.c.id,
+                _TASKS.c.seq,
+                _TASKS.c.status,
+                _TASKS.c.value,
+                _TASKS.c.prompt_version_id,
+            ).where(_TASKS.c.run_id == run_id, _TASKS.c.seq.in_(batch))
+            if postgres:  # this transaction's own rows are never skipped
+                query = query.with_for_update(skip_locked=True)
+            rows += (await session.execute(query)).all()
+        by_seq = {row.seq: row for row in rows}
+        specs = await _type_specs(session, {row.prompt_version_id for row in rows})
+        verdicts = []
+        for pair in sorted(pairs[run_id]):
+            first, second = by_seq.get(2 * pair), by_seq.get(2 * pair + 1)
+            if first is None:  # skipped: its holder writes the verdict
+                continue
+            verdict: Agreement | None = None
+            spec = specs.get(first.prompt_version_id)
+            if (
+                second is not None
+                and spec is not None
+                and first.status in FINISHED_EXTRACTION_STATUSES
+                and second.status in FINISHED_EXTRACTION_STATUSES
+            ):
+                verdict = agreement_of(
+                    spec, (first.status, first.value), (second.status, second.value)
+                )
+            verdicts.append({"t_id": first.id, "v_agreement": verdict})
+        if verdicts:
+            await session.execute(_SET_AGREEMENT, verdicts)
 
 
 async def _back_to_pending(
@@ -1039,13 +1195,23 @@ async def reserve_budget(
     amount: float,
     price_in: float,
     price_out: float,
+    second_price: tuple[float, float] | None = None,
 ) -> bool:
     """Hold `amount` USD of the run's budget for a call about to be sent: only if what the
     run has spent plus what is held for calls in flight plus this stays within the budget.
     So a run can overspend only by what its calls in flight cost beyond their estimates.
+    A two-profile run's spending counts its second profile's tokens at `second_price`.
 
     False when the run may start no call (its budget would be passed, or it was stopped)."""
-    spent = (_RUNS.c.tokens_in * price_in + _RUNS.c.tokens_out * price_out) / 1_000_000
+    if second_price is None:
+        spent = (_RUNS.c.tokens_in * price_in + _RUNS.c.tokens_out * price_out) / 1_000_000
+    else:
+        spent = (
+            (_RUNS.c.tokens_in - _RUNS.c.second_tokens_in) * price_in
+            + (_RUNS.c.tokens_out - _RUNS.c.second_tokens_out) * price_out
+            + _RUNS.c.second_tokens_in * second_price[0]
+            + _RUNS.c.second_tokens_out * second_price[1]
+        ) / 1_000_000
     result = await session.execute(
         update(_RUNS)
         .where(
@@ -1168,6 +1334,13 @@ async def retry_run(
             )
         )
         delta.move(status, ExtractionStatus.PENDING, _rowcount(result))
+    if run.profile_count > 1:
+        # The missing answer of these pairs is asked again; the verdict follows its outcome.
+        await session.execute(
+            update(_TASKS)
+            .where(_TASKS.c.run_id == run_id, _TASKS.c.agreement == Agreement.ONE_MISSING)
+            .values(agreement=None)
+        )
     # A run that is over or stopped will also start the tasks it never started.
     stopped = run.status not in ACTIVE_RUN_STATUSES or run.stop_reason is not None
     again = -delta.counts.get("failed_count", 0) - delta.counts.get("cancelled_count", 0)
@@ -1206,21 +1379,26 @@ async def _delete_tasks(
     result = await session.execute(
         delete(_TASKS)
         .where(where)
-        .returning(_TASKS.c.run_id, _TASKS.c.status, _TASKS.c.tokens_in, _TASKS.c.tokens_out)
+        .returning(
+            _TASKS.c.run_id,
+            _TASKS.c.status,
+            _TASKS.c.tokens_in,
+            _TASKS.c.tokens_out,
+            _TASKS.c.slot,
+        )
     )
     deltas: dict[uuid.UUID, _Delta] = defaultdict(_Delta)
     for row in result.all():
         delta = deltas[row.run_id]
         delta.move(row.status, None)
-        delta.tokens_in -= row.tokens_in
-        delta.tokens_out -= row.tokens_out
+        delta.add_tokens(row.slot, -row.tokens_in, -row.tokens_out)
     return deltas
 
 
 async def _forget(
     session: AsyncSession, deltas: dict[uuid.UUID, _Delta], plan_shares: Iterable[Any]
 ) -> None:
-    """Take deleted pairs out of their runs: `plan_shares` are (run id, pairs of the plan
+    """Take deleted pairs out of their runs: `plan_shares` are (run id, tasks of the plan
     that go); runs left with nothing to do finish."""
     for run_id, pairs in plan_shares:
         deltas[run_id].task_count -= int(pairs)
@@ -1239,7 +1417,9 @@ async def forget_document(session: AsyncSession, document_id: uuid.UUID) -> None
     )
     shares = (
         await session.execute(
-            select(RunDocument.run_id, width).where(RunDocument.document_id == document_id)
+            select(RunDocument.run_id, width * Run.profile_count)
+            .join(Run, Run.id == RunDocument.run_id)
+            .where(RunDocument.document_id == document_id)
         )
     ).all()
     deltas = await _delete_tasks(session, _TASKS.c.document_id == document_id)
@@ -1259,7 +1439,9 @@ async def forget_variable(
     )
     shares = (
         await session.execute(
-            select(RunVariable.run_id, height).where(RunVariable.variable_id == variable_id)
+            select(RunVariable.run_id, height * Run.profile_count)
+            .join(Run, Run.id == RunVariable.run_id)
+            .where(RunVariable.variable_id == variable_id)
         )
     ).all()
     documents = select(Document.id).where(Document.project_id == project_id).scalar_subquery()

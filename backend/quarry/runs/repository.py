@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,7 +24,19 @@ from quarry.models import (
     PromptVersion,
     Run,
     RunEvent,
+    RunVariable,
+    Variable,
 )
+
+
+class RunTokens(NamedTuple):
+    """A run's tokens; of them, a two-profile run's second profile's (`second_*`)."""
+
+    tokens_in: int
+    tokens_out: int
+    second_in: int
+    second_out: int
+
 
 #: Outcomes whose answer a later task with the same cache key may reuse.
 SETTLED = (ExtractionStatus.SUCCEEDED, ExtractionStatus.NOT_FOUND)
@@ -131,12 +143,16 @@ async def run_state(session: AsyncSession, run_id: uuid.UUID) -> RunState | None
     return None if row is None else RunState(row.status, row.stop_reason, row.budget_usd)
 
 
-async def run_tokens(session: AsyncSession, run_id: uuid.UUID) -> tuple[int, int]:
-    """Input and output tokens the run's calls have used so far (its counters)."""
+async def run_tokens(session: AsyncSession, run_id: uuid.UUID) -> RunTokens:
+    """The tokens the run's calls have used so far (its counters)."""
     row = (
-        await session.execute(select(Run.tokens_in, Run.tokens_out).where(Run.id == run_id))
+        await session.execute(
+            select(
+                Run.tokens_in, Run.tokens_out, Run.second_tokens_in, Run.second_tokens_out
+            ).where(Run.id == run_id)
+        )
     ).one_or_none()
-    return (int(row.tokens_in), int(row.tokens_out)) if row is not None else (0, 0)
+    return RunTokens(*(int(n) for n in row)) if row is not None else RunTokens(0, 0, 0, 0)
 
 
 async def runs_with_work(session: AsyncSession) -> Sequence[uuid.UUID]:
@@ -343,3 +359,32 @@ async def count_events(session: AsyncSession, run_id: uuid.UUID) -> int:
         )
         or 0
     )
+
+
+async def agreement_counts(
+    session: AsyncSession, run_id: uuid.UUID
+) -> dict[uuid.UUID, dict[str, int]]:
+    """A two-profile run's pairs per variable and agreement verdict (agree, disagree,
+    one_missing): one grouped read of the partial index `ix_extractions_agreement`."""
+    result = await session.execute(
+        select(Extraction.variable_id, Extraction.agreement, func.count())
+        .where(Extraction.run_id == run_id, Extraction.agreement.is_not(None))
+        .group_by(Extraction.variable_id, Extraction.agreement)
+    )
+    counts: dict[uuid.UUID, dict[str, int]] = {}
+    for variable_id, agreement, count in result.all():
+        counts.setdefault(variable_id, {})[str(agreement)] = count
+    return counts
+
+
+async def run_variable_names(
+    session: AsyncSession, run_id: uuid.UUID
+) -> list[tuple[uuid.UUID, str]]:
+    """The run's variables (id, name) in its order."""
+    result = await session.execute(
+        select(RunVariable.variable_id, Variable.name)
+        .join(Variable, Variable.id == RunVariable.variable_id)
+        .where(RunVariable.run_id == run_id)
+        .order_by(RunVariable.ordinal)
+    )
+    return [(variable_id, name) for variable_id, name in result.all()]

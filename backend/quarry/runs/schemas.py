@@ -41,6 +41,19 @@ class RunCreate(BaseModel):
         description="The project's model profile to ask, by name or id; default: the "
         "profile the server's environment gives (QUARRY_LLM_*, OPENAI_*). The run freezes it.",
     )
+    profiles: (
+        Annotated[list[Annotated[str, Field(min_length=1, max_length=100)]], Field(max_length=10)]
+        | None
+    ) = Field(
+        None,
+        description="A two-profile run: exactly two distinct model profiles of the project "
+        "(names or ids), not together with `profile`. Every pair is asked of both; the "
+        "first-named profile's answer is the pair's value (reviewed and exported), and the "
+        "second's is compared with it: `agreement` per extraction (a disagreement is flagged "
+        "`models_disagree` and comes first in review) and per variable on the run. Neither "
+        "may be a batch profile; a `budget_usd` holds over both profiles' calls, each at its "
+        "own price (both need one).",
+    )
 
 
 class RunCounts(BaseModel):
@@ -68,6 +81,42 @@ class RunBatchProgress(BaseModel):
     discount: float = Field(description="The share of the price batch calls are not billed")
 
 
+class AgreementCounts(BaseModel):
+    """How the two profiles of a two-profile run answered the pairs they both finished."""
+
+    compared: int = Field(description="Pairs both profiles answered (a value or not stated)")
+    agreed: int = Field(description="Of them, pairs with the same answer (type-aware)")
+    disagreed: int = Field(description="Of them, pairs with different answers")
+    one_missing: int = Field(
+        description="Pairs only one profile answered (the other's extraction failed or was "
+        "cancelled): not compared"
+    )
+    rate: float | None = Field(description="agreed / compared; null when nothing was compared")
+
+
+class VariableAgreement(AgreementCounts):
+    variable_id: uuid.UUID
+    name: str
+
+
+class RunAgreement(BaseModel):
+    """A two-profile run's agreement, counted in SQL over its pairs' stored verdicts."""
+
+    profiles: list[str] = Field(description="The two profiles, first (the value shown) first")
+    overall: AgreementCounts
+    per_variable: list[VariableAgreement] = Field(description="In the run's variable order")
+
+
+class RunProfileCost(BaseModel):
+    """One profile of a two-profile run: its tasks' tokens and what they cost at its price."""
+
+    profile: str
+    model: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float | None
+
+
 class RunOut(BaseModel):
     id: uuid.UUID
     project_id: uuid.UUID
@@ -75,7 +124,8 @@ class RunOut(BaseModel):
     model: str
     settings: dict[str, Any]
     total: int = Field(
-        description="Number of (document, variable) pairs; while the run is `preparing`, "
+        description="Number of tasks: (document, variable) pairs, times two for a "
+        "two-profile run (each profile's answer is a task); while the run is `preparing`, "
         "some have no task row yet and count as pending"
     )
     done: int = Field(description="Tasks that reached a final status")
@@ -90,6 +140,16 @@ class RunOut(BaseModel):
     )
     batch: RunBatchProgress | None = Field(
         None, description="The run's provider batches (null: the run's calls are live)"
+    )
+    profiles: list[RunProfileCost] | None = Field(
+        None,
+        description="A two-profile run's profiles, first first, each with its tokens and cost "
+        "(which add up to the run's); null for a one-profile run",
+    )
+    agreement: RunAgreement | None = Field(
+        None,
+        description="A two-profile run's agreement per variable and overall (GET of one run "
+        "only; null in lists and for one-profile runs)",
     )
     budget_usd: float | None = Field(
         description="The run's budget in US dollars (null: none); no new call starts once "
@@ -140,17 +200,19 @@ class RunEstimate(BaseModel):
     variables: int
     calls: int = Field(
         description="LLM calls the run would make (fewer than the pairs when the project "
-        "groups variables, or when the cache answers some)"
+        "groups variables, or when the cache answers some; a two-profile run: both profiles')"
     )
     cached_pairs: int = Field(
-        description="Pairs answered from the result cache, without a call (0 with force_fresh)"
+        description="Pairs answered from the result cache, without a call (0 with force_fresh; "
+        "a two-profile run counts each profile's)"
     )
     model: str
     estimated_input_tokens: int
     estimated_output_tokens: int
     estimated_cost_usd: float | None = Field(
-        description="At the model's price (at the batch price for a batch profile); null when "
-        "the price of the model is unknown"
+        description="At the model's price (at the batch price for a batch profile; a "
+        "two-profile run: each profile's calls at its own price, added up); null when the "
+        "price of a model is unknown"
     )
     batch_discount: float | None = Field(
         None,

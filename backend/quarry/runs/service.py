@@ -18,6 +18,7 @@ from quarry.llm.client import DEFAULT_TOKENS_PER_CHAR, ChatModelFactory
 from quarry.llm.pricing import ModelPrice, cost_usd, find_price, price_table
 from quarry.models import (
     FINAL_RUN_STATUSES,
+    Agreement,
     ModelProfileRow,
     Project,
     PromptVersion,
@@ -33,12 +34,16 @@ from quarry.runs.context import CallPart, document_budget_chars
 from quarry.runs.costs import budget_reason, run_cost, run_price
 from quarry.runs.lifecycle import LogLine
 from quarry.runs.schemas import (
+    AgreementCounts,
+    RunAgreement,
     RunBatchProgress,
     RunCounts,
     RunCreate,
     RunEstimate,
     RunOut,
+    RunProfileCost,
     RunRetry,
+    VariableAgreement,
     VariableEstimate,
 )
 from quarry.runs.snapshot import ENGINE_VERSION, FrozenPrice, RunSnapshot
@@ -139,19 +144,49 @@ def _profile_fields(
     }
 
 
-async def _plan(
-    session: AsyncSession, settings: Settings, project: Project, data: RunCreate
-) -> _Plan:
-    """What a run of `data` would extract and freeze — checked the same way for a real run
-    and for an estimate."""
-    documents = await _count_documents(session, project, data.document_ids)
-    variables = await _select_variables(session, project, data.variable_ids)
-    versions = await latest_prompt_versions(session, [v.id for v in variables])
-    row = (
-        None
-        if data.profile is None
-        else await profiles.find_profile(session, project, data.profile)
-    )
+async def _profile_rows(
+    session: AsyncSession, project: Project, data: RunCreate
+) -> list[ModelProfileRow | None]:
+    """The profiles the run asks, first first: the one it names (None: the environment's),
+    or the two of a two-profile run — checked here, with a sentence for each refusal."""
+    if data.profiles is None:
+        if data.profile is None:
+            return [None]
+        return [await profiles.find_profile(session, project, data.profile)]
+    if data.profile is not None:
+        raise BadRequest(
+            "Name the run's profile with either `profile` (one) or `profiles` (two), not both."
+        )
+    if len(data.profiles) != 2:
+        raise BadRequest(
+            f"A two-profile run names exactly two profiles in `profiles`; {len(data.profiles)} "
+            "were given."
+        )
+    rows = [await profiles.find_profile(session, project, ref) for ref in data.profiles]
+    if rows[0].id == rows[1].id:
+        raise BadRequest(
+            f"The two profiles of a two-profile run must differ; both name '{rows[0].name}'."
+        )
+    for row in rows:
+        if row.batch:
+            raise BadRequest(
+                f"The model profile '{row.name}' submits its calls as provider batches; a "
+                "two-profile run asks both profiles live, so that their answers are compared as "
+                "they come. Use a profile without batch mode."
+            )
+    return list(rows)
+
+
+async def _snapshot(
+    session: AsyncSession,
+    settings: Settings,
+    project: Project,
+    data: RunCreate,
+    variables: Sequence[Variable],
+    versions: Mapping[uuid.UUID, PromptVersion],
+    row: ModelProfileRow | None,
+) -> RunSnapshot:
+    """What a run of `data` freezes for one profile (`row`; None: the environment's)."""
     fields = _profile_fields(settings, project, row)
     if row is not None and row.batch and data.budget_usd is not None:
         raise BadRequest(
@@ -175,7 +210,7 @@ async def _plan(
         tokens_per_char=tokens_per_char or DEFAULT_TOKENS_PER_CHAR,
         cap=settings.llm_max_document_chars,
     )
-    snapshot = RunSnapshot(
+    return RunSnapshot(
         engine_version=ENGINE_VERSION,
         max_document_chars=budget,
         grounding_fuzzy_threshold=settings.grounding_fuzzy_threshold,
@@ -186,7 +221,38 @@ async def _plan(
         tokens_per_char=tokens_per_char,
         **fields,
     )
+
+
+async def _plan(
+    session: AsyncSession, settings: Settings, project: Project, data: RunCreate
+) -> _Plan:
+    """What a run of `data` would extract and freeze — checked the same way for a real run
+    and for an estimate."""
+    documents = await _count_documents(session, project, data.document_ids)
+    variables = await _select_variables(session, project, data.variable_ids)
+    versions = await latest_prompt_versions(session, [v.id for v in variables])
+    rows = await _profile_rows(session, project, data)
+    snapshots = [
+        await _snapshot(session, settings, project, data, variables, versions, row) for row in rows
+    ]
+    snapshot = snapshots[0]
+    if len(snapshots) == 2:
+        second = snapshots[1]
+        if second.answer_fingerprint() == snapshot.answer_fingerprint():
+            names = " and ".join(f"'{row.name}'" for row in rows if row is not None)
+            raise BadRequest(
+                f"The profiles {names} ask the same model the same way, so their answers "
+                "would be the same; compare profiles that differ in model, server or settings."
+            )
+        snapshot = snapshot.model_copy(update={"second_profile": second})
     return _Plan(documents, variables, versions, snapshot)
+
+
+def _add_costs(costs: Sequence[float | None]) -> float | None:
+    """A sum of costs, unknown when any is."""
+    if any(cost is None for cost in costs):
+        return None
+    return round(sum(cost for cost in costs if cost is not None), 8)
 
 
 async def estimate_run(
@@ -194,43 +260,47 @@ async def estimate_run(
 ) -> RunEstimate:
     """Tokens and cost a run of `data` would take, creating nothing (see `RunEstimate`).
 
-    No LLM needs to be configured: an estimate helps decide whether to set one up."""
+    No LLM needs to be configured: an estimate helps decide whether to set one up. A
+    two-profile run is estimated per profile (each at its own price and tokenizer rate, with
+    its own cached answers) and the two added up."""
     plan = await _plan(session, settings, project, data)
-    result = await estimate.estimate_run(
-        session,
-        project.id,
-        data.document_ids,
-        [
-            estimate.VariableRef(v.id, v.name, plan.versions[v.id].spec, plan.versions[v.id].prompt)
-            for v in plan.variables
-        ],
-        plan.snapshot,
-    )
-    snapshot = plan.snapshot
-    price = snapshot.batch_price if snapshot.batch else snapshot.model_price
+    refs = [
+        estimate.VariableRef(v.id, v.name, plan.versions[v.id].spec, plan.versions[v.id].prompt)
+        for v in plan.variables
+    ]
+    snapshots = [plan.snapshot.for_slot(slot) for slot in range(plan.snapshot.profile_count)]
+    results = [
+        await estimate.estimate_run(session, project.id, data.document_ids, refs, snapshot)
+        for snapshot in snapshots
+    ]
+    costs = [
+        result.cost_usd(snapshot.batch_price if snapshot.batch else snapshot.model_price)
+        for result, snapshot in zip(results, snapshots, strict=True)
+    ]
+    first, snapshot = results[0], plan.snapshot
     return RunEstimate(
-        pairs=result.pairs,
-        documents=result.documents,
-        variables=len(result.variables),
-        calls=result.calls,
-        cached_pairs=result.cached_pairs,
-        model=plan.snapshot.model,
-        estimated_input_tokens=result.input_tokens,
-        estimated_output_tokens=result.output_tokens,
-        estimated_cost_usd=result.cost_usd(price),
-        long_documents=result.long_documents,
+        pairs=first.pairs,
+        documents=first.documents,
+        variables=len(first.variables),
+        calls=sum(r.calls for r in results),
+        cached_pairs=sum(r.cached_pairs for r in results),
+        model=snapshot.model,
+        estimated_input_tokens=sum(r.input_tokens for r in results),
+        estimated_output_tokens=sum(r.output_tokens for r in results),
+        estimated_cost_usd=_add_costs(costs),
+        long_documents=first.long_documents,
         batch_discount=snapshot.batch_discount if snapshot.batch else None,
         budget_usd=data.budget_usd,
         per_variable=[
             VariableEstimate(
-                variable_id=v.variable_id,
-                name=v.name,
-                cached_pairs=v.cached_pairs,
-                estimated_input_tokens=v.input_tokens,
-                estimated_output_tokens=v.output_tokens,
-                estimated_cost_usd=v.cost_usd,
+                variable_id=shares[0].variable_id,
+                name=shares[0].name,
+                cached_pairs=sum(v.cached_pairs for v in shares),
+                estimated_input_tokens=sum(v.input_tokens for v in shares),
+                estimated_output_tokens=sum(v.output_tokens for v in shares),
+                estimated_cost_usd=_add_costs([v.cost_usd for v in shares]),
             )
-            for v in result.variables
+            for shares in zip(*(r.variables for r in results), strict=True)
         ],
     )
 
@@ -252,7 +322,8 @@ async def create_run(
     if data.profile is None:
         llm.ensure_configured()
     plan = await _plan(session, settings, project, data)
-    llm.ensure_configured(plan.snapshot.llm_profile(llm.default_profile()))
+    for slot in range(plan.snapshot.profile_count):
+        llm.ensure_configured(plan.snapshot.for_slot(slot).llm_profile(llm.default_profile()))
     run = Run(
         project_id=project.id,
         created_by=user.id,
@@ -266,8 +337,17 @@ async def create_run(
         project_id=project.id,
         document_ids=data.document_ids,
         variables=[(v.id, plan.versions[v.id].id) for v in plan.variables],
+        profile_count=plan.snapshot.profile_count,
     )
     run = planned.run
+    second = plan.snapshot.second_profile
+    if second is None:
+        asked = f"with {run.model}"
+    else:
+        asked = (
+            f"of {plan.snapshot.profile_label} ({run.model}) and {second.profile_label} "
+            f"({second.model}), compared"
+        )
     await lifecycle.log_events(
         session,
         run.id,
@@ -276,7 +356,7 @@ async def create_run(
                 "run.created",
                 f"Run created: {counted(run.document_count, 'document')} × "
                 f"{counted(run.variable_count, 'variable')} = "
-                f"{counted(run.task_count, 'extraction')} with {run.model}.",
+                f"{counted(run.task_count, 'extraction')} {asked}.",
             )
         ],
     )
@@ -329,10 +409,73 @@ def run_counts(run: Run) -> RunCounts:
     return counts
 
 
-async def runs_out(session: AsyncSession, settings: Settings, runs: Sequence[Run]) -> list[RunOut]:
-    """`to_out`, with the provider batches of the batch runs among `runs` (one query)."""
+async def runs_out(
+    session: AsyncSession, settings: Settings, runs: Sequence[Run], *, agreement: bool = False
+) -> list[RunOut]:
+    """`to_out`, with the provider batches of the batch runs among `runs` (one query), and
+    with `agreement` each two-profile run's agreement per variable (one query each)."""
     batch_runs = [run.id for run in runs if (run.settings or {}).get("batch")]
-    return to_out(settings, runs, await batches_repository.summaries(session, batch_runs))
+    out = to_out(settings, runs, await batches_repository.summaries(session, batch_runs))
+    if agreement:
+        for run, shown in zip(runs, out, strict=True):
+            if run.profile_count == 2:
+                shown.agreement = await run_agreement(session, run)
+    return out
+
+
+_VERDICTS = (Agreement.AGREE, Agreement.DISAGREE, Agreement.ONE_MISSING)
+
+
+def _counts(agreed: int, disagreed: int, one_missing: int) -> dict[str, int | float | None]:
+    compared = agreed + disagreed
+    return {
+        "compared": compared,
+        "agreed": agreed,
+        "disagreed": disagreed,
+        "one_missing": one_missing,
+        "rate": round(agreed / compared, 4) if compared else None,
+    }
+
+
+async def run_agreement(session: AsyncSession, run: Run) -> RunAgreement:
+    """How a two-profile run's profiles agreed, per variable (in the run's order) and over
+    all: counted by the database from the verdicts stored on the pairs' rows."""
+    snapshot = RunSnapshot.from_row(run.settings, run.model)
+    counts = await repository.agreement_counts(session, run.id)
+    per_variable: list[VariableAgreement] = []
+    totals = [0, 0, 0]
+    for variable_id, name in await repository.run_variable_names(session, run.id):
+        found = counts.get(variable_id, {})
+        row = [found.get(a, 0) for a in _VERDICTS]
+        totals = [t + n for t, n in zip(totals, row, strict=True)]
+        per_variable.append(VariableAgreement(variable_id=variable_id, name=name, **_counts(*row)))
+    return RunAgreement(
+        profiles=[snapshot.for_slot(slot).profile_label for slot in range(2)],
+        overall=AgreementCounts(**_counts(*totals)),
+        per_variable=per_variable,
+    )
+
+
+def _profile_costs(settings: Settings, run: Run, snapshot: RunSnapshot) -> list[RunProfileCost]:
+    """A two-profile run's tokens and cost per profile: the second's are counted on the
+    run row apart (`second_tokens_*`), the first's are the rest."""
+    tokens = [
+        (run.tokens_in - run.second_tokens_in, run.tokens_out - run.second_tokens_out),
+        (run.second_tokens_in, run.second_tokens_out),
+    ]
+    out = []
+    for slot, (tokens_in, tokens_out) in enumerate(tokens):
+        frozen = snapshot.for_slot(slot)
+        out.append(
+            RunProfileCost(
+                profile=frozen.profile_label,
+                model=frozen.model,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                cost_usd=cost_usd(run_price(settings, frozen), tokens_in, tokens_out),
+            )
+        )
+    return out
 
 
 def to_out(
@@ -349,6 +492,18 @@ def to_out(
         counts = run_counts(run)
         total = run.task_count
         done = counts.succeeded + counts.not_found + counts.failed + counts.cancelled
+        per_profile = _profile_costs(settings, run, snapshot) if snapshot.second_profile else None
+        if per_profile is not None:
+            cost = _add_costs([p.cost_usd for p in per_profile])
+        else:
+            cost = run_cost(
+                run_price(settings, snapshot),
+                run.tokens_in,
+                run.tokens_out,
+                batch_tokens_in=summary.tokens_in if summary else 0,
+                batch_tokens_out=summary.tokens_out if summary else 0,
+                batch_discount=snapshot.batch_discount,
+            )
         out.append(
             RunOut(
                 id=run.id,
@@ -362,14 +517,8 @@ def to_out(
                 counts=counts,
                 tokens_in=run.tokens_in,
                 tokens_out=run.tokens_out,
-                cost_usd=run_cost(
-                    run_price(settings, snapshot),
-                    run.tokens_in,
-                    run.tokens_out,
-                    batch_tokens_in=summary.tokens_in if summary else 0,
-                    batch_tokens_out=summary.tokens_out if summary else 0,
-                    batch_discount=snapshot.batch_discount,
-                ),
+                cost_usd=cost,
+                profiles=per_profile,
                 batch=(
                     RunBatchProgress(
                         batches=summary.batches,
@@ -430,7 +579,8 @@ async def retry_run(
     """Run again the run's failed and cancelled tasks, and those it never started (and only
     those), with a new budget if `data` sets one."""
     snapshot = RunSnapshot.from_row(run.settings, run.model)
-    llm.ensure_configured(snapshot.llm_profile(llm.default_profile()))
+    for slot in range(snapshot.profile_count):
+        llm.ensure_configured(snapshot.for_slot(slot).llm_profile(llm.default_profile()))
     set_budget = "budget_usd" in data.model_fields_set
     budget = data.budget_usd if set_budget else run.budget_usd
     if snapshot.batch and set_budget and budget is not None:
@@ -438,10 +588,15 @@ async def retry_run(
             "The run submits its calls as provider batches, and a budget cannot be held over "
             "a batch; retry without budget_usd."
         )
-    if set_budget and budget is not None and run_price(settings, snapshot) is None:
-        _model_price(settings, run.model, budget)  # no price: refuse a budget
+    for slot in range(snapshot.profile_count):
+        frozen = snapshot.for_slot(slot)
+        if set_budget and budget is not None and run_price(settings, frozen) is None:
+            _model_price(settings, frozen.model, budget)  # no price: refuse a budget
     if budget is not None:
-        spent = cost_usd(run_price(settings, snapshot), run.tokens_in, run.tokens_out)
+        if snapshot.second_profile is not None:
+            spent = _add_costs([p.cost_usd for p in _profile_costs(settings, run, snapshot)])
+        else:
+            spent = cost_usd(run_price(settings, snapshot), run.tokens_in, run.tokens_out)
         stopped_by_it = not set_budget and run.stop_reason == budget_reason(budget)
         if stopped_by_it or (spent is not None and spent >= budget):
             raise Conflict(

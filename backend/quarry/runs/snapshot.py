@@ -21,6 +21,13 @@ the limits, the timeout, the key's variable name, the calibration and batch mode
 `batch_discount`: the same request, sent another way and billed less) only change how the
 run goes. `llm_profile` turns it back into the llm layer's `ModelProfile`.
 
+A two-profile run (`profiles: [a, b]`) freezes its second profile as a whole snapshot of
+its own, `second_profile`: what the first profile's answers are compared with. Its fields
+are filled exactly as a one-profile run of that profile would fill them (its model, price,
+document budget …), so each profile's tasks are asked, cached, limited and priced by their
+own snapshot (`for_slot`); the first profile's snapshot is the run's own. It is a run field:
+it changes nothing the first profile answers (the second's answers have their own key).
+
 Stored as JSON in `runs.settings`. Rows from before a field existed get its default here, or
 for `model` the row's own column. The budget is not frozen: a user may raise it on retry, so it
 is the run's column `budget_usd` (models/run.py); the price it is counted at is frozen here.
@@ -105,6 +112,8 @@ class RunSnapshot(BaseModel):
     #: sends, so a batch run and a live run share cached answers.
     batch: bool = False
     batch_discount: float = 0.0
+    #: A two-profile run's second profile, frozen like the first (None: one profile).
+    second_profile: RunSnapshot | None = None
 
     #: Fields whose value changes what the model answers (the result cache's key).
     ANSWER_FIELDS: ClassVar[frozenset[str]] = frozenset(
@@ -139,6 +148,7 @@ class RunSnapshot(BaseModel):
             "tokens_per_char",
             "batch",
             "batch_discount",
+            "second_profile",
         }
     )
 
@@ -168,6 +178,24 @@ class RunSnapshot(BaseModel):
 
     def to_row(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    @property
+    def profile_count(self) -> int:
+        """The profiles each pair is asked of (1, or 2 for a two-profile run)."""
+        return 1 if self.second_profile is None else 2
+
+    def for_slot(self, slot: int) -> RunSnapshot:
+        """The snapshot the tasks of profile `slot` (0: the first, 1: the second) run by."""
+        if slot == 0:
+            return self
+        if slot == 1 and self.second_profile is not None:
+            return self.second_profile
+        raise ValueError(f"the run has no profile slot {slot}")
+
+    @property
+    def profile_label(self) -> str:
+        """How the log and the API name the profile: its name, else its model."""
+        return self.profile_name or self.model
 
     @property
     def model_price(self) -> ModelPrice | None:

@@ -24,7 +24,7 @@ from quarry.llm.pricing import cost_usd, format_usd
 from quarry.models import Extraction, ExtractionStatus
 from quarry.profiles import repository as profiles_repository
 from quarry.runs import lifecycle, repository
-from quarry.runs.costs import budget_reason
+from quarry.runs.costs import budget_reason, spent_usd
 from quarry.runs.engine import PairInput, PairOutcome, extract_pair
 from quarry.runs.inputs import DocumentGone, DocumentText, RunConfig, TaskInputs
 from quarry.runs.lifecycle import ClaimedTask, LogLine, Outcome
@@ -333,8 +333,11 @@ class TaskGate:
         status = await self._inputs.run_status(self._ctx, run_id)
         if status.stop_reason is not None or status.budget_usd is None:
             return status.stop_reason
-        price = self._config.snapshot.model_price
-        if price is None:  # a budget is refused without a price (runs/service.py)
+        price = self._config.snapshot.model_price  # this profile's: what the call costs
+        whole = self._config.run_snapshot  # the run's: what its spending is counted at
+        first = whole.model_price
+        second = whole.second_profile.model_price if whole.second_profile else None
+        if price is None or first is None:  # a budget is refused without a price (service)
             return None
         # The answer's length is guessed from this run's answers so far (in this process).
         tokens_out = self._inputs.output_guess(run_id, EXPECTED_OUTPUT_TOKENS)
@@ -342,7 +345,13 @@ class TaskGate:
         ctx = self._ctx
         async with job_write_scope(ctx.sessionmaker) as session:
             if await lifecycle.reserve_budget(
-                session, self._task, ctx.worker_id, amount, price.input, price.output
+                session,
+                self._task,
+                ctx.worker_id,
+                amount,
+                first.input,
+                first.output,
+                (second.input, second.output) if second is not None else None,
             ):
                 self._reserved = amount
                 return None
@@ -351,7 +360,7 @@ class TaskGate:
                 reason = state.stop_reason if state is not None else None
                 return reason or lifecycle.CANCELLED_REASON
             reason = budget_reason(state.budget_usd)
-            spent = await _spent(session, run_id, price.input, price.output)
+            spent = spent_usd(whole, await repository.run_tokens(session, run_id)) or 0.0
             stopped = await lifecycle.stop_for_budget(
                 session,
                 run_id,
@@ -379,8 +388,3 @@ class TaskGate:
         change, self._reserved = cost - self._reserved, None
         async with job_write_scope(self._ctx.sessionmaker) as session:
             await lifecycle.settle_budget(session, self._task, self._ctx.worker_id, change)
-
-
-async def _spent(session: Any, run_id: uuid.UUID, price_in: float, price_out: float) -> float:
-    totals = await repository.run_tokens(session, run_id)
-    return round((totals[0] * price_in + totals[1] * price_out) / 1_000_000, 8)

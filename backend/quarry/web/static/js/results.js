@@ -63,6 +63,11 @@ function describeCell(cell) {
       out.words.push(`low confidence ${e.confidence}`);
     }
   }
+  // A two-profile run whose second profile answered differently (a value or "not stated").
+  if (e && e.models_disagree && !r) {
+    out.flags.push(["disagree", "⇄"]);
+    out.words.push("the two models disagree");
+  }
   if (r) {
     if (r.status === "accepted") {
       out.flags.push(["accepted", "✓"]);
@@ -86,6 +91,7 @@ const LEGEND = [
   ["ungrounded", "⚠", "Quote not found in the document"],
   ["unsupported", "≠", "Quote does not contain the value"],
   ["low", "?", `Low confidence (below ${LOW_CONFIDENCE})`],
+  ["disagree", "⇄", "The two models of a two-profile run disagree"],
   ["empty", "", "Not extracted yet"],
   ["accepted", "✓", "Accepted"],
   ["corrected", "✎", "Corrected"],
@@ -436,7 +442,16 @@ export async function renderResults(ctx) {
       fact("Confidence", h("meter", { min: 0, max: 1, low: LOW_CONFIDENCE, optimum: 1, value: e.confidence, "aria-label": "Confidence" }),
         ` ${e.confidence}`, e.confidence < LOW_CONFIDENCE ? h("span", { class: "flag-text" }, " low") : "");
     }
-    if (e && e.model) fact("Model", e.model, e.cached ? " (from cache)" : "");
+    if (e && e.model) fact("Model", e.model, e.profile ? ` (profile ${e.profile})` : "", e.cached ? " (from cache)" : "");
+    if (e && e.second) {
+      const s = e.second;
+      const said = s.status === "succeeded" ? formatValue(s.value)
+        : s.status === "not_found" ? "not stated" : s.status;
+      const verdict = { agree: "agrees", disagree: "disagrees", one_missing: "gave no answer to compare" }[e.agreement]
+        || "not compared yet";
+      fact("Second model", h("strong", {}, said), ` — ${s.profile} (${s.model || "?"}) ${verdict}`,
+        e.agreement === "disagree" ? h("span", { class: "flag-text" }, " ⇄") : "");
+    }
     if (e && e.status !== "pending") fact("Prompt version", String(e.prompt_version));
     if (e && (e.tokens_in || e.tokens_out)) fact("Tokens in / out", `${e.tokens_in} / ${e.tokens_out}`);
 

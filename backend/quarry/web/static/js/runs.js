@@ -275,6 +275,9 @@ export async function renderRun(ctx, runId) {
   const logBody = h("tbody");
   const logEmpty = h("p", { class: "empty" }, "Nothing logged yet.");
   const liveNote = h("p", { class: "muted small", "aria-live": "polite" });
+  // A two-profile run's agreement per variable (GET of the run; progress events omit it).
+  const agreementSlot = h("div", { class: "agreement" });
+  let agreement = run.agreement || null;
 
   add(ctx.root, 
     h("p", {}, h("a", { href: `#/projects/${project.id}/runs` }, "← All runs")),
@@ -283,6 +286,7 @@ export async function renderRun(ctx, runId) {
       h("p", {}, "Status: ", statusEl),
       h("div", { class: "progress-row" }, h("label", { for: "run-progress" }, "Progress"), progress, progressText),
       facts,
+      agreementSlot,
       errorText,
       actionErrors,
       h("div", { class: "actions" }, cancelButton, retryButton,
@@ -309,7 +313,7 @@ export async function renderRun(ctx, runId) {
       ["Pending", run.counts.pending],
       ["Running", run.counts.running],
       ["Cancelled", run.counts.cancelled],
-      ["Model", run.model],
+      ["Model", run.profiles ? run.profiles.map((p) => `${p.profile} (${p.model})`).join(" and ") : run.model],
       ["Tokens in / out", `${formatNumber(run.tokens_in)} / ${formatNumber(run.tokens_out)}`],
       ...costEntries(run).map(([k, v]) => [humanize(k), formatField(k, v)]),
       ["Finished", run.finished_at ? formatDate(run.finished_at) : "—"],
@@ -318,6 +322,8 @@ export async function renderRun(ctx, runId) {
       h("dt", {}, k),
       h("dd", { "data-count": k.toLowerCase().replace(/[^a-z]+/g, "_") }, String(v)),
     ]));
+    if (run.agreement) agreement = run.agreement;
+    renderAgreement();
     errorText.hidden = !run.error;
     errorText.textContent = run.error || "";
     cancelButton.hidden = !ACTIVE.has(run.status);
@@ -328,6 +334,27 @@ export async function renderRun(ctx, runId) {
       liveNote.textContent = `The run is now ${(RUN_STATUS_LABELS[run.status] || run.status).toLowerCase()}.`;
     }
     announcedStatus = run.status;
+  }
+
+  function renderAgreement() {
+    if (!agreement) {
+      setChildren(agreementSlot);
+      return;
+    }
+    const rate = (r) => (r === null || r === undefined ? "—" : `${Math.round(r * 1000) / 10}%`);
+    const row = (name, c) => h("tr", {}, h("th", { scope: "row" }, name),
+      [c.compared, c.agreed, c.disagreed, c.one_missing].map((n) => h("td", {}, formatNumber(n))),
+      h("td", {}, rate(c.rate)));
+    const [first, second] = agreement.profiles;
+    setChildren(agreementSlot,
+      h("h3", {}, `Agreement of ${first} and ${second}`),
+      h("table", { class: "data agreement-table" },
+        h("caption", { class: "visually-hidden" }, "How often the two profiles gave the same answer, per variable"),
+        h("thead", {}, h("tr", {}, ["Variable", "Compared", "Agreed", "Disagreed", "One answered", "Agreement"]
+          .map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, agreement.per_variable.map((v) => row(v.name, v)), row("All variables", agreement.overall))),
+      h("p", { class: "muted small" },
+        `The value shown and exported is ${first}'s; disagreements come first in review.`));
   }
 
   function addLog(entry) {
