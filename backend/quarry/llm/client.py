@@ -549,15 +549,7 @@ class OpenAIChatModel:
             if profile.output_mode is OutputMode.AUTO and self._memory.get(profile) is None:
                 self._memory.learn(profile, mode)
             if spent is not None:
-                reply = replace(
-                    reply,
-                    tokens_in=reply.tokens_in + spent.tokens_in,
-                    tokens_out=reply.tokens_out + spent.tokens_out,
-                    latency_ms=reply.latency_ms + spent.latency_ms,
-                    prompt_chars=reply.prompt_chars + spent.prompt_chars,
-                    prompt_messages=reply.prompt_messages + spent.prompt_messages,
-                    cached_tokens=reply.cached_tokens + spent.cached_tokens,
-                )
+                reply = with_spent(reply, spent)
             if reply.truncated and budget < ceiling:
                 # Cut off by the budget, not by the model: more room rather than a re-ask.
                 budget = min(budget * 2, ceiling)
@@ -899,6 +891,19 @@ class ChatModelFactory:
             await client.close()
         self._clients.clear()
         self._models.clear()
+
+
+def with_spent(reply: ChatReply, spent: ChatReply) -> ChatReply:
+    """`reply` with the usage of the cut-off attempt `spent` that preceded it added in."""
+    return replace(
+        reply,
+        tokens_in=reply.tokens_in + spent.tokens_in,
+        tokens_out=reply.tokens_out + spent.tokens_out,
+        latency_ms=reply.latency_ms + spent.latency_ms,
+        prompt_chars=reply.prompt_chars + spent.prompt_chars,
+        prompt_messages=reply.prompt_messages + spent.prompt_messages,
+        cached_tokens=reply.cached_tokens + spent.cached_tokens,
+    )
 
 
 def api_key_from_env(name: str | None) -> str | None:

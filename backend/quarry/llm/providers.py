@@ -70,6 +70,7 @@ from quarry.llm.client import (
     estimate_prompt_tokens,
     next_mode,
     parse_answer,
+    with_spent,
 )
 from quarry.llm.limiter import CallLimiter
 from quarry.llm.retry import RetryPolicy, retry_after_seconds
@@ -506,15 +507,7 @@ class LangChainChatModel:
             if profile.output_mode is OutputMode.AUTO and self._memory.get(profile) is None:
                 self._memory.learn(profile, mode)
             if spent is not None:
-                reply = replace(
-                    reply,
-                    tokens_in=reply.tokens_in + spent.tokens_in,
-                    tokens_out=reply.tokens_out + spent.tokens_out,
-                    latency_ms=reply.latency_ms + spent.latency_ms,
-                    prompt_chars=reply.prompt_chars + spent.prompt_chars,
-                    prompt_messages=reply.prompt_messages + spent.prompt_messages,
-                    cached_tokens=reply.cached_tokens + spent.cached_tokens,
-                )
+                reply = with_spent(reply, spent)
             if reply.truncated and budget < ceiling:
                 budget = min(budget * 2, ceiling)
                 log.info("llm.call.truncated", max_tokens=budget)
