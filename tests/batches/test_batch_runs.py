@@ -197,7 +197,15 @@ async def test_cancelling_a_batch_run_cancels_its_provider_batch(
 
     response = await client.post(f"{API}/projects/{pid}/runs/{run_id}/cancel", headers=headers)
     assert response.status_code == 200, response.text
-    run = await wait_until(client, headers, pid, run_id, lambda r: r["batch"]["open"] == 0)
+    # The run's counters and its batches are two reads, each of its own moment: the poll
+    # that first sees the batch closed may still count its tasks as running.
+    run = await wait_until(
+        client,
+        headers,
+        pid,
+        run_id,
+        lambda r: r["batch"]["open"] == 0 and r["counts"]["running"] == 0,
+    )
 
     assert [b["status"] for b in fake.batch_api.batches] == ["cancelled"]
     assert fake.batch_api.cancels == 1 and fake.calls() == 0
