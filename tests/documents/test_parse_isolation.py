@@ -131,10 +131,10 @@ async def test_a_parser_that_hangs_is_killed_at_the_timeout(
 ) -> None:
     limits = ParseLimits(timeout_seconds=1.5, cpu_seconds=30, memory_mb=1024)
     path = stored(tmp_path, "x.txt", fault_file("sleep"))
-    started = time.monotonic()
-    reason = await parse_error(make_parser(limits, 1), path, DocumentKind.TEXT)
+    # A hang guard, not a timing: the child is killed at 1.5 s.
+    async with asyncio.timeout(120):
+        reason = await parse_error(make_parser(limits, 1), path, DocumentKind.TEXT)
     assert "timed out after 1.5 s" in reason
-    assert time.monotonic() - started < 15
     assert_process_gone(int(path.with_name("x.txt.pid").read_text()))
 
 

@@ -115,15 +115,15 @@ async def test_concurrency_is_shared_by_every_process(fleet: Fleet) -> None:
     started = time.monotonic()
     await asyncio.gather(*(call(a if i % 2 else b) for i in range(24)))
     assert peak == 3
-    # 24 calls of 30 ms, 3 at a time: ~240 ms; waiters are woken by releases, not by polling.
-    assert time.monotonic() - started < 2.4  # a hang guard: 10 × the expected time
+    # 24 calls of 30 ms, 3 at a time: ~240 ms (waiters are woken by releases, not by polling).
+    assert time.monotonic() - started < 60  # a hang guard, not a timing
 
 
 async def test_unlimited_rates_only_bound_concurrency(fleet: Fleet) -> None:
     (limiter,) = fleet.limiters(LimitSettings(concurrency=50, rpm=None, tpm=None), count=1)
     started = time.monotonic()
     await asyncio.gather(*(_admitted_at(limiter, 10**9) for _ in range(200)))
-    assert time.monotonic() - started < 5.0  # a hang guard: 200 admissions take ~0.1-0.3 s
+    assert time.monotonic() - started < 60  # a hang guard: 200 admissions take ~0.1-0.3 s
 
 
 async def test_a_busy_process_does_not_starve_another(fleet: Fleet) -> None:
@@ -209,7 +209,7 @@ async def test_a_large_request_is_not_starved_by_small_ones(fleet: Fleet) -> Non
         # (in its own process, and at most one from each other process, each waiting up to a
         # window for room); later ones queue behind it instead of overtaking it forever.
         await _admitted_at(b, tokens=95)
-        assert time.monotonic() - started < 30 * window
+        assert time.monotonic() - started < 300 * window  # a hang guard: starved is forever
     finally:
         stop.set()
         await asyncio.gather(*smalls)

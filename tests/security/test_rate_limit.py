@@ -6,9 +6,9 @@ API processes must enforce one limit between them.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -241,10 +241,9 @@ async def test_redis_limiter_lets_requests_through_when_redis_is_down() -> None:
         port = s.getsockname()[1]  # nothing listens here once the socket closes
     limiter = RedisRateLimiter(f"redis://127.0.0.1:{port}/0", prefix="x:")
     try:
-        started = time.monotonic()
-        assert await limiter.hit("k", 1) == 0.0
-        assert await limiter.hit("k", 1) == 0.0
-        assert time.monotonic() - started < 5
+        async with asyncio.timeout(60):  # a hang guard: each hit gives up on Redis at once
+            assert await limiter.hit("k", 1) == 0.0
+            assert await limiter.hit("k", 1) == 0.0
     finally:
         await limiter.close()
 
