@@ -34,6 +34,7 @@ import os
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -223,8 +224,8 @@ class ContextTooLong(LLMCallError):
         self.sent = sent
 
 
-class _Unsupported(Exception):
-    """The server refused the structured-output mode (a 400 "… not supported")."""
+class ModeUnsupported(Exception):
+    """The server (or a provider's class) refused the structured-output mode."""
 
 
 class CallCancelled(Exception):
@@ -526,37 +527,18 @@ class OpenAIChatModel:
         first = self.prepare_request(messages, shape, max_tokens)
         prompt_tokens, budget, ceiling = first.prompt_tokens, first.max_tokens, first.ceiling
         base = {k: v for k, v in first.body.items() if k not in _SHAPE_FIELDS}
-        chars = sum(len(m.content) for m in messages)
-        spent: ChatReply | None = None  # earlier, cut-off attempts of this answer
-        while True:
-            mode = self.current_mode()
+
+        async def send(mode: OutputMode, budget: int) -> ChatReply:
             body = {**base, **request_shape(mode, shape), "max_tokens": budget}
-            try:
-                reply = await self._send(body, gate, prompt_tokens)
-            except _Unsupported:
-                following = next_mode(mode)
-                if profile.output_mode is not OutputMode.AUTO or following is None:
-                    raise LLMCallError(
-                        f"The LLM server does not support the structured-output mode {mode}; "
-                        "choose another for the profile."
-                    ) from None
-                self._memory.learn(profile, following)
-                log.info("llm.output_mode.fallback", refused=str(mode), next=str(following))
-                continue
-            reply = replace(
-                reply, output_mode=str(mode), prompt_chars=chars, prompt_messages=len(messages)
-            )
-            if profile.output_mode is OutputMode.AUTO and self._memory.get(profile) is None:
-                self._memory.learn(profile, mode)
-            if spent is not None:
-                reply = with_spent(reply, spent)
-            if reply.truncated and budget < ceiling:
-                # Cut off by the budget, not by the model: more room rather than a re-ask.
-                budget = min(budget * 2, ceiling)
-                log.info("llm.call.truncated", max_tokens=budget)
-                spent = reply
-                continue
-            return reply
+            return await self._send(body, gate, prompt_tokens)
+
+        return await answer_in_modes(
+            ModeLoop(profile, self._memory, self.current_mode, "The LLM server"),
+            send,
+            messages,
+            budget=budget,
+            ceiling=ceiling,
+        )
 
     async def _send(
         self, body: dict[str, Any], gate: CallGate | None, prompt_tokens: int
@@ -602,7 +584,7 @@ class OpenAIChatModel:
                         sent=True,
                     ) from exc
                 if is_mode_unsupported(exc):
-                    raise _Unsupported() from exc
+                    raise ModeUnsupported() from exc
                 if not is_retryable(exc) or retries >= self._policy.max_retries:
                     raise LLMCallError(_describe_failure(exc, self._timeout, retries)) from exc
                 metrics.record_llm_retry(retry_reason(exc))
@@ -891,6 +873,63 @@ class ChatModelFactory:
             await client.close()
         self._clients.clear()
         self._models.clear()
+
+
+@dataclass(frozen=True)
+class ModeLoop:
+    """What `answer_in_modes` needs of a client: its profile, the modes it learned, the mode
+    its next call is asked in, and who refuses a mode in an error ("The LLM server")."""
+
+    profile: ModelProfile
+    memory: ModeMemory
+    current_mode: Callable[[], OutputMode]
+    who: str
+
+
+async def answer_in_modes(
+    loop: ModeLoop,
+    send: Callable[[OutputMode, int], Awaitable[ChatReply]],
+    messages: Sequence[ChatMessage],
+    *,
+    budget: int,
+    ceiling: int,
+) -> ChatReply:
+    """One answer from `send(mode, max_tokens)`, for every client alike.
+
+    A refused mode (`ModeUnsupported`) falls back to the next one under `auto` (and is
+    learned), or fails with a sentence when the profile fixed it. An answer cut off by its
+    budget, not by the model, is asked again with twice the room up to `ceiling` rather than
+    re-asked; the cut-off attempts' usage is added to the answer that follows."""
+    profile = loop.profile
+    chars = sum(len(m.content) for m in messages)
+    spent: ChatReply | None = None  # earlier, cut-off attempts of this answer
+    while True:
+        mode = loop.current_mode()
+        try:
+            reply = await send(mode, budget)
+        except ModeUnsupported:
+            following = next_mode(mode)
+            if profile.output_mode is not OutputMode.AUTO or following is None:
+                raise LLMCallError(
+                    f"{loop.who} does not support the structured-output mode {mode}; "
+                    "choose another for the profile."
+                ) from None
+            loop.memory.learn(profile, following)
+            log.info("llm.output_mode.fallback", refused=str(mode), next=str(following))
+            continue
+        reply = replace(
+            reply, output_mode=str(mode), prompt_chars=chars, prompt_messages=len(messages)
+        )
+        if profile.output_mode is OutputMode.AUTO and loop.memory.get(profile) is None:
+            loop.memory.learn(profile, mode)
+        if spent is not None:
+            reply = with_spent(reply, spent)
+        if reply.truncated and budget < ceiling:
+            budget = min(budget * 2, ceiling)
+            log.info("llm.call.truncated", max_tokens=budget)
+            spent = reply
+            continue
+        return reply
 
 
 def with_spent(reply: ChatReply, spent: ChatReply) -> ChatReply:

@@ -41,7 +41,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -63,14 +63,15 @@ from quarry.llm.client import (
     ChatReply,
     ContextTooLong,
     LLMCallError,
+    ModeLoop,
     ModelProfile,
     ModeMemory,
+    ModeUnsupported,
     OutputMode,
+    answer_in_modes,
     api_key_from_env,
     estimate_prompt_tokens,
-    next_mode,
     parse_answer,
-    with_spent,
 )
 from quarry.llm.limiter import CallLimiter
 from quarry.llm.retry import RetryPolicy, retry_after_seconds
@@ -255,10 +256,6 @@ MAX_MODELS_PER_PROFILE = 8
 #: itself (the provider's client has the profile's timeout; this only guards against one
 #: that does not apply it to the whole call).
 HANG_GUARD_FACTOR = 2.0
-
-
-class _Unsupported(Exception):
-    """The provider's class or server refused the structured-output mode."""
 
 
 def _status_of(exc: BaseException) -> int | None:
@@ -461,7 +458,7 @@ class LangChainChatModel:
             )
         except (ValueError, NotImplementedError, TypeError) as exc:
             # The provider's class has no such method (e.g. Anthropic's has no json_mode).
-            raise _Unsupported() from exc
+            raise ModeUnsupported() from exc
 
     async def complete_json(
         self,
@@ -484,36 +481,19 @@ class LangChainChatModel:
         budget = max(1, min(max_tokens or DEFAULT_MAX_TOKENS, profile.max_output_tokens, room))
         ceiling = min(profile.max_output_tokens, room)
         payload = [(_ROLES[m.role], m.content) for m in messages]
-        chars = sum(len(m.content) for m in messages)
-        spent: ChatReply | None = None
-        while True:
-            mode = self.current_mode()
-            try:
-                runnable = self._runnable(mode, budget, shape)
-                reply = await self._send(runnable, payload, gate, prompt_tokens)
-            except _Unsupported:
-                following = next_mode(mode)
-                if profile.output_mode is not OutputMode.AUTO or following is None:
-                    raise LLMCallError(
-                        f"The provider {canonical_provider(profile.provider)} does not support "
-                        f"the structured-output mode {mode}; choose another for the profile."
-                    ) from None
-                self._memory.learn(profile, following)
-                log.info("llm.output_mode.fallback", refused=str(mode), next=str(following))
-                continue
-            reply = replace(
-                reply, output_mode=str(mode), prompt_chars=chars, prompt_messages=len(messages)
-            )
-            if profile.output_mode is OutputMode.AUTO and self._memory.get(profile) is None:
-                self._memory.learn(profile, mode)
-            if spent is not None:
-                reply = with_spent(reply, spent)
-            if reply.truncated and budget < ceiling:
-                budget = min(budget * 2, ceiling)
-                log.info("llm.call.truncated", max_tokens=budget)
-                spent = reply
-                continue
-            return reply
+
+        async def send(mode: OutputMode, budget: int) -> ChatReply:
+            runnable = self._runnable(mode, budget, shape)
+            return await self._send(runnable, payload, gate, prompt_tokens)
+
+        who = f"The provider {canonical_provider(profile.provider)}"
+        return await answer_in_modes(
+            ModeLoop(profile, self._memory, self.current_mode, who),
+            send,
+            messages,
+            budget=budget,
+            ceiling=ceiling,
+        )
 
     async def _send(
         self,
@@ -573,7 +553,7 @@ class LangChainChatModel:
                         sent=True,
                     ) from exc
                 if _is_mode_unsupported(exc):
-                    raise _Unsupported() from exc
+                    raise ModeUnsupported() from exc
                 if not _is_retryable(exc) or retries >= self._policy.max_retries:
                     raise LLMCallError(self._describe(exc, retries)) from exc
                 metrics.record_llm_retry(reason)
