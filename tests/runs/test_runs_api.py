@@ -333,6 +333,18 @@ async def test_selected_pairs_progress_events_and_review_in_export(
         headers=headers,
     )
     assert bad.status_code == 400 and "whole number" in bad.json()["detail"]
+    # A correction that names no value is refused, not stored as "not stated"; an explicit
+    # null is the reviewer saying the document does not state it.
+    empty = await client.put(
+        f"/api/v1/projects/{pid}/reviews/{alpha['id']}/{age_id}",
+        json={"status": "corrected"},
+        headers=headers,
+    )
+    assert empty.status_code == 400 and "needs its value" in empty.json()["detail"]
+    history = await client.get(
+        f"/api/v1/projects/{pid}/reviews/{alpha['id']}/{age_id}", headers=headers
+    )
+    assert [r["value"] for r in history.json()] == [71]
     csv_text = (await client.get(f"/api/v1/projects/{pid}/export", headers=headers)).content.decode(
         "utf-8-sig"
     )

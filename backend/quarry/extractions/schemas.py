@@ -13,7 +13,13 @@ class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: ReviewStatus
-    value: Any = Field(None, description="The corrected value (required when status is corrected)")
+    value: Any = Field(
+        None,
+        description=(
+            "The corrected value: required when status is corrected (null: the document "
+            "does not state it); ignored otherwise"
+        ),
+    )
     note: Annotated[str, StringConstraints(max_length=5000)] = ""
 
 

@@ -151,6 +151,12 @@ async def record_review(
     )
     extraction = latest[0] if latest else None
     if data.status is ReviewStatus.CORRECTED:
+        if "value" not in data.model_fields_set:
+            # Stored as "not stated" otherwise: a correction the reviewer never made.
+            raise BadRequest(
+                f"A correction of '{variable.name}' needs its value: send `value` (null when "
+                "the document does not state it)."
+            )
         spec = TypeSpec(
             type=VariableType(variable.type),
             allowed_values=tuple(variable.allowed_values),
