@@ -6,6 +6,7 @@ import weakref
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import openpyxl
@@ -17,6 +18,7 @@ from openpyxl.cell.cell import Cell
 from openpyxl.styles.cell_style import StyleArray
 from openpyxl.worksheet._writer import ALL_TEMP_FILES as openpyxl_temp_files
 
+from quarry.exports.service import final_value
 from quarry.exports.table import (
     LONG_COLUMNS,
     CellFlags,
@@ -69,7 +71,7 @@ def wide_rows() -> list[WideRow]:
                 "effect": CellFlags(ungrounded=True),
                 "randomised": CellFlags(review_disagrees=True),
                 "design": CellFlags(failed=True, low_confidence=True),  # failed wins
-                "outcomes": CellFlags(not_found=True),
+                "outcomes": CellFlags(not_found=True, low_confidence=True),  # not stated wins
             },
         ),
         WideRow("doc-2", "+1+1.pdf", {"title": "@SUM(A1)", "published": "2023-07"}),
@@ -305,3 +307,18 @@ def test_openpyxl_still_keeps_cell_styles_where_the_writer_copies_them(tmp_path:
     written = openpyxl.load_workbook(tmp_path / "contract.xlsx")["Sheet"]["A1"]
     assert (written.value, written.data_type, written.quotePrefix) == ("=1+1", "s", True)
     assert colour(written) == COLOURS["failed"]
+
+
+def test_a_not_stated_answer_is_not_flagged_low_confidence() -> None:
+    """Grid, workbook and flags column agree: "not stated" has no value to doubt, whatever
+    its (capped) confidence; a value with the same confidence is flagged."""
+
+    def answer(status: str, value: object) -> SimpleNamespace:
+        return SimpleNamespace(
+            status=status, value=value, confidence=0.2, grounded=None, support=None, agreement=None
+        )
+
+    _, not_stated = final_value(answer("not_found", None), None, None)
+    assert not_stated == CellFlags(not_found=True) and not_stated.names == "not_found"
+    _, doubtful = final_value(answer("succeeded", 3), None, None)
+    assert doubtful == CellFlags(low_confidence=True)

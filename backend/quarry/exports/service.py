@@ -129,15 +129,17 @@ def final_value(
         return review.value, _FLAG_SETS[_DISAGREES] if disagrees else NO_FLAGS
     if not answered:
         return None, _FLAG_SETS[_FAILED_BIT] if status == _FAILED else NO_FLAGS
-    confidence = answer.confidence
-    bits = _LOW_CONFIDENCE if confidence is not None and confidence < LOW_CONFIDENCE else 0
     if status == _SUCCEEDED:
+        confidence = answer.confidence
+        bits = _LOW_CONFIDENCE if confidence is not None and confidence < LOW_CONFIDENCE else 0
         if answer.grounded is False:
             bits |= _UNGROUNDED
         if answer.support == _UNSUPPORTED_VALUE:
             bits |= _UNSUPPORTED
     else:
-        bits |= _NOT_STATED
+        # "Not stated" has no value to doubt: its (capped) confidence is no flag, as in the
+        # review grid (a not-found cell read "low confidence" in the workbook).
+        bits = _NOT_STATED
     if answer.agreement == _DISAGREE_VALUE:
         bits |= _MODELS_DISAGREE
     return answer.value, _FLAG_SETS[bits]

@@ -77,7 +77,9 @@ def _fill(rgb: str) -> PatternFill:
 
 
 # Most actionable first: a cell carries one fill, so when several flags apply the earliest wins
-# (a failed cell has no value to doubt; a stale review matters more than a missing quote).
+# (a failed cell has no value to doubt; a stale review matters more than a missing quote). The
+# cell states go failed > not stated > ungrounded > unsupported > low confidence > a value, as
+# in the review grid and its legend (web/static/js/results.js).
 FLAG_FILLS: tuple[tuple[str, PatternFill, str], ...] = (
     ("failed", _fill("FFC7CE"), "extraction failed (see Details for the error)"),
     ("review_disagrees", _fill("F9D3F0"), "a newer extraction disagrees with the reviewed value"),
@@ -86,6 +88,7 @@ FLAG_FILLS: tuple[tuple[str, PatternFill, str], ...] = (
         _fill("DDEBF7"),
         "the two profiles of a two-profile run answered differently (the first's value is shown)",
     ),
+    ("not_found", _fill("E7E6E6"), "checked: not stated in the document"),
     ("ungrounded", _fill("FFD8A8"), "the quoted evidence was not found in the document"),
     (
         "unsupported_evidence",
@@ -93,7 +96,6 @@ FLAG_FILLS: tuple[tuple[str, PatternFill, str], ...] = (
         "the quote is in the document but does not contain the value",
     ),
     ("low_confidence", _fill("FFF2CC"), "the model was not confident"),
-    ("not_found", _fill("E7E6E6"), "checked: not stated in the document"),
 )
 
 
