@@ -47,10 +47,10 @@ class Project:
     #: Task numbers for the extractions made here (unique within a run, as a run's are).
     seq: Iterator[int] = field(default_factory=itertools.count)
 
-    async def export(self, format: str, layout: str = "wide") -> httpx.Response:
+    async def export(self, format: str, layout: str = "wide", **params: str) -> httpx.Response:
         response = await self.client.get(
             f"/api/v1/projects/{self.id}/export",
-            params={"format": format, "layout": layout},
+            params={"format": format, "layout": layout, **params},
             headers=self.headers,
         )
         assert response.status_code == 200, response.text

@@ -145,6 +145,27 @@ async def test_flagged_cells_are_highlighted_in_the_workbook(project: Project) -
     assert numbers == [2, 7, 9, 3, 4, None]  # numbers stay numbers
 
 
+async def test_the_wide_csv_and_json_can_carry_each_cell_s_flags(project: Project) -> None:
+    """`flags=true`: no wide export hides an ungrounded or failed value (issue 15)."""
+    await cells_of_every_kind(project)
+    plain = read_csv((await project.export("csv")).content)
+    assert "title__flag" not in plain[0]
+
+    wide = {r["filename"]: r for r in read_csv((await project.export("csv", flags="true")).content)}
+    assert list(wide["d.txt"])[2:] == ["n", "n__flag", "title", "title__flag"]
+    assert (wide["d.txt"]["title"], wide["d.txt"]["title__flag"]) == ("d title", "ungrounded")
+    assert wide["d.txt"]["n__flag"] == "low_confidence"
+    assert (wide["c.txt"]["title"], wide["c.txt"]["title__flag"]) == ("", "not_found")
+    assert wide["c.txt"]["n__flag"] == "review_disagrees"
+    assert (wide["f.txt"]["n"], wide["f.txt"]["n__flag"]) == ("", "failed")
+    assert wide["a.txt"]["n__flag"] == wide["a.txt"]["title__flag"] == ""
+
+    records = json.loads((await project.export("json", flags="true")).content)
+    d = next(r for r in records if r["filename"] == "d.txt")
+    assert list(d)[2:] == ["n", "n__flag", "title", "title__flag"]
+    assert (d["n"], d["n__flag"], d["title__flag"]) == (3, ["low_confidence"], ["ungrounded"])
+
+
 async def test_documents_keep_their_upload_order_across_batches(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,7 +7,14 @@ import io
 from collections.abc import Iterable, Iterator, Sequence
 
 from quarry.exports.cells import csv_optional_bool, csv_optional_number, csv_text, csv_value
-from quarry.exports.table import LONG_COLUMNS, ExportVariable, LongRow, WideRow, wide_headers
+from quarry.exports.table import (
+    LONG_COLUMNS,
+    NO_FLAGS,
+    ExportVariable,
+    LongRow,
+    WideRow,
+    wide_headers,
+)
 
 # Excel only detects UTF-8 in a CSV by its byte-order mark; without it accents turn to mojibake.
 BOM = "\ufeff"
@@ -15,21 +22,41 @@ BOM = "\ufeff"
 _CHUNK_CHARS = 16 * 1024
 
 
-def iter_wide_csv(variables: Sequence[ExportVariable], rows: Iterable[WideRow]) -> Iterator[str]:
-    """Yield the wide CSV (one row per document, one column per variable) in text chunks.
+def iter_wide_csv(
+    variables: Sequence[ExportVariable], rows: Iterable[WideRow], flags: bool = False
+) -> Iterator[str]:
+    """Yield the wide CSV (one row per document, one column per variable) in text chunks;
+    with `flags`, each value is followed by its cell's flags by name (joined by "; ").
 
     Column names are checked before the first chunk is produced, so a clash (ValueError) can
     still become a proper error response rather than a truncated download.
     """
-    headers = wide_headers(variables)
-    records = (
-        [
-            csv_text(row.document_id),
-            csv_text(row.filename),
-            *(csv_value(v.type, row.values.get(v.name)) for v in variables),
-        ]
-        for row in rows
-    )
+    headers = wide_headers(variables, flags)
+    if flags:
+        records = (
+            [
+                csv_text(row.document_id),
+                csv_text(row.filename),
+                *(
+                    cell
+                    for v in variables
+                    for cell in (
+                        csv_value(v.type, row.values.get(v.name)),
+                        csv_text(row.flags.get(v.name, NO_FLAGS).names),
+                    )
+                ),
+            ]
+            for row in rows
+        )
+    else:
+        records = (
+            [
+                csv_text(row.document_id),
+                csv_text(row.filename),
+                *(csv_value(v.type, row.values.get(v.name)) for v in variables),
+            ]
+            for row in rows
+        )
     return _iter_csv(headers, records)
 
 

@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 
 from quarry.exports.table import (
+    FLAG_COLUMN_SUFFIX,
+    CellFlags,
     ExportVariable,
     JsonValue,
     LongRow,
@@ -25,22 +27,46 @@ _CHUNK_CHARS = 16 * 1024
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
 
-def iter_wide_json(variables: Sequence[ExportVariable], rows: Iterable[WideRow]) -> Iterator[str]:
+def iter_wide_json(
+    variables: Sequence[ExportVariable], rows: Iterable[WideRow], flags: bool = False
+) -> Iterator[str]:
     """Yield a JSON array with one object per document: document_id, filename, then one key per
-    variable in codebook order (null = not stated, lists stay arrays).
+    variable in codebook order (null = not stated, lists stay arrays); with `flags`, each
+    followed by `<name>__flag`, the cell's flags by name (an array).
 
     Variable names are checked eagerly (ValueError on a clash), before any chunk is produced.
     """
-    wide_headers(variables)
-    objects = (
-        {
-            "document_id": row.document_id,
-            "filename": row.filename,
-            **{v.name: _json_safe(row.values.get(v.name)) for v in variables},
-        }
-        for row in rows
-    )
+    wide_headers(variables, flags)
+    if flags:
+        objects = (
+            {
+                "document_id": row.document_id,
+                "filename": row.filename,
+                **{
+                    key: item
+                    for v in variables
+                    for key, item in (
+                        (v.name, _json_safe(row.values.get(v.name))),
+                        (v.name + FLAG_COLUMN_SUFFIX, _flag_names(row.flags.get(v.name))),
+                    )
+                },
+            }
+            for row in rows
+        )
+    else:
+        objects = (
+            {
+                "document_id": row.document_id,
+                "filename": row.filename,
+                **{v.name: _json_safe(row.values.get(v.name)) for v in variables},
+            }
+            for row in rows
+        )
     return _iter_array(objects)
+
+
+def _flag_names(flags: CellFlags | None) -> list[JsonValue]:
+    return [name for name in flags.names.split("; ") if name] if flags is not None else []
 
 
 def iter_long_json(rows: Iterable[LongRow]) -> Iterator[str]:
@@ -68,7 +94,7 @@ def _long_objects(rows: Iterable[LongRow]) -> Iterator[dict[str, JsonValue]]:
             "run_id": row.run_id,
             "error": row.error,
             "support": row.support,
-            "flags": [name for name in row.flags.names.split("; ") if name],
+            "flags": _flag_names(row.flags),
         }
 
 

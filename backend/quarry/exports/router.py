@@ -63,6 +63,15 @@ async def export(
     layout: Annotated[
         ExportLayout, Query(description="wide: a row per document; long: a row per value")
     ] = ExportLayout.WIDE,
+    flags: Annotated[
+        bool,
+        Query(
+            description=(
+                "wide CSV/JSON: follow each variable's column with `<name>__flag`, the cell's "
+                "flags by name (the long layout always has a `flags` column; xlsx colours them)"
+            )
+        ),
+    ] = False,
 ) -> StreamingResponse | FileResponse:
     """Download the results: reviewed values where reviewed, else the latest extraction.
 
@@ -99,7 +108,7 @@ async def export(
     media = "text/csv; charset=utf-8" if format is ExportFormat.CSV else "application/json"
     name = _download_name(project.name, layout.value, format.value)
     return _ClosingStreamingResponse(
-        service.stream_table(sessionmaker, project.id, codebook, format, layout),
+        service.stream_table(sessionmaker, project.id, codebook, format, layout, flags),
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )

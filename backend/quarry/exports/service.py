@@ -343,15 +343,18 @@ def stream_table(
     codebook: Codebook,
     format: ExportFormat,
     layout: ExportLayout,
+    flags: bool = False,
 ) -> AsyncIterator[bytes]:
-    """The CSV or JSON export, wide or long, as UTF-8 chunks; nothing is read until iterated."""
+    """The CSV or JSON export, wide or long, as UTF-8 chunks; nothing is read until iterated.
+    `flags`: the wide layout gains a `<name>__flag` column per variable (the long one always
+    has its `flags` column)."""
 
     def produce(batches: Iterable[ExportBatch]) -> Iterator[str]:
         if layout is ExportLayout.WIDE:
             wide = wide_rows(codebook, batches)
             if format is ExportFormat.CSV:
-                return iter_wide_csv(codebook.variables, wide)
-            return iter_wide_json(codebook.variables, wide)
+                return iter_wide_csv(codebook.variables, wide, flags)
+            return iter_wide_json(codebook.variables, wide, flags)
         long = long_rows(codebook, batches)
         return iter_long_csv(long) if format is ExportFormat.CSV else iter_long_json(long)
 

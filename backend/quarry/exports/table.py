@@ -149,14 +149,21 @@ class EvaluationTable:
     title: str = "Evaluation"
 
 
-def wide_headers(variables: Sequence[ExportVariable]) -> list[str]:
+#: The wide layout's column of a variable's flags, with `flags=true`: `<name>__flag`.
+FLAG_COLUMN_SUFFIX = "__flag"
+
+
+def wide_headers(variables: Sequence[ExportVariable], flags: bool = False) -> list[str]:
     """Column headers of the wide layout, refusing names that would collide.
 
-    Raises ValueError on a duplicate or reserved variable name: a collision would put two
-    values under one key (JSON) or one header (CSV), and silently losing a column is worse
-    than a clear error.
+    With `flags`, each variable's column is followed by its `<name>__flag` column. Raises
+    ValueError on a duplicate or reserved variable name: a collision would put two values
+    under one key (JSON) or one header (CSV), and silently losing a column is worse than a
+    clear error.
     """
     names = [v.name for v in variables]
+    if flags:
+        names = [column for name in names for column in (name, name + FLAG_COLUMN_SUFFIX)]
     counts = Counter(names)
     clashes = sorted({n for n in names if n in RESERVED_VARIABLE_NAMES or counts[n] > 1})
     if clashes:
