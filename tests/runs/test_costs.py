@@ -299,6 +299,7 @@ async def test_a_budget_stops_new_calls_and_a_higher_one_lets_the_run_go_on(
 
         reason = f"The run's budget of ${budget:.2f} was reached."
         assert run["status"] == "completed_with_errors" and run["error"] == reason
+        assert run["budget_reached"] is True
         made = len(fake_llm.requests)
         # Each call holds its estimated cost (its input, and 200 output tokens) against the
         # budget before it is sent: the call that would pass the budget is never made, so
@@ -324,6 +325,7 @@ async def test_a_budget_stops_new_calls_and_a_higher_one_lets_the_run_go_on(
         assert response.status_code == 202, response.text
         run = await wait_for_run(client, headers, pid, run["id"])
         assert run["status"] == "completed" and run["error"] is None
+        assert run["budget_reached"] is False
         assert run["budget_usd"] is None and run["counts"]["cancelled"] == 0
         assert len(fake_llm.requests) == 10
         logs = await client.get(f"/api/v1/projects/{pid}/runs/{run['id']}/logs", headers=headers)

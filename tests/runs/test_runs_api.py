@@ -358,6 +358,11 @@ async def test_a_failed_cell_cannot_be_accepted_only_corrected(
     fake_llm.script(variable="age", reply="not json at all")
     run = await wait_for_run(client, headers, pid, (await _start(client, headers, pid))["id"])
     assert run["status"] == "failed"
+    # The run's page says why, once per reason, and what to do about it.
+    shown = (await client.get(f"/api/v1/projects/{pid}/runs/{run['id']}", headers=headers)).json()
+    assert [f["count"] for f in shown["failures"]] == [1], shown["failures"]
+    assert "did not fit the variable" in shown["failures"][0]["next_step"]
+    assert shown["budget_reached"] is False
     variable_id = (await client.get(f"/api/v1/projects/{pid}/variables", headers=headers)).json()[
         "items"
     ][0]["id"]
@@ -368,3 +373,21 @@ async def test_a_failed_cell_cannot_be_accepted_only_corrected(
     assert corrected.status_code == 200
     history = (await client.get(cell, headers=headers)).json()
     assert [r["status"] for r in history] == ["corrected"]
+
+
+async def test_a_run_whose_llm_failed_says_why_once_with_the_count(
+    app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
+) -> None:
+    """Issue 15: 55 of 80 failed showed the same line 55 times and no summary."""
+    docs = {f"{n}.txt": f"Patient {n}, aged {n} years." for n in range(1, 5)}
+    headers, pid, _ = await _project_with_docs(app, client, docs, [AGE])
+    fake_llm.inject("500", times=1000)
+    run = await wait_for_run(client, headers, pid, (await _start(client, headers, pid))["id"])
+    assert run["status"] == "failed" and run["counts"]["failed"] == 4
+
+    shown = (await client.get(f"/api/v1/projects/{pid}/runs/{run['id']}", headers=headers)).json()
+    [failure] = shown["failures"]
+    assert failure["count"] == 4 and "HTTP 500" in failure["reason"]
+    assert "running and healthy" in failure["next_step"]
+    listed = (await client.get(f"/api/v1/projects/{pid}/runs", headers=headers)).json()
+    assert listed["items"][0]["failures"] is None  # one run's page only

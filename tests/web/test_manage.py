@@ -178,6 +178,9 @@ def test_run_cancel_and_retry(page: Page, live_server: LiveServer) -> None:
         # Calls already under way finish and are kept; the page follows them without a reload.
         expect(page.locator('dd[data-count="running"]')).to_have_text("0", timeout=20_000)
         expect(page.locator('dd[data-count="succeeded"]')).not_to_have_text("0")
+        # What was cancelled never ran: the bar does not count it as done.
+        expect(page.locator(".progress-text")).to_contain_text("cancelled")
+        expect(page.locator(".progress-text")).not_to_contain_text("100%")
     finally:
         live_server.fake.latency = 0
 
@@ -193,3 +196,30 @@ def test_run_cancel_and_retry(page: Page, live_server: LiveServer) -> None:
     page.get_by_role("link", name="← All runs").click()
     expect(page.locator("tr[data-run-id]")).to_have_count(1)
     expect(page.locator("tr[data-run-id]")).to_contain_text("Completed")
+
+
+def test_a_failed_run_says_why_once_with_what_to_do(page: Page, live_server: LiveServer) -> None:
+    from playwright.sync_api import expect
+
+    arranged = arrange_project(
+        live_server,
+        "LLM gone",
+        [{"name": "title", "description": "The title", "type": "text"}],
+        [
+            ("one.txt", b"ONE: the first paper.\n", "text/plain"),
+            ("two.txt", b"TWO: the second paper.\n", "text/plain"),
+        ],
+    )
+    pid = arranged["project"]["id"]
+    live_server.fake.inject("500", times=1000)  # the page fixture resets the shared fake
+    sign_in(page)
+    page.goto(f"/#/projects/{pid}/runs")
+    page.get_by_role("button", name="Start run").click()
+    expect(page.locator(".run-status")).to_contain_text("Failed", timeout=60_000)
+    summary = page.locator(".failures")
+    expect(summary).to_contain_text("Why 2 failed")
+    expect(summary.locator("li")).to_have_count(1)
+    expect(summary).to_contain_text("2 × The LLM server answered HTTP 500")
+    expect(summary).to_contain_text("running and healthy")
+    expect(page.locator(".progress-text")).to_contain_text("100% · 2 of 2 extractions done")
+    screenshot(page, "33-run-failed-summary")

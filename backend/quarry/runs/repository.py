@@ -388,3 +388,21 @@ async def run_variable_names(
         .order_by(RunVariable.ordinal)
     )
     return [(variable_id, name) for variable_id, name in result.all()]
+
+
+#: How many distinct failure reasons a run's summary lists (most frequent first).
+FAILURE_REASONS_SHOWN = 5
+
+
+async def failure_reasons(session: AsyncSession, run_id: uuid.UUID) -> list[tuple[str, int]]:
+    """The run's failed tasks counted by their error, most frequent first (the retryable
+    index holds a run's failed rows, so this reads only those)."""
+    count = func.count().label("n")
+    rows = await session.execute(
+        select(Extraction.error, count)
+        .where(Extraction.run_id == run_id, Extraction.status == ExtractionStatus.FAILED)
+        .group_by(Extraction.error)
+        .order_by(count.desc(), Extraction.error)
+        .limit(FAILURE_REASONS_SHOWN)
+    )
+    return [(error or "No reason was recorded.", int(n)) for error, n in rows.all()]

@@ -75,7 +75,7 @@ async def read_run(
     session: SessionDep, settings: SettingsDep, project: ProjectDep, run_id: uuid.UUID
 ) -> RunOut:
     run = await service.get_run(session, project, run_id)
-    return (await service.runs_out(session, settings, [run], agreement=True))[0]
+    return (await service.runs_out(session, settings, [run], detail=True))[0]
 
 
 @router.post("/{run_id}/cancel", response_model=RunOut)

@@ -117,6 +117,14 @@ class RunProfileCost(BaseModel):
     cost_usd: float | None
 
 
+class RunFailure(BaseModel):
+    reason: str = Field(description="Why these tasks failed, as their log says")
+    count: int = Field(description="How many of the run's tasks failed so")
+    next_step: str | None = Field(
+        description="What to do about it (null when the reason says, e.g. which setting to check)"
+    )
+
+
 class RunOut(BaseModel):
     id: uuid.UUID
     project_id: uuid.UUID
@@ -154,6 +162,16 @@ class RunOut(BaseModel):
     budget_usd: float | None = Field(
         description="The run's budget in US dollars (null: none); no new call starts once "
         "cost_usd reaches it"
+    )
+    budget_reached: bool = Field(
+        False,
+        description="The run stopped starting calls because its budget was reached (retry "
+        "with a higher `budget_usd` to go on)",
+    )
+    failures: list[RunFailure] | None = Field(
+        None,
+        description="The run's failed tasks by reason, most frequent first (up to 5; GET of "
+        "one run only, null in lists and progress events)",
     )
     error: str | None
     created_at: datetime

@@ -40,6 +40,7 @@ from quarry.runs.schemas import (
     RunCounts,
     RunCreate,
     RunEstimate,
+    RunFailure,
     RunOut,
     RunProfileCost,
     RunRetry,
@@ -47,7 +48,7 @@ from quarry.runs.schemas import (
     VariableEstimate,
 )
 from quarry.runs.snapshot import ENGINE_VERSION, FrozenPrice, RunSnapshot
-from quarry.runs.wording import counted
+from quarry.runs.wording import counted, next_step
 from quarry.settings import Settings
 from quarry.variables.repository import latest_prompt_versions, list_variables
 
@@ -410,14 +411,23 @@ def run_counts(run: Run) -> RunCounts:
 
 
 async def runs_out(
-    session: AsyncSession, settings: Settings, runs: Sequence[Run], *, agreement: bool = False
+    session: AsyncSession, settings: Settings, runs: Sequence[Run], *, detail: bool = False
 ) -> list[RunOut]:
     """`to_out`, with the provider batches of the batch runs among `runs` (one query), and
-    with `agreement` each two-profile run's agreement per variable (one query each)."""
+    with `detail` (one run's page) each run's failures by reason and, for a two-profile run,
+    its agreement per variable (a query or two each)."""
     batch_runs = [run.id for run in runs if (run.settings or {}).get("batch")]
     out = to_out(settings, runs, await batches_repository.summaries(session, batch_runs))
-    if agreement:
+    if detail:
         for run, shown in zip(runs, out, strict=True):
+            shown.failures = (
+                [
+                    RunFailure(reason=reason, count=n, next_step=next_step(reason))
+                    for reason, n in await repository.failure_reasons(session, run.id)
+                ]
+                if run.failed_count
+                else []
+            )
             if run.profile_count == 2:
                 shown.agreement = await run_agreement(session, run)
     return out
@@ -533,6 +543,7 @@ def to_out(
                     else None
                 ),
                 budget_usd=run.budget_usd,
+                budget_reached=run.stop_reason is not None,
                 error=run.error or run.stop_reason,
                 created_at=run.created_at,
                 started_at=run.started_at,

@@ -34,8 +34,24 @@ function formatField(key, value) {
   return String(value);
 }
 
+/** Extractions that ran to an end (cancelled ones are shown apart: they did not run). */
+function finished(run) {
+  return run.counts.succeeded + run.counts.not_found + run.counts.failed;
+}
+
+function share(run) {
+  return run.total ? finished(run) / run.total : 1;
+}
+
 function percent(run) {
-  return `${Math.floor((run.progress || 0) * 100)}%`;
+  return `${Math.floor(share(run) * 100)}%`;
+}
+
+/** "40% · 320 of 800 extractions done · 480 cancelled" */
+function progressWords(run) {
+  const cancelled = run.counts.cancelled;
+  return `${percent(run)} · ${formatNumber(finished(run))} of ${formatNumber(run.total)} extractions done`
+    + (cancelled ? ` · ${formatNumber(cancelled)} cancelled` : "");
 }
 
 // -- the runs page: start a run, list runs ---------------------------------------------------------
@@ -91,7 +107,7 @@ export async function renderRuns(ctx) {
           h("th", { scope: "row" }, h("a", { href: `#/projects/${project.id}/runs/${run.id}` }, formatDate(run.created_at))),
           h("td", {}, runBadge(run.status)),
           h("td", { class: "nowrap" },
-            h("progress", { max: 1, value: run.progress, "aria-label": `Progress of the run started ${formatDate(run.created_at)}` }),
+            h("progress", { max: 1, value: share(run), "aria-label": `Progress of the run started ${formatDate(run.created_at)}` }),
             ` ${percent(run)}`),
           h("td", { class: "num" }, run.counts.succeeded),
           h("td", { class: "num" }, run.counts.not_found),
@@ -271,7 +287,15 @@ export async function renderRun(ctx, runId) {
   const errorText = h("p", { class: "error", hidden: true });
   const actionErrors = errorBox();
   const cancelButton = h("button", { type: "button", class: "danger", onclick: cancel }, "Cancel run");
-  const retryButton = h("button", { type: "button", onclick: retry }, "Retry failed");
+  const retryButton = h("button", { type: "button", onclick: () => retry() }, "Retry failed");
+  // A run stopped by its budget goes on with a higher one.
+  const budgetInput = h("input", { type: "number", min: "0.01", step: "0.01", id: "run-new-budget", required: true });
+  const budgetForm = h("form", { class: "budget-form", hidden: true, onsubmit: raiseBudget },
+    h("label", { for: "run-new-budget" }, "New budget (USD)"), budgetInput,
+    h("button", { type: "submit" }, "Raise budget and go on"));
+  // The failed extractions by reason (GET of the run; progress events omit it).
+  const failureSlot = h("div", { class: "failures" });
+  let failures = run.failures || null;
   const logBody = h("tbody");
   const logEmpty = h("p", { class: "empty" }, "Nothing logged yet.");
   const liveNote = h("p", { class: "muted small", "aria-live": "polite" });
@@ -286,8 +310,10 @@ export async function renderRun(ctx, runId) {
       h("p", {}, "Status: ", statusEl),
       h("div", { class: "progress-row" }, h("label", { for: "run-progress" }, "Progress"), progress, progressText),
       facts,
+      failureSlot,
       agreementSlot,
       errorText,
+      budgetForm,
       actionErrors,
       h("div", { class: "actions" }, cancelButton, retryButton,
         h("a", { class: "button", href: `#/projects/${project.id}/results` }, "See results")),
@@ -303,9 +329,9 @@ export async function renderRun(ctx, runId) {
   let announcedStatus = null;
   function renderProgress() {
     setChildren(statusEl, runBadge(run.status));
-    progress.value = run.progress;
-    progressText.textContent = `${percent(run)} · ${run.done} of ${run.total} extractions`;
-    progress.setAttribute("aria-valuetext", `${percent(run)}, ${run.done} of ${run.total}`);
+    progress.value = share(run);
+    progressText.textContent = progressWords(run);
+    progress.setAttribute("aria-valuetext", progressWords(run));
     const rows = [
       ["Succeeded", run.counts.succeeded],
       ["Not found", run.counts.not_found],
@@ -324,6 +350,12 @@ export async function renderRun(ctx, runId) {
     ]));
     if (run.agreement) agreement = run.agreement;
     renderAgreement();
+    if (run.failures) failures = run.failures;
+    renderFailures();
+    budgetForm.hidden = !(run.budget_reached && !ACTIVE.has(run.status));
+    if (!budgetForm.hidden && !budgetInput.value && run.budget_usd) {
+      budgetInput.value = String(Math.round(run.budget_usd * 200) / 100); // twice the old one
+    }
     errorText.hidden = !run.error;
     errorText.textContent = run.error || "";
     cancelButton.hidden = !ACTIVE.has(run.status);
@@ -334,6 +366,18 @@ export async function renderRun(ctx, runId) {
       liveNote.textContent = `The run is now ${(RUN_STATUS_LABELS[run.status] || run.status).toLowerCase()}.`;
     }
     announcedStatus = run.status;
+  }
+
+  function renderFailures() {
+    if (!failures || !failures.length || !run.counts.failed) {
+      setChildren(failureSlot);
+      return;
+    }
+    setChildren(failureSlot,
+      h("h3", {}, `Why ${formatNumber(run.counts.failed)} failed`),
+      h("ul", { class: "failure-reasons" }, failures.map((f) => h("li", {},
+        h("strong", {}, `${formatNumber(f.count)} × `), f.reason,
+        f.next_step ? h("span", { class: "next-step" }, ` ${f.next_step}`) : ""))));
   }
 
   function renderAgreement() {
@@ -464,10 +508,20 @@ export async function renderRun(ctx, runId) {
     }
   }
 
-  async function retry() {
+  async function raiseBudget(event) {
+    event.preventDefault();
+    const budget = Number(budgetInput.value);
+    if (!(budget > 0)) {
+      showError(actionErrors, new Error("Enter a budget in US dollars, more than 0."));
+      return;
+    }
+    await retry({ budget_usd: budget }, budgetForm.querySelector("button"));
+  }
+
+  async function retry(body = undefined, button = retryButton) {
     showError(actionErrors, null);
     try {
-      run = await withBusy(retryButton, "Retrying…", () => api("POST", `${base}/retry`));
+      run = await withBusy(button, "Retrying…", () => api("POST", `${base}/retry`, body ? { json: body } : {}));
       renderProgress();
       notify("Retrying the failed extractions.", "success");
       cancelButton.focus();
