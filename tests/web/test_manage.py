@@ -11,7 +11,7 @@ import pytest
 from tests.web.conftest import LiveServer, arrange_project, screenshot, sign_in
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import FilePayload, Page
 
 pytestmark = pytest.mark.browser
 
@@ -223,3 +223,38 @@ def test_a_failed_run_says_why_once_with_what_to_do(page: Page, live_server: Liv
     expect(summary).to_contain_text("running and healthy")
     expect(page.locator(".progress-text")).to_contain_text("100% · 2 of 2 extractions done")
     screenshot(page, "33-run-failed-summary")
+
+
+def test_two_hundred_uploads_show_one_summary_and_a_folded_list(
+    page: Page, live_server: LiveServer
+) -> None:
+    from playwright.sync_api import expect
+
+    seen = b"SEEN: already uploaded once.\n"
+    arranged = arrange_project(live_server, "Many files", [], [("seen.txt", seen, "text/plain")])
+    pid = arranged["project"]["id"]
+    sign_in(page)
+    page.goto(f"/#/projects/{pid}/documents")
+    files: list[FilePayload] = [
+        {"name": f"note-{n:03}.txt", "mimeType": "text/plain", "buffer": f"Note {n}.\n".encode()}
+        for n in range(199)
+    ]
+    files.append({"name": "seen-again.txt", "mimeType": "text/plain", "buffer": seen})
+    # Small files share a request, taken all or none: an empty one must not sink the others.
+    files.insert(5, {"name": "empty.txt", "mimeType": "text/plain", "buffer": b""})
+    page.get_by_label("Choose files to upload").set_input_files(files)
+
+    summary = page.locator(".upload-summary")
+    expect(summary).to_contain_text("Uploaded 201 of 201", timeout=300_000)  # a hang guard
+    expect(summary).to_contain_text("1 failed · 1 already in the project")
+    refused = page.locator("li.upload[data-status=rejected]")
+    expect(refused).to_have_count(1)
+    expect(refused).to_contain_text("empty.txt")
+    # The per-file list is folded, so the project's documents stay in view.
+    listing = page.locator("details.upload-list")
+    expect(listing).not_to_have_attribute("open", "")
+    expect(listing.locator("summary")).to_have_text("Files (201)")
+    duplicate = page.locator("li.upload[data-status=duplicate]")
+    expect(duplicate).to_have_count(1)
+    expect(duplicate).to_contain_text("Already in the project as seen.txt")
+    screenshot(page, "34-two-hundred-uploads")

@@ -223,13 +223,20 @@ export async function signIn(email, password) {
 
 // -- uploads ------------------------------------------------------------------------------------
 
+/** How often one upload waits out a 429 (its Retry-After, up to 30 s) before it gives up. */
+const UPLOAD_RATE_RETRIES = 8;
+
 /**
- * Upload one file with XMLHttpRequest, whose upload progress events fetch() lacks.
- * Returns {promise, abort}; the promise resolves to the created document.
+ * Upload files in one request with XMLHttpRequest, whose upload progress events fetch() lacks.
+ * Returns {promise, abort}; the promise resolves to the documents, in the files' order (the
+ * API takes a request's files all or none). A 429 (the API's request limit) is waited out
+ * and the files sent again.
  */
-export function uploadDocument(projectId, file, onProgress) {
-  const xhr = new XMLHttpRequest();
-  const promise = new Promise((resolve, reject) => {
+export function uploadDocuments(projectId, files, onProgress) {
+  let xhr = null;
+  let aborted = false;
+  const once = () => new Promise((resolve, reject) => {
+    xhr = new XMLHttpRequest();
     xhr.open("POST", apiUrl(`/projects/${projectId}/documents`));
     xhr.setRequestHeader("Accept", "application/json");
     const token = session.token;
@@ -245,20 +252,40 @@ export function uploadDocument(projectId, file, onProgress) {
         body = null;
       }
       if (xhr.status >= 200 && xhr.status < 300 && body && Array.isArray(body.items)) {
-        resolve(body.items[0]);
+        resolve(body.items);
         return;
       }
       const error = errorFromBody(xhr.status, xhr.statusText, body);
+      error.retryAfter = Number(xhr.getResponseHeader("Retry-After"));
       if (xhr.status === 401) unauthorizedHandler(error);
       reject(error);
     });
     xhr.addEventListener("error", () => reject(networkError()));
     xhr.addEventListener("abort", () => reject(new DOMException("Upload cancelled", "AbortError")));
     const data = new FormData();
-    data.append("files", file, file.name);
+    for (const file of files) data.append("files", file, file.name);
     xhr.send(data);
   });
-  return { promise, abort: () => xhr.abort() };
+  const promise = (async () => {
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await once();
+      } catch (error) {
+        const wait = error.retryAfter;
+        const limited = error.status === 429 && wait > 0 && wait <= 30;
+        if (!limited || aborted || attempt >= UPLOAD_RATE_RETRIES) throw error;
+        if (onProgress) onProgress(0);
+        await sleep(wait * 1000);
+      }
+    }
+  })();
+  return { promise, abort: () => { aborted = true; if (xhr) xhr.abort(); } };
+}
+
+/** Upload one file: {promise, abort}, the promise resolving to its document. */
+export function uploadDocument(projectId, file, onProgress) {
+  const upload = uploadDocuments(projectId, [file], onProgress);
+  return { promise: upload.promise.then((items) => items[0]), abort: upload.abort };
 }
 
 // -- server-sent events -------------------------------------------------------------------------

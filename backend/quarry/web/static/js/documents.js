@@ -1,14 +1,18 @@
 // Documents: drag-and-drop or picker upload of many files with per-file progress, status
 // polling until parsing settles, the document list, and a page-by-page text viewer.
 
-import { del, get, listAll, uploadDocument } from "./api.js";
+import { del, get, listAll, uploadDocuments } from "./api.js";
 import {
-  add, badge, confirmDialog, DOCUMENT_STATUS_LABELS, errorBox, formatBytes, formatDate, h,
-  notify, pager, setChildren, showError, uid,
+  add, badge, confirmDialog, DOCUMENT_STATUS_LABELS, errorBox, formatBytes, formatDate,
+  formatNumber, h, notify, pager, setChildren, showError, uid,
 } from "./ui.js";
 
 const PAGE_SIZE = 50;
 const PARALLEL_UPLOADS = 3;
+// Small files go several to a request (the API takes up to 100 a request): 200 notes are 20
+// requests, not 200 against the API's per-minute limit.
+const SMALL_FILE_BYTES = 512 * 1024;
+const FILES_PER_REQUEST = 10;
 const POLL_MS = 1000;
 const ACCEPT = ".pdf,.docx,.txt,.md,.markdown,application/pdf,text/plain,text/markdown,"
   + "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
@@ -48,6 +52,12 @@ export async function renderDocuments(ctx) {
   const inputId = uid("files");
   const input = h("input", { id: inputId, type: "file", multiple: true, accept: ACCEPT });
   const uploads = h("ul", { class: "uploads", "aria-label": "Uploads" });
+  // Many files at once: one summary line, and the per-file list folded away.
+  const uploadSummary = h("p", { class: "upload-summary", role: "status", "aria-live": "polite" });
+  const uploadListLabel = h("summary", {}, "Files");
+  const uploadList = h("details", { class: "upload-list", hidden: true }, uploadListLabel, uploads);
+  const tally = { files: 0, sent: 0, failed: 0, duplicates: 0, bytes: 0, bytesSent: 0 };
+  const FOLD_AT = 10;
   const dropzone = h(
     "div",
     { class: "dropzone" },
@@ -82,29 +92,59 @@ export async function renderDocuments(ctx) {
   add(ctx.root, 
     h("h2", { tabindex: "-1" }, "Documents"),
     dropzone,
-    uploads,
+    uploadSummary,
+    uploadList,
     h("h3", {}, "In this project"),
     listErrors,
     table,
   );
 
+  function renderTally() {
+    const busy = tally.sent < tally.files;
+    const parts = [
+      `${busy ? "Uploading" : "Uploaded"} ${formatNumber(tally.sent)} of ${formatNumber(tally.files)}`,
+      `${formatBytes(tally.bytesSent)} of ${formatBytes(tally.bytes)}`,
+    ];
+    if (tally.failed) parts.push(`${formatNumber(tally.failed)} failed`);
+    if (tally.duplicates) parts.push(`${formatNumber(tally.duplicates)} already in the project`);
+    uploadSummary.textContent = parts.join(" · ");
+    uploadListLabel.textContent = `Files (${formatNumber(tally.files)})`;
+  }
+
   function uploadRow(file) {
     const progress = h("progress", { max: 1, value: 0, "aria-label": `Upload of ${file.name}` });
     const status = h("span", { class: "upload-status" }, "Waiting");
+    let counted = 0; // bytes of this file in tally.bytesSent
     const row = h("li", { class: "upload" },
       h("span", { class: "upload-name" }, file.name),
       h("span", { class: "muted small" }, formatBytes(file.size)),
       progress, status);
     uploads.prepend(row);
+    const sent = (bytes) => {
+      tally.bytesSent += bytes - counted;
+      counted = bytes;
+    };
     return {
       progress(fraction) {
         progress.value = fraction;
         status.textContent = `Uploading ${Math.round(fraction * 100)}%`;
+        sent(Math.round(fraction * file.size));
+        renderTally();
+      },
+      uploaded(doc) {
+        sent(file.size);
+        tally.sent += 1;
+        if (doc.duplicate_of) tally.duplicates += 1;
+        renderTally();
+        this.document(doc);
       },
       document(doc) {
         progress.value = 1;
         row.dataset.status = doc.status;
-        if (doc.status === "ready") {
+        if (doc.duplicate_of) {
+          row.dataset.status = "duplicate";
+          setChildren(status, badge("Already in the project", "ok"), ` as ${doc.filename}; nothing new was stored.`);
+        } else if (doc.status === "ready") {
           const pages = doc.page_count === 1 ? "1 page" : `${doc.page_count} pages`;
           setChildren(status, badge("Ready", "ok"), ` ${pages}`, documentNotes(doc));
         } else if (doc.status === "failed") {
@@ -116,26 +156,76 @@ export async function renderDocuments(ctx) {
       rejected(error) {
         row.dataset.status = "rejected";
         progress.value = 0;
+        sent(0);
+        tally.sent += 1;
+        tally.failed += 1;
+        renderTally();
         setChildren(status, badge("Not uploaded", "bad"), ` ${error.message}`);
       },
     };
   }
 
+  /** The files in requests: small ones together (up to FILES_PER_REQUEST), big ones alone. */
+  function requests(entries) {
+    const out = [];
+    let group = [];
+    for (const entry of entries) {
+      if (entry.file.size > SMALL_FILE_BYTES) {
+        out.push([entry]);
+        continue;
+      }
+      group.push(entry);
+      if (group.length === FILES_PER_REQUEST) {
+        out.push(group);
+        group = [];
+      }
+    }
+    if (group.length) out.push(group);
+    return out;
+  }
+
+  async function send(group) {
+    const onProgress = (fraction) => group.forEach(({ row }) => row.progress(fraction));
+    const docs = await uploadDocuments(project.id, group.map(({ file }) => file), onProgress).promise;
+    group.forEach(({ row }, index) => {
+      const doc = docs[index];
+      row.uploaded(doc);
+      const waiting = doc.status === "uploaded" || doc.status === "parsing";
+      if (waiting && !doc.duplicate_of) tracked.set(doc.id, row);
+    });
+    schedulePoll(0);
+  }
+
   async function startUploads(files) {
-    const queue = files.map((file) => ({ file, row: uploadRow(file) }));
+    tally.files += files.length;
+    tally.bytes += files.reduce((sum, file) => sum + file.size, 0);
+    uploadList.hidden = false;
+    uploadList.open = tally.files <= FOLD_AT;
+    const queue = requests(files.map((file) => ({ file, row: uploadRow(file) })));
+    renderTally();
     let next = 0;
     const lane = async () => {
       while (next < queue.length) {
-        const { file, row } = queue[next];
+        const group = queue[next];
         next += 1;
         activeUploads += 1;
         try {
-          const doc = await uploadDocument(project.id, file, (f) => row.progress(f)).promise;
-          row.document(doc);
-          if (doc.status === "uploaded" || doc.status === "parsing") tracked.set(doc.id, row);
-          schedulePoll(0);
+          try {
+            await send(group);
+          } catch (error) {
+            // A request's files are taken all or none: one bad file refuses the others, so
+            // they go again one by one and only the bad one is refused.
+            if (group.length === 1 || error.name === "AbortError" || !(error.status >= 400 && error.status < 500)) throw error;
+            for (const entry of group) {
+              try {
+                await send([entry]);
+              } catch (alone) {
+                entry.row.rejected(alone);
+              }
+            }
+          }
         } catch (error) {
-          row.rejected(error);
+          group.forEach(({ row }) => row.rejected(error));
         } finally {
           activeUploads -= 1;
         }
