@@ -187,8 +187,10 @@ def test_full_journey_in_the_browser(page: Page, live_server: LiveServer, tmp_pa
 
     # Export: the Excel file holds the corrected value; the CSV too.
     project_tab(page, "Export").click()
+    # One workbook holds both layouts: one button for it.
+    expect(page.locator('button[data-format="xlsx"]')).to_have_count(1)
     with page.expect_download() as download_info:
-        page.get_by_role("button", name="Download Excel (wide)").click()
+        page.get_by_role("button", name="Download Excel (both layouts)").click()
     download = download_info.value
     assert download.suggested_filename.endswith(".xlsx")
     xlsx = tmp_path / download.suggested_filename
@@ -215,3 +217,18 @@ def test_full_journey_in_the_browser(page: Page, live_server: LiveServer, tmp_pa
         r for r in long_rows if r["filename"] == "alpha.pdf" and r["variable"] == "sample_size"
     )
     assert alpha_size["value"] == "1250"
+
+    # The wide CSV with a flag column per variable, on request.
+    page.get_by_label("Wide CSV and JSON: add a").check()
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download CSV (wide)").click()
+    wide_csv = tmp_path / "wide.csv"
+    download_info.value.save_as(wide_csv)
+    wide = list(csv.DictReader(io.StringIO(wide_csv.read_text(encoding="utf-8-sig"))))
+    assert {"sample_size", "sample_size__flag", "design__flag"} <= set(wide[0])
+
+    # Toasts belong to the page that showed them.
+    expect(page.locator(".toast")).not_to_have_count(0)
+    page.wait_for_timeout(1600)  # older than a toast kept for the next page
+    project_tab(page, "Codebook").click()
+    expect(page.locator(".toast")).to_have_count(0)

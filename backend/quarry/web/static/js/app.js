@@ -11,7 +11,7 @@ import { renderExport } from "./exports.js";
 import { renderProjects } from "./projects.js";
 import { renderResults } from "./results.js";
 import { renderRun, renderRuns } from "./runs.js";
-import { add, errorBox, h, setChildren, showError, withBusy } from "./ui.js";
+import { add, clearToasts, errorBox, h, setChildren, showError, withBusy } from "./ui.js";
 
 const RETURN_KEY = "quarry.returnTo";
 const TABS = [
@@ -195,6 +195,7 @@ async function route() {
       }
     }
   }
+  clearToasts();
   const { path, query } = parseHash();
   const main = document.getElementById("main");
   const match = matchRoute(path);

@@ -15,16 +15,29 @@ const LAYOUTS = [
 ];
 
 export async function renderExport(ctx) {
+  function exportButton(format, label, layout, words) {
+    const button = h("button", {
+      type: "button", "data-format": format, "data-layout": layout,
+    }, `Download ${label} (${words})`);
+    button.addEventListener("click", () => download(button, format, layout));
+    return button;
+  }
+
   const { project } = ctx;
   const errors = errorBox();
   const status = h("p", { class: "muted", "aria-live": "polite" });
 
+  const flagsId = `export-flags-${project.id}`;
+  const flagsBox = h("input", { type: "checkbox", id: flagsId });
+
   async function download(button, format, layout) {
     showError(errors, null);
     status.textContent = "";
+    const query = { format, layout };
+    if (flagsBox.checked && format !== "xlsx" && layout === "wide") query.flags = "true";
     try {
       const file = await withBusy(button, "Preparing…", () => downloadFile(
-        `/projects/${project.id}/export`, { format, layout }, `quarry-${layout}.${format}`));
+        `/projects/${project.id}/export`, query, `quarry-${layout}.${format}`));
       status.textContent = `Downloaded ${file.name}.`;
       notify(`Downloaded ${file.name}.`, "success");
     } catch (error) {
@@ -42,13 +55,14 @@ export async function renderExport(ctx) {
         LAYOUTS.map(([, label, hint]) => h("th", { scope: "col" }, label, h("div", { class: "muted small" }, hint))))),
       h("tbody", {}, FORMATS.map(([format, label, hint]) => h("tr", {},
         h("th", { scope: "row" }, label, h("div", { class: "muted small" }, hint)),
-        LAYOUTS.map(([layout, layoutLabel]) => {
-          const button = h("button", {
-            type: "button", "data-format": format, "data-layout": layout,
-          }, `Download ${label} (${layoutLabel.toLowerCase()})`);
-          button.addEventListener("click", () => download(button, format, layout));
-          return h("td", {}, button);
-        }))))),
+        // One workbook holds both layouts: one button, not two that download the same file.
+        format === "xlsx"
+          ? h("td", { colspan: String(LAYOUTS.length) }, exportButton(format, label, "wide", "both layouts"))
+          : LAYOUTS.map(([layout, layoutLabel]) => h("td", {},
+            exportButton(format, label, layout, layoutLabel.toLowerCase()))))))),
+    h("p", { class: "field-inline" }, flagsBox,
+      h("label", { for: flagsId }, " Wide CSV and JSON: add a ", h("code", {}, "<name>__flag"),
+        " column after each variable (failed, not stated, ungrounded, low confidence…)")),
     errors,
     status,
   );

@@ -150,9 +150,20 @@ export function notify(message, kind = "info") {
   const region = document.getElementById("toasts");
   if (!region) return;
   const toast = h("div", { class: ["toast", `toast-${kind}`] }, message);
+  toast.dataset.shownAt = String(Date.now());
   region.append(toast);
   while (region.children.length > 3) region.firstElementChild.remove();
   setTimeout(() => toast.remove(), kind === "error" ? 10000 : 4000);
+}
+
+/** Leaving a page: its toasts go, except one just shown (the action that led here says so). */
+export function clearToasts(keepMs = 1500) {
+  const region = document.getElementById("toasts");
+  if (!region) return;
+  const now = Date.now();
+  for (const toast of [...region.children]) {
+    if (now - Number(toast.dataset.shownAt || 0) > keepMs) toast.remove();
+  }
 }
 
 /** Say something to screen-reader users without showing it. */
