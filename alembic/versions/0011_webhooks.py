@@ -39,7 +39,7 @@ def upgrade() -> None:
         sa.Column("url", sa.String(length=2000), nullable=True),
         sa.Column("secret", sa.String(length=200), nullable=True),
         sa.Column("events", sa.JSON(), nullable=False),
-        sa.Column("description", sa.Text(), server_default="", nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
         sa.Column("enabled", sa.Boolean(), server_default=sa.true(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

@@ -16,6 +16,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -133,3 +134,36 @@ class WebhookReceiver:
     ) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+async def add_paused_webhook(
+    app: Any, client: Any, headers: dict[str, str], project_id: str
+) -> dict[str, str]:
+    """A disabled webhook of the project with one delivery in its log (written straight to
+    the database: no event has to happen, and nothing is ever sent to its public address),
+    for tests that need their ids: {"webhook_id", "delivery_id"}."""
+    from quarry.db import session_scope
+    from quarry.models import Delivery
+    from quarry.models.base import utcnow
+
+    response = await client.post(
+        f"/api/v1/projects/{project_id}/webhooks",
+        json={"url": "http://93.184.215.14/hook", "events": ["run.finished"], "enabled": False},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    hook_id = response.json()["id"]
+    async with session_scope(app.state.sessionmaker) as session:
+        delivery = Delivery(
+            webhook_id=uuid.UUID(hook_id),
+            event="run.finished",
+            payload={"event": "run.finished", "project_id": project_id, "data": {}},
+            status="failed",
+            attempts=1,
+            error="The receiver answered 500.",
+            created_at=utcnow(),
+        )
+        session.add(delivery)
+        await session.flush()
+        delivery_id = str(delivery.id)
+    return {"webhook_id": hook_id, "delivery_id": delivery_id}

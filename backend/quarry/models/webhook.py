@@ -25,7 +25,7 @@ class Webhook(IdMixin, TimestampMixin, Base):
     url: Mapped[str | None] = mapped_column(String(2000), default=None)
     secret: Mapped[str | None] = mapped_column(String(200), default=None)
     events: Mapped[list[Any]] = mapped_column(default=list)
-    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    description: Mapped[str] = mapped_column(Text, default="")
     enabled: Mapped[bool] = mapped_column(default=True, server_default=true())
 
 

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import uuid
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, status
 
 from quarry.db import SessionDep
+from quarry.errors import ErrorOut
 from quarry.pagination import Page, PageDep
 from quarry.projects.deps import ProjectDep
+from quarry.security.audit import AuditAction, AuditDep
 from quarry.settings import SettingsDep
 from quarry.webhooks import service
 from quarry.webhooks.schemas import (
@@ -56,9 +59,17 @@ async def update_webhook(
 
 
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_webhook(session: SessionDep, project: ProjectDep, webhook_id: uuid.UUID) -> None:
+async def delete_webhook(
+    session: SessionDep, project: ProjectDep, webhook_id: uuid.UUID, audit: AuditDep
+) -> None:
     """Delete the webhook and its delivery log (pending deliveries are not sent)."""
-    await service.delete_webhook(session, await service.get_webhook(session, project, webhook_id))
+    webhook = await service.get_webhook(session, project, webhook_id)
+    await service.delete_webhook(session, webhook)
+    # The host only: a URL's path or query may carry the receiver's own token.
+    host = urlsplit(webhook.url).hostname if webhook.url else None
+    await audit.record(
+        AuditAction.WEBHOOK_DELETED, "webhook", webhook.id, host=host, channel=webhook.channel
+    )
 
 
 @router.get("/{webhook_id}/deliveries", response_model=Page[DeliveryOut])
@@ -89,6 +100,9 @@ async def read_delivery(
     "/{webhook_id}/deliveries/{delivery_id}/redeliver",
     response_model=DeliveryOut,
     status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        409: {"model": ErrorOut, "description": "The delivery is still pending"},
+    },
 )
 async def redeliver(
     session: SessionDep, project: ProjectDep, webhook_id: uuid.UUID, delivery_id: uuid.UUID
