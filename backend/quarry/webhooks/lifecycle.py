@@ -5,7 +5,8 @@ the transaction of the event itself — a run's final status (runs/lifecycle.py
 `finish_if_done`), its budget stop (`stop_for_budget`), a failed parse
 (documents/lifecycle.py) — so an event that happened has its deliveries, and one rolled back
 has none, whatever restarts. Senders (webhooks/sender.py, in every process that runs jobs)
-claim due rows with a lease, send them, and record the outcome only while they hold it.
+claim due rows with a lease, send them (an HTTP POST, or an email to the project owner for
+a webhook of channel `email`), and record the outcome only while they hold it.
 
     =========  =========  =============================================  ===================
     from       to         when                                           function
@@ -18,7 +19,8 @@ claim due rows with a lease, send them, and record the outcome only while they h
     pending    pending    the attempt failed: next attempt after an      record_failed
                           exponential backoff (lease held)
     pending    failed     the attempt failed and the next would be past  record_failed
-                          `give_up_at` (or the target is refused)
+                          `give_up_at` (or retrying cannot help: email
+                          without QUARRY_SMTP_URL)
     pending    pending    its sender stops before sending it             release
     delivered  pending    "send again" (a fresh retry window)            send_again
     | failed

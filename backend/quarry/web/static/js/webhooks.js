@@ -36,24 +36,39 @@ export async function renderWebhooks(ctx) {
     const input = h("input", { type: "checkbox", name: "events", value: name, checked: name === "run.finished" });
     return { input, row: h("label", { class: "check" }, input, " ", h("code", {}, name), " — ", label) };
   });
+  const channel = h("select", { id: "webhook-channel" },
+    h("option", { value: "webhook" }, "A URL (signed JSON)"),
+    h("option", { value: "email" }, "Email to the project owner (if the server sends email)"));
+  const urlField = h("div", { class: "field" }, h("label", { for: "webhook-url" }, "URL"), url);
+  const secretField = h("div", { class: "field" },
+    h("label", { for: "webhook-secret" }, "Signing secret (optional)"), secret);
+  channel.addEventListener("change", () => {
+    const email = channel.value === "email";
+    urlField.hidden = email;
+    secretField.hidden = email;
+    url.required = !email;
+  });
   const submit = h("button", { type: "submit", class: "primary" }, "Add webhook");
   const form = h("form", { class: "webhook-form", "aria-label": "Add a webhook" },
-    h("div", { class: "field" }, h("label", { for: "webhook-url" }, "URL"), url),
+    h("div", { class: "field" }, h("label", { for: "webhook-channel" }, "Send to"), channel),
+    urlField,
     h("fieldset", {}, h("legend", {}, "Events"), boxes.map((b) => b.row)),
-    h("div", { class: "field" }, h("label", { for: "webhook-secret" }, "Signing secret (optional)"), secret),
+    secretField,
     submit,
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     showError(errors, null);
     const events = boxes.filter((b) => b.input.checked).map((b) => b.input.value);
-    const body = { url: url.value.trim(), events };
-    if (secret.value) body.secret = secret.value;
+    const body = channel.value === "email"
+      ? { channel: "email", events }
+      : { url: url.value.trim(), events };
+    if (secret.value && channel.value !== "email") body.secret = secret.value;
     try {
       const created = await withBusy(submit, "Adding…", () => post(base, body));
       url.value = "";
       secret.value = "";
-      showSecret(created);
+      if (created.secret) showSecret(created);
       notify("Webhook added.", "success");
       await refresh();
     } catch (error) {
