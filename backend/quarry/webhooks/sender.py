@@ -44,6 +44,8 @@ log = structlog.get_logger(__name__)
 _SENDER_KEY = "webhooks.sender"
 #: Deliveries one process claims and sends at once.
 CLAIM_BATCH = 20
+#: How long a stop waits for the database work in hand (claiming, recording) to finish.
+_STOP_GRACE_SECONDS = 5.0
 #: The longest wait between two attempts.
 MAX_BACKOFF_SECONDS = 3600.0
 
@@ -200,6 +202,10 @@ class DeliverySender:
         self._task: asyncio.Task[None] | None = None
         self._held: set[uuid.UUID] = set()
         self._wake = asyncio.Event()
+        self._stopping = False
+        #: True while requests are out (stopping then cancels them; between them, a stop
+        #: lets the database work in hand finish rather than cut a query off mid-flight).
+        self._sending = False
 
     @classmethod
     def for_context(cls, ctx: JobContext) -> DeliverySender:
@@ -209,6 +215,7 @@ class DeliverySender:
         return sender
 
     def start(self) -> None:
+        self._stopping = False
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._send_forever(), name="quarry-webhooks")
 
@@ -218,11 +225,18 @@ class DeliverySender:
 
     async def stop(self) -> None:
         """Stop sending; hand back at once what was claimed and not sent."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._stopping = True
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is not None:
+            if self._sending:
+                task.cancel()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), _STOP_GRACE_SECONDS)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._held:
             with contextlib.suppress(Exception):
                 async with job_write_scope(self._ctx.sessionmaker) as session:
@@ -233,7 +247,7 @@ class DeliverySender:
         settings = self._ctx.settings
         timeout = httpx.Timeout(settings.webhook_timeout_seconds)
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
-            while True:
+            while not self._stopping:
                 try:
                     claimed = await self.send_due(client)
                 except Exception:
@@ -256,7 +270,11 @@ class DeliverySender:
         if not claimed:
             return 0
         self._held |= {d.id for d in claimed}
-        attempts = await asyncio.gather(*(self._attempt(client, d) for d in claimed))
+        self._sending = True
+        try:
+            attempts = await asyncio.gather(*(self._attempt(client, d) for d in claimed))
+        finally:
+            self._sending = False
         async with job_write_scope(ctx.sessionmaker) as session:
             for delivery, attempt in zip(claimed, attempts, strict=True):
                 await self._record(session, delivery, attempt)
