@@ -27,6 +27,7 @@ from tests.support.api import (
     wait_for_documents,
     wait_for_run,
 )
+from tests.support.webhook_receiver import add_paused_webhook
 
 API = "/api/v1"
 PROJECT_PREFIX = "/projects/{project_id}"
@@ -59,6 +60,22 @@ PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
         {"json": {"base_url": "http://attacker.example/v1"}}
     ],
     ("DELETE", "/projects/{project_id}/profiles/{profile_id}"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/webhooks"): lambda _: [{}],
+    ("POST", "/projects/{project_id}/webhooks"): lambda _: [
+        {"json": {"url": "http://93.184.215.14/b", "events": ["run.finished"], "enabled": False}}
+    ],
+    ("GET", "/projects/{project_id}/webhooks/{webhook_id}"): lambda _: [{}],
+    ("PATCH", "/projects/{project_id}/webhooks/{webhook_id}"): lambda _: [
+        {"json": {"description": "Taken over"}}
+    ],
+    ("DELETE", "/projects/{project_id}/webhooks/{webhook_id}"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/webhooks/{webhook_id}/deliveries"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/webhooks/{webhook_id}/deliveries/{delivery_id}"): lambda _: [
+        {}
+    ],
+    ("POST", "/projects/{project_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): (
+        lambda _: [{}]
+    ),
     ("POST", "/projects/{project_id}/documents"): lambda _: [
         {"files": [("files", ("intruder.txt", b"Planted by B.\n", "text/plain"))]}
     ],
@@ -183,6 +200,7 @@ async def make_owner(
             headers=headers,
         )
         assert response.status_code == 200, response.text
+    ids.update(await add_paused_webhook(app, client, headers, pid))
     return Owner(headers, ids)
 
 
@@ -308,7 +326,15 @@ async def test_every_api_route_but_sign_in_needs_a_token(
 ) -> None:
     ids = {
         name: str(uuid.uuid4())
-        for name in ("project_id", "variable_id", "document_id", "run_id", "profile_id")
+        for name in (
+            "project_id",
+            "variable_id",
+            "document_id",
+            "run_id",
+            "profile_id",
+            "webhook_id",
+            "delivery_id",
+        )
     }
     routes = api_routes(app)
     assert routes >= PUBLIC_ROUTES

@@ -34,6 +34,7 @@ from quarry.security.router import router as audit_router
 from quarry.settings import Settings, get_settings
 from quarry.variables.router import router as variables_router
 from quarry.web import mount_web
+from quarry.webhooks.router import router as webhooks_router
 from quarry.worker import create_queue
 
 log = structlog.get_logger(__name__)
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         extractions_router,
         exports_router,
         evaluation_router,
+        webhooks_router,
         audit_router,
     ):
         api.include_router(router)

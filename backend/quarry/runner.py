@@ -37,6 +37,7 @@ from quarry.models.base import utcnow
 from quarry.runs import lifecycle, repository
 from quarry.runs.executor import TaskExecutor
 from quarry.runs.preparer import Preparer, prepare_run_job
+from quarry.webhooks.sender import DeliverySender
 
 log = structlog.get_logger(__name__)
 
@@ -101,10 +102,11 @@ async def sweep(ctx: JobContext, queue: JobQueue) -> None:
 
 
 async def stop_work(ctx: JobContext, grace: float) -> None:
-    """Stop this process's work: preparations at once, extraction and parses after `grace`
-    seconds for what is in flight; what is unfinished is handed back."""
+    """Stop this process's work: preparations and webhook deliveries at once, extraction and
+    parses after `grace` seconds for what is in flight; what is unfinished is handed back."""
     await Preparer.for_context(ctx).stop()
     await BatchPoller.for_context(ctx).stop()
+    await DeliverySender.for_context(ctx).stop()
     await asyncio.gather(
         TaskExecutor.for_context(ctx).stop(grace), ParseFeed.for_context(ctx).stop(grace)
     )
@@ -134,6 +136,7 @@ class EmbeddedQueue:
         self._ctx = ctx
         self._drainer = asyncio.create_task(self._drain(ctx), name="quarry-jobs")
         self._sweeper = asyncio.create_task(self._sweep_forever(ctx), name="quarry-sweeper")
+        DeliverySender.for_context(ctx).start()  # the webhooks' outbox
 
     async def stop(self) -> None:
         for task in (self._sweeper, self._drainer):

@@ -166,6 +166,25 @@ class Settings(BaseSettings):
     batch_max_requests: Annotated[int, Field(ge=1, le=50_000)] = 50_000
     batch_max_bytes: Annotated[int, Field(ge=1024, le=200_000_000)] = 190_000_000
 
+    # Webhooks and email (webhooks/; README "Webhooks"). Deliveries wait in the database
+    # (an outbox); every process that runs jobs sends the due ones.
+    #: Allow webhook URLs on private, loopback and link-local addresses (an operator's
+    #: choice: otherwise any user could make the server call its own network).
+    webhook_allow_private: bool = False
+    #: How long a delivery is retried (with exponential backoff) before it is failed.
+    webhook_retry_seconds: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = 24 * 3600.0
+    #: The wait before the first retry; it doubles with each attempt, up to an hour.
+    webhook_backoff_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    #: One delivery attempt's timeout (connect, send, answer).
+    webhook_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    #: How often a process looks for due deliveries.
+    webhook_poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    #: Email the events of projects that ask for it: smtp://user:password@host:587 (STARTTLS
+    #: when the server offers it), smtps://… (TLS from the start); unset = no email channel.
+    smtp_url: SecretStr | None = None
+    #: The sender address of those emails.
+    smtp_from: str = "quarry@localhost"
+
     # Distributed mode: set QUARRY_REDIS_URL and run `quarry worker` processes.
     #: The Redis sorted set jobs wait in; deployments sharing one Redis need different names.
     redis_queue: Annotated[str, Field(min_length=1, max_length=200)] = "quarry:queue"

@@ -56,6 +56,7 @@ from quarry.llm.client import ChatModelFactory
 from quarry.metrics import serve_worker_metrics
 from quarry.runner import JOBS, EmbeddedQueue, JobFunction, check_job, stop_work, sweep
 from quarry.settings import Settings
+from quarry.webhooks.sender import DeliverySender
 
 log = structlog.get_logger(__name__)
 
@@ -287,6 +288,7 @@ async def serve_worker(settings: Settings) -> None:
             waiting.cancel()
             return
         metrics_port = serve_worker_metrics(settings)
+        DeliverySender.for_context(ctx).start()  # the webhooks' outbox (needs the database)
         background += [
             asyncio.create_task(_sweep_periodically(ctx, queue), name="quarry-sweeper"),
             asyncio.create_task(_record_health(settings, redis, alive), name="quarry-health"),

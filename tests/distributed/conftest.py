@@ -57,6 +57,9 @@ _WORKER_SETTINGS = (
     "sweep_interval_seconds",
     "worker_shutdown_grace_seconds",
     "worker_heartbeat_file",
+    "webhook_allow_private",
+    "webhook_poll_seconds",
+    "webhook_backoff_seconds",
 )
 
 _PROCESSES = pytest.StashKey[ProcessGroup]()

@@ -24,6 +24,7 @@ from tests.support.api import (
     wait_for_documents,
     wait_for_run,
 )
+from tests.support.webhook_receiver import add_paused_webhook
 
 API = "/api/v1"
 
@@ -119,6 +120,7 @@ async def make_world(
         assert response.status_code == 202, response.text
         run = await wait_for_run(client, headers, pid, response.json()["id"])
         ids["run_id"] = run["id"]
+    ids.update(await add_paused_webhook(app, client, headers, pid))
     return World(email, headers, ids)
 
 

@@ -103,6 +103,9 @@ class World:
                 "base_url": "http://127.0.0.1:9/v1",
             }
             return str(self.call("POST", f"{base}/profiles", json=spec)["id"])
+        if kind == "webhook_id":
+            spec = {"url": "http://93.184.215.14/doomed", "events": ["run.finished"]}
+            return str(self.call("POST", f"{base}/webhooks", json={**spec, "enabled": False})["id"])
         raise AssertionError(f"cannot make a fresh {kind}; extend World.fresh")
 
 
@@ -127,6 +130,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         api_requests_per_minute=0,
         login_attempts_per_minute=0,
         login_ip_attempts_per_minute=0,
+        webhook_allow_private=True,
     )
     asyncio.run(create_schema(settings_.database_url))
     app: FastAPI = create_app(settings_)
@@ -154,12 +158,25 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 ),
                 "the document to be parsed",
             )
+            # A webhook with a delivery in its log (its receiver refuses the connection: the
+            # delivery waits for a retry), then paused.
+            hook = w.call(
+                "POST",
+                f"{base}/webhooks",
+                json={"url": "http://127.0.0.1:9/hook", "events": ["run.finished"]},
+            )
+            w.ids["webhook_id"] = hook["id"]
             run = w.call("POST", f"{base}/runs", json={})
             w.ids["run_id"] = run["id"]
             wait_until(
                 lambda: w.call("GET", f"{base}/runs/{run['id']}")["status"] == "completed",
                 "the run",
             )
+            deliveries = f"{base}/webhooks/{hook['id']}/deliveries"
+            w.ids["delivery_id"] = wait_until(
+                lambda: w.call("GET", deliveries)["items"], "the run's delivery"
+            )[0]["id"]
+            w.call("PATCH", f"{base}/webhooks/{hook['id']}", json={"enabled": False})
             yield w
     finally:
         asgi.shutdown_lifespans()

@@ -109,6 +109,11 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         "log_level": "ERROR",
         # Two LLM calls at a time, so a run with some latency visibly progresses.
         "llm_concurrency": 2,
+        # Webhook receivers of the tests are on 127.0.0.1; quick retries, given up in 2 s.
+        "webhook_allow_private": True,
+        "webhook_poll_seconds": 0.1,
+        "webhook_backoff_seconds": 0.1,
+        "webhook_retry_seconds": 2.0,
     }
     # The tests sign in more often than a person would; the sign-in limit is not under test.
     for limit in ("login_attempts_per_minute", "login_ip_attempts_per_minute"):

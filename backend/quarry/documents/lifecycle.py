@@ -14,6 +14,9 @@
     parsing   failed   the file cannot be read, lease held              store_failed
     ========  =======  ===============================================  ==================
 
+Both ways to `failed` write the webhooks' `document.failed` deliveries in the same
+transaction (webhooks/lifecycle.py).
+
 The database is the parse queue as it is the runs' (runs/lifecycle.py): a wake-up says
 "documents are waiting", and a woken worker claims as many as it can parse at once, oldest
 first, skipping rows another worker is claiming (PostgreSQL). A parse that outlasts the
@@ -34,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quarry.documents.parsing import ParsedDocument
 from quarry.models import Document, DocumentPage, DocumentStatus
 from quarry.models.base import status_is, utcnow
+from quarry.webhooks import lifecycle as outbox
 
 _DOCUMENTS = cast(Table, Document.__table__)
 #: Parses started for one document before it is failed rather than tried again.
@@ -80,7 +84,7 @@ async def claim_documents(
     ids = list((await session.execute(candidates)).scalars())
     if not ids:
         return []
-    await session.execute(
+    given_up = await session.execute(
         update(_DOCUMENTS)
         .where(_DOCUMENTS.c.id.in_(ids), _DOCUMENTS.c.parse_attempts >= MAX_PARSE_ATTEMPTS)
         .values(
@@ -90,7 +94,9 @@ async def claim_documents(
             lease_expires_at=None,
             updated_at=now,
         )
+        .returning(_DOCUMENTS.c.id)
     )
+    await outbox.record_documents_failed(session, list(given_up.scalars()))
     result = await session.execute(
         update(_DOCUMENTS)
         .where(_DOCUMENTS.c.id.in_(ids), _DOCUMENTS.c.parse_attempts < MAX_PARSE_ATTEMPTS)
@@ -187,7 +193,10 @@ async def store_failed(
             updated_at=utcnow(),
         )
     )
-    return _rowcount(result) == 1
+    if _rowcount(result) != 1:
+        return False
+    await outbox.record_documents_failed(session, [document_id])
+    return True
 
 
 async def release_documents(

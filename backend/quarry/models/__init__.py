@@ -16,6 +16,7 @@ from quarry.models.run_event import RunEvent
 from quarry.models.run_plan import RunDocument, RunVariable
 from quarry.models.user import User
 from quarry.models.variable import Variable
+from quarry.models.webhook import Delivery, Webhook
 
 __all__ = [
     "ACTIVE_RUN_STATUSES",
@@ -23,6 +24,7 @@ __all__ = [
     "Agreement",
     "AuditEvent",
     "Base",
+    "Delivery",
     "Document",
     "DocumentPage",
     "DocumentStatus",
@@ -42,5 +44,6 @@ __all__ = [
     "RunVariable",
     "User",
     "Variable",
+    "Webhook",
     "batch_owner",
 ]

@@ -28,6 +28,9 @@ Runs (active = preparing, queued or running)
                 running
     ==========  ======================  ===================================  ================
 
+    A run's final status and its budget stop write their webhook deliveries (run.finished,
+    run.failed, run.budget_reached; webhooks/lifecycle.py) in the same transaction.
+
     A run finishes failed when every pair failed, completed_with_errors when some failed or
     were cancelled — a stopped or cancelled run's pending tasks and uncreated pairs count as
     cancelled — and completed otherwise.
@@ -130,6 +133,8 @@ from quarry.models.extraction import FINISHED_EXTRACTION_STATUSES
 from quarry.runs.agreement import agreement_of
 from quarry.runs.wording import counted
 from quarry.variables.types import TypeSpec, VariableType
+from quarry.webhooks import lifecycle as outbox
+from quarry.webhooks.events import Event
 
 _TASKS = cast(Table, Extraction.__table__)
 _RUNS = cast(Table, Run.__table__)
@@ -421,6 +426,10 @@ async def finish_if_done(session: AsyncSession, run_id: uuid.UUID) -> str | None
     final: str | None = result.scalar_one_or_none()
     if final is not None:
         await _log(session, run_id, [LogLine("run.finished", f"The run finished: {final}.")])
+        # The webhooks' outbox, in this same transaction: the event is sent iff it happened.
+        failed = final == RunStatus.FAILED.value
+        event = Event.RUN_FAILED if failed else Event.RUN_FINISHED
+        await outbox.record_run_event(session, run_id, event)
     return final
 
 
@@ -1273,6 +1282,7 @@ async def stop_for_budget(
     if _rowcount(result) != 1:
         return False
     await _log(session, run_id, [line])
+    await outbox.record_run_event(session, run_id, Event.RUN_BUDGET_REACHED)
     await finish_if_done(session, run_id)
     return True
 

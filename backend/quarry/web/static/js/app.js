@@ -3,6 +3,7 @@
 //   #/signin
 //   #/projects
 //   #/projects/{id}/codebook | documents | documents/{docId} | runs | runs/{runId} | results | export
+//     | webhooks
 
 import { ApiError, get, onUnauthorized, session, signIn } from "./api.js";
 import { renderCodebook } from "./codebook.js";
@@ -12,6 +13,7 @@ import { renderProjects } from "./projects.js";
 import { renderResults } from "./results.js";
 import { renderRun, renderRuns } from "./runs.js";
 import { add, clearToasts, errorBox, h, setChildren, showError, withBusy } from "./ui.js";
+import { renderWebhooks } from "./webhooks.js";
 
 const RETURN_KEY = "quarry.returnTo";
 const TABS = [
@@ -20,6 +22,7 @@ const TABS = [
   ["runs", "Runs"],
   ["results", "Results"],
   ["export", "Export"],
+  ["webhooks", "Webhooks"],
 ];
 
 let current = null; // the view on screen: {controller, cleanups}
@@ -169,6 +172,7 @@ async function renderProject(ctx, projectId, tab, sub) {
   else if (tab === "runs") await renderRuns(tabCtx);
   else if (tab === "results") await renderResults(tabCtx);
   else if (tab === "export") await renderExport(tabCtx);
+  else if (tab === "webhooks") await renderWebhooks(tabCtx);
   ctx.focusTarget = tabCtx.focusTarget || content.querySelector("h2") || ctx.root.querySelector("h1");
 }
 
@@ -179,7 +183,7 @@ function matchRoute(path) {
   if (path === "/" || path === "/projects") return { view: renderProjects };
   let m = /^\/projects\/([^/]+)$/.exec(path);
   if (m) return { redirect: `#/projects/${m[1]}/codebook` };
-  m = /^\/projects\/([^/]+)\/(codebook|documents|runs|results|export)(?:\/([^/]+))?$/.exec(path);
+  m = /^\/projects\/([^/]+)\/(codebook|documents|runs|results|export|webhooks)(?:\/([^/]+))?$/.exec(path);
   if (m) return { view: (ctx) => renderProject(ctx, m[1], m[2], m[3]) };
   return null;
 }

@@ -1,0 +1,1 @@
+"""Webhooks (and email): a project's events, delivered from a database outbox."""
