@@ -175,8 +175,8 @@ def extract_command(
 
     Re-running the same command reuses every stored answer (the work directory is the
     result cache), so an interrupted or failed extraction goes on where it stopped. Exit
-    status: 0 done, 1 some pairs have no answer (the reasons are listed), 2 bad input,
-    130 interrupted.
+    status: 0 done, 1 some pairs have no answer or some documents could not be read (the
+    reasons are listed), 2 bad input, 130 interrupted.
     """
     from pydantic import ValidationError
     from rich.console import Console
@@ -254,7 +254,7 @@ def extract_command(
         typer.echo(line)
     if result.interrupted:
         raise typer.Exit(130)
-    if result.pairs_not_done or (result.run is not None and result.run.status == "failed"):
+    if result.pairs_not_done or result.unreadable:
         raise typer.Exit(1)
 
 

@@ -134,9 +134,16 @@ def _env(fake: FakeLLM, **extra: str) -> dict[str, str]:
 
 
 def _extract(
-    group: ProcessGroup, name: str, tmp_path: Path, fake: FakeLLM, *args: str
+    group: ProcessGroup,
+    name: str,
+    tmp_path: Path,
+    fake: FakeLLM,
+    *args: str,
+    env: dict[str, str] | None = None,
 ) -> tuple[int, str]:
-    process = group.start(name, quarry_command("extract", *args), env=_env(fake), cwd=tmp_path)
+    process = group.start(
+        name, quarry_command("extract", *args), env=env or _env(fake), cwd=tmp_path
+    )
     code = process.wait_or_kill(DEADLINE)
     return code, process.output()
 
@@ -362,3 +369,38 @@ def test_bad_input_is_refused_with_every_problem_before_anything_runs(
         assert code == 2 and "There is no file or folder nowhere." in output
     assert fake_llm.calls() == 0
     assert not (tmp_path / ".quarry").exists()
+
+
+def test_a_budget_stops_the_extract_and_says_so(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    """The model and the server from the command line; the environment names neither."""
+    answers = Answers()
+    fake_llm.default_reply = answers
+    (tmp_path / "codebook.yaml").write_text(CODEBOOK)
+    _documents(tmp_path / "docs")
+    env = {"OPENAI_API_KEY": "sk-test-not-a-real-key", "QUARRY_LLM_MODEL": "unpriced-model"}
+    with ProcessGroup(tmp_path / "logs") as group:
+        code, output = _extract(
+            group,
+            "budget",
+            tmp_path,
+            fake_llm,
+            "codebook.yaml",
+            "docs",
+            "-o",
+            "out.csv",
+            "--base-url",
+            fake_llm.base_url,
+            "--model",
+            "gpt-4o-mini",
+            "--budget",
+            "0.0002",
+            "--concurrency",
+            "1",
+            env=env,
+        )
+    assert code == 1, output
+    assert {request.model for request in fake_llm.requests if request.is_chat} == {"gpt-4o-mini"}
+    asked = len(answers.asked)
+    assert 0 < asked < 12
+    assert f"{12 - asked} × The run's budget of $0.0002 was reached." in output, output
+    assert f"{12 - asked} pairs have no answer:" in output
