@@ -326,6 +326,7 @@ def test_failed_pairs_exit_non_zero_with_the_reasons(tmp_path: Path, fake_llm: F
     )
     (tmp_path / "codebook.yaml").write_text(CODEBOOK)
     _documents(tmp_path / "docs")
+    (tmp_path / "docs" / "d-broken.pdf").write_bytes(b"%PDF-1.7\nnot really a PDF\n")
     with ProcessGroup(tmp_path / "logs") as group:
         code, output = _extract(
             group, "failing", tmp_path, fake_llm, "codebook.yaml", "docs", "-o", "out.csv"
@@ -335,12 +336,14 @@ def test_failed_pairs_exit_non_zero_with_the_reasons(tmp_path: Path, fake_llm: F
     assert "3 pairs have no answer:" in output
     reason = re.search(r"  3 × (.+)", output)
     assert reason is not None and "Crossover" in reason.group(1), output
+    assert "Not read: d-broken.pdf: " in output
     # What was answered is written all the same.
     lines = (tmp_path / "out.csv").read_text(encoding="utf-8-sig").splitlines()
     assert [line.split(",")[2:] for line in lines[1:]] == [
         ["100", "", "true", "2020-01-15"],
         ["200", "", "true", "2020-02-15"],
         ["300", "", "true", "2020-03-15"],
+        ["", "", "", ""],
     ]
 
 
