@@ -28,8 +28,9 @@ RUN_DEADLINE = 180
 EMAIL, PASSWORD = "analyst@example.org", "a long enough password"
 
 CODEBOOK = """\
-project:
-  name: Statin trials
+quarry_codebook: 1
+name: Statin trials
+settings:
   group_size: 1
 variables:
   - name: sample_size

@@ -14,7 +14,7 @@ from quarry.variables.types import VariableType
 def test_a_codebook_file_gives_the_project_and_its_variables_in_order(tmp_path: Path) -> None:
     path = tmp_path / "trials.yaml"
     path.write_text(
-        "project:\n  model: gpt-4o\n  group_size: 3\n"
+        "settings:\n  llm_model: gpt-4o\n  group_size: 3\n"
         "variables:\n"
         "  - name: dose\n    type: number\n    unit: mg\n    description: Daily dose\n"
         "    examples:\n      - {value: '12,5 mg', snippet: 12.5 mg a day}\n"
@@ -36,7 +36,8 @@ def test_json_is_read_too(tmp_path: Path) -> None:
     path.write_text(
         json.dumps(
             {
-                "settings": {"name": "From JSON"},
+                "quarry_codebook": 1,
+                "name": "From JSON",
                 "variables": [{"name": "n", "type": "integer", "description": "N"}],
             }
         )
@@ -48,7 +49,7 @@ def test_json_is_read_too(tmp_path: Path) -> None:
 def test_every_problem_is_listed_with_its_variable(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(
-        "project:\n  group_size: 50\n  colour: blue\n"
+        "settings:\n  group_size: 50\n  colour: blue\n"
         "variables:\n"
         "  - name: n\n    type: integer\n    description: N\n    examples: [240]\n"
         "  - name: n\n    type: integer\n    description: again\n"
@@ -60,8 +61,8 @@ def test_every_problem_is_listed_with_its_variable(tmp_path: Path) -> None:
     with pytest.raises(CodebookError) as refused:
         load_codebook(path)
     problems = refused.value.problems
-    assert any(p.startswith("project: colour is not a project setting") for p in problems)
-    assert any(p.startswith("project: group_size") for p in problems)
+    assert any(p.startswith("settings: colour is not a project setting") for p in problems)
+    assert any(p.startswith("settings: group_size") for p in problems)
     assert "variable 1 (n): examples are a list of {value, snippet} entries" in problems[2]
     assert "variable 2 (n): the name n is used twice." in problems
     assert any(p.startswith("variable 3 (when): example 1 does not fit") for p in problems)
@@ -75,7 +76,9 @@ def test_every_problem_is_listed_with_its_variable(tmp_path: Path) -> None:
     [
         ("variables: [\n", "is not valid YAML or JSON at line 2"),
         ("- a\n- b\n", "expected a mapping with `variables`"),
-        ("project: {name: x}\n", "variables: expected a non-empty list of variables."),
+        ("name: x\n", "variables: expected a non-empty list of variables."),
+        ("quarry_codebook: 2\nvariables: []\n", "this Quarry reads version 1, not 2"),
+        ("project: {}\nvariables: []\n", "unknown top-level keys: project"),
     ],
 )
 def test_a_file_of_the_wrong_shape_gets_a_sentence(tmp_path: Path, text: str, problem: str) -> None:

@@ -36,9 +36,9 @@ from tests.support.processes import ProcessGroup, quarry_command
 DEADLINE = 180
 
 CODEBOOK = """\
-project:
-  name: Statin trials
-  description: Trials of statins
+quarry_codebook: 1
+name: Statin trials
+description: Trials of statins
 variables:
   - name: sample_size
     label: Sample size

@@ -198,13 +198,16 @@ def import_codebook(
     ref: ProjectRef, codebook: Codebook | str | Path, *, remove_others: bool = True
 ) -> Operation[list[VariableOut]]:
     """Make the project's variables the codebook's (matched by name, in its order: an
-    unchanged variable keeps its prompt version), apply its project settings, and with
+    unchanged variable keeps its prompt version), apply its settings, and with
     `remove_others` delete the variables it does not name. Through the variables API, one
     request per variable: the file is checked as a whole first (`CodebookError`)."""
     book = _as_codebook(codebook)
     pid = _project(ref)
-    settings = book.project.model_dump(exclude_unset=True, exclude_none=True)
-    settings.pop("name", None)
+    # As the codebook import does: `name` and `description` describe the file, and only
+    # the settings it gives are applied.
+    settings = book.project.model_dump(
+        exclude_unset=True, exclude={"name", "description"}, exclude_none=True
+    )
     if settings:
         yield from update_project(pid, **settings)
     existing = {v.name: v for v in (yield from variables(pid))}

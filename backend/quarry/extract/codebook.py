@@ -1,19 +1,20 @@
 """Reading a codebook file (YAML, or JSON, which is YAML too) for `quarry extract`.
 
-The format (README "Codebook files")::
+The format (version 1, that of the codebook import/export; README "Codebook files")::
 
-    project:                 # optional; `settings:` is accepted too
-      name: Statin trials    # the project the work directory keeps (default: the file's name)
-      description: …
-      model: gpt-4o-mini     # optional: the project's model
-      temperature: 0         # optional
+    quarry_codebook: 1       # the format version (optional)
+    name: Statin trials      # the project the work directory keeps (default: the file's name)
+    description: …           # optional
+    settings:                # optional
+      llm_model: null        # null: QUARRY_LLM_MODEL
+      llm_temperature: null
       group_size: 1          # variables asked per LLM call
-    variables:
+    variables:               # in codebook order
       - name: sample_size    # slug: the export's column header
         label: Sample size
         type: integer        # text integer number boolean date category multi_category list
         description: Number of participants randomised
-        unit: participants   # number/integer only
+        unit: …              # number only
         allowed_values: […]  # category and multi_category
         examples:
           - {value: 240, snippet: "240 patients were randomised"}
@@ -38,15 +39,9 @@ from quarry.projects.schemas import ProjectUpdate
 from quarry.variables.schemas import VariableCreate
 from quarry.variables.types import InvalidValue, normalise_value, validate_type_spec
 
-_PROJECT_FIELDS = {
-    "name": "name",
-    "description": "description",
-    "model": "llm_model",
-    "llm_model": "llm_model",
-    "temperature": "llm_temperature",
-    "llm_temperature": "llm_temperature",
-    "group_size": "group_size",
-}
+FORMAT_VERSION = 1
+SETTINGS_KEYS = ("llm_model", "llm_temperature", "group_size")
+TOP_LEVEL_KEYS = ("quarry_codebook", "name", "description", "settings", "variables")
 _EXAMPLE_SHAPE = (
     "examples are a list of {value, snippet} entries, e.g. "
     '[{"value": 240, "snippet": "240 patients were randomised"}]'
@@ -92,23 +87,27 @@ def _sentences(error: ValidationError, prefix: str) -> list[str]:
     return problems
 
 
-def _project(data: Any, problems: list[str]) -> ProjectUpdate:
-    if data is None:
-        return ProjectUpdate()
-    if not isinstance(data, dict):
-        problems.append("project: expected a mapping of settings (name, model, group_size…).")
-        return ProjectUpdate()
+def _project(data: dict[str, Any], problems: list[str]) -> ProjectUpdate:
+    settings = data.get("settings")
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, dict):
+        problems.append("settings: expected a mapping (llm_model, llm_temperature, group_size).")
+        settings = {}
     fields: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in _PROJECT_FIELDS:
-            known = ", ".join(sorted(_PROJECT_FIELDS))
-            problems.append(f"project: {key} is not a project setting (use {known}).")
+    for key, value in settings.items():
+        if key not in SETTINGS_KEYS:
+            known = ", ".join(SETTINGS_KEYS)
+            problems.append(f"settings: {key} is not a project setting (use {known}).")
             continue
-        fields[_PROJECT_FIELDS[key]] = value
+        fields[key] = value
+    for key in ("name", "description"):
+        if data.get(key) is not None:
+            fields[key] = data[key]
     try:
         return ProjectUpdate.model_validate(fields)
     except ValidationError as exc:
-        problems.extend(_sentences(exc, "project"))
+        problems.extend(_sentences(exc, "settings"))
         return ProjectUpdate()
 
 
@@ -172,13 +171,19 @@ def load_codebook(path: Path) -> Codebook:
         raise CodebookError(path, [f"is not valid YAML or JSON{where}"]) from exc
     if not isinstance(data, dict):
         raise CodebookError(
-            path, ["expected a mapping with `variables` (and optionally `project`)"]
+            path, ["expected a mapping with `variables` (and optionally `name`, `settings`)"]
         )
     problems: list[str] = []
-    unknown = sorted(set(data) - {"project", "settings", "variables", "version"})
+    unknown = sorted(str(key) for key in set(data) - set(TOP_LEVEL_KEYS))
     if unknown:
-        problems.append(f"unknown top-level keys: {', '.join(map(str, unknown))}.")
-    project = _project(data.get("project", data.get("settings")), problems)
+        known = ", ".join(TOP_LEVEL_KEYS)
+        problems.append(f"unknown top-level keys: {', '.join(unknown)} (use {known}).")
+    version = data.get("quarry_codebook", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        problems.append(
+            f"quarry_codebook: this Quarry reads version {FORMAT_VERSION}, not {version}."
+        )
+    project = _project(data, problems)
     variables = _variables(data.get("variables"), problems)
     if problems:
         raise CodebookError(path, problems)
