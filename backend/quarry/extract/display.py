@@ -54,7 +54,7 @@ class LiveProgress:
         self._progress.stop()
 
     def stage(self, message: str) -> None:
-        self._console.log(message)
+        self._progress.console.print(f"[bold]·[/bold] {message}", highlight=False)
 
     def progress(self, run: RunOut) -> None:
         counts = run.counts
