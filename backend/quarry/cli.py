@@ -252,6 +252,8 @@ def extract_command(
         raise fail(exc.detail) from exc
     for line in summary_lines(result):
         typer.echo(line)
+    if result.refused is not None:
+        raise fail(result.refused)
     if result.interrupted:
         raise typer.Exit(130)
     if result.pairs_not_done or result.unreadable:

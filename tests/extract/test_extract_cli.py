@@ -370,8 +370,17 @@ def test_bad_input_is_refused_with_every_problem_before_anything_runs(
             group, "no-docs", tmp_path, fake_llm, "codebook.yaml", "nowhere", "-o", "out.xlsx"
         )
         assert code == 2 and "There is no file or folder nowhere." in output
+        assert not (tmp_path / ".quarry").exists()  # nothing ran
+
+        (tmp_path / "broken").mkdir()
+        (tmp_path / "broken" / "scan.pdf").write_bytes(b"%PDF-1.7\nnot really a PDF\n")
+        code, output = _extract(
+            group, "unreadable", tmp_path, fake_llm, "codebook.yaml", "broken", "-o", "out.xlsx"
+        )
+        assert code == 2, output
+        assert "Not read: scan.pdf: " in output
+        assert "There are no ready documents to process" in output
     assert fake_llm.calls() == 0
-    assert not (tmp_path / ".quarry").exists()
 
 
 def test_a_budget_stops_the_extract_and_says_so(tmp_path: Path, fake_llm: FakeLLM) -> None:

@@ -38,6 +38,7 @@ from quarry.auth.service import create_user
 from quarry.db import create_engine, create_sessionmaker, session_scope
 from quarry.documents import service as documents
 from quarry.documents.storage import LocalStorage, StagedFile
+from quarry.errors import QuarryError
 from quarry.exports import service as exports
 from quarry.exports.schemas import ExportFormat, ExportLayout
 from quarry.extract.codebook import Codebook
@@ -107,6 +108,8 @@ class ExtractResult:
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     interrupted: bool = False
     written: Path | None = None
+    #: Why no run could be made (the service's sentence), if none was.
+    refused: str | None = None
 
     @property
     def pairs_not_done(self) -> int:
@@ -436,7 +439,9 @@ async def run_extract(
     """Everything `quarry extract` does after its arguments were checked (module docstring).
 
     A cancellation (Ctrl-C) ends it early with `interrupted` set, once the calls in flight
-    are stored. `QuarryError`s (no LLM configured, a price a budget needs…) propagate."""
+    are stored. A run the runs service refuses (no LLM configured, a price a budget needs, no
+    readable document) sets `refused`; other `QuarryError`s (a file Quarry cannot take)
+    propagate."""
     result = ExtractResult()
     async with _embedded(settings) as ctx:
         sessionmaker = ctx.sessionmaker
@@ -449,16 +454,21 @@ async def run_extract(
             await upload_documents(sessionmaker, ctx.storage, ctx.queue, project, request.documents)
             result.unreadable = await wait_for_documents(sessionmaker, project)
             data = RunCreate(budget_usd=request.budget_usd)
-            if request.dry_run:
-                async with sessionmaker() as session:
-                    result.estimate = await runs.estimate_run(session, settings, project, data)
+            try:
+                if request.dry_run:
+                    async with sessionmaker() as session:
+                        result.estimate = await runs.estimate_run(session, settings, project, data)
+                    return result
+                async with session_scope(sessionmaker) as session:
+                    user = await _local_user(session, settings)
+                    run = await runs.create_run(
+                        session, settings, ctx.llm, ctx.queue, project, user, data
+                    )
+                    run_id = run.id
+            except QuarryError as exc:
+                # Refused (no LLM configured, no document readable…): said with what was read.
+                result.refused = exc.detail
                 return result
-            async with session_scope(sessionmaker) as session:
-                user = await _local_user(session, settings)
-                run = await runs.create_run(
-                    session, settings, ctx.llm, ctx.queue, project, user, data
-                )
-                run_id = run.id
             reporter.stage("Extracting")
             result.run = await follow_run(sessionmaker, settings, project, run_id, reporter)
         except asyncio.CancelledError:
