@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from quarry.exports.schemas import ExportLayout
 from quarry.settings import get_settings
 
 app = typer.Typer(
@@ -147,7 +148,8 @@ def extract_command(
         typer.Option(help="Database, stored files and result cache, kept between runs"),
     ] = Path(".quarry"),
     model: Annotated[
-        str | None, typer.Option(help="The model (default: QUARRY_LLM_MODEL or the codebook's)")
+        str | None,
+        typer.Option(help="The model (default: the codebook's llm_model, else QUARRY_LLM_MODEL)"),
     ] = None,
     base_url: Annotated[
         str | None,
@@ -165,8 +167,8 @@ def extract_command(
         typer.Option(min=1, max=512, help="LLM calls at once (default: QUARRY_LLM_CONCURRENCY)"),
     ] = None,
     layout: Annotated[
-        str, typer.Option(help="wide (a row per document) or long, for .csv and .json")
-    ] = "wide",
+        ExportLayout, typer.Option(help="For .csv and .json: a row per document, or per value")
+    ] = ExportLayout.WIDE,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only print the estimate: no LLM call is made")
     ] = False,
@@ -182,7 +184,6 @@ def extract_command(
     from rich.console import Console
 
     from quarry.errors import QuarryError
-    from quarry.exports.schemas import ExportLayout
     from quarry.extract.codebook import CodebookError, load_codebook
     from quarry.extract.display import LiveProgress, summary_lines
     from quarry.extract.inputs import InputError, find_documents, output_format
@@ -205,7 +206,6 @@ def extract_command(
         book = load_codebook(codebook)
         paths = find_documents(documents)
         export_format = output_format(output)
-        chosen_layout = ExportLayout(layout)
     except CodebookError as exc:
         typer.echo(f"Error: the codebook {exc.path} cannot be used:", err=True)
         for problem in exc.problems:
@@ -213,8 +213,6 @@ def extract_command(
         raise typer.Exit(2) from exc
     except InputError as exc:
         raise fail(str(exc)) from exc
-    except ValueError as exc:
-        raise fail(f"--layout is wide or long, not {layout}.") from exc
     try:
         settings = extract_settings(
             work_dir, model=model, base_url=base_url, concurrency=concurrency
@@ -226,7 +224,7 @@ def extract_command(
         documents=paths,
         output=output,
         format=export_format,
-        layout=chosen_layout,
+        layout=layout,
         budget_usd=budget,
         model=model,
         group_size=group_size,
