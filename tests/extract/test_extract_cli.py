@@ -234,6 +234,17 @@ async def test_extract_writes_the_workbook_the_api_exports(
         "c-trial3.pdf,300,RCT,true,2020-03-15",
     ]
 
+    # One variable edited: only its pairs are asked again.
+    (tmp_path / "codebook.yaml").write_text(
+        CODEBOOK.replace("description: Study design", "description: The study's design")
+    )
+    with ProcessGroup(tmp_path / "logs-edited") as group:
+        code, output = _extract(
+            group, "edited", tmp_path, fake_llm, "codebook.yaml", "docs", "-o", "out.csv"
+        )
+        assert code == 0, output
+    assert sorted(answers.asked[before:]) == [("1", "design"), ("2", "design"), ("3", "design")]
+
 
 def _wait_for_stored(database: Path, count: int) -> None:
     deadline = time.monotonic() + DEADLINE
