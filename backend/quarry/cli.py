@@ -1,12 +1,15 @@
-"""The `quarry` command line: serve, worker, migrate, create-user."""
+"""The `quarry` command line: serve, worker, migrate, create-user, extract."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from quarry.exports.schemas import ExportLayout
 from quarry.settings import get_settings
 
 app = typer.Typer(
@@ -129,6 +132,130 @@ def create_user_command(
         typer.echo(f"Error: {exc.detail}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"Created user {created}.")
+
+
+@app.command("extract")
+def extract_command(
+    codebook: Annotated[Path, typer.Argument(help="The codebook file (YAML or JSON)")],
+    documents: Annotated[
+        list[str], typer.Argument(help="Documents: files, folders (read recursively) and globs")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write: .xlsx, .csv or .json")
+    ],
+    work_dir: Annotated[
+        Path,
+        typer.Option(help="Database, stored files and result cache, kept between runs"),
+    ] = Path(".quarry"),
+    model: Annotated[
+        str | None,
+        typer.Option(help="The model (default: the codebook's llm_model, else QUARRY_LLM_MODEL)"),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="An OpenAI-compatible server (default: OPENAI_BASE_URL)"),
+    ] = None,
+    group_size: Annotated[
+        int | None,
+        typer.Option(min=1, max=20, help="Variables asked per call (default: the codebook's, 1)"),
+    ] = None,
+    budget: Annotated[
+        float | None, typer.Option(min=0.000001, help="Stop before spending more USD than this")
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, max=512, help="LLM calls at once (default: QUARRY_LLM_CONCURRENCY)"),
+    ] = None,
+    layout: Annotated[
+        ExportLayout, typer.Option(help="For .csv and .json: a row per document, or per value")
+    ] = ExportLayout.WIDE,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only print the estimate: no LLM call is made")
+    ] = False,
+) -> None:
+    """Extract the codebook's variables from the documents and write the results, no server.
+
+    Re-running the same command reuses every stored answer (the work directory is the
+    result cache), so an interrupted or failed extraction goes on where it stopped. Exit
+    status: 0 done, 1 some pairs have no answer or some documents could not be read (the
+    reasons are listed), 2 bad input, 130 interrupted.
+    """
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from quarry.errors import QuarryError
+    from quarry.extract.codebook import CodebookError, load_codebook
+    from quarry.extract.display import LiveProgress, summary_lines
+    from quarry.extract.inputs import InputError, find_documents, output_format
+    from quarry.extract.service import (
+        ExtractRequest,
+        ExtractResult,
+        WorkDirectoryBusy,
+        extract_settings,
+        run_extract,
+        work_directory_lock,
+    )
+    from quarry.logs import configure_logging
+    from quarry.migrations import run_migrations
+
+    def fail(message: str) -> typer.Exit:
+        typer.echo(f"Error: {message}", err=True)
+        return typer.Exit(2)
+
+    try:
+        book = load_codebook(codebook)
+        paths = find_documents(documents)
+        export_format = output_format(output)
+    except CodebookError as exc:
+        typer.echo(f"Error: the codebook {exc.path} cannot be used:", err=True)
+        for problem in exc.problems:
+            typer.echo(f"  - {problem}", err=True)
+        raise typer.Exit(2) from exc
+    except InputError as exc:
+        raise fail(str(exc)) from exc
+    try:
+        settings = extract_settings(
+            work_dir, model=model, base_url=base_url, concurrency=concurrency
+        )
+    except ValidationError as exc:
+        raise fail(f"the settings in the environment are not valid: {exc}") from exc
+    request = ExtractRequest(
+        codebook=book,
+        documents=paths,
+        output=output,
+        format=export_format,
+        layout=layout,
+        budget_usd=budget,
+        model=model,
+        group_size=group_size,
+        dry_run=dry_run,
+    )
+    console = Console(stderr=True)
+
+    async def extract() -> ExtractResult:
+        task = asyncio.current_task()
+        if task is not None:  # SIGTERM stops as Ctrl-C does: answers in flight are kept
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        with LiveProgress(console) as display:
+            return await run_extract(settings, request, display)
+
+    try:
+        with work_directory_lock(work_dir):
+            configure_logging("ERROR", json=False)
+            run_migrations(settings.database_url)
+            result = asyncio.run(extract())
+    except WorkDirectoryBusy as exc:
+        raise fail(str(exc)) from exc
+    except QuarryError as exc:
+        raise fail(exc.detail) from exc
+    for line in summary_lines(result):
+        typer.echo(line)
+    if result.refused is not None:
+        raise fail(result.refused)
+    if result.interrupted:
+        raise typer.Exit(130)
+    if result.pairs_not_done or result.unreadable:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":
