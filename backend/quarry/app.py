@@ -10,6 +10,7 @@ import structlog
 from fastapi import APIRouter, FastAPI
 
 from quarry import __version__
+from quarry.apidocs import create_documented_app
 from quarry.auth.router import router as auth_router
 from quarry.auth.service import ensure_admin
 from quarry.db import create_engine, create_sessionmaker, session_scope
@@ -90,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await llm.aclose()
             await engine.dispose()
 
-    app = FastAPI(
+    app = create_documented_app(
         title="Quarry",
         version=__version__,
         summary="LLM-powered structured extraction from documents into checked spreadsheets.",
