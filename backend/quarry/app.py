@@ -33,6 +33,7 @@ from quarry.security.middleware import install_middleware
 from quarry.security.ratelimit import create_rate_limiter
 from quarry.security.router import router as audit_router
 from quarry.settings import Settings, get_settings
+from quarry.variables.router import codebook_router
 from quarry.variables.router import router as variables_router
 from quarry.web import mount_web
 from quarry.worker import create_queue
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth_router,
         projects_router,
         variables_router,
+        codebook_router,
         profiles_router,
         documents_router,
         runs_router,

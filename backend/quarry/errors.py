@@ -26,6 +26,10 @@ class QuarryError(Exception):
         self.detail = detail
         self.headers = headers
 
+    def extra(self) -> dict[str, Any]:
+        """Fields an error of this kind adds to the `{"error", "detail"}` body (e.g. a list)."""
+        return {}
+
 
 class BadRequest(QuarryError):
     status_code = 400
@@ -220,7 +224,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QuarryError)
     async def _quarry_error(_: Request, exc: QuarryError) -> JSONResponse:
         return JSONResponse(
-            _payload(exc.code, exc.detail), status_code=exc.status_code, headers=exc.headers
+            {**_payload(exc.code, exc.detail), **exc.extra()},
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -1,0 +1,95 @@
+"""Codebook files in the browser: download one project's codebook, import it into another,
+and a bad file's problems listed with nothing changed; and the API docs pages, which must
+render from Quarry's own assets under their policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.web.conftest import LiveServer, arrange_project, screenshot, sign_in
+from tests.web.test_manage import CODEBOOK
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+pytestmark = pytest.mark.browser
+
+
+def test_download_a_codebook_and_import_it_elsewhere(
+    page: Page, live_server: LiveServer, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    source = arrange_project(live_server, "Codebook source", CODEBOOK)["project"]["id"]
+    target = arrange_project(live_server, "Codebook target")["project"]["id"]
+    sign_in(page)
+    page.goto(f"/#/projects/{source}/codebook")
+    expect(page.locator("li.variable code.slug")).to_have_count(3)
+    page.get_by_label("Codebook file format").select_option("xlsx")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download codebook").click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    assert saved.name == "codebook-source-codebook.xlsx"
+
+    page.goto(f"/#/projects/{target}/codebook")
+    expect(page.get_by_text("No variables yet")).to_be_visible()
+    page.get_by_label("Codebook file to import").set_input_files(saved)
+    status = page.get_by_role("region", name="Codebook").get_by_text("Imported ")
+    expect(status).to_have_text("Imported codebook-source-codebook.xlsx: 3 added.")
+    slugs = page.locator("li.variable code.slug")
+    expect(slugs).to_have_text(["title", "mean_age", "outcomes"])
+    screenshot(page, "codebook-imported")
+
+    # A bad file: every problem listed, nothing changed.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "variables:\n"
+        "  - {name: title, type: text, description: Changed, examples: [240]}\n"
+        "  - {name: Mean Age, type: number, description: Age}\n"
+    )
+    page.get_by_label("Codebook file to import").set_input_files(bad)
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("The codebook was not imported and nothing was changed")
+    expect(alert.locator("li")).to_have_count(2)
+    expect(alert).to_contain_text('[{"value": …, "snippet": …}]')
+    page.reload()
+    expect(slugs).to_have_text(["title", "mean_age", "outcomes"])
+    expect(page.get_by_text("The title", exact=True)).to_be_visible()
+
+
+#: ReDoc's bundle shows its maker's logo from their CDN; the docs' policy refuses it, so the
+#: page makes no request outside and just goes without that small image.
+REDOC_BRANDING = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+def test_the_api_docs_render_offline(browser: Browser, live_server: LiveServer) -> None:
+    from playwright.sync_api import expect
+
+    context = browser.new_context(base_url=live_server.base_url)
+    context.set_default_timeout(15_000)
+    tab = context.new_page()
+    refused: list[str] = []
+    errors: list[str] = []
+    tab.on(
+        "console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None
+    )
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    fetched: list[str] = []
+    tab.on("requestfinished", lambda request: fetched.append(request.url))
+    try:
+        tab.goto("/docs")
+        expect(tab.locator(".swagger-ui .info .title")).to_contain_text("Quarry")
+        expect(tab.locator(".opblock").first).to_be_visible()
+        tab.goto("/redoc")
+        expect(tab.locator("h1").first).to_contain_text("Quarry")
+        expect(tab.get_by_text("Import a codebook file").first).to_be_attached()
+    finally:
+        context.close()
+    own = (live_server.base_url, f"blob:{live_server.base_url}", "data:")
+    assert [url for url in fetched if not url.startswith(own)] == []
+    assert all(REDOC_BRANDING in text for text in refused), refused
+    assert errors == []
