@@ -213,7 +213,7 @@ def _describe_validation_error(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
-        msg = str(err.get("msg", "is invalid"))
+        msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts) or "The request is invalid."
 

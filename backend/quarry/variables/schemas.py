@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from quarry.variables.types import VariableType
 
@@ -27,6 +28,18 @@ Instructions = Annotated[str, StringConstraints(strip_whitespace=True, max_lengt
 
 class Example(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, data: Any) -> Any:
+        # A bare value (`examples: [240]`) is the usual slip; say the shape rather than
+        # pydantic's "valid dictionary or instance of Example".
+        if not isinstance(data, dict | Example):
+            raise ValueError(
+                f'each example is an object shaped like {{"value": …, "snippet": …}} '
+                f"(the snippet optional), not {json.dumps(data, default=str)[:80]}"
+            )
+        return data
 
     value: Any = Field(description="A correct value, in the variable's type")
     snippet: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
