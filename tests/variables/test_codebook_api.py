@@ -13,15 +13,18 @@ import openpyxl
 import pytest
 from fastapi import FastAPI
 
+from tests.conftest import make_settings
 from tests.support.api import (
     add_variable,
     create_project,
+    running_app,
     sign_up,
     upload,
     wait_for_documents,
     wait_for_run,
 )
 from tests.support.fake_llm import FakeLLM
+from tests.support.postgres import temporary_postgres_database
 
 EXAMPLE_CODEBOOK = Path(__file__).resolve().parents[2] / "examples" / "codebook.yaml"
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -350,6 +353,33 @@ async def test_import_matches_by_name_keeps_versions_and_keeps_or_deletes_the_re
 
 async def test_prompt_versions_list_their_text_and_runs_and_an_old_text_is_reused(
     client: httpx.AsyncClient, app: FastAPI, fake_llm: FakeLLM
+) -> None:
+    await prompt_versions_are_listed_and_reused(app, client, fake_llm)
+
+
+@pytest.mark.postgres
+async def test_codebook_import_and_prompt_versions_on_postgresql(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    with temporary_postgres_database("quarry_codebook") as database_url:
+        settings = make_settings(tmp_path, fake_llm, database_url=database_url)
+        async with running_app(settings) as (app, client):
+            await prompt_versions_are_listed_and_reused(app, client, fake_llm)
+            headers = await sign_up(app, client, "pg-codebook@example.org")
+            pid = (await create_project(client, headers))["id"]
+            bad = b"variables:\n  - {name: ok, type: text, description: Fine}\n  - {name: ok}\n"
+            refused = await put_codebook(client, headers, pid, bad, "application/yaml")
+            assert refused.status_code == 400
+            listed = await client.get(f"{API}/{pid}/variables", headers=headers)
+            assert listed.json()["items"] == []  # nothing was created
+            good = await put_codebook(client, headers, pid, EXAMPLE_CODEBOOK.read_bytes())
+            assert good.status_code == 200, good.text
+            again = await put_codebook(client, headers, pid, EXAMPLE_CODEBOOK.read_bytes())
+            assert len(again.json()["unchanged"]) == 7
+
+
+async def prompt_versions_are_listed_and_reused(
+    app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
 ) -> None:
     headers = await sign_up(app, client, "versions@example.org")
     pid = (await create_project(client, headers))["id"]

@@ -93,3 +93,33 @@ def test_the_api_docs_render_offline(browser: Browser, live_server: LiveServer) 
     assert [url for url in fetched if not url.startswith(own)] == []
     assert all(REDOC_BRANDING in text for text in refused), refused
     assert errors == []
+
+
+def test_a_variables_prompt_history_is_shown_with_its_prompt(
+    page: Page, live_server: LiveServer
+) -> None:
+    from playwright.sync_api import expect
+
+    arranged = arrange_project(live_server, "Prompt history", CODEBOOK[:1])
+    pid, variable = arranged["project"]["id"], arranged["variables"][0]
+    with live_server.api() as api:
+        edited = api.patch(
+            f"/projects/{pid}/variables/{variable['id']}",
+            json={"description": "The trial's full title"},
+        )
+        assert edited.status_code == 200, edited.text
+    sign_in(page)
+    page.goto(f"/#/projects/{pid}/codebook")
+    card = page.locator("li.variable").first
+    card.get_by_role("button", name="Show prompt").click()
+    history = card.locator("details.prompt-history")
+    history.locator("summary").click()
+    expect(history.locator("summary")).to_have_text("Prompt history (2 versions)")
+    expect(history.locator("li p")).to_have_text(
+        [
+            "Version 1 — not used by a run yet",
+            "Version 2 (current) — not used by a run yet",
+        ]
+    )
+    expect(history.locator("li pre").first).to_contain_text("The title")
+    expect(history.locator("li pre").nth(1)).to_contain_text("The trial's full title")

@@ -215,7 +215,14 @@ export async function renderCodebook(ctx) {
     if (open) return;
     setChildren(preview, h("p", { class: "muted" }, "Loading the prompt…"));
     try {
-      const prompt = await get(`${base}/${v.id}/prompt`, {}, { signal: ctx.signal });
+      const [prompt, history] = await Promise.all([
+        get(`${base}/${v.id}/prompt`, {}, { signal: ctx.signal }),
+        get(`${base}/${v.id}/prompt-versions`, {}, { signal: ctx.signal }),
+      ]);
+      const runs = (n) => {
+        if (n === 0) return "not used by a run yet";
+        return n === 1 ? "used by 1 run" : `used by ${n} runs`;
+      };
       setChildren(preview, 
         h("p", { class: "muted small" },
           `Version ${prompt.version}. The model receives the system instructions, then each `
@@ -223,6 +230,14 @@ export async function renderCodebook(ctx) {
         h("pre", { class: "prompt", tabindex: "0", "aria-label": `Prompt for ${v.name}` }, prompt.variable_prompt),
         h("details", {}, h("summary", {}, "System instructions shared by every call"),
           h("pre", { class: "prompt", tabindex: "0" }, prompt.system)),
+        history.items.length > 1
+          ? h("details", { class: "prompt-history" },
+            h("summary", {}, `Prompt history (${history.items.length} versions)`),
+            h("ol", {}, history.items.map((version) => h("li", {},
+              h("p", { class: "small" }, `Version ${version.version}`,
+                version.current ? " (current)" : "", ` — ${runs(version.runs.length)}`),
+              h("pre", { class: "prompt", tabindex: "0" }, version.prompt)))))
+          : null,
       );
     } catch (error) {
       if (error.name === "AbortError") return;
