@@ -276,6 +276,8 @@ async def test_spreadsheet_problems_name_their_rows(
         (b"!!python/object/apply:os.system ['true']\n", "could not determine a constructor"),
         (b"variables:\n  - name: a\n    name: b\n", "appears twice"),
         (b"just text\n", "a codebook is a mapping"),
+        (b"variables:\n  - {? [a]: 1}\n", "keys are plain names"),
+        (b"variables:\n" + b"- " * 5000 + b"x\n", "nested too deeply"),
     ],
 )
 async def test_hostile_or_broken_yaml_gets_a_sentence(

@@ -120,6 +120,11 @@ class _CodebookLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no t
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, list | dict):
+                raise _Refused(
+                    f"A key on line {key_node.start_mark.line + 1} is a list or a mapping; "
+                    "keys are plain names."
+                )
             if isinstance(key, str) and key in seen:
                 raise _Refused(
                     f"The key '{key}' appears twice in one mapping on line "
@@ -172,6 +177,8 @@ def _read_yaml(data: bytes) -> object:
         raise _unreadable(f"The file is not valid YAML{where}: {problem}.") from None
     except yaml.YAMLError:
         raise _unreadable("The file is not valid YAML.") from None
+    except RecursionError:
+        raise _unreadable("The YAML file is nested too deeply to be a codebook.") from None
 
 
 # ---------------------------------------------------------------------------------------------
