@@ -71,7 +71,7 @@ def test_the_api_docs_render_offline(browser: Browser, live_server: LiveServer) 
     from playwright.sync_api import expect
 
     context = browser.new_context(base_url=live_server.base_url)
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(RENDER)
     tab = context.new_page()
     refused: list[str] = []
     errors: list[str] = []
