@@ -34,8 +34,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 setup: $(STAMP)
 
+# `make run PORT=8080` (or HOST=0.0.0.0 to listen on every interface).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
 run: setup
-	$(BIN)/quarry serve --host 127.0.0.1 --port 8000
+	$(BIN)/quarry serve --host $(HOST) --port $(PORT)
 
 test: setup
 	$(PYTEST)

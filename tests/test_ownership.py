@@ -51,6 +51,13 @@ PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
     ],
     ("DELETE", "/projects/{project_id}/variables/{variable_id}"): lambda _: [{}],
     ("GET", "/projects/{project_id}/variables/{variable_id}/prompt"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/variables/{variable_id}/prompt-versions"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/codebook"): lambda _: [{}, {"params": {"format": "xlsx"}}],
+    ("PUT", "/projects/{project_id}/codebook"): lambda _: [
+        {  # no Content-Type: the format is found from the bytes
+            "content": b"variables:\n  - {name: intruder, type: text, description: Planted by B}\n",
+        }
+    ],
     ("GET", "/projects/{project_id}/profiles"): lambda _: [{}],
     ("POST", "/projects/{project_id}/profiles"): lambda _: [
         {"json": {"name": "intruder", "model": "m", "base_url": "http://attacker.example/v1"}}
@@ -212,6 +219,8 @@ async def visible_state(client: httpx.AsyncClient, owner: Owner) -> dict[str, An
         "project": base,
         "variables": f"{base}/variables",
         "prompt": f"{base}/variables/{ids['variable_id']}/prompt",
+        "prompt_versions": f"{base}/variables/{ids['variable_id']}/prompt-versions",
+        "codebook": f"{base}/codebook?format=json",
         "documents": f"{base}/documents",
         "text": f"{base}/documents/{ids['document_id']}/text",
         "runs": f"{base}/runs",

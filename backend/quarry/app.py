@@ -10,6 +10,7 @@ import structlog
 from fastapi import APIRouter, FastAPI
 
 from quarry import __version__
+from quarry.apidocs import create_documented_app
 from quarry.auth.router import router as auth_router
 from quarry.auth.service import ensure_admin
 from quarry.db import create_engine, create_sessionmaker, session_scope
@@ -32,6 +33,7 @@ from quarry.security.middleware import install_middleware
 from quarry.security.ratelimit import create_rate_limiter
 from quarry.security.router import router as audit_router
 from quarry.settings import Settings, get_settings
+from quarry.variables.router import codebook_router
 from quarry.variables.router import router as variables_router
 from quarry.web import mount_web
 from quarry.webhooks.router import router as webhooks_router
@@ -91,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await llm.aclose()
             await engine.dispose()
 
-    app = FastAPI(
+    app = create_documented_app(
         title="Quarry",
         version=__version__,
         summary="LLM-powered structured extraction from documents into checked spreadsheets.",
@@ -104,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth_router,
         projects_router,
         variables_router,
+        codebook_router,
         profiles_router,
         documents_router,
         runs_router,

@@ -26,6 +26,10 @@ class QuarryError(Exception):
         self.detail = detail
         self.headers = headers
 
+    def extra(self) -> dict[str, Any]:
+        """Fields an error of this kind adds to the `{"error", "detail"}` body (e.g. a list)."""
+        return {}
+
 
 class BadRequest(QuarryError):
     status_code = 400
@@ -209,7 +213,7 @@ def _describe_validation_error(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
-        msg = str(err.get("msg", "is invalid"))
+        msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts) or "The request is invalid."
 
@@ -220,7 +224,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QuarryError)
     async def _quarry_error(_: Request, exc: QuarryError) -> JSONResponse:
         return JSONResponse(
-            _payload(exc.code, exc.detail), status_code=exc.status_code, headers=exc.headers
+            {**_payload(exc.code, exc.detail), **exc.extra()},
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)

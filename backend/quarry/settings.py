@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     storage_dir: Path = Path("./var/storage")
     secret_key: SecretStr | None = None
+    #: Where a key generated outside production is kept (QUARRY_SECRET_KEY unset): beside
+    #: the default database, whatever QUARRY_STORAGE_DIR says.
+    secret_key_file: Path = Path("./var/.secret_key")
     token_expire_minutes: Annotated[int, Field(ge=1, le=60 * 24 * 30)] = 12 * 60
 
     admin_email: str | None = None
@@ -300,12 +303,13 @@ class Settings(BaseSettings):
     def signing_key(self) -> str:
         """The JWT signing key; outside production a missing key is generated and kept on disk.
 
-        Keeping it under the storage directory's parent means tokens survive a restart of
-        `make run` without the user having to invent a secret for a local install.
+        Keeping it in `secret_key_file` (./var/.secret_key) means tokens survive a restart of
+        `make run` without the user having to invent a secret for a local install. (It used to
+        go beside the storage directory, so moving QUARRY_STORAGE_DIR scattered it elsewhere.)
         """
         if self.secret_key is not None:
             return self.secret_key.get_secret_value()
-        key_file = self.storage_dir.parent / ".secret_key"
+        key_file = self.secret_key_file
         if key_file.exists():
             return key_file.read_text().strip()
         key_file.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,10 @@ PUBLIC = {
     ("GET", "/health/ready"),
     ("GET", "/metrics"),  # its own optional token (QUARRY_METRICS_TOKEN); see test_metrics
     ("GET", "/"),
+    # The API docs pages (quarry/apidocs.py): the contract is public, as FastAPI serves it.
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
 }
 
 

@@ -340,3 +340,13 @@ async def test_a_deleted_variable_is_404_afterwards(
     # The name is free again.
     await add_variable(client, headers, pid, name="title", description="T", type="text")
     assert (await client.get(url(pid, keep["id"]), headers=headers)).status_code == 200
+
+
+async def test_a_bare_example_value_is_told_the_shape_an_example_has(
+    client: httpx.AsyncClient, owner: Owner
+) -> None:
+    headers, pid = owner
+    spec = {"name": "n", "description": "Participants", "type": "integer", "examples": [240]}
+    response = await client.post(url(pid), json=spec, headers=headers)
+    detail = assert_error(response, 422, 'shaped like {"value": …, "snippet": …}', "not 240")
+    assert "Input should be" not in detail and "Value error" not in detail

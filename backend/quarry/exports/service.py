@@ -43,7 +43,8 @@ from quarry.exports.table import (
 )
 from quarry.exports.xlsx_writer import write_xlsx
 from quarry.models import Agreement, Extraction, ExtractionStatus, Review, ReviewStatus, Variable
-from quarry.variables.repository import latest_prompt_versions, list_variables
+from quarry.variables.repository import list_variables
+from quarry.variables.service import current_prompt_versions
 from quarry.variables.types import VariableType
 
 LOW_CONFIDENCE = 0.5
@@ -180,7 +181,7 @@ class ExportBatch:
 
 async def export_codebook(session: AsyncSession, project_id: uuid.UUID) -> Codebook:
     variables = list(await list_variables(session, project_id))
-    versions = await latest_prompt_versions(session, [v.id for v in variables])
+    versions = await current_prompt_versions(session, variables)
     keys = await repository.variable_keys(session, project_id)
     return Codebook(
         variables=tuple(

@@ -50,7 +50,8 @@ from quarry.runs.schemas import (
 from quarry.runs.snapshot import ENGINE_VERSION, FrozenPrice, RunSnapshot
 from quarry.runs.wording import counted, next_step
 from quarry.settings import Settings
-from quarry.variables.repository import latest_prompt_versions, list_variables
+from quarry.variables.repository import list_variables
+from quarry.variables.service import current_prompt_versions
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,7 @@ async def _plan(
     and for an estimate."""
     documents = await _count_documents(session, project, data.document_ids)
     variables = await _select_variables(session, project, data.variable_ids)
-    versions = await latest_prompt_versions(session, [v.id for v in variables])
+    versions = await current_prompt_versions(session, variables)
     rows = await _profile_rows(session, project, data)
     snapshots = [
         await _snapshot(session, settings, project, data, variables, versions, row) for row in rows

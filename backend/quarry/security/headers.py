@@ -4,12 +4,15 @@ The web UI is same-origin static files with no inline scripts or styles, so the 
 strict: everything from this origin only, images also from `data:`/`blob:` (previews),
 no plugins, never framed (clickjacking), no `<base>` rewriting, forms post only here.
 
-The interactive API docs are the exception. FastAPI's /docs (Swagger UI) and /redoc pages
-load their script and styles from a CDN and start them with an inline script, so those two
-pages (and Swagger's OAuth2 redirect page) get a policy that allows exactly that CDN and
-inline code. The pages hold no user content, so inline code there cannot be an injected
-script; everything else — framing, `<base>`, plugins — stays as strict as elsewhere. The
-alternative, self-hosting the Swagger assets, would mean vendoring a JavaScript bundle.
+The interactive API docs are the exception. The /docs (Swagger UI) and /redoc pages load
+their scripts and styles from this server (quarry/apidocs.py: fastapi-offline's packaged
+assets, so nothing comes from a CDN) but start them with an inline script (Swagger UI), an
+inline style (ReDoc) and, for ReDoc, a worker made from a `blob:`; so those two pages (and
+Swagger's OAuth2 redirect page, an inline script too) get a policy that allows inline code
+from this origin only. Hashes instead of 'unsafe-inline' would break whenever the boot
+script changes with the OpenAPI URL, the root path or a FastAPI upgrade; the pages hold no
+user content, so inline code there cannot be an injected script. Everything else —
+framing, `<base>`, plugins, connections elsewhere — stays as strict as on every page.
 """
 
 from __future__ import annotations
@@ -23,12 +26,9 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-_DOCS_CDN = "https://cdn.jsdelivr.net"
 DOCS_CONTENT_SECURITY_POLICY = (
-    f"default-src 'self'; script-src 'self' 'unsafe-inline' {_DOCS_CDN}; "
-    f"style-src 'self' 'unsafe-inline' {_DOCS_CDN} https://fonts.googleapis.com; "
-    "font-src 'self' data: https://fonts.gstatic.com; "
-    "img-src 'self' data: blob: https://fastapi.tiangolo.com; "
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; font-src 'self' data:; img-src 'self' data: blob:; "
     "worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )

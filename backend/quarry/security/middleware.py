@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from quarry.apidocs import docs_page_paths
 from quarry.logs import REQUEST_ID_HEADER, RequestContextMiddleware
 from quarry.metrics import HttpMetricsMiddleware
 from quarry.security.headers import SecurityHeadersMiddleware
@@ -32,7 +33,6 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
         )
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(HttpMetricsMiddleware)
-    docs_paths = [
-        path for path in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if path
-    ]
-    app.add_middleware(SecurityHeadersMiddleware, docs_paths=docs_paths, api_prefix=API_PREFIX)
+    app.add_middleware(
+        SecurityHeadersMiddleware, docs_paths=docs_page_paths(app), api_prefix=API_PREFIX
+    )

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quarry.models import PromptVersion, Variable
+from quarry.models import PromptVersion, Run, RunVariable, Variable
 
 
 async def list_variables(session: AsyncSession, project_id: uuid.UUID) -> Sequence[Variable]:
@@ -47,23 +48,44 @@ async def latest_prompt_version(
     return result.scalar_one_or_none()
 
 
-async def latest_prompt_versions(
-    session: AsyncSession, variable_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, PromptVersion]:
-    """The current prompt version of each variable, in one query."""
-    if not variable_ids:
-        return {}
-    newest = (
-        select(PromptVersion.variable_id, func.max(PromptVersion.version).label("version"))
-        .where(PromptVersion.variable_id.in_(variable_ids))
-        .group_by(PromptVersion.variable_id)
-        .subquery()
-    )
+async def prompt_version_with_hash(
+    session: AsyncSession, variable_id: uuid.UUID, digest: str
+) -> PromptVersion | None:
+    """The variable's earliest prompt version rendered from fields with this spec hash."""
     result = await session.execute(
-        select(PromptVersion).join(
-            newest,
-            (PromptVersion.variable_id == newest.c.variable_id)
-            & (PromptVersion.version == newest.c.version),
-        )
+        select(PromptVersion)
+        .where(PromptVersion.variable_id == variable_id, PromptVersion.spec_hash == digest)
+        .order_by(PromptVersion.version)
+        .limit(1)
     )
-    return {pv.variable_id: pv for pv in result.scalars()}
+    return result.scalar_one_or_none()
+
+
+async def prompt_versions(
+    session: AsyncSession, variable_ids: Sequence[uuid.UUID]
+) -> Sequence[PromptVersion]:
+    """Every prompt version of these variables, oldest first per variable."""
+    if not variable_ids:
+        return []
+    result = await session.execute(
+        select(PromptVersion)
+        .where(PromptVersion.variable_id.in_(variable_ids))
+        .order_by(PromptVersion.variable_id, PromptVersion.version)
+    )
+    return result.scalars().all()
+
+
+async def runs_using_prompt_versions(
+    session: AsyncSession, version_ids: Sequence[uuid.UUID]
+) -> Sequence[Any]:
+    """(prompt_version_id, id, status, created_at) of each run that froze one of these
+    versions, newest run first."""
+    if not version_ids:
+        return []
+    result = await session.execute(
+        select(RunVariable.prompt_version_id, Run.id, Run.status, Run.created_at)
+        .join(Run, Run.id == RunVariable.run_id)
+        .where(RunVariable.prompt_version_id.in_(version_ids))
+        .order_by(Run.created_at.desc(), Run.id)
+    )
+    return result.all()

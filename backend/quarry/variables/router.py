@@ -1,16 +1,37 @@
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
+from typing import Annotated, Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from quarry.db import SessionDep
+from quarry.errors import ErrorOut, PayloadTooLarge
 from quarry.pagination import Page
 from quarry.projects.deps import ProjectDep
 from quarry.security.audit import AuditAction, AuditDep
+from quarry.variables import codebook as codebook_service
 from quarry.variables import service
+from quarry.variables.codebook_files import (
+    MAX_CODEBOOK_BYTES,
+    MEDIA_TYPES,
+    CodebookFormat,
+    format_from_media_type,
+    sniff_format,
+)
 from quarry.variables.prompts import DOCUMENT_PLACEHOLDER, SYSTEM_PROMPT
-from quarry.variables.schemas import PromptOut, VariableCreate, VariableOut, VariableUpdate
+from quarry.variables.schemas import (
+    CodebookImportOut,
+    InvalidCodebookOut,
+    PromptOut,
+    PromptVersionOut,
+    PromptVersionRunOut,
+    VariableCreate,
+    VariableOut,
+    VariableUpdate,
+)
 
 router = APIRouter(prefix="/projects/{project_id}/variables", tags=["variables"])
 
@@ -71,4 +92,146 @@ async def read_prompt(
         document_placeholder=DOCUMENT_PLACEHOLDER,
         variable_prompt=version.prompt,
         created_at=version.created_at,
+    )
+
+
+@router.get("/{variable_id}/prompt-versions", response_model=Page[PromptVersionOut])
+async def list_prompt_versions(
+    session: SessionDep, project: ProjectDep, variable_id: uuid.UUID
+) -> Page[PromptVersionOut]:
+    """Every prompt the variable has had, oldest first, with its text and the runs that used
+    it. Going back to an earlier text makes that version current again (no new one)."""
+    variable = await service.get_variable(session, project, variable_id)
+    versions, current, runs = await service.prompt_history(session, variable)
+    items = [
+        PromptVersionOut(
+            id=v.id,
+            version=v.version,
+            spec_hash=v.spec_hash,
+            current=current is not None and v.id == current.id,
+            spec=v.spec,
+            prompt=v.prompt,
+            created_at=v.created_at,
+            runs=[
+                PromptVersionRunOut(id=r.id, status=r.status, created_at=r.created_at)
+                for r in runs.get(v.id, [])
+            ],
+        )
+        for v in versions
+    ]
+    return Page(items=items, total=len(items), limit=len(items), offset=0)
+
+
+codebook_router = APIRouter(prefix="/projects/{project_id}/codebook", tags=["variables"])
+
+_CODEBOOK_CONTENT: dict[str, Any] = {
+    "application/yaml": {"schema": {"type": "object"}},
+    "application/json": {"schema": {"type": "object"}},
+    "text/csv": {"schema": {"type": "string"}},
+    MEDIA_TYPES[CodebookFormat.XLSX]: {"schema": {"type": "string", "format": "binary"}},
+}
+_CODEBOOK_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The codebook file (README: Codebook files). Its format is the `format` "
+        "parameter, else the Content-Type, else guessed from the bytes.",
+        "content": _CODEBOOK_CONTENT,
+    }
+}
+_FORMAT_QUERY = Query(description="yaml (the default), json, csv or xlsx")
+
+
+def _download_name(project_name: str, file_format: CodebookFormat) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", project_name).strip("-").lower()[:60] or "quarry"
+    return f"{slug}-codebook.{file_format.value}"
+
+
+@codebook_router.get(
+    "",
+    response_class=Response,
+    responses={200: {"content": _CODEBOOK_CONTENT, "description": "The codebook file"}},
+)
+async def export_codebook(
+    session: SessionDep,
+    project: ProjectDep,
+    format: Annotated[CodebookFormat, _FORMAT_QUERY] = CodebookFormat.YAML,
+) -> Response:
+    """Download the project's codebook (its variables and settings) as a file that
+    `PUT …/codebook` imports, here or into another project."""
+    codebook = await codebook_service.export_codebook(session, project)
+    content = await asyncio.to_thread(codebook_service.write_codebook, codebook, format)
+    name = _download_name(project.name, format)
+    return Response(
+        content,
+        media_type=MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+async def _receive_file(request: Request) -> bytes:
+    """The request body, refused (413) as soon as it passes the limit."""
+    limit = MAX_CODEBOOK_BYTES
+    declared = request.headers.get("content-length", "")
+    too_large = PayloadTooLarge(f"The codebook file is larger than {limit // (1024 * 1024)} MB.")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+@codebook_router.put(
+    "",
+    response_model=CodebookImportOut,
+    openapi_extra=_CODEBOOK_BODY,
+    responses={
+        400: {
+            "model": InvalidCodebookOut,
+            "description": "The file is not a valid codebook: `problems` lists every problem, "
+            "each with its variable and row; nothing was changed",
+        },
+        413: {"model": ErrorOut, "description": "The file is larger than 2 MB"},
+    },
+)
+async def import_codebook(
+    request: Request,
+    session: SessionDep,
+    project: ProjectDep,
+    audit: AuditDep,
+    format: Annotated[CodebookFormat | None, _FORMAT_QUERY] = None,
+    delete_missing: Annotated[
+        bool,
+        Query(
+            description="Delete the variables the file does not name (with their results); "
+            "by default they are kept, after the file's variables"
+        ),
+    ] = False,
+) -> CodebookImportOut:
+    """Import a codebook file, all or nothing: every problem is listed and nothing changes,
+    or the whole file is applied. Variables are matched by name; an unchanged one keeps its
+    prompt version."""
+    data = await _receive_file(request)
+    file_format = (
+        format or format_from_media_type(request.headers.get("content-type")) or sniff_format(data)
+    )
+    codebook = await asyncio.to_thread(codebook_service.read_codebook, data, file_format)
+    changes = await codebook_service.apply_codebook(
+        session, project, codebook, delete_missing=delete_missing
+    )
+    for variable_id, name in zip(changes.deleted_ids, changes.deleted, strict=True):
+        await audit.record(
+            AuditAction.VARIABLE_DELETED, "variable", variable_id, name=name, via="codebook"
+        )
+    variables = await service.to_out(session, await service.list_variables(session, project))
+    return CodebookImportOut(
+        created=changes.created,
+        updated=changes.updated,
+        unchanged=changes.unchanged,
+        kept=changes.kept,
+        deleted=changes.deleted,
+        settings=changes.settings,
+        variables=variables,
     )

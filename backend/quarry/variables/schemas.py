@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from quarry.variables.types import VariableType
 
@@ -27,6 +28,18 @@ Instructions = Annotated[str, StringConstraints(strip_whitespace=True, max_lengt
 
 class Example(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, data: Any) -> Any:
+        # A bare value (`examples: [240]`) is the usual slip; say the shape rather than
+        # pydantic's "valid dictionary or instance of Example".
+        if not isinstance(data, dict | Example):
+            raise ValueError(
+                f'each example is an object shaped like {{"value": …, "snippet": …}} '
+                f"(the snippet optional), not {json.dumps(data, default=str)[:80]}"
+            )
+        return data
 
     value: Any = Field(description="A correct value, in the variable's type")
     snippet: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
@@ -92,3 +105,55 @@ class PromptOut(BaseModel):
     document_placeholder: str = Field(description="Where each document's fenced text goes")
     variable_prompt: str = Field(description="The variable-specific part, sent after the document")
     created_at: datetime
+
+
+class CodebookImportOut(BaseModel):
+    """What a codebook import changed, by variable name."""
+
+    created: list[str] = Field(description="Variables the file added")
+    updated: list[str] = Field(description="Variables matched by name whose fields changed")
+    unchanged: list[str] = Field(
+        description="Variables matched by name left as they were (prompt version kept)"
+    )
+    kept: list[str] = Field(description="Variables not in the file, kept after its variables")
+    deleted: list[str] = Field(description="Variables not in the file, deleted (delete_missing)")
+    settings: dict[str, Any] = Field(description="The project settings the file set")
+    variables: list[VariableOut] = Field(description="The codebook now, in order")
+
+
+class PromptVersionRunOut(BaseModel):
+    id: uuid.UUID
+    status: str
+    created_at: datetime
+
+
+class PromptVersionOut(BaseModel):
+    """One immutable prompt of a variable, and the runs that froze it."""
+
+    id: uuid.UUID
+    version: int
+    spec_hash: str
+    current: bool = Field(description="Whether the variable's fields render this prompt now")
+    spec: dict[str, Any] = Field(description="The extraction-relevant fields it renders")
+    prompt: str = Field(description="The variable-specific part of the prompt")
+    created_at: datetime
+    runs: list[PromptVersionRunOut] = Field(description="Runs that used it, newest first")
+
+
+class CodebookProblemOut(BaseModel):
+    message: str = Field(description="A sentence naming the variable (and row) and the problem")
+    variable: str | None = Field(description="The variable's name, when it has one")
+    row: int | None = Field(
+        description="The spreadsheet row (CSV/XLSX) or the entry in 'variables' (YAML/JSON)"
+    )
+    field: str | None = Field(description="The field at fault, when it is one field")
+
+
+class InvalidCodebookOut(BaseModel):
+    """A codebook file that was not imported, with every reason."""
+
+    error: str = Field(description="invalid_codebook, or bad_request for another reason")
+    detail: str = Field(description="Every problem, as sentences")
+    problems: list[CodebookProblemOut] = Field(
+        [], description="Each problem on its own (invalid_codebook only)"
+    )

@@ -13,7 +13,7 @@ from quarry.errors import BadRequest, Conflict, NotFound
 from quarry.models import Project, PromptVersion, Variable
 from quarry.runs.lifecycle import forget_variable
 from quarry.variables import repository
-from quarry.variables.prompts import prompt_spec, render_variable_prompt, spec_hash
+from quarry.variables.prompts import PROMPT_FIELDS, prompt_spec, render_variable_prompt, spec_hash
 from quarry.variables.schemas import VariableCreate, VariableOut, VariableUpdate
 from quarry.variables.types import InvalidValue, VariableType, normalise_value, validate_type_spec
 
@@ -21,8 +21,10 @@ from quarry.variables.types import InvalidValue, VariableType, normalise_value, 
 RESERVED_NAMES = frozenset({"document_id", "filename"})
 
 
-def _validated_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """Check that type, allowed values, unit and examples fit together; normalise examples."""
+def validated_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Check that type, allowed values, unit and examples fit together; normalise examples.
+
+    Raises BadRequest with a sentence; codebook files (codebook_format.py) share it."""
     if fields.get("name") in RESERVED_NAMES:
         raise BadRequest(
             f"'{fields['name']}' is reserved for an export column; choose another name."
@@ -59,24 +61,25 @@ async def _flush_translating_conflicts(session: AsyncSession, name: str) -> None
         raise
 
 
+def _variable_spec(variable: Variable) -> dict[str, Any]:
+    """The variable's extraction-relevant fields as they are now (its prompt's spec)."""
+    return prompt_spec({key: getattr(variable, key) for key in PROMPT_FIELDS})
+
+
 async def _record_prompt_version(session: AsyncSession, variable: Variable) -> PromptVersion:
-    """Add a new prompt version when the extraction-relevant fields changed."""
-    spec = prompt_spec(
-        {
-            "name": variable.name,
-            "label": variable.label,
-            "description": variable.description,
-            "type": variable.type,
-            "allowed_values": variable.allowed_values,
-            "unit": variable.unit,
-            "examples": variable.examples,
-            "instructions": variable.instructions,
-        }
-    )
+    """The prompt version of the variable's current fields, added if they are new.
+
+    Going back to fields a variable had before (an import of an older codebook, an edit
+    undone) reuses that version rather than adding a copy, so its runs' cached answers and
+    its number still apply. Which version is current follows from the fields: see
+    :func:`current_prompt_versions`.
+    """
+    spec = _variable_spec(variable)
     digest = spec_hash(spec)
+    same = await repository.prompt_version_with_hash(session, variable.id, digest)
+    if same is not None:
+        return same
     latest = await repository.latest_prompt_version(session, variable.id)
-    if latest is not None and latest.spec_hash == digest:
-        return latest
     version = PromptVersion(
         variable_id=variable.id,
         version=1 if latest is None else latest.version + 1,
@@ -89,6 +92,29 @@ async def _record_prompt_version(session: AsyncSession, variable: Variable) -> P
     return version
 
 
+async def current_prompt_versions(
+    session: AsyncSession, variables: Sequence[Variable]
+) -> dict[uuid.UUID, PromptVersion]:
+    """The prompt version each variable's fields render now, in one query.
+
+    That is the version whose spec hash the fields have (the newest, unless the variable
+    went back to an earlier text); the newest one for a variable whose fields match none,
+    which only a change made outside the service could cause.
+    """
+    by_variable: dict[uuid.UUID, list[PromptVersion]] = {}
+    for version in await repository.prompt_versions(session, [v.id for v in variables]):
+        by_variable.setdefault(version.variable_id, []).append(version)
+    current: dict[uuid.UUID, PromptVersion] = {}
+    for variable in variables:
+        versions = by_variable.get(variable.id)
+        if not versions:
+            continue
+        digest = spec_hash(_variable_spec(variable))
+        matching = [v for v in versions if v.spec_hash == digest]
+        current[variable.id] = (matching or versions)[-1]
+    return current
+
+
 async def get_variable(session: AsyncSession, project: Project, variable_id: uuid.UUID) -> Variable:
     variable = await repository.get_variable(session, project.id, variable_id)
     if variable is None:
@@ -99,7 +125,7 @@ async def get_variable(session: AsyncSession, project: Project, variable_id: uui
 async def create_variable(
     session: AsyncSession, project: Project, data: VariableCreate
 ) -> Variable:
-    fields = _validated_fields(data.model_dump())
+    fields = validated_fields(data.model_dump())
     if fields["position"] is None:
         fields["position"] = await repository.next_position(session, project.id)
     fields["label"] = fields["label"] or data.name
@@ -127,7 +153,7 @@ async def update_variable(
     if "type" in changes and changes["type"] != variable.type:
         # A new type makes the old allowed values, unit and examples meaningless unless resent.
         current.update(allowed_values=[], unit=None, examples=[])
-    merged = _validated_fields({**current, **changes})
+    merged = validated_fields({**current, **changes})
     for key, value in {**changes, **{k: merged[k] for k in current}}.items():
         setattr(variable, key, value)
     await _flush_translating_conflicts(session, variable.name)
@@ -148,14 +174,27 @@ async def list_variables(session: AsyncSession, project: Project) -> Sequence[Va
 
 
 async def current_prompt(session: AsyncSession, variable: Variable) -> PromptVersion:
-    version = await repository.latest_prompt_version(session, variable.id)
+    version = (await current_prompt_versions(session, [variable])).get(variable.id)
     if version is None:  # every variable gets version 1 when created
         version = await _record_prompt_version(session, variable)
     return version
 
 
+async def prompt_history(
+    session: AsyncSession, variable: Variable
+) -> tuple[Sequence[PromptVersion], PromptVersion | None, dict[uuid.UUID, list[Any]]]:
+    """A variable's prompt versions (oldest first), the current one, and the runs that froze
+    each (newest first), keyed by version id."""
+    versions = await repository.prompt_versions(session, [variable.id])
+    current = (await current_prompt_versions(session, [variable])).get(variable.id)
+    runs: dict[uuid.UUID, list[Any]] = {}
+    for row in await repository.runs_using_prompt_versions(session, [v.id for v in versions]):
+        runs.setdefault(row.prompt_version_id, []).append(row)
+    return versions, current, runs
+
+
 async def to_out(session: AsyncSession, variables: Sequence[Variable]) -> list[VariableOut]:
-    versions = await repository.latest_prompt_versions(session, [v.id for v in variables])
+    versions = await current_prompt_versions(session, variables)
     return [
         VariableOut.model_validate(
             {

@@ -76,7 +76,11 @@ export function errorFromBody(status, statusText, body) {
     const detail = body.detail;
     if (typeof detail === "string" && detail.trim()) {
       // The API's own 422 sentence joins problems with "; "; keep them apart for display.
-      const problems = status === 422 ? detail.split("; ").filter(Boolean) : [];
+      // A codebook file that was not imported lists its problems one by one.
+      let problems = status === 422 ? detail.split("; ").filter(Boolean) : [];
+      if (Array.isArray(body.problems) && body.problems.length) {
+        problems = body.problems.map((p) => (p && p.message) || String(p));
+      }
       return new ApiError(status, code, detail, problems);
     }
     if (Array.isArray(detail) && detail.length) {
@@ -210,6 +214,22 @@ export async function mapLimit(items, limit, worker) {
   }
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
   return results;
+}
+
+/**
+ * Import a codebook file (YAML, JSON, CSV or XLSX) into a project: all or nothing. Its format
+ * comes from the file's extension; the answer says what was created, updated and kept.
+ */
+export async function importCodebook(projectId, file, options = {}) {
+  const extension = (file.name.split(".").pop() || "").toLowerCase();
+  const format = { yml: "yaml", yaml: "yaml", json: "json", csv: "csv", xlsx: "xlsx" }[extension];
+  const response = await request("PUT", `/projects/${projectId}/codebook`, {
+    ...options,
+    form: file,
+    query: { format, ...(options.query || {}) },
+    headers: { "Content-Type": file.type || "application/octet-stream" },
+  });
+  return response.json();
 }
 
 // -- sign-in ------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 // The codebook editor: add, edit, reorder and delete variables of every type, with allowed
 // values and examples edited in place, inline validation, and each variable's prompt preview.
 
-import { del, get, patch, post } from "./api.js";
+import { del, downloadFile, get, importCodebook, patch, post } from "./api.js";
 import {
   add, badge, confirmDialog, errorBox, h, notify, setChildren, showError, TYPE_LABELS, uid,
   withBusy,
@@ -73,8 +73,28 @@ export async function renderCodebook(ctx) {
   const newSlot = h("div", { class: "new-variable" });
   const addButton = h("button", { type: "button", class: "primary", onclick: () => startNew() },
     "Add variable");
+  const fileInput = h("input", {
+    type: "file", accept: ".yaml,.yml,.json,.csv,.xlsx", hidden: true,
+    "aria-label": "Codebook file to import",
+  });
+  fileInput.addEventListener("change", () => importFile());
+  const importButton = h("button", { type: "button", onclick: () => fileInput.click() },
+    "Import codebook…");
+  const formatSelect = h("select", { "aria-label": "Codebook file format" },
+    h("option", { value: "yaml" }, "YAML"), h("option", { value: "json" }, "JSON"),
+    h("option", { value: "xlsx" }, "Excel"), h("option", { value: "csv" }, "CSV"));
+  const downloadButton = h("button", { type: "button", onclick: () => downloadCodebook() },
+    "Download codebook");
+  const fileStatus = h("p", { class: "muted", "aria-live": "polite" });
   add(ctx.root, 
-    h("div", { class: "section-head" }, h("h2", { tabindex: "-1" }, "Codebook"), addButton),
+    h("div", { class: "section-head" }, h("h2", { tabindex: "-1" }, "Codebook"),
+      h("div", { class: "codebook-files" }, importButton, fileInput, formatSelect,
+        downloadButton, addButton)),
+    h("p", { class: "muted small" },
+      "A codebook file (YAML, JSON, Excel or CSV) moves a codebook between projects: importing ",
+      "one updates the variables of the same name, adds the new ones and keeps the others; ",
+      "nothing changes if the file has a problem."),
+    fileStatus,
     h("p", { class: "muted" },
       "Each variable becomes a column of the results. Describe it as you would to a colleague; ",
       "the order here is the column order of the export."),
@@ -82,6 +102,40 @@ export async function renderCodebook(ctx) {
     list,
     newSlot,
   );
+
+  async function importFile() {
+    const file = fileInput.files && fileInput.files[0];
+    fileInput.value = "";
+    if (!file) return;
+    showError(errors, null);
+    fileStatus.textContent = "";
+    try {
+      const result = await withBusy(importButton, "Importing…",
+        () => importCodebook(project.id, file, { signal: ctx.signal }));
+      const parts = [["added", result.created], ["updated", result.updated],
+        ["unchanged", result.unchanged], ["kept", result.kept]]
+        .filter(([, names]) => names.length).map(([what, names]) => `${names.length} ${what}`);
+      const message = `Imported ${file.name}: ${parts.join(", ") || "nothing to change"}.`;
+      fileStatus.textContent = message;
+      notify(message, "success");
+      variables = result.variables;
+      renderList();
+    } catch (error) {
+      if (error.name !== "AbortError") showError(errors, error);
+    }
+  }
+
+  async function downloadCodebook() {
+    showError(errors, null);
+    const format = formatSelect.value;
+    try {
+      const file = await withBusy(downloadButton, "Preparing…", () => downloadFile(
+        `/projects/${project.id}/codebook`, { format }, `codebook.${format}`));
+      fileStatus.textContent = `Downloaded ${file.name}.`;
+    } catch (error) {
+      if (error.name !== "AbortError") showError(errors, error);
+    }
+  }
 
   async function load() {
     const page = await get(base, {}, { signal: ctx.signal });
@@ -161,7 +215,14 @@ export async function renderCodebook(ctx) {
     if (open) return;
     setChildren(preview, h("p", { class: "muted" }, "Loading the prompt…"));
     try {
-      const prompt = await get(`${base}/${v.id}/prompt`, {}, { signal: ctx.signal });
+      const [prompt, history] = await Promise.all([
+        get(`${base}/${v.id}/prompt`, {}, { signal: ctx.signal }),
+        get(`${base}/${v.id}/prompt-versions`, {}, { signal: ctx.signal }),
+      ]);
+      const runs = (n) => {
+        if (n === 0) return "not used by a run yet";
+        return n === 1 ? "used by 1 run" : `used by ${n} runs`;
+      };
       setChildren(preview, 
         h("p", { class: "muted small" },
           `Version ${prompt.version}. The model receives the system instructions, then each `
@@ -169,6 +230,14 @@ export async function renderCodebook(ctx) {
         h("pre", { class: "prompt", tabindex: "0", "aria-label": `Prompt for ${v.name}` }, prompt.variable_prompt),
         h("details", {}, h("summary", {}, "System instructions shared by every call"),
           h("pre", { class: "prompt", tabindex: "0" }, prompt.system)),
+        history.items.length > 1
+          ? h("details", { class: "prompt-history" },
+            h("summary", {}, `Prompt history (${history.items.length} versions)`),
+            h("ol", {}, history.items.map((version) => h("li", {},
+              h("p", { class: "small" }, `Version ${version.version}`,
+                version.current ? " (current)" : "", ` — ${runs(version.runs.length)}`),
+              h("pre", { class: "prompt", tabindex: "0" }, version.prompt)))))
+          : null,
       );
     } catch (error) {
       if (error.name === "AbortError") return;

@@ -188,7 +188,9 @@ export function showError(box, error) {
   box.hidden = false;
   if (problems.length > 1) {
     box.replaceChildren(
-      h("p", {}, "The request was not accepted:"),
+      h("p", {}, error.code === "invalid_codebook"
+        ? "The codebook was not imported and nothing was changed:"
+        : "The request was not accepted:"),
       h("ul", {}, problems.map((p) => h("li", {}, p))),
     );
   } else {
