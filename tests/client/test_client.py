@@ -285,5 +285,5 @@ def test_a_bad_codebook_is_refused_before_any_request(tmp_path: Path, server: st
         project = q.create_project("Bad")
         with pytest.raises(CodebookError) as refused:
             q.import_codebook(project, tmp_path / "bad.yaml")
-        assert "variable 1 (n): examples are a list of {value, snippet}" in str(refused.value)
+        assert "Variable 'n' (entry 1 of variables): examples must be a list" in str(refused.value)
         assert q.variables(project) == []

@@ -61,24 +61,24 @@ def test_every_problem_is_listed_with_its_variable(tmp_path: Path) -> None:
     with pytest.raises(CodebookError) as refused:
         load_codebook(path)
     problems = refused.value.problems
-    assert any(p.startswith("settings: colour is not a project setting") for p in problems)
-    assert any(p.startswith("settings: group_size") for p in problems)
-    assert "variable 1 (n): examples are a list of {value, snippet} entries" in problems[2]
-    assert "variable 2 (n): the name n is used twice." in problems
-    assert any(p.startswith("variable 3 (when): example 1 does not fit") for p in problems)
-    assert "variable 4: name is required." in problems
-    assert any(p.startswith("variable 5 (design): ") and "allowed" in p for p in problems)
+    # The codebook service's own sentences (the API's import says the same), one each.
+    assert any("colour" in p for p in problems) and any("group_size" in p for p in problems)
+    assert any(p.startswith("Variable 'n' (entry 1") and '"snippet"' in p for p in problems)
+    assert any("the name 'n' is already used by entry 1" in p for p in problems), problems
+    assert any(p.startswith("Variable 'when' (entry 3") for p in problems), problems
+    assert any(p.startswith("Entry 4 of variables has no name") for p in problems), problems
+    assert any(p.startswith("Variable 'design'") and "allowed" in p for p in problems)
     assert len(problems) == 7, problems
 
 
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("variables: [\n", "is not valid YAML or JSON at line 2"),
-        ("- a\n- b\n", "expected a mapping with `variables`"),
-        ("name: x\n", "variables: expected a non-empty list of variables."),
-        ("quarry_codebook: 2\nvariables: []\n", "this Quarry reads version 1, not 2"),
-        ("project: {}\nvariables: []\n", "unknown top-level keys: project"),
+        ("variables: [\n", "is not valid YAML on line 2"),
+        ("- a\n- b\n", "a codebook is a mapping with 'variables'"),
+        ("name: x\n", "The codebook has no variables"),
+        ("quarry_codebook: 2\nvariables: []\n", "this Quarry reads format 1 only"),
+        ("project: {}\nvariables: []\n", "the unknown key 'project'"),
     ],
 )
 def test_a_file_of_the_wrong_shape_gets_a_sentence(tmp_path: Path, text: str, problem: str) -> None:
@@ -87,3 +87,15 @@ def test_a_file_of_the_wrong_shape_gets_a_sentence(tmp_path: Path, text: str, pr
     with pytest.raises(CodebookError) as refused:
         load_codebook(path)
     assert any(problem in p for p in refused.value.problems), refused.value.problems
+
+
+def test_a_spreadsheet_codebook_runs_too(tmp_path: Path) -> None:
+    """The CLI reads what the API's codebook import reads: CSV (and XLSX) as well."""
+    path = tmp_path / "trials.csv"
+    path.write_text("name,type,description,allowed_values\nn,integer,N,\nd,category,D,RCT;Cohort\n")
+    book = load_codebook(path)
+    assert book.name == "trials"
+    assert [(v.name, list(v.allowed_values or [])) for v in book.variables] == [
+        ("n", []),
+        ("d", ["RCT", "Cohort"]),
+    ]

@@ -373,9 +373,10 @@ def test_bad_input_is_refused_with_every_problem_before_anything_runs(
             group, "bad", tmp_path, fake_llm, "codebook.yaml", "docs", "-o", "out.xlsx"
         )
         assert code == 2, output
-        assert "variable 1 (sample_size): examples are a list of {value, snippet}" in output
-        assert "variable 2 (Design): name" in output and "variable 2 (Design): type" in output
-        assert "variable 3 (weight): Only number variables can have a unit" in output
+        assert "Variable 'sample_size' (entry 1 of variables): examples must be a list" in output
+        assert "Variable 'Design' (entry 2 of variables): name must be" in output
+        assert "Variable 'Design' (entry 2 of variables): type must be one of" in output
+        assert "Variable 'weight' (entry 3 of variables): Only number variables" in output
         (tmp_path / "codebook.yaml").write_text(CODEBOOK)
         code, output = _extract(
             group, "no-docs", tmp_path, fake_llm, "codebook.yaml", "nowhere", "-o", "out.xlsx"

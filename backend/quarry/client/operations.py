@@ -33,7 +33,9 @@ from quarry.extract.inputs import find_documents
 from quarry.extractions.schemas import ExtractionOut, ReviewOut
 from quarry.projects.schemas import ProjectOut
 from quarry.runs.schemas import RunEstimate, RunOut
-from quarry.variables.schemas import VariableCreate, VariableOut
+from quarry.variables.codebook_files import codebook_document
+from quarry.variables.codebook_format import Codebook as FileCodebook
+from quarry.variables.schemas import VariableOut
 
 API = "/api/v1"
 #: The most items the API gives per page.
@@ -197,39 +199,28 @@ def _as_codebook(codebook: Codebook | str | Path) -> Codebook:
 def import_codebook(
     ref: ProjectRef, codebook: Codebook | str | Path, *, remove_others: bool = True
 ) -> Operation[list[VariableOut]]:
-    """Make the project's variables the codebook's (matched by name, in its order: an
-    unchanged variable keeps its prompt version), apply its settings, and with
-    `remove_others` delete the variables it does not name. Through the variables API, one
-    request per variable: the file is checked as a whole first (`CodebookError`)."""
+    """Make the project's codebook the file's, all or nothing, through `PUT …/codebook`:
+    variables matched by name (in its order: an unchanged variable keeps its prompt
+    version), its settings applied, and with `remove_others` the variables it does not name
+    deleted. The file is checked here first (`CodebookError`, every problem listed)."""
     book = _as_codebook(codebook)
-    pid = _project(ref)
-    # As the codebook import does: `name` and `description` describe the file, and only
-    # the settings it gives are applied.
-    settings = book.project.model_dump(
-        exclude_unset=True, exclude={"name", "description"}, exclude_none=True
+    checked = book.checked or FileCodebook(
+        name=book.name,
+        description=book.project.description,
+        settings=book.project.model_dump(
+            exclude_unset=True, exclude={"name", "description"}, exclude_none=True
+        ),
+        variables=book.variables,
     )
-    if settings:
-        yield from update_project(pid, **settings)
-    existing = {v.name: v for v in (yield from variables(pid))}
-    wanted = {v.name for v in book.variables}
-    if remove_others:
-        for variable in existing.values():
-            if variable.name not in wanted:
-                yield from _ask(Call("DELETE", f"/projects/{pid}/variables/{variable.id}"))
-    for position, data in enumerate(book.variables):
-        fields = _variable_fields(data, position)
-        current = existing.get(data.name)
-        if current is None:
-            yield from _ask(Call("POST", f"/projects/{pid}/variables", json=fields))
-        else:
-            yield from _ask(Call("PATCH", f"/projects/{pid}/variables/{current.id}", json=fields))
-    return (yield from variables(pid))
-
-
-def _variable_fields(data: VariableCreate, position: int) -> dict[str, Any]:
-    fields = data.model_dump(mode="json")
-    fields.update(position=position, label=data.label or data.name)
-    return fields
+    response = yield from _ask(
+        Call(
+            "PUT",
+            f"/projects/{_project(ref)}/codebook",
+            params={"format": "json", "delete_missing": str(remove_others).lower()},
+            json=codebook_document(checked),
+        )
+    )
+    return [VariableOut.model_validate(item) for item in response.json()["variables"]]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -307,20 +307,20 @@ def check_codebook(data: object, *, row_numbers: Sequence[int] | None = None) ->
         numbers = row_numbers or range(1, len(raw_variables) + 1)
         for index, raw in zip(numbers, raw_variables, strict=True):
             variable = _check_variable(checker, index, raw)
-            name = raw.get("name") if isinstance(raw, Mapping) else None
-            if isinstance(name, str) and name.strip():
-                name = name.strip()
-                if name in first_at:
+            named = raw.get("name") if isinstance(raw, Mapping) else None
+            if isinstance(named, str) and named.strip():
+                named = named.strip()
+                if named in first_at:
                     seen = "row" if checker.tabular else "entry"
                     checker.add(
-                        f"{checker.where(index, name)}: the name '{name}' is already used by "
-                        f"{seen} {first_at[name]}; names must be unique.",
-                        variable=name,
+                        f"{checker.where(index, named)}: the name '{named}' is already used by "
+                        f"{seen} {first_at[named]}; names must be unique.",
+                        variable=named,
                         row=index,
                         field_name="name",
                     )
                     continue
-                first_at[name] = index
+                first_at[named] = index
             if variable is not None:
                 variables.append(variable)
     if checker.problems:
