@@ -60,6 +60,9 @@ def _long_records(rows: Iterable[LongRow]) -> Iterator[list[str]]:
         error,
         flags,
         support,
+        match_status,
+        match_key,
+        match_score,
     ) in rows:
         yield [
             text(document_id),
@@ -79,6 +82,9 @@ def _long_records(rows: Iterable[LongRow]) -> Iterator[list[str]]:
             text(error),
             text(support),
             text(flags.names),
+            text(match_status),
+            text(match_key),
+            number(match_score),
         ]
 
 

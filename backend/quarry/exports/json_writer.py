@@ -69,6 +69,9 @@ def _long_objects(rows: Iterable[LongRow]) -> Iterator[dict[str, JsonValue]]:
             "error": row.error,
             "support": row.support,
             "flags": [name for name in row.flags.names.split("; ") if name],
+            "match_status": row.match_status,
+            "match_key": row.match_key,
+            "match_score": row.match_score,
         }
 
 

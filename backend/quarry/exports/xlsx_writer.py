@@ -92,6 +92,16 @@ FLAG_FILLS: tuple[tuple[str, PatternFill, str], ...] = (
         _fill("FCE4D6"),
         "the quote is in the document but does not contain the value",
     ),
+    (
+        "match_unmatched",
+        _fill("F4B183"),
+        "the value matches no row of its reference list (pick one in review)",
+    ),
+    (
+        "match_ambiguous",
+        _fill("E2D1F9"),
+        "the value matches several rows of its reference list, or only loosely",
+    ),
     ("low_confidence", _fill("FFF2CC"), "the model was not confident"),
     ("not_found", _fill("E7E6E6"), "checked: not stated in the document"),
 )
@@ -183,7 +193,7 @@ def flag_fill(flags: CellFlags | None) -> PatternFill | None:
     return fill
 
 
-# flag_fill's answers: 64 combinations at most (threads may race to add one; same value).
+# flag_fill's answers: a few hundred combinations at most (threads may race to add one; same value).
 _FILL_OF_FLAGS: dict[CellFlags, PatternFill | None] = {}
 _UNKNOWN = object()
 
@@ -333,6 +343,9 @@ def _details_row(cells: _Cells, row: LongRow) -> list[Any]:
         text(row.error, wrap=True),
         text(row.support),
         text(row.flags.names),
+        text(row.match_status),
+        text(row.match_key),
+        xlsx_value(VariableType.NUMBER, row.match_score),
     ]
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from quarry.reflists.settings import MatchSettings, MatchSettingsOut
 from quarry.variables.types import VariableType
 
 # The export column header: a slug a spreadsheet, pandas and R all accept as is.
@@ -47,6 +48,9 @@ class VariableCreate(BaseModel):
     instructions: Instructions = ""
     required: bool = False
     position: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    match: MatchSettings | None = Field(
+        None, description="Match the value to a column of a reference list (no extra LLM call)"
+    )
 
 
 class VariableUpdate(BaseModel):
@@ -62,6 +66,11 @@ class VariableUpdate(BaseModel):
     instructions: Instructions | None = None
     required: bool | None = None
     position: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    match: MatchSettings | None = Field(
+        None,
+        description="Match the value to a reference list; null removes the match. Changing "
+        "it matches every stored value again, without LLM calls",
+    )
 
 
 class VariableOut(BaseModel):
@@ -79,6 +88,7 @@ class VariableOut(BaseModel):
     instructions: str
     required: bool
     position: int
+    match: MatchSettingsOut | None = None
     prompt_version: int
     created_at: datetime
     updated_at: datetime

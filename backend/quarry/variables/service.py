@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.errors import BadRequest, Conflict, NotFound
 from quarry.models import Project, PromptVersion, Variable
+from quarry.reflists.matches import rematch_variable
+from quarry.reflists.settings import validated_match
 from quarry.runs.lifecycle import forget_variable
 from quarry.variables import repository
 from quarry.variables.prompts import prompt_spec, render_variable_prompt, spec_hash
@@ -100,6 +102,7 @@ async def create_variable(
     session: AsyncSession, project: Project, data: VariableCreate
 ) -> Variable:
     fields = _validated_fields(data.model_dump())
+    fields["match"] = await validated_match(session, project.id, data.type, data.match)
     if fields["position"] is None:
         fields["position"] = await repository.next_position(session, project.id)
     fields["label"] = fields["label"] or data.name
@@ -128,10 +131,23 @@ async def update_variable(
         # A new type makes the old allowed values, unit and examples meaningless unless resent.
         current.update(allowed_values=[], unit=None, examples=[])
     merged = _validated_fields({**current, **changes})
+    old_match = variable.match
+    if "match" in changes or "type" in changes:
+        # Checked again on a new type too: a date method cannot match a text variable.
+        changes["match"] = await validated_match(
+            session,
+            variable.project_id,
+            VariableType(merged["type"]),
+            changes.get("match", old_match),
+        )
     for key, value in {**changes, **{k: merged[k] for k in current}}.items():
         setattr(variable, key, value)
     await _flush_translating_conflicts(session, variable.name)
     await _record_prompt_version(session, variable)
+    if variable.match != old_match:
+        # Matching is not part of the prompt: the stored values are matched again, and
+        # no extraction is redone.
+        await rematch_variable(session, variable)
     await session.refresh(variable)
     return variable
 

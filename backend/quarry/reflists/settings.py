@@ -1,0 +1,104 @@
+"""A variable's `match` setting: which reference list column its value is matched to."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quarry.errors import BadRequest
+from quarry.reflists import repository
+from quarry.reflists.matching import MatchMethod, Thresholds
+from quarry.variables.types import VariableType
+
+ColumnName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+#: The variable types each method can match.
+METHOD_TYPES: dict[MatchMethod, frozenset[VariableType]] = {
+    MatchMethod.NAME: frozenset({VariableType.TEXT}),
+    MatchMethod.IDENTIFIER: frozenset({VariableType.TEXT, VariableType.INTEGER}),
+    MatchMethod.DATE: frozenset({VariableType.DATE}),
+    MatchMethod.EXACT: frozenset({VariableType.TEXT, VariableType.INTEGER, VariableType.CATEGORY}),
+}
+
+
+class MatchThresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    match: Annotated[float, Field(ge=0, le=100)] = Field(
+        Thresholds.match, description="The lowest fuzzy score (0..100) that matches on its own"
+    )
+    margin: Annotated[float, Field(ge=0, le=100)] = Field(
+        Thresholds.margin,
+        description="Another row (with another key) this close to the best makes it ambiguous",
+    )
+    review: Annotated[float, Field(ge=0, le=100)] = Field(
+        Thresholds.review,
+        description="Scores from here up to `match` are ambiguous (shown for review), "
+        "below it unmatched",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MatchThresholds:
+        if self.review > self.match:
+            raise ValueError("thresholds.review must not be above thresholds.match")
+        return self
+
+    def as_thresholds(self) -> Thresholds:
+        return Thresholds(match=self.match, margin=self.margin, review=self.review)
+
+
+class MatchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    list: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] = (
+        Field(description="The reference list's name")
+    )
+    column: ColumnName = Field(description="The list column the value is compared with")
+    key_column: ColumnName = Field(
+        description="The list column that identifies a row (e.g. client_id): the match key"
+    )
+    method: MatchMethod = Field(
+        description="name (order, case, accents, initials, small misspellings tolerated), "
+        "identifier (spacing and punctuation only), date (exact after normalisation) or exact"
+    )
+    thresholds: MatchThresholds = Field(default_factory=MatchThresholds)
+
+
+class MatchSettingsOut(MatchSettings):
+    list_id: uuid.UUID
+
+
+async def validated_match(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    variable_type: VariableType,
+    settings: MatchSettings | dict[str, Any] | None,
+) -> dict[str, Any] | None:
+    """The setting as stored (with the list's id), checked against the list's current
+    columns and the variable's type; raises BadRequest with a sentence."""
+    if settings is None:
+        return None
+    if isinstance(settings, dict):
+        settings = MatchSettings.model_validate(settings)
+    if variable_type not in METHOD_TYPES[settings.method]:
+        kinds = ", ".join(sorted(t.value for t in METHOD_TYPES[settings.method]))
+        raise BadRequest(
+            f"Method '{settings.method.value}' matches {kinds} variables, "
+            f"not {variable_type.value}."
+        )
+    reference_list = await repository.get_list_by_name(session, project_id, settings.list)
+    if reference_list is None or reference_list.current_version_id is None:
+        raise BadRequest(f"The project has no reference list named '{settings.list}'.")
+    version = await repository.get_version(session, reference_list.current_version_id)
+    columns = list(version.columns) if version else []
+    for field in ("column", "key_column"):
+        name = getattr(settings, field)
+        if name not in columns:
+            raise BadRequest(
+                f"The list '{settings.list}' has no column '{name}' ({field}); its columns "
+                f"are: {', '.join(columns)}."
+            )
+    return {**settings.model_dump(mode="json"), "list_id": str(reference_list.id)}
