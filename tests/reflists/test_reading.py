@@ -21,12 +21,19 @@ def test_semicolons_and_windows_1252_are_read() -> None:
     assert table.encoding == "cp1252"
 
 
-def test_short_rows_are_padded_and_quoted_line_breaks_kept_in_one_row() -> None:
-    data = b'id,name,note\n1,"Ann\nLee"\n2,Bob,x\n'
+@pytest.mark.parametrize("bad_row", [b"", b"9,Zed,y,extra\n"])
+def test_short_rows_are_padded_and_quoted_line_breaks_kept_in_one_row(bad_row: bytes) -> None:
+    # Rows are numbered as a spreadsheet shows them: a quoted cell with a line break is one
+    # row. The same whether the file has a bad row (read row by row) or not.
+    data = b'id,name,note\n1,"Ann\nLee"\n2,Bob,x\n' + bad_row
+    if bad_row:
+        with pytest.raises(ListFileError, match="row 4 has 4 cells for 3 columns"):
+            read_reference_list(data, "l.csv")
+        return
     table = read_reference_list(data, "l.csv")
     assert table.rows == [
         (2, {"id": "1", "name": "Ann Lee", "note": ""}),
-        (4, {"id": "2", "name": "Bob", "note": "x"}),
+        (3, {"id": "2", "name": "Bob", "note": "x"}),
     ]
 
 

@@ -23,6 +23,7 @@ import csv
 import datetime as dt
 import io
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,19 +84,45 @@ def _delimiter(header_line: str) -> str:
 def _csv_records(data: bytes) -> tuple[list[tuple[int, list[str]]], str]:
     text, encoding = _decode(data)
     header_line = next((line for line in text.splitlines() if line.strip()), "")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(header_line))
+    delimiter = _delimiter(header_line)
+    try:
+        return _csv_records_fast(text, delimiter), encoding
+    except (pd.errors.ParserError, ValueError):
+        # A bad row (or a quirk pandas' C parser refuses): read every row with the standard
+        # library, which says which rows are bad.
+        return _csv_records_each(text, delimiter), encoding
+
+
+def _csv_records_fast(text: str, delimiter: str) -> list[tuple[int, list[str]]]:
+    """pandas' C parser: every record as text, blank lines kept, so that a record's index
+    is its row in a spreadsheet (a quoted cell holding line breaks is still one row)."""
+    frame = pd.read_csv(
+        io.StringIO(text),
+        sep=delimiter,
+        header=None,
+        dtype=object,
+        keep_default_na=False,
+        na_filter=False,
+        skip_blank_lines=False,
+        nrows=MAX_ROWS + 2,
+        engine="c",
+    )
+    return list(enumerate(frame.to_numpy(dtype=object).tolist(), start=1))
+
+
+def _csv_records_each(text: str, delimiter: str) -> list[tuple[int, list[str]]]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     records: list[tuple[int, list[str]]] = []
     try:
-        for row in reader:
-            # The record's first line (a quoted cell may span several lines).
-            records.append((reader.line_num - sum(c.count("\n") for c in row), row))
-            if len(records) > MAX_ROWS + 1:
+        for number, row in enumerate(reader, start=1):
+            records.append((number, row))
+            if number > MAX_ROWS + 1:
                 break
     except csv.Error as exc:
         raise ListFileError(
-            f"The reference list could not be read (row {reader.line_num}): {exc}."
+            f"The reference list could not be read (row {len(records) + 1}): {exc}."
         ) from exc
-    return records, encoding
+    return records
 
 
 def _xlsx_cell(value: Any) -> str:
@@ -141,8 +168,19 @@ def _xlsx_records(data: bytes) -> list[tuple[int, list[str]]]:
     ]
 
 
+_UNTIDY = re.compile(r"[\x00\t\n\r]|  |^\s|\s$")
+
+
+def _clean(cell: str) -> str:
+    """The cell without NULs (PostgreSQL text cannot hold them) and with its spaces
+    collapsed; most cells need neither, which one search finds."""
+    if _UNTIDY.search(cell) is None:
+        return cell
+    return " ".join(cell.replace("\x00", "").split())
+
+
 def _table(records: list[tuple[int, list[str]]], encoding: str | None) -> ListTable:
-    records = [(n, row) for n, row in records if any(str(c).strip() for c in row)]
+    records = [(n, row) for n, row in records if "".join(row).strip()]
     if not records:
         raise ListFileError("The reference list is empty.")
     header_number, header_cells = records[0]
@@ -175,7 +213,7 @@ def _table(records: list[tuple[int, list[str]]], encoding: str | None) -> ListTa
     bad: list[str] = []
     rows: list[tuple[int, dict[str, str]]] = []
     for number, cells in body:
-        extra = [c for c in cells[width:] if str(c).strip()]
+        extra = [c for c in cells[width:] if c.strip()] if len(cells) > width else None
         if extra:
             bad.append(f"row {number} has {width + len(extra)} cells for {width} columns")
             continue
@@ -184,15 +222,7 @@ def _table(records: list[tuple[int, list[str]]], encoding: str | None) -> ListTa
             bad.append(f"row {number}: '{too_long[0]}' is longer than {MAX_CELL_CHARS} characters")
             continue
         padded = [*cells[:width], *[""] * (width - len(cells))]
-        rows.append(
-            (
-                number,
-                {
-                    col: " ".join(c.replace("\x00", "").split())
-                    for col, c in zip(columns, padded, strict=True)
-                },
-            )
-        )
+        rows.append((number, {col: _clean(c) for col, c in zip(columns, padded, strict=True)}))
     if bad:
         shown = "; ".join(bad[:_SHOWN_BAD_ROWS])
         more = f" (and {len(bad) - _SHOWN_BAD_ROWS} more)" if len(bad) > _SHOWN_BAD_ROWS else ""
