@@ -39,12 +39,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "backend"))
 
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import select
+from tests.conftest import make_settings
+from tests.support.api import add_variable, create_project, running_app, sign_up
 
-from quarry.db import session_scope  # noqa: E402
-from quarry.models import Extraction, ExtractionStatus, PromptVersion  # noqa: E402
-from tests.conftest import make_settings  # noqa: E402
-from tests.support.api import add_variable, create_project, running_app, sign_up  # noqa: E402
+from quarry.db import session_scope
+from quarry.models import Extraction, ExtractionStatus, PromptVersion
 
 _SYLLABLES = [
     *("an", "be", "ca", "do", "el", "fa", "gi", "ha", "io", "ja", "ka", "lo", "ma", "ne"),
@@ -72,7 +72,9 @@ async def main(rows: int, values: int, trace: bool) -> None:
     names = [_name(rng) for _ in range(rows)]
     lines = ["client_id,name,date_of_birth,policy_number"]
     for i, name in enumerate(names):
-        lines.append(f"C{i:06d},{name},19{rng.randint(30, 99)}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)},PN-{i}")
+        lines.append(
+            f"C{i:06d},{name},19{rng.randint(30, 99)}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)},PN-{i}"
+        )
     data = ("\n".join(lines) + "\n").encode()
     queries: list[str] = []
     for i in range(values):
@@ -130,7 +132,12 @@ async def main(rows: int, values: int, trace: bool) -> None:
                             value=query,
                         )
                     )
-            match = {"list": "clients", "column": "name", "key_column": "client_id", "method": "name"}
+            match = {
+                "list": "clients",
+                "column": "name",
+                "key_column": "client_id",
+                "method": "name",
+            }
             url = f"/api/v1/projects/{pid}/variables/{variable['id']}"
             if trace:
                 tracemalloc.start()
@@ -149,10 +156,14 @@ async def main(rows: int, values: int, trace: bool) -> None:
             assert response.status_code == 200, response.text
             async with session_scope(app.state.sessionmaker) as session:
                 statuses = (
-                    await session.execute(
-                        select(Extraction.match_status).where(Extraction.run_id == run_id)
+                    (
+                        await session.execute(
+                            select(Extraction.match_status).where(Extraction.run_id == run_id)
+                        )
                     )
-                ).scalars().all()
+                    .scalars()
+                    .all()
+                )
     counts = {s: statuses.count(s) for s in sorted(set(map(str, statuses)))}
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
     print(f"list: {rows:,} rows, {len(data) / 1e6:.1f} MB; values: {values:,} ({counts})")
@@ -163,7 +174,9 @@ async def main(rows: int, values: int, trace: bool) -> None:
     print(f"| rematch {values:,} values (matcher built) | {first_s:.2f} | {first_rss:.0f} |")
     print(f"| rematch {values:,} values (matcher cached) | {again_s:.2f} | {_rss_mb():.0f} |")
     if trace:
-        print(f"traced Python allocations, peak during the first rematch: {traced_peak / 1e6:.0f} MB")
+        print(
+            f"traced Python allocations, peak during the first rematch: {traced_peak / 1e6:.0f} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,15 @@ import io
 from collections.abc import Iterable, Iterator, Sequence
 
 from quarry.exports.cells import csv_optional_bool, csv_optional_number, csv_text, csv_value
-from quarry.exports.table import LONG_COLUMNS, ExportVariable, LongRow, WideRow, wide_headers
+from quarry.exports.table import (
+    LONG_COLUMNS,
+    EvaluationTable,
+    ExportVariable,
+    LongRow,
+    WideRow,
+    wide_headers,
+)
+from quarry.variables.types import VariableType
 
 # Excel only detects UTF-8 in a CSV by its byte-order mark; without it accents turn to mojibake.
 BOM = "\ufeff"
@@ -110,3 +118,13 @@ def _drain(buffer: io.StringIO) -> str:
     buffer.seek(0)
     buffer.truncate(0)
     return text
+
+
+def iter_table_csv(table: EvaluationTable) -> Iterator[str]:
+    """A small table (the cases layout) as CSV: text cells neutralised, numbers as numbers."""
+
+    def records() -> Iterator[list[str]]:
+        for row in table.rows:
+            yield [csv_value(VariableType.TEXT, cell) for cell in row]
+
+    return _iter_csv(list(table.columns), records())

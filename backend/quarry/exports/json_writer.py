@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 
 from quarry.exports.table import (
+    EvaluationTable,
     ExportVariable,
     JsonValue,
     LongRow,
@@ -102,3 +103,12 @@ def _json_safe(value: JsonValue) -> JsonValue:
     if isinstance(value, dict):
         return {key: _json_safe(item) for key, item in value.items()}
     return value
+
+
+def iter_table_json(table: EvaluationTable) -> Iterator[str]:
+    """A small table (the cases layout) as a JSON array of objects keyed by its columns."""
+    columns = list(table.columns)
+    return _iter_array(
+        {name: _json_safe(cell) for name, cell in zip(columns, row, strict=True)}
+        for row in table.rows
+    )

@@ -36,6 +36,7 @@ from quarry.exports.schemas import ExportFormat, ExportLayout
 from quarry.exports.table import (
     NO_FLAGS,
     CellFlags,
+    EvaluationTable,
     ExportVariable,
     JsonValue,
     LongRow,
@@ -465,11 +466,18 @@ async def write_workbook(
     project_id: uuid.UUID,
     codebook: Codebook,
     path: Path,
+    extra_sheets: Sequence[EvaluationTable] = (),
 ) -> None:
-    """The Excel export (both layouts and the codebook) written to `path`."""
+    """The Excel export (both layouts and the codebook, and `extra_sheets`) written to `path`."""
 
     def write(wide: Iterable[ExportBatch], long: Iterable[ExportBatch]) -> None:
-        write_xlsx(path, codebook.variables, wide_rows(codebook, wide), long_rows(codebook, long))
+        write_xlsx(
+            path,
+            codebook.variables,
+            wide_rows(codebook, wide),
+            long_rows(codebook, long),
+            extra_sheets=extra_sheets,
+        )
 
     await run_in_thread(
         write,

@@ -113,17 +113,19 @@ def write_xlsx(
     wide_rows: Iterable[WideRow],
     long_rows: Iterable[LongRow],
     evaluation: EvaluationTable | None = None,
+    extra_sheets: Sequence[EvaluationTable] = (),
 ) -> None:
     """Write the Excel export to `path`, consuming the row iterables once, in bounded memory.
 
-    Sheets: Results (wide), Details (long), Codebook, then Evaluation when given and a Legend of
+    Sheets: Results (wide), Details (long), Codebook, then Evaluation when given, the
+    `extra_sheets` (Cases and Findings when the project has cases) and a Legend of
     the highlight colours. The file appears at `path` only when complete (written beside it and
     renamed), so a failed export never leaves a half-written workbook behind.
     """
     headers = wide_headers(variables)
     wb = Workbook(write_only=True)
     try:
-        _write_sheets(wb, variables, headers, wide_rows, long_rows, evaluation)
+        _write_sheets(wb, variables, headers, wide_rows, long_rows, evaluation, extra_sheets)
     except BaseException:
         _discard(wb)
         raise
@@ -142,6 +144,7 @@ def _write_sheets(
     wide_rows: Iterable[WideRow],
     long_rows: Iterable[LongRow],
     evaluation: EvaluationTable | None,
+    extra_sheets: Sequence[EvaluationTable] = (),
 ) -> None:
     cells = _Cells(wb.create_sheet("Results"))
     columns = [(v.name, v.type) for v in variables]
@@ -152,12 +155,12 @@ def _write_sheets(
     _write_sheet(cells, LONG_COLUMNS, (_details_row(cells, row) for row in long_rows))
     cells = cells.on(wb.create_sheet("Codebook"))
     _write_sheet(cells, CODEBOOK_COLUMNS, (_codebook_row(cells, v) for v in variables))
-    if evaluation is not None:
-        cells = cells.on(wb.create_sheet(evaluation.title))
-        rows = (
-            [cells.value(xlsx_value(VariableType.TEXT, v)) for v in row] for row in evaluation.rows
-        )
-        _write_sheet(cells, evaluation.columns, rows)
+    for table in (evaluation, *extra_sheets):
+        if table is None:
+            continue
+        cells = cells.on(wb.create_sheet(table.title))
+        rows = ([cells.value(xlsx_value(VariableType.TEXT, v)) for v in row] for row in table.rows)
+        _write_sheet(cells, table.columns, rows)
     cells = cells.on(wb.create_sheet("Legend"))
     _write_sheet(cells, ("colour", "meaning"), _legend_rows(cells), autofilter=False)
 

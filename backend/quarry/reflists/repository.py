@@ -10,8 +10,10 @@ from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.models import (
+    Document,
     Extraction,
     ExtractionStatus,
+    FindingResolution,
     MatchReview,
     ReferenceList,
     ReferenceListVersion,
@@ -89,7 +91,7 @@ async def insert_rows(
     session: AsyncSession, version_id: uuid.UUID, rows: Sequence[tuple[int, dict[str, str]]]
 ) -> None:
     # Core, not the ORM's bulk insert: no per-row object bookkeeping for 100,000 rows.
-    statement = insert(ReferenceRow.__table__)
+    statement = insert(cast(Table, ReferenceRow.__table__))
     connection = await session.connection()
     for start in range(0, len(rows), _INSERT_CHUNK):
         await connection.execute(
@@ -267,3 +269,29 @@ async def get_extraction(
         )
     )
     return result.scalar_one_or_none()
+
+
+async def documents_in_upload_order(
+    session: AsyncSession, project_id: uuid.UUID
+) -> list[tuple[uuid.UUID, str]]:
+    result = await session.execute(
+        select(Document.id, Document.filename)
+        .where(Document.project_id == project_id)
+        .order_by(Document.created_at, Document.filename, Document.id)
+    )
+    return [(row[0], row[1]) for row in result.all()]
+
+
+async def latest_resolutions(
+    session: AsyncSession, project_id: uuid.UUID
+) -> dict[str, FindingResolution]:
+    """The newest resolution of each finding of the project."""
+    result = await session.execute(
+        select(FindingResolution)
+        .where(FindingResolution.project_id == project_id)
+        .order_by(FindingResolution.created_at, FindingResolution.id)
+    )
+    out: dict[str, FindingResolution] = {}
+    for resolution in result.scalars():
+        out[resolution.finding_id] = resolution
+    return out

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, status
 
@@ -10,12 +10,22 @@ from quarry.db import SessionDep
 from quarry.errors import ErrorOut
 from quarry.pagination import Page, PageDep
 from quarry.projects.deps import ProjectDep
-from quarry.reflists import service
+from quarry.reflists import casework, service
+from quarry.reflists.findings import Finding
 from quarry.reflists.schemas import (
+    CaseDocumentOut,
+    CaseOut,
+    CombinedValueOut,
+    FindingOut,
+    FindingResolutionIn,
+    FindingResolutionOut,
+    FindingSourceOut,
+    FindingValueOut,
     MatchReviewIn,
     MatchReviewOut,
     ReferenceListOut,
     ReferenceRowOut,
+    ReferenceRowRef,
 )
 from quarry.reflists.upload import list_body, receive_list
 
@@ -135,3 +145,116 @@ async def review_match(
     over the automatic match in exports, cases and findings."""
     review = await service.review_match(session, project, user, extraction_id, data.key, data.note)
     return MatchReviewOut.model_validate(review)
+
+
+def _finding_out(finding: Finding) -> FindingOut:
+    return FindingOut(
+        id=finding.id,
+        kind=finding.kind,
+        status=finding.status,
+        case_key=finding.case_key,
+        variable=finding.variable.name,
+        variable_id=finding.variable.id,
+        values=[
+            FindingValueOut(
+                value=group.value,
+                agrees_with_reference=group.agrees_with_reference,
+                documents=[
+                    FindingSourceOut(
+                        document_id=s.document_id,
+                        filename=s.filename,
+                        evidence=s.evidence,
+                        page=s.page,
+                        extraction_id=s.extraction_id,
+                        reviewed=s.reviewed,
+                    )
+                    for s in group.sources
+                ],
+            )
+            for group in finding.values
+        ],
+        reference_column=finding.reference_column,
+        reference_value=finding.reference_value,
+        reference_row_number=finding.reference_row_number,
+        resolution=(
+            FindingResolutionOut.model_validate(finding.resolution) if finding.resolution else None
+        ),
+    )
+
+
+@router.get("/cases", response_model=Page[CaseOut], tags=["cases"])
+async def list_cases(session: SessionDep, project: ProjectDep, page: PageDep) -> Page[CaseOut]:
+    """The project's cases (documents grouped by the project's `case_key`), by key, each with
+    its documents and every variable combined across them by the variable's `combine` rule.
+    Computed from the stored values whenever read; empty when the project has no case key."""
+    work = await casework.casework(session, project)
+    open_counts: dict[str, int] = {}
+    for finding in work.findings:
+        if finding.resolution is None:
+            open_counts[finding.case_key] = open_counts.get(finding.case_key, 0) + 1
+    chosen = work.cases[page.offset : page.offset + page.limit]
+    return Page(
+        items=[
+            CaseOut(
+                key=case.key,
+                documents=[CaseDocumentOut(id=d, filename=f) for d, f in case.documents],
+                values={
+                    name: CombinedValueOut(value=c.value, document_ids=c.document_ids)
+                    for name, c in case.values.items()
+                },
+                reference_row=ReferenceRowRef(**case.reference_row) if case.reference_row else None,
+                open_findings=open_counts.get(case.key, 0),
+            )
+            for case in chosen
+        ],
+        total=len(work.cases),
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/findings", response_model=Page[FindingOut], tags=["findings"])
+async def list_findings(
+    session: SessionDep,
+    project: ProjectDep,
+    page: PageDep,
+    status: Annotated[
+        Literal["open", "resolved"] | None, Query(description="Only open or resolved ones")
+    ] = None,
+    case_key: Annotated[str | None, Query(description="Only this case's")] = None,
+) -> Page[FindingOut]:
+    """Consistency findings: where a case's documents disagree on a variable that must agree
+    within its case, or a value disagrees with the case's reference row; each with every
+    value given, its documents, quotes and pages. Recomputed from stored values (no LLM call)."""
+    work = await casework.casework(session, project)
+    findings = [
+        f
+        for f in work.findings
+        if (status is None or f.status == status) and (case_key is None or f.case_key == case_key)
+    ]
+    return Page(
+        items=[_finding_out(f) for f in findings[page.offset : page.offset + page.limit]],
+        total=len(findings),
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.post(
+    "/findings/{finding_id}/resolution",
+    response_model=FindingOut,
+    tags=["findings"],
+    responses={400: {"model": ErrorOut, "description": "The value does not fit the variable"}},
+)
+async def resolve_finding(
+    session: SessionDep,
+    project: ProjectDep,
+    user: CurrentUser,
+    finding_id: str,
+    data: FindingResolutionIn,
+) -> FindingOut:
+    """Resolve a finding: choose the right value (it becomes the case's value in cases and
+    exports) or mark both correct. The resolution is kept; if the values change later, the
+    finding opens again."""
+    finding, _ = await casework.resolve_finding(session, project, user, finding_id, data)
+    return _finding_out(finding)

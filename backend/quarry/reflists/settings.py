@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -102,3 +103,75 @@ async def validated_match(
                 f"are: {', '.join(columns)}."
             )
     return {**settings.model_dump(mode="json"), "list_id": str(reference_list.id)}
+
+
+class CombineRule(StrEnum):
+    FIRST = "first"
+    LATEST = "latest"
+    MOST_COMMON = "most_common"
+    ALL = "all"
+    SUM = "sum"
+    MAX = "max"
+
+
+class CombineSettings(BaseModel):
+    """How a case combines the variable's values across its documents (reflists/cases.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: CombineRule = Field(
+        description="first (in upload order), latest (by the date variable `by`), "
+        "most_common, all (the distinct values as a list), sum or max (numbers)"
+    )
+    by: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None
+    ) = Field(None, description="For latest: the date variable that orders the documents")
+
+
+class CheckSettings(BaseModel):
+    """Consistency checks of the variable's values (reflists/findings.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    must_agree_within_case: bool = Field(
+        False, description="The documents of a case must give the same value"
+    )
+    must_agree_with_reference: ColumnName | None = Field(
+        None,
+        description="The values must agree with this column of the case's reference row (the "
+        "case key must be a variable matched to a reference list)",
+    )
+    tolerance: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="Numbers this close count as the same"
+    )
+
+
+NUMERIC = frozenset({VariableType.INTEGER, VariableType.NUMBER})
+
+
+def validated_combine(
+    variable_type: VariableType,
+    settings: CombineSettings | dict[str, Any] | None,
+    date_variables: set[str],
+) -> dict[str, Any] | None:
+    if settings is None:
+        return None
+    if isinstance(settings, dict):
+        settings = CombineSettings.model_validate(settings)
+    if settings.rule in (CombineRule.SUM, CombineRule.MAX) and variable_type not in NUMERIC:
+        raise BadRequest(
+            f"The rule '{settings.rule.value}' combines numbers, not {variable_type.value}."
+        )
+    if settings.rule is CombineRule.LATEST and (
+        settings.by is None or settings.by not in date_variables
+    ):
+        raise BadRequest("The rule 'latest' needs `by`: a date variable of the project.")
+    return settings.model_dump(mode="json")
+
+
+def validated_checks(settings: CheckSettings | dict[str, Any] | None) -> dict[str, Any] | None:
+    if settings is None:
+        return None
+    if isinstance(settings, dict):
+        settings = CheckSettings.model_validate(settings)
+    return settings.model_dump(mode="json")

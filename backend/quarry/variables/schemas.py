@@ -6,7 +6,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from quarry.reflists.settings import MatchSettings, MatchSettingsOut
+from quarry.reflists.settings import (
+    CheckSettings,
+    CombineSettings,
+    MatchSettings,
+    MatchSettingsOut,
+)
 from quarry.variables.types import VariableType
 
 # The export column header: a slug a spreadsheet, pandas and R all accept as is.
@@ -51,6 +56,10 @@ class VariableCreate(BaseModel):
     match: MatchSettings | None = Field(
         None, description="Match the value to a column of a reference list (no extra LLM call)"
     )
+    combine: CombineSettings | None = Field(
+        None, description="How a case combines the variable across its documents (default first)"
+    )
+    checks: CheckSettings | None = Field(None, description="Consistency checks (findings)")
 
 
 class VariableUpdate(BaseModel):
@@ -71,6 +80,10 @@ class VariableUpdate(BaseModel):
         description="Match the value to a reference list; null removes the match. Changing "
         "it matches every stored value again, without LLM calls",
     )
+    combine: CombineSettings | None = Field(
+        None, description="How a case combines the variable; null: first"
+    )
+    checks: CheckSettings | None = Field(None, description="Consistency checks; null: none")
 
 
 class VariableOut(BaseModel):
@@ -89,6 +102,8 @@ class VariableOut(BaseModel):
     required: bool
     position: int
     match: MatchSettingsOut | None = None
+    combine: CombineSettings | None = None
+    checks: CheckSettings | None = None
     prompt_version: int
     created_at: datetime
     updated_at: datetime
