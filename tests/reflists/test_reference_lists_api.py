@@ -323,7 +323,7 @@ async def test_edits_rematch_stored_values_with_zero_llm_calls(
         "items"
     ]
     client_name = next(v for v in variables if v["name"] == "client_name")
-    match = {k: v for k, v in client_name["match"].items() if k != "list_id"}
+    match = client_name["match"]  # as read back, list_id included
     patched = await client.patch(
         f"/api/v1/projects/{pid}/variables/{client_name['id']}",
         json={"match": {**match, "thresholds": {"match": 99, "margin": 4, "review": 70}}},

@@ -66,10 +66,15 @@ class MatchSettings(BaseModel):
         "identifier (spacing and punctuation only), date (exact after normalisation) or exact"
     )
     thresholds: MatchThresholds = Field(default_factory=MatchThresholds)
+    list_id: uuid.UUID | None = Field(
+        None,
+        description="The list's id, set by the server (on input it is ignored: `list` names "
+        "the list), so a setting read back can be sent again as it is",
+    )
 
 
 class MatchSettingsOut(MatchSettings):
-    list_id: uuid.UUID
+    list_id: uuid.UUID | None = Field(None, description="The list's id")
 
 
 async def validated_match(
