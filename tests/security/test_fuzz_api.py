@@ -103,6 +103,10 @@ class World:
                 "base_url": "http://127.0.0.1:9/v1",
             }
             return str(self.call("POST", f"{base}/profiles", json=spec)["id"])
+        if kind == "list_id":
+            files = {"file": (f"doomed-{self.made}.csv", b"id,name\nK1,Doomed\n", "text/csv")}
+            data = {"name": f"doomed {self.made}"}
+            return str(self.call("POST", f"{base}/reference-lists", files=files, data=data)["id"])
         raise AssertionError(f"cannot make a fresh {kind}; extend World.fresh")
 
 

@@ -28,6 +28,7 @@ from quarry.reflists.schemas import (
     ReferenceRowRef,
 )
 from quarry.reflists.upload import list_body, receive_list
+from quarry.security.audit import AuditAction, AuditDep
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["reference lists"])
 
@@ -98,10 +99,17 @@ async def replace_reference_list(
     responses={409: {"model": ErrorOut, "description": "A variable still matches the list"}},
 )
 async def delete_reference_list(
-    session: SessionDep, project: ProjectDep, list_id: uuid.UUID
+    session: SessionDep, project: ProjectDep, list_id: uuid.UUID, audit: AuditDep
 ) -> None:
+    """Delete the list with every version (409 while a variable matches against it)."""
     reference_list = await service.get_list(session, project, list_id)
     await service.delete_list(session, reference_list)
+    await audit.record(
+        AuditAction.REFERENCE_LIST_DELETED,
+        "reference_list",
+        reference_list.id,
+        name=reference_list.name,
+    )
 
 
 @router.get("/reference-lists/{list_id}/rows", response_model=Page[ReferenceRowOut])

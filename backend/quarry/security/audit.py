@@ -37,6 +37,7 @@ class AuditAction(StrEnum):
     VARIABLE_DELETED = "variable.deleted"
     DOCUMENT_DELETED = "document.deleted"
     PROFILE_DELETED = "profile.deleted"
+    REFERENCE_LIST_DELETED = "reference_list.deleted"
     EXPORTED = "project.exported"
 
 
