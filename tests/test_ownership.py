@@ -106,9 +106,10 @@ PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
         {"params": {"document_id": ids["document_id"], "variable_id": ids["variable_id"]}},
         {"params": {"status": "not_found"}},
     ],
+    # A correction last: the owner's later probes need the finding the title's value makes.
     ("PUT", "/projects/{project_id}/reviews/{document_id}/{variable_id}"): lambda _: [
-        {"json": {"status": "corrected", "value": "Forged by B"}},
         {"json": {"status": "rejected"}},
+        {"json": {"status": "corrected", "value": "Forged by B"}},
     ],
     ("GET", "/projects/{project_id}/reviews/{document_id}/{variable_id}"): lambda _: [{}],
     ("GET", "/projects/{project_id}/export"): lambda _: [
@@ -116,6 +117,7 @@ PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
         {"params": {"format": "csv", "layout": "long"}},
         {"params": {"format": "xlsx"}},
         {"params": {"format": "json"}},
+        {"params": {"format": "csv", "layout": "cases"}},
     ],
     ("POST", "/projects/{project_id}/evaluation"): lambda ids: [
         {"files": {"gold": ("gold.csv", b"filename,title\nAlice.txt,Alice title\n", "text/csv")}},
@@ -124,6 +126,29 @@ PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
             "data": {"run_id": ids["run_id"]},
             "params": {"format": "xlsx"},
         },
+    ],
+    ("GET", "/projects/{project_id}/reference-lists"): lambda _: [{}],
+    ("POST", "/projects/{project_id}/reference-lists"): lambda _: [
+        {"files": {"file": ("planted.csv", b"id,name\nX,Planted by B\n", "text/csv")}}
+    ],
+    ("GET", "/projects/{project_id}/reference-lists/{list_id}"): lambda _: [{}],
+    ("PUT", "/projects/{project_id}/reference-lists/{list_id}"): lambda _: [
+        {"files": {"file": ("planted.csv", b"id,name,label\nK1,Planted,by B\n", "text/csv")}}
+    ],
+    ("DELETE", "/projects/{project_id}/reference-lists/{list_id}"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/reference-lists/{list_id}/rows"): lambda _: [
+        {},
+        {"params": {"version": 1}},
+    ],
+    # "None of these" first: the owner's later probes need the case its choice of K1 makes.
+    ("POST", "/projects/{project_id}/extractions/{extraction_id}/match"): lambda _: [
+        {"json": {"key": None}},
+        {"json": {"key": "K1"}},
+    ],
+    ("GET", "/projects/{project_id}/cases"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/findings"): lambda _: [{}, {"params": {"status": "open"}}],
+    ("POST", "/projects/{project_id}/findings/{finding_id}/resolution"): lambda _: [
+        {"json": {"resolution": "both_correct"}}
     ],
     ("GET", "/projects/{project_id}/evaluation"): lambda ids: [
         {"params": {"gold": "reviews"}},
@@ -169,7 +194,9 @@ def assert_not_found(response: httpx.Response, what: str) -> None:
 async def make_owner(
     app: FastAPI, client: httpx.AsyncClient, email: str, marker: str, *, with_run: bool
 ) -> Owner:
-    """A user with a project holding a variable, a ready TXT document, a run and a review."""
+    """A user with a project holding a variable, a ready TXT document, a run and a review;
+    a reference list the variable is matched to, the project's cases keyed by it, a match
+    review and a finding (the reference row's label disagrees with the reviewed title)."""
     headers = await sign_up(app, client, email)
     project = await create_project(client, headers, f"{marker} project")
     pid = project["id"]
@@ -188,11 +215,32 @@ async def make_owner(
         headers=headers,
     )
     assert profile.status_code == 201, profile.text
+    listed = await client.post(
+        f"{API}/projects/{pid}/reference-lists",
+        files={
+            "file": ("refs.csv", f"id,name,label\nK1,{marker} title,Other\n".encode(), "text/csv")
+        },
+        headers=headers,
+    )
+    assert listed.status_code == 201, listed.text
+    match = {"list": "refs", "column": "name", "key_column": "id", "method": "exact"}
+    checks = {"must_agree_with_reference": "label"}
+    response = await client.patch(
+        f"{API}/projects/{pid}/variables/{variable['id']}",
+        json={"match": match, "checks": checks},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    response = await client.patch(
+        f"{API}/projects/{pid}", json={"case_key": {"variable": "title"}}, headers=headers
+    )
+    assert response.status_code == 200, response.text
     ids = {
         "project_id": pid,
         "variable_id": variable["id"],
         "document_id": documents[0]["id"],
         "profile_id": profile.json()["id"],
+        "list_id": listed.json()["id"],
     }
     if with_run:
         # The fake model answers "not found" by default: a finished run with extractions.
@@ -207,6 +255,17 @@ async def make_owner(
             headers=headers,
         )
         assert response.status_code == 200, response.text
+        response = await client.get(f"{API}/projects/{pid}/extractions", headers=headers)
+        ids["extraction_id"] = response.json()["items"][0]["id"]
+        response = await client.post(
+            f"{API}/projects/{pid}/extractions/{ids['extraction_id']}/match",
+            json={"key": "K1"},
+            headers=headers,
+        )
+        assert response.status_code == 200, response.text
+        findings = (await client.get(f"{API}/projects/{pid}/findings", headers=headers)).json()
+        assert findings["total"] == 1, findings
+        ids["finding_id"] = findings["items"][0]["id"]
     ids.update(await add_paused_webhook(app, client, headers, pid))
     return Owner(headers, ids)
 
@@ -228,6 +287,10 @@ async def visible_state(client: httpx.AsyncClient, owner: Owner) -> dict[str, An
         "extractions": f"{base}/extractions",
         "reviews": f"{base}/reviews/{ids['document_id']}/{ids['variable_id']}",
         "export": f"{base}/export?format=json&layout=long",
+        "lists": f"{base}/reference-lists",
+        "rows": f"{base}/reference-lists/{ids['list_id']}/rows",
+        "cases": f"{base}/cases",
+        "findings": f"{base}/findings",
     }
     state = {}
     for name, url in reads.items():
@@ -343,6 +406,9 @@ async def test_every_api_route_but_sign_in_needs_a_token(
             "profile_id",
             "webhook_id",
             "delivery_id",
+            "list_id",
+            "extraction_id",
+            "finding_id",
         )
     }
     routes = api_routes(app)

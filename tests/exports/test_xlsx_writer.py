@@ -133,7 +133,7 @@ def test_sheets_are_in_order_with_bold_frozen_filtered_headers(tmp_path: Path) -
     assert results.freeze_panes == "C2"  # header and the document columns stay in view
     assert details.freeze_panes == codebook.freeze_panes == "A2"
     assert results.auto_filter.ref == "A1:I4"
-    assert details.auto_filter.ref == "A1:Q3"  # 17 columns, support and flags last
+    assert details.auto_filter.ref == "A1:T3"  # 20 columns, support, flags and match last
     assert codebook.auto_filter.ref == "A1:K8"
     for ws in (results, details, codebook):
         assert all(cell.font.b for cell in ws[1])
@@ -315,7 +315,13 @@ def test_a_not_stated_answer_is_not_flagged_low_confidence() -> None:
 
     def answer(status: str, value: object) -> SimpleNamespace:
         return SimpleNamespace(
-            status=status, value=value, confidence=0.2, grounded=None, support=None, agreement=None
+            status=status,
+            value=value,
+            confidence=0.2,
+            grounded=None,
+            support=None,
+            agreement=None,
+            match_status=None,
         )
 
     _, not_stated = final_value(answer("not_found", None), None, None)

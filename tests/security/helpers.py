@@ -109,17 +109,30 @@ async def make_world(
         headers=headers,
     )
     assert profile.status_code == 201, profile.text
+    listed = await client.post(
+        f"{API}/projects/{pid}/reference-lists",
+        files={"file": ("refs.csv", f"id,name\nK1,{marker}\n".encode(), "text/csv")},
+        headers=headers,
+    )
+    assert listed.status_code == 201, listed.text
     ids = {
         "project_id": pid,
         "variable_id": variable["id"],
         "document_id": documents[0]["id"],
         "profile_id": profile.json()["id"],
+        "list_id": listed.json()["id"],
+        # Findings exist only where a case's values disagree (tests/reflists and
+        # tests/test_ownership.py make real ones); an id of their shape, which no one's
+        # project has, answers 404 to everyone.
+        "finding_id": "0" * 32,
     }
     if with_run:
         response = await client.post(f"{API}/projects/{pid}/runs", json={}, headers=headers)
         assert response.status_code == 202, response.text
         run = await wait_for_run(client, headers, pid, response.json()["id"])
         ids["run_id"] = run["id"]
+        response = await client.get(f"{API}/projects/{pid}/extractions", headers=headers)
+        ids["extraction_id"] = response.json()["items"][0]["id"]
     ids.update(await add_paused_webhook(app, client, headers, pid))
     return World(email, headers, ids)
 

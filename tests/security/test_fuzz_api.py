@@ -106,6 +106,10 @@ class World:
         if kind == "webhook_id":
             spec = {"url": "http://93.184.215.14/doomed", "events": ["run.finished"]}
             return str(self.call("POST", f"{base}/webhooks", json={**spec, "enabled": False})["id"])
+        if kind == "list_id":
+            files = {"file": (f"doomed-{self.made}.csv", b"id,name\nK1,Doomed\n", "text/csv")}
+            data = {"name": f"doomed {self.made}"}
+            return str(self.call("POST", f"{base}/reference-lists", files=files, data=data)["id"])
         raise AssertionError(f"cannot make a fresh {kind}; extend World.fresh")
 
 

@@ -10,11 +10,13 @@ from quarry.exports.cells import csv_optional_bool, csv_optional_number, csv_tex
 from quarry.exports.table import (
     LONG_COLUMNS,
     NO_FLAGS,
+    EvaluationTable,
     ExportVariable,
     LongRow,
     WideRow,
     wide_headers,
 )
+from quarry.variables.types import VariableType
 
 # Excel only detects UTF-8 in a CSV by its byte-order mark; without it accents turn to mojibake.
 BOM = "\ufeff"
@@ -87,6 +89,9 @@ def _long_records(rows: Iterable[LongRow]) -> Iterator[list[str]]:
         error,
         flags,
         support,
+        match_status,
+        match_key,
+        match_score,
     ) in rows:
         yield [
             text(document_id),
@@ -106,6 +111,9 @@ def _long_records(rows: Iterable[LongRow]) -> Iterator[list[str]]:
             text(error),
             text(support),
             text(flags.names),
+            text(match_status),
+            text(match_key),
+            number(match_score),
         ]
 
 
@@ -131,3 +139,13 @@ def _drain(buffer: io.StringIO) -> str:
     buffer.seek(0)
     buffer.truncate(0)
     return text
+
+
+def iter_table_csv(table: EvaluationTable) -> Iterator[str]:
+    """A small table (the cases layout) as CSV: text cells neutralised, numbers as numbers."""
+
+    def records() -> Iterator[list[str]]:
+        for row in table.rows:
+            yield [csv_value(VariableType.TEXT, cell) for cell in row]
+
+    return _iter_csv(list(table.columns), records())

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from quarry.exports.table import (
     FLAG_COLUMN_SUFFIX,
     CellFlags,
+    EvaluationTable,
     ExportVariable,
     JsonValue,
     LongRow,
@@ -95,6 +96,9 @@ def _long_objects(rows: Iterable[LongRow]) -> Iterator[dict[str, JsonValue]]:
             "error": row.error,
             "support": row.support,
             "flags": _flag_names(row.flags),
+            "match_status": row.match_status,
+            "match_key": row.match_key,
+            "match_score": row.match_score,
         }
 
 
@@ -125,3 +129,12 @@ def _json_safe(value: JsonValue) -> JsonValue:
     if isinstance(value, dict):
         return {key: _json_safe(item) for key, item in value.items()}
     return value
+
+
+def iter_table_json(table: EvaluationTable) -> Iterator[str]:
+    """A small table (the cases layout) as a JSON array of objects keyed by its columns."""
+    columns = list(table.columns)
+    return _iter_array(
+        {name: _json_safe(cell) for name, cell in zip(columns, row, strict=True)}
+        for row in table.rows
+    )

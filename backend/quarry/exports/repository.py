@@ -41,7 +41,15 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quarry.models import Document, Extraction, ExtractionStatus, PromptVersion, Review, Variable
+from quarry.models import (
+    Document,
+    Extraction,
+    ExtractionStatus,
+    MatchReview,
+    PromptVersion,
+    Review,
+    Variable,
+)
 
 #: Outcomes that count as the current answer of a cell ("not stated" is an answer); the same
 #: rule as extractions.repository.latest_answers.
@@ -86,6 +94,10 @@ class Answer(NamedTuple):
     support: str | None = None
     #: A two-profile run's verdict on the pair (agree, disagree, one_missing), or None.
     agreement: str | None = None
+    #: The value's automatic reference-list match (reflists/matches.py), or None.
+    match_status: str | None = None
+    match_key: str | None = None
+    match_score: float | None = None
 
 
 class CurrentReview(NamedTuple):
@@ -200,6 +212,9 @@ def latest_answers_of(
             Extraction.prompt_version_id,
             Extraction.support,
             Extraction.agreement,
+            Extraction.match_status,
+            Extraction.match_key,
+            Extraction.match_score,
             rank.label("rank"),
         )
         .where(Extraction.document_id.in_(document_ids), Extraction.slot == 0)
@@ -234,6 +249,9 @@ def _answers_from(c: Any, value_as_text: bool) -> Rows:
         PromptVersion.version,
         c.support,
         c.agreement,
+        c.match_status,
+        c.match_key,
+        c.match_score,
     ).outerjoin(PromptVersion, PromptVersion.id == c.prompt_version_id)
 
 
@@ -266,6 +284,19 @@ async def latest_answers(
         # else None, or a number: SQLite gives a JSON column numeric affinity.
         answers[key] = Answer(row[0], row[1], row[2], value, *row[4:])
     return answers
+
+
+async def match_review_keys(session: AsyncSession, project_id: uuid.UUID) -> dict[Key, str | None]:
+    """The newest match review's key of each reviewed cell of the project (reviews of
+    matches are one per cell a person looked at: read once per export)."""
+    result = await _core(
+        session,
+        select(_key(MatchReview.document_id), _key(MatchReview.variable_id), MatchReview.key)
+        .join(Variable, Variable.id == MatchReview.variable_id)
+        .where(Variable.project_id == project_id)
+        .order_by(MatchReview.created_at, MatchReview.id),
+    )
+    return {(row[0], row[1]): row[2] for row in result.all()}
 
 
 def current_reviews_of(document_ids: Sequence[uuid.UUID]) -> Rows:
@@ -375,6 +406,9 @@ def sqlite_extractions_of(document_ids: Sequence[uuid.UUID]) -> Rows:
         c.created_at,
         c.support,
         c.agreement,
+        c.match_status,
+        c.match_key,
+        c.match_score,
     ).where(c.document_id.in_(document_ids), c.slot == 0)
 
 
@@ -494,5 +528,8 @@ class SqliteExportReader:
                 versions.get(row[11]) if row[11] is not None else None,
                 row[14],
                 row[15],
+                row[16],
+                row[17],
+                row[18],
             )
         return answers

@@ -7,12 +7,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Receive, Scope, Send
 
 from quarry.db import SessionDep
 from quarry.exports import service
+from quarry.exports.csv_writer import iter_table_csv
+from quarry.exports.json_writer import iter_table_json
 from quarry.exports.schemas import ExportFormat, ExportLayout
+from quarry.exports.table import EvaluationTable
+from quarry.models import Project
 from quarry.projects.deps import ProjectDep
+from quarry.reflists import casework
 from quarry.security.audit import AuditAction, AuditDep
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["export"])
@@ -35,6 +41,17 @@ class _ClosingStreamingResponse(StreamingResponse):
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+def _variable_names(codebook: service.Codebook) -> list[str]:
+    return [v.name for v in codebook.variables if v.match_of is None]
+
+
+async def _case_sheets(
+    session: AsyncSession, project: Project, codebook: service.Codebook
+) -> tuple[EvaluationTable, ...]:
+    work = await casework.casework(session, project)
+    return casework.cases_table(work, _variable_names(codebook)), casework.findings_table(work)
 
 
 def _download_name(project_name: str, layout: str, extension: str) -> str:
@@ -61,7 +78,11 @@ async def export(
     audit: AuditDep,
     format: Annotated[ExportFormat, Query(description="csv, xlsx or json")] = ExportFormat.CSV,
     layout: Annotated[
-        ExportLayout, Query(description="wide: a row per document; long: a row per value")
+        ExportLayout,
+        Query(
+            description="wide: a row per document; long: a row per value; cases: a row per "
+            "case (documents grouped by the project's case key)"
+        ),
     ] = ExportLayout.WIDE,
     flags: Annotated[
         bool,
@@ -75,7 +96,8 @@ async def export(
 ) -> StreamingResponse | FileResponse:
     """Download the results: reviewed values where reviewed, else the latest extraction.
 
-    xlsx always holds both layouts (sheets Results, Details) and the Codebook.
+    xlsx always holds both layouts (sheets Results, Details) and the Codebook, and for a
+    project with a case key the sheets Cases and Findings.
     """
     codebook = await service.export_codebook(session, project.id)
     # xlsx holds both layouts whatever `layout` says.
@@ -92,7 +114,8 @@ async def export(
         handle.close()
         path = Path(handle.name)
         try:
-            await service.write_workbook(sessionmaker, project.id, codebook, path)
+            extra = await _case_sheets(session, project, codebook) if project.case_key else ()
+            await service.write_workbook(sessionmaker, project.id, codebook, path, extra)
         except BaseException:
             # Synchronously, so that a cancelled request cannot skip it; it is one unlink.
             path.unlink(missing_ok=True)  # noqa: ASYNC240
@@ -107,6 +130,15 @@ async def export(
 
     media = "text/csv; charset=utf-8" if format is ExportFormat.CSV else "application/json"
     name = _download_name(project.name, layout.value, format.value)
+    if layout is ExportLayout.CASES:
+        work = await casework.casework(session, project)
+        table = casework.cases_table(work, _variable_names(codebook))
+        body = iter_table_csv(table) if format is ExportFormat.CSV else iter_table_json(table)
+        return StreamingResponse(
+            (chunk.encode() for chunk in body),
+            media_type=media,
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
     return _ClosingStreamingResponse(
         service.stream_table(sessionmaker, project.id, codebook, format, layout, flags),
         media_type=media,

@@ -12,3 +12,4 @@ class ExportFormat(StrEnum):
 class ExportLayout(StrEnum):
     WIDE = "wide"
     LONG = "long"
+    CASES = "cases"

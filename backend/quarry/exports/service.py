@@ -19,8 +19,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import aclosing, closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -35,6 +36,7 @@ from quarry.exports.schemas import ExportFormat, ExportLayout
 from quarry.exports.table import (
     NO_FLAGS,
     CellFlags,
+    EvaluationTable,
     ExportVariable,
     JsonValue,
     LongRow,
@@ -61,16 +63,36 @@ _NOT_FOUND = ExtractionStatus.NOT_FOUND.value
 _FAILED = ExtractionStatus.FAILED.value
 _REJECTED = ReviewStatus.REJECTED.value
 
-# Every combination of flags, built once: index bits are CellFlags' fields in order
-# (low_confidence 1, ungrounded 2, review_disagrees 4, not_found 8, failed 16,
-# unsupported_evidence 32: the quote is in the document but does not contain the value,
-# models_disagree 64: a two-profile run's profiles answered differently).
+# Every combination of flags, built once, indexed by their bits: low_confidence 1,
+# ungrounded 2, review_disagrees 4, not_found 8, failed 16, unsupported_evidence 32 (the
+# quote is in the document but does not contain the value), models_disagree 64 (a
+# two-profile run's profiles answered differently), match_ambiguous 256 and
+# match_unmatched 512 (the value's reference-list match needs a reviewer). Bit 128 is kept
+# for ocr_low_confidence.
+_FLAG_BITS: dict[int, str] = {
+    1: "low_confidence",
+    2: "ungrounded",
+    4: "review_disagrees",
+    8: "not_found",
+    16: "failed",
+    32: "unsupported_evidence",
+    64: "models_disagree",
+    256: "match_ambiguous",
+    512: "match_unmatched",
+}
 _FLAG_SETS: tuple[CellFlags, ...] = (
     NO_FLAGS,
-    *(CellFlags(*(bool(bits & 1 << i) for i in range(7))) for bits in range(1, 128)),
+    *(
+        CellFlags(**{name: bool(bits & bit) for bit, name in _FLAG_BITS.items()})
+        for bits in range(1, 1024)
+    ),
 )
 _LOW_CONFIDENCE, _UNGROUNDED, _DISAGREES, _NOT_STATED, _FAILED_BIT = 1, 2, 4, 8, 16
 _UNSUPPORTED, _MODELS_DISAGREE = 32, 64
+MATCH_AMBIGUOUS, MATCH_UNMATCHED = 256, 512
+_MATCH_BITS = {"ambiguous": MATCH_AMBIGUOUS, "unmatched": MATCH_UNMATCHED}
+#: A reviewer's choice of row, by cell: the chosen key, or None for "no row".
+MatchReviews = Mapping[Key, str | None]
 _UNSUPPORTED_VALUE = "unsupported"
 _DISAGREE_VALUE = Agreement.DISAGREE.value
 
@@ -90,6 +112,8 @@ class AnswerLike(Protocol):
     def support(self) -> str | None: ...
     @property
     def agreement(self) -> str | None: ...
+    @property
+    def match_status(self) -> str | None: ...
 
 
 class ReviewLike(Protocol):
@@ -109,13 +133,17 @@ class Cell:
 
 
 def final_value(
-    answer: AnswerLike | None, review: ReviewLike | None, answer_is_newer: bool | None
+    answer: AnswerLike | None,
+    review: ReviewLike | None,
+    answer_is_newer: bool | None,
+    match_reviewed: bool = False,
 ) -> tuple[Any, CellFlags]:
     """A cell's final value and why a reviewer should look at it (see the module docstring).
 
     `answer_is_newer`: the answer finished after the review was made. A reviewed cell carries
     no extraction flags (a person has looked at it), only the warning that a newer extraction
-    disagrees with what they decided.
+    disagrees with what they decided — and, until someone chose its reference row
+    (`match_reviewed`), its match's.
     """
     if answer is None:
         if review is None or review.status == _REJECTED:
@@ -123,11 +151,12 @@ def final_value(
         return review.value, NO_FLAGS
     status = answer.status
     answered = status in _ANSWERED
+    match_bits = 0 if match_reviewed else _MATCH_BITS.get(answer.match_status or "", 0)
     if review is not None:
         if review.status == _REJECTED:
             return None, NO_FLAGS
         disagrees = answered and answer_is_newer and answer.value != review.value
-        return review.value, _FLAG_SETS[_DISAGREES] if disagrees else NO_FLAGS
+        return review.value, _FLAG_SETS[(_DISAGREES if disagrees else 0) | match_bits]
     if not answered:
         return None, _FLAG_SETS[_FAILED_BIT] if status == _FAILED else NO_FLAGS
     if status == _SUCCEEDED:
@@ -143,7 +172,18 @@ def final_value(
         bits = _NOT_STATED
     if answer.agreement == _DISAGREE_VALUE:
         bits |= _MODELS_DISAGREE
-    return answer.value, _FLAG_SETS[bits]
+    return answer.value, _FLAG_SETS[bits | match_bits]
+
+
+def final_match(
+    answer: Answer | None, match_review: str | None, match_reviewed: bool
+) -> tuple[str | None, str | None, float | None]:
+    """A matched cell's (status, key, score): a reviewer's choice of row wins."""
+    if match_reviewed:
+        return ("matched" if match_review is not None else "unmatched"), match_review, None
+    if answer is None:
+        return None, None, None
+    return answer.match_status, answer.match_key, answer.match_score
 
 
 def final_cell(extraction: Extraction | None, version: int | None, review: Review | None) -> Cell:
@@ -163,10 +203,45 @@ def final_cell(extraction: Extraction | None, version: int | None, review: Revie
 
 @dataclass(frozen=True, slots=True)
 class Codebook:
-    """The export's variables in codebook order, and their keys (to find their cells)."""
+    """The export's variables in codebook order, and their keys (to find their cells).
+
+    A variable matched to a reference list is followed by a column of its own, `<name>_match`
+    (an ExportVariable with `match_of` set), holding the matched row's key; it shares its
+    variable's key. `match_reviews` holds the reviewers' choices of row (few: one per cell a
+    person looked at), read once for the export.
+    """
 
     variables: tuple[ExportVariable, ...]
     variable_keys: tuple[str, ...]
+    matched_keys: frozenset[str] = frozenset()
+    match_reviews: MatchReviews = field(default_factory=lambda: MappingProxyType({}))
+
+
+async def export_codebook(session: AsyncSession, project_id: uuid.UUID) -> Codebook:
+    variables = list(await list_variables(session, project_id))
+    versions = await current_prompt_versions(session, variables)
+    keys = await repository.variable_keys(session, project_id)
+    names = {v.name for v in variables}
+    exported: list[ExportVariable] = []
+    exported_keys: list[str] = []
+    matched: set[str] = set()
+    for v in variables:
+        exported.append(_export_variable(v, versions[v.id].version if v.id in versions else None))
+        exported_keys.append(keys[v.id])
+        if v.match:
+            matched.add(keys[v.id])
+            exported.append(_match_column(v, names))
+            exported_keys.append(keys[v.id])
+    return Codebook(
+        variables=tuple(exported),
+        variable_keys=tuple(exported_keys),
+        matched_keys=frozenset(matched),
+        match_reviews=(
+            MappingProxyType(await repository.match_review_keys(session, project_id))
+            if matched
+            else MappingProxyType({})
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,16 +254,22 @@ class ExportBatch:
     reviews: Mapping[Key, CurrentReview]
 
 
-async def export_codebook(session: AsyncSession, project_id: uuid.UUID) -> Codebook:
-    variables = list(await list_variables(session, project_id))
-    versions = await current_prompt_versions(session, variables)
-    keys = await repository.variable_keys(session, project_id)
-    return Codebook(
-        variables=tuple(
-            _export_variable(v, versions[v.id].version if v.id in versions else None)
-            for v in variables
+def _match_column(variable: Variable, taken: set[str]) -> ExportVariable:
+    setting = variable.match or {}
+    name = f"{variable.name}_match"
+    if name in taken:  # a codebook variable of that name: the column must not collide
+        name = f"{variable.name}__match"
+    return ExportVariable(
+        name=name,
+        label=f"{variable.label}: matched {setting.get('key_column')}",
+        type=VariableType.TEXT,
+        description=(
+            f"The {setting.get('key_column')} of the row of reference list "
+            f"'{setting.get('list')}' that {variable.name} was matched to (a reviewer's "
+            "choice wins); blank when ambiguous or unmatched"
         ),
-        variable_keys=tuple(keys[v.id] for v in variables),
+        position=variable.position,
+        match_of=variable.name,
     )
 
 
@@ -265,18 +346,27 @@ def _batch_source(
 
 def wide_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[WideRow]:
     """One row per document: each variable's final value, and flags for the flagged cells."""
-    columns = tuple(zip(codebook.variable_keys, [v.name for v in codebook.variables], strict=True))
+    matched, match_reviews = codebook.matched_keys, codebook.match_reviews
+    columns = tuple(
+        (key, v.name, v.match_of is not None, key in matched)
+        for key, v in zip(codebook.variable_keys, codebook.variables, strict=True)
+    )
     for batch in batches:
         answers, reviews = batch.answers, batch.reviews
         for document in batch.documents:
             values: dict[str, JsonValue] = {}
             flags: dict[str, CellFlags] = {}
-            for variable_key, name in columns:
+            for variable_key, name, is_match_column, is_matched in columns:
                 key = (document.key, variable_key)
                 answer = answers.get(key)
+                reviewed = is_matched and key in match_reviews
+                if is_match_column:
+                    status, match_key, _ = final_match(answer, match_reviews.get(key), reviewed)
+                    values[name] = match_key if status == "matched" else None
+                    continue
                 review = reviews.get(key) if reviews else None
                 newer = answer.newer_than_review if answer is not None else None
-                value, cell_flags = final_value(answer, review, newer)
+                value, cell_flags = final_value(answer, review, newer, reviewed)
                 values[name] = value
                 if cell_flags is not NO_FLAGS:
                     flags[name] = cell_flags
@@ -284,8 +374,14 @@ def wide_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[Wi
 
 
 def long_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[LongRow]:
-    """One row per (document, variable), in codebook order, with the answer's provenance."""
-    columns = tuple(zip(codebook.variable_keys, codebook.variables, strict=True))
+    """One row per (document, variable), in codebook order, with the answer's provenance
+    (and, for a matched variable, its match)."""
+    matched, match_reviews = codebook.matched_keys, codebook.match_reviews
+    columns = tuple(
+        (key, v)
+        for key, v in zip(codebook.variable_keys, codebook.variables, strict=True)
+        if v.match_of is None
+    )
     run_ids: dict[str, str] = {}
     for batch in batches:
         answers, reviews = batch.answers, batch.reviews
@@ -296,6 +392,12 @@ def long_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[Lo
                 key = (document.key, variable_key)
                 answer = answers.get(key)
                 review = reviews.get(key) if reviews else None
+                reviewed = variable_key in matched and key in match_reviews
+                match = (
+                    final_match(answer, match_reviews.get(key), reviewed)
+                    if variable_key in matched
+                    else (None, None, None)
+                )
                 if answer is None:
                     value, flags = final_value(None, review, None)
                     yield LongRow(
@@ -306,9 +408,11 @@ def long_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[Lo
                         value,
                         review_status=review.status if review is not None else "",
                         flags=flags,
+                        match_status=match[0],
+                        match_key=match[1],
                     )
                     continue
-                value, flags = final_value(answer, review, answer.newer_than_review)
+                value, flags = final_value(answer, review, answer.newer_than_review, reviewed)
                 run_id = run_ids.get(answer.run_key)
                 if run_id is None:
                     run_id = run_ids[answer.run_key] = str(uuid.UUID(answer.run_key))
@@ -331,6 +435,7 @@ def long_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[Lo
                     answer.error,
                     flags,
                     answer.support,
+                    *match,
                 )
 
 
@@ -367,11 +472,18 @@ async def write_workbook(
     project_id: uuid.UUID,
     codebook: Codebook,
     path: Path,
+    extra_sheets: Sequence[EvaluationTable] = (),
 ) -> None:
-    """The Excel export (both layouts and the codebook) written to `path`."""
+    """The Excel export (both layouts and the codebook, and `extra_sheets`) written to `path`."""
 
     def write(wide: Iterable[ExportBatch], long: Iterable[ExportBatch]) -> None:
-        write_xlsx(path, codebook.variables, wide_rows(codebook, wide), long_rows(codebook, long))
+        write_xlsx(
+            path,
+            codebook.variables,
+            wide_rows(codebook, wide),
+            long_rows(codebook, long),
+            extra_sheets=extra_sheets,
+        )
 
     await run_in_thread(
         write,

@@ -42,6 +42,9 @@ LONG_COLUMNS: tuple[str, ...] = (
     "error",
     "support",
     "flags",
+    "match_status",
+    "match_key",
+    "match_score",
 )
 
 
@@ -68,6 +71,9 @@ class ExportVariable:
     required: bool = False
     position: int = 0
     prompt_version: int | None = None
+    #: A column this export adds for the variable `match_of`: the key of the reference row
+    #: its value was matched to (not a codebook variable of its own).
+    match_of: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,11 @@ class CellFlags:
     #: The two profiles of a two-profile run answered differently (runs/agreement.py); the
     #: value is the first-named profile's.
     models_disagree: bool = False
+    #: The value matches several rows of its reference list equally well, or only loosely
+    #: (reflists/matching.py), and no reviewer has chosen the row.
+    match_ambiguous: bool = False
+    #: The value matches no row of its reference list, and no reviewer has chosen one.
+    match_unmatched: bool = False
 
     @property
     def names(self) -> str:
@@ -135,6 +146,11 @@ class LongRow(NamedTuple):
     error: str | None = None
     flags: CellFlags = NO_FLAGS
     support: str | None = None
+    #: For a variable matched to a reference list: matched, ambiguous or unmatched (a
+    #: reviewer's choice of row wins), the row's key, and the score of an automatic match.
+    match_status: str | None = None
+    match_key: str | None = None
+    match_score: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,6 +95,16 @@ FLAG_FILLS: tuple[tuple[str, PatternFill, str], ...] = (
         _fill("FCE4D6"),
         "the quote is in the document but does not contain the value",
     ),
+    (
+        "match_unmatched",
+        _fill("F4B183"),
+        "the value matches no row of its reference list (pick one in review)",
+    ),
+    (
+        "match_ambiguous",
+        _fill("E2D1F9"),
+        "the value matches several rows of its reference list, or only loosely",
+    ),
     ("low_confidence", _fill("FFF2CC"), "the model was not confident"),
 )
 
@@ -105,17 +115,19 @@ def write_xlsx(
     wide_rows: Iterable[WideRow],
     long_rows: Iterable[LongRow],
     evaluation: EvaluationTable | None = None,
+    extra_sheets: Sequence[EvaluationTable] = (),
 ) -> None:
     """Write the Excel export to `path`, consuming the row iterables once, in bounded memory.
 
-    Sheets: Results (wide), Details (long), Codebook, then Evaluation when given and a Legend of
+    Sheets: Results (wide), Details (long), Codebook, then Evaluation when given, the
+    `extra_sheets` (Cases and Findings when the project has cases) and a Legend of
     the highlight colours. The file appears at `path` only when complete (written beside it and
     renamed), so a failed export never leaves a half-written workbook behind.
     """
     headers = wide_headers(variables)
     wb = Workbook(write_only=True)
     try:
-        _write_sheets(wb, variables, headers, wide_rows, long_rows, evaluation)
+        _write_sheets(wb, variables, headers, wide_rows, long_rows, evaluation, extra_sheets)
     except BaseException:
         _discard(wb)
         raise
@@ -134,6 +146,7 @@ def _write_sheets(
     wide_rows: Iterable[WideRow],
     long_rows: Iterable[LongRow],
     evaluation: EvaluationTable | None,
+    extra_sheets: Sequence[EvaluationTable] = (),
 ) -> None:
     cells = _Cells(wb.create_sheet("Results"))
     columns = [(v.name, v.type) for v in variables]
@@ -144,12 +157,12 @@ def _write_sheets(
     _write_sheet(cells, LONG_COLUMNS, (_details_row(cells, row) for row in long_rows))
     cells = cells.on(wb.create_sheet("Codebook"))
     _write_sheet(cells, CODEBOOK_COLUMNS, (_codebook_row(cells, v) for v in variables))
-    if evaluation is not None:
-        cells = cells.on(wb.create_sheet(evaluation.title))
-        rows = (
-            [cells.value(xlsx_value(VariableType.TEXT, v)) for v in row] for row in evaluation.rows
-        )
-        _write_sheet(cells, evaluation.columns, rows)
+    for table in (evaluation, *extra_sheets):
+        if table is None:
+            continue
+        cells = cells.on(wb.create_sheet(table.title))
+        rows = ([cells.value(xlsx_value(VariableType.TEXT, v)) for v in row] for row in table.rows)
+        _write_sheet(cells, table.columns, rows)
     cells = cells.on(wb.create_sheet("Legend"))
     _write_sheet(cells, ("colour", "meaning"), _legend_rows(cells), autofilter=False)
 
@@ -185,7 +198,7 @@ def flag_fill(flags: CellFlags | None) -> PatternFill | None:
     return fill
 
 
-# flag_fill's answers: 64 combinations at most (threads may race to add one; same value).
+# flag_fill's answers: a few hundred combinations at most (threads may race to add one; same value).
 _FILL_OF_FLAGS: dict[CellFlags, PatternFill | None] = {}
 _UNKNOWN = object()
 
@@ -335,6 +348,9 @@ def _details_row(cells: _Cells, row: LongRow) -> list[Any]:
         text(row.error, wrap=True),
         text(row.support),
         text(row.flags.names),
+        text(row.match_status),
+        text(row.match_key),
+        xlsx_value(VariableType.NUMBER, row.match_score),
     ]
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from quarry.models import ExtractionStatus, ReviewStatus
+from quarry.reflists.schemas import MatchCandidateOut, MatchReviewOut
 
 
 class ReviewIn(BaseModel):
@@ -136,4 +137,23 @@ class ExtractionOut(BaseModel):
     )
     second: SecondAnswerOut | None = Field(
         None, description="For a two-profile run, the second profile's answer for the pair"
+    )
+    match_status: Literal["matched", "ambiguous", "unmatched"] | None = Field(
+        None,
+        description="For a variable matched to a reference list: whether the value matched "
+        "one row (matched), several or only loosely (ambiguous), or none (unmatched); "
+        "ambiguous and unmatched are review flags. Null when not matched",
+    )
+    match_key: str | None = Field(None, description="The matched row's key (key_column)")
+    match_score: float | None = Field(None, description="The match's score, 0..100")
+    match_candidates: list[MatchCandidateOut] | None = Field(
+        None, description="The best rows (key, row number, cell, score), best first"
+    )
+    match_list_version_id: uuid.UUID | None = Field(
+        None, description="The reference list version the value was matched against"
+    )
+    match_review: MatchReviewOut | None = Field(
+        None,
+        description="A reviewer's choice of row for this cell (POST …/extractions/{id}/match), "
+        "which wins over the automatic match",
     )

@@ -23,6 +23,8 @@ from quarry.models import (
     ReviewStatus,
     User,
 )
+from quarry.reflists.repository import current_match_reviews
+from quarry.reflists.schemas import MatchReviewOut
 from quarry.runs.costs import run_price
 from quarry.runs.lifecycle import CANCELLED_REASON
 from quarry.runs.snapshot import RunSnapshot
@@ -66,6 +68,10 @@ async def to_out(
     rows: Sequence[ListedRow],
 ) -> list[ExtractionOut]:
     reviews = await repository.current_reviews(session, list({r[0].document_id for r in rows}))
+    matched = [r[0].variable_id for r in rows if r[0].match_status is not None]
+    match_reviews = await current_match_reviews(
+        session, list({r[0].document_id for r in rows}), list(set(matched))
+    )
     runs = await repository.run_models(session, {r[0].run_id for r in rows})
     snapshots = {run_id: RunSnapshot.from_row(frozen, model) for run_id, model, frozen in runs}
     prices = {
@@ -98,6 +104,15 @@ async def to_out(
                         snapshots.get(extraction.run_id), second, prices, run_stopped, stop_reason
                     ),
                     "models_disagree": extraction.agreement == Agreement.DISAGREE,
+                    "match_review": (
+                        MatchReviewOut.model_validate(match_review)
+                        if (
+                            match_review := match_reviews.get(
+                                (extraction.document_id, extraction.variable_id)
+                            )
+                        )
+                        else None
+                    ),
                 }
             )
         )

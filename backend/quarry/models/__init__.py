@@ -5,11 +5,14 @@ from quarry.models.base import Base
 from quarry.models.document import Document, DocumentStatus
 from quarry.models.document_page import DocumentPage
 from quarry.models.extraction import Agreement, Extraction, ExtractionStatus
+from quarry.models.finding_resolution import FindingResolution
 from quarry.models.llm_batch import LlmBatch, batch_owner
 from quarry.models.llm_usage import LlmUsage
+from quarry.models.match_review import MatchReview
 from quarry.models.model_profile import ModelProfileRow
 from quarry.models.project import Project
 from quarry.models.prompt_version import PromptVersion
+from quarry.models.reference_list import ReferenceList, ReferenceListVersion, ReferenceRow
 from quarry.models.review import Review, ReviewStatus
 from quarry.models.run import ACTIVE_RUN_STATUSES, FINAL_RUN_STATUSES, Run, RunStatus
 from quarry.models.run_event import RunEvent
@@ -30,11 +33,16 @@ __all__ = [
     "DocumentStatus",
     "Extraction",
     "ExtractionStatus",
+    "FindingResolution",
     "LlmBatch",
     "LlmUsage",
+    "MatchReview",
     "ModelProfileRow",
     "Project",
     "PromptVersion",
+    "ReferenceList",
+    "ReferenceListVersion",
+    "ReferenceRow",
     "Review",
     "ReviewStatus",
     "Run",

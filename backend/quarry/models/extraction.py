@@ -143,5 +143,16 @@ class Extraction(IdMixin, TimestampMixin, Base):
     #: Estimated cost of this task's admitted calls held against the run's budget until its
     #: outcome is stored (so a lost lease gives the reservation back; runs/lifecycle.py).
     reserved_usd: Mapped[float | None] = mapped_column(default=None)
+    #: The value matched to its variable's reference list (reflists/matching.py): matched,
+    #: ambiguous or unmatched; the matched row's key, the score (0..100), the best few
+    #: candidates ({key, row_number, value, score}) and the list version matched against.
+    #: Null when the variable is not matched or the extraction has no value.
+    match_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    match_key: Mapped[str | None] = mapped_column(String(500), default=None)
+    match_score: Mapped[float | None] = mapped_column(default=None)
+    match_candidates: Mapped[Any] = mapped_column(
+        JSON(none_as_null=True), nullable=True, default=None
+    )
+    match_list_version_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import JSON, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from quarry.models.base import Base, IdMixin, TimestampMixin
@@ -22,3 +23,6 @@ class Project(IdMixin, TimestampMixin, Base):
     llm_model: Mapped[str | None] = mapped_column(String(200), default=None)
     llm_temperature: Mapped[float | None] = mapped_column(default=None)
     group_size: Mapped[int] = mapped_column(default=1)
+    #: What groups documents into cases: {"variable": name} (its matched key when it is
+    #: matched to a reference list, else its value); None: no cases.
+    case_key: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from quarry.models.base import Base, IdMixin, TimestampMixin
@@ -28,3 +28,10 @@ class Variable(IdMixin, TimestampMixin, Base):
     instructions: Mapped[str] = mapped_column(Text, default="")
     required: Mapped[bool] = mapped_column(default=False)
     position: Mapped[int] = mapped_column(default=0)
+    #: Matching the value to a reference list: {list, column, key_column, method,
+    #: thresholds} (reflists/settings.py); None: not matched. Not part of the prompt.
+    match: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    #: How a case combines this variable across its documents: {rule, by} (reflists/cases.py).
+    combine: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    #: Consistency checks: {must_agree_within_case, must_agree_with_reference, tolerance}.
+    checks: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)

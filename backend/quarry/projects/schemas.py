@@ -12,6 +12,17 @@ Temperature = Annotated[float, Field(ge=0, le=2)]
 GroupSize = Annotated[int, Field(ge=1, le=20)]
 
 
+class CaseKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    variable: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
+    ] = Field(
+        description="The variable whose value groups documents into cases; when it is matched "
+        "to a reference list, its matched row's key (a reviewer's choice winning) is the case"
+    )
+
+
 class ProjectCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -32,6 +43,9 @@ class ProjectUpdate(BaseModel):
     llm_model: Model | None = None
     llm_temperature: Temperature | None = None
     group_size: GroupSize | None = None
+    case_key: CaseKey | None = Field(
+        None, description="What groups documents into cases; null: no cases"
+    )
 
 
 class ProjectOut(BaseModel):
@@ -43,5 +57,6 @@ class ProjectOut(BaseModel):
     llm_model: str | None
     llm_temperature: float | None
     group_size: int
+    case_key: CaseKey | None = None
     created_at: datetime
     updated_at: datetime

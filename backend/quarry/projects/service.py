@@ -10,11 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quarry.db import after_commit
 from quarry.documents import repository as documents_repository
 from quarry.documents.storage import LocalStorage
-from quarry.errors import NotFound
+from quarry.errors import BadRequest, NotFound
 from quarry.models import Project, User
 from quarry.projects import repository
 from quarry.projects.schemas import ProjectCreate, ProjectUpdate
 from quarry.runs.lifecycle import forget_project
+from quarry.variables.repository import list_variables
 
 
 async def get_project_for_user(session: AsyncSession, project_id: uuid.UUID, user: User) -> Project:
@@ -42,6 +43,12 @@ async def update_project(session: AsyncSession, project: Project, data: ProjectU
     for field, value in data.model_dump(exclude_unset=True).items():
         if field in ("name", "description", "group_size") and value is None:
             continue  # not nullable: null means "leave as is"
+        if field == "case_key" and value is not None:
+            names = {v.name for v in await list_variables(session, project.id)}
+            if value["variable"] not in names:
+                raise BadRequest(
+                    f"The case key names no variable of the project: '{value['variable']}'."
+                )
         setattr(project, field, value)
     await session.flush()
     await session.refresh(project)

@@ -130,6 +130,7 @@ from quarry.models import (
 )
 from quarry.models.base import UTCDateTime, status_is, utcnow
 from quarry.models.extraction import FINISHED_EXTRACTION_STATUSES
+from quarry.reflists.matches import match_stored
 from quarry.runs.agreement import agreement_of
 from quarry.runs.wording import counted
 from quarry.variables.types import TypeSpec, VariableType
@@ -998,6 +999,11 @@ async def store_outcomes(
                 }
                 for o in kept
             ],
+        )
+        # Values matched to a reference list are matched as they are stored (one query
+        # for the batch when no variable of it is matched; no LLM call either way).
+        await match_stored(
+            session, [(o.task.id, o.task.variable_id, o.status, o.value) for o in kept]
         )
     deltas: dict[uuid.UUID, _Delta] = defaultdict(_Delta)
     lines: dict[uuid.UUID, list[LogLine]] = defaultdict(list)

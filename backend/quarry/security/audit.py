@@ -38,6 +38,7 @@ class AuditAction(StrEnum):
     DOCUMENT_DELETED = "document.deleted"
     PROFILE_DELETED = "profile.deleted"
     WEBHOOK_DELETED = "webhook.deleted"
+    REFERENCE_LIST_DELETED = "reference_list.deleted"
     EXPORTED = "project.exported"
 
 

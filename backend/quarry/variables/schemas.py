@@ -7,6 +7,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from quarry.reflists.settings import (
+    CheckSettings,
+    CombineSettings,
+    MatchSettings,
+    MatchSettingsOut,
+)
 from quarry.variables.types import VariableType
 
 # The export column header: a slug a spreadsheet, pandas and R all accept as is.
@@ -60,6 +66,13 @@ class VariableCreate(BaseModel):
     instructions: Instructions = ""
     required: bool = False
     position: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    match: MatchSettings | None = Field(
+        None, description="Match the value to a column of a reference list (no extra LLM call)"
+    )
+    combine: CombineSettings | None = Field(
+        None, description="How a case combines the variable across its documents (default first)"
+    )
+    checks: CheckSettings | None = Field(None, description="Consistency checks (findings)")
 
 
 class VariableUpdate(BaseModel):
@@ -75,6 +88,15 @@ class VariableUpdate(BaseModel):
     instructions: Instructions | None = None
     required: bool | None = None
     position: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    match: MatchSettings | None = Field(
+        None,
+        description="Match the value to a reference list; null removes the match. Changing "
+        "it matches every stored value again, without LLM calls",
+    )
+    combine: CombineSettings | None = Field(
+        None, description="How a case combines the variable; null: first"
+    )
+    checks: CheckSettings | None = Field(None, description="Consistency checks; null: none")
 
 
 class VariableOut(BaseModel):
@@ -92,6 +114,9 @@ class VariableOut(BaseModel):
     instructions: str
     required: bool
     position: int
+    match: MatchSettingsOut | None = None
+    combine: CombineSettings | None = None
+    checks: CheckSettings | None = None
     prompt_version: int
     created_at: datetime
     updated_at: datetime

@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.errors import BadRequest, Conflict, NotFound
 from quarry.models import Project, PromptVersion, Variable
+from quarry.reflists.matches import rematch_variable
+from quarry.reflists.settings import validated_checks, validated_combine, validated_match
 from quarry.runs.lifecycle import forget_variable
 from quarry.variables import repository
 from quarry.variables.prompts import PROMPT_FIELDS, prompt_spec, render_variable_prompt, spec_hash
@@ -115,6 +117,20 @@ async def current_prompt_versions(
     return current
 
 
+async def _date_variables(
+    session: AsyncSession, project_id: uuid.UUID, new: VariableCreate | None
+) -> set[str]:
+    """The names of the project's date variables (and the one being created, if a date)."""
+    names = {
+        v.name
+        for v in await repository.list_variables(session, project_id)
+        if v.type == VariableType.DATE
+    }
+    if new is not None and new.type is VariableType.DATE:
+        names.add(new.name)
+    return names
+
+
 async def get_variable(session: AsyncSession, project: Project, variable_id: uuid.UUID) -> Variable:
     variable = await repository.get_variable(session, project.id, variable_id)
     if variable is None:
@@ -126,6 +142,11 @@ async def create_variable(
     session: AsyncSession, project: Project, data: VariableCreate
 ) -> Variable:
     fields = validated_fields(data.model_dump())
+    fields["match"] = await validated_match(session, project.id, data.type, data.match)
+    fields["combine"] = validated_combine(
+        data.type, data.combine, await _date_variables(session, project.id, data)
+    )
+    fields["checks"] = validated_checks(data.checks)
     if fields["position"] is None:
         fields["position"] = await repository.next_position(session, project.id)
     fields["label"] = fields["label"] or data.name
@@ -154,10 +175,31 @@ async def update_variable(
         # A new type makes the old allowed values, unit and examples meaningless unless resent.
         current.update(allowed_values=[], unit=None, examples=[])
     merged = validated_fields({**current, **changes})
+    old_match = variable.match
+    if "match" in changes or "type" in changes:
+        # Checked again on a new type too: a date method cannot match a text variable.
+        changes["match"] = await validated_match(
+            session,
+            variable.project_id,
+            VariableType(merged["type"]),
+            changes.get("match", old_match),
+        )
+    if "combine" in changes or "type" in changes:
+        changes["combine"] = validated_combine(
+            VariableType(merged["type"]),
+            changes.get("combine", variable.combine),
+            await _date_variables(session, variable.project_id, None),
+        )
+    if "checks" in changes:
+        changes["checks"] = validated_checks(changes["checks"])
     for key, value in {**changes, **{k: merged[k] for k in current}}.items():
         setattr(variable, key, value)
     await _flush_translating_conflicts(session, variable.name)
     await _record_prompt_version(session, variable)
+    if variable.match != old_match:
+        # Matching is not part of the prompt: the stored values are matched again, and
+        # no extraction is redone.
+        await rematch_variable(session, variable)
     await session.refresh(variable)
     return variable
 

@@ -3,7 +3,7 @@
 // correct / reject (PUT …/reviews/{document}/{variable}). Keyboard: arrow keys move, Enter
 // opens, a / c / r accept, correct, reject, Escape closes the panel.
 
-import { get, listAll, mapLimit, put } from "./api.js";
+import { get, listAll, mapLimit, post, put } from "./api.js";
 import { pageViewer } from "./documents.js";
 import {
   add, announce, badge, errorBox, formatDate, formatValue, h, notify, pager, setChildren,
@@ -63,6 +63,21 @@ function describeCell(cell) {
       out.words.push(`low confidence ${e.confidence}`);
     }
   }
+  // A value matched to a reference list that needs a reviewer's choice of row.
+  if (e && e.status === "succeeded" && !e.match_review) {
+    if (e.match_status === "ambiguous") {
+      out.flags.push(["match", "≈"]);
+      out.words.push("matches several rows of its reference list");
+    } else if (e.match_status === "unmatched") {
+      out.flags.push(["match", "∅"]);
+      out.words.push("matches no row of its reference list");
+    }
+  }
+  // A consistency finding (open) involves this cell.
+  if (cell.finding) {
+    out.flags.push(["finding", "!"]);
+    out.words.push("disagrees with another document or the reference list");
+  }
   // A two-profile run whose second profile answered differently (a value or "not stated").
   if (e && e.models_disagree && !r) {
     out.flags.push(["disagree", "⇄"]);
@@ -92,6 +107,8 @@ const LEGEND = [
   ["unsupported", "≠", "Quote does not contain the value"],
   ["low", "?", `Low confidence (below ${LOW_CONFIDENCE})`],
   ["disagree", "⇄", "The two models of a two-profile run disagree"],
+  ["match", "≈", "Matches several rows of its reference list (∅: none); choose the row"],
+  ["finding", "!", "A consistency finding: documents of the case, or the reference list, disagree"],
   ["empty", "", "Not extracted yet"],
   ["accepted", "✓", "Accepted"],
   ["corrected", "✎", "Corrected"],
@@ -128,10 +145,12 @@ export async function renderResults(ctx) {
       h("kbd", {}, "c"), " correct · ", h("kbd", {}, "r"), " reject · ", h("kbd", {}, "Esc"), " close"));
   legend.open = true;
 
+  const findingsBox = h("details", { class: "findings", hidden: true });
   add(ctx.root, 
     h("div", { class: "section-head" }, h("h2", { tabindex: "-1" }, "Results"),
       h("button", { type: "button", onclick: () => load(true) }, "Refresh")),
     legend,
+    findingsBox,
     gridErrors,
     h("div", { class: "results-layout" }, h("div", { class: "grid-column" }, gridWrap, pagerSlot), panel),
   );
@@ -175,6 +194,10 @@ export async function renderResults(ctx) {
       page = await get(`/projects/${pid}/documents`, { limit: PAGE_SIZE, offset }, { signal: ctx.signal });
       documents = page.items;
       const histories = await extractionHistories(documents);
+      const findings = (await get(`/projects/${pid}/findings`, { status: "open", limit: 500 }, { signal: ctx.signal })).items;
+      const involved = new Map();
+      for (const f of findings) for (const v of f.values) for (const d of v.documents) involved.set(key(d.document_id, f.variable_id), f);
+      renderFindings(findings);
       cells = new Map();
       documents.forEach((doc, i) => {
         const byVariable = new Map();
@@ -188,6 +211,7 @@ export async function renderResults(ctx) {
           const reviewed = list.find((e) => e.review);
           cells.set(key(doc.id, variable.id), {
             doc, variable, extraction, review: reviewed ? reviewed.review : null,
+            finding: involved.get(key(doc.id, variable.id)) || null,
           });
         }
       });
@@ -202,6 +226,49 @@ export async function renderResults(ctx) {
     setChildren(pagerSlot, pager(page, (next) => { offset = next; active = { row: 0, col: 0 }; load(); }, "documents"));
     if (keepFocus) focusActive();
     if (panelKey && cells.has(panelKey)) renderPanel(cells.get(panelKey), {});
+  }
+
+  /** The open findings, each value with its documents and quotes; a document opens its cell. */
+  function renderFindings(findings) {
+    findingsBox.hidden = !findings.length;
+    if (!findings.length) return;
+    findingsBox.open = true;
+    setChildren(findingsBox,
+      h("summary", {}, `Findings (${findings.length} open)`),
+      h("ul", { class: "findings-list" }, findings.map((f) => h("li", { "data-finding": f.id },
+        h("strong", {}, `Case ${f.case_key} · ${f.variable}`),
+        f.kind === "reference" ? ` — the reference list says ${formatValue(f.reference_value)}` : " — the documents disagree",
+        h("ul", {}, f.values.map((v) => h("li", {},
+          h("strong", {}, formatValue(v.value)), v.agrees_with_reference === false ? " (not the reference value)" : "",
+          v.documents.map((d) => h("span", {}, " ",
+            h("button", { type: "button", class: "link", onclick: () => {
+              const cell = cells.get(key(d.document_id, f.variable_id));
+              if (cell) openPanel(cell, { focusPanel: true });
+            } }, d.filename),
+            d.page ? ` p. ${d.page}` : "", d.evidence ? h("q", {}, d.evidence) : ""))))),
+        h("button", { type: "button", class: "quiet", onclick: () => resolveFinding(f, { resolution: "both_correct" }) }, "Both correct"),
+        f.values.map((v) => h("button", { type: "button", class: "quiet", onclick: () => resolveFinding(f, { resolution: "value", value: v.value }) },
+          `${formatValue(v.value)} is right`))))));
+  }
+
+  async function resolveFinding(finding, body) {
+    try {
+      await post(`/projects/${pid}/findings/${finding.id}/resolution`, body, { signal: ctx.signal });
+      notify("Finding resolved.");
+      await load(true);
+    } catch (error) {
+      if (error.name !== "AbortError") showError(gridErrors, error);
+    }
+  }
+
+  async function chooseRow(cell, matchKey) {
+    try {
+      await post(`/projects/${pid}/extractions/${cell.extraction.id}/match`, { key: matchKey }, { signal: ctx.signal });
+      notify(matchKey ? `Matched to ${matchKey}.` : "Marked as matching no row.");
+      await load(true);
+    } catch (error) {
+      if (error.name !== "AbortError") showError(gridErrors, error);
+    }
   }
 
   // -- the grid -------------------------------------------------------------------------------------
@@ -451,6 +518,16 @@ export async function renderResults(ctx) {
         || "not compared yet";
       fact("Second model", h("strong", {}, said), ` — ${s.profile} (${s.model || "?"}) ${verdict}`,
         e.agreement === "disagree" ? h("span", { class: "flag-text" }, " ⇄") : "");
+    }
+    if (e && e.match_status) {
+      const chosen = e.match_review;
+      const words = chosen ? (chosen.key ? `${chosen.key} (chosen by a reviewer)` : "no row (chosen by a reviewer)")
+        : e.match_status === "matched" ? `${e.match_key} (score ${e.match_score})` : e.match_status;
+      fact("Reference row", h("strong", {}, words),
+        (e.match_candidates || []).length ? h("ul", { class: "candidates" }, e.match_candidates.map((c) => h("li", {},
+          `${c.key}: ${c.value} (row ${c.row_number}, score ${c.score}) `,
+          h("button", { type: "button", class: "quiet", onclick: () => chooseRow(cell, c.key) }, "Choose")))) : "",
+        h("button", { type: "button", class: "quiet", onclick: () => chooseRow(cell, null) }, "None of these"));
     }
     if (e && e.status !== "pending") fact("Prompt version", String(e.prompt_version));
     if (e && (e.tokens_in || e.tokens_out)) fact("Tokens in / out", `${e.tokens_in} / ${e.tokens_out}`);

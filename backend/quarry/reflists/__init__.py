@@ -1,0 +1,1 @@
+"""Reference lists, matching values to them, cases across documents, consistency findings."""
