@@ -86,6 +86,8 @@ class Answer(NamedTuple):
     support: str | None = None
     #: A two-profile run's verdict on the pair (agree, disagree, one_missing), or None.
     agreement: str | None = None
+    #: Mean OCR confidence (0..1) of the quoted words, when the quote is OCR text.
+    ocr_confidence: float | None = None
 
 
 class CurrentReview(NamedTuple):
@@ -200,6 +202,7 @@ def latest_answers_of(
             Extraction.prompt_version_id,
             Extraction.support,
             Extraction.agreement,
+            Extraction.ocr_confidence,
             rank.label("rank"),
         )
         .where(Extraction.document_id.in_(document_ids), Extraction.slot == 0)
@@ -234,6 +237,7 @@ def _answers_from(c: Any, value_as_text: bool) -> Rows:
         PromptVersion.version,
         c.support,
         c.agreement,
+        c.ocr_confidence,
     ).outerjoin(PromptVersion, PromptVersion.id == c.prompt_version_id)
 
 
@@ -375,6 +379,7 @@ def sqlite_extractions_of(document_ids: Sequence[uuid.UUID]) -> Rows:
         c.created_at,
         c.support,
         c.agreement,
+        c.ocr_confidence,
     ).where(c.document_id.in_(document_ids), c.slot == 0)
 
 
@@ -494,5 +499,6 @@ class SqliteExportReader:
                 versions.get(row[11]) if row[11] is not None else None,
                 row[14],
                 row[15],
+                row[16],
             )
         return answers

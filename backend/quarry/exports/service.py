@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from quarry.db import connect_sqlite_reader, sqlite_file
+from quarry.documents.parsing.layout import OCR_LOW_CONFIDENCE
 from quarry.exports import repository
 from quarry.exports.bridge import InThread, run_in_thread, stream_from_thread
 from quarry.exports.csv_writer import iter_long_csv, iter_wide_csv
@@ -63,13 +64,14 @@ _REJECTED = ReviewStatus.REJECTED.value
 # Every combination of flags, built once: index bits are CellFlags' fields in order
 # (low_confidence 1, ungrounded 2, review_disagrees 4, not_found 8, failed 16,
 # unsupported_evidence 32: the quote is in the document but does not contain the value,
-# models_disagree 64: a two-profile run's profiles answered differently).
+# models_disagree 64: a two-profile run's profiles answered differently, ocr_low_confidence
+# 128: the quoted words were read by OCR with low confidence).
 _FLAG_SETS: tuple[CellFlags, ...] = (
     NO_FLAGS,
-    *(CellFlags(*(bool(bits & 1 << i) for i in range(7))) for bits in range(1, 128)),
+    *(CellFlags(*(bool(bits & 1 << i) for i in range(8))) for bits in range(1, 256)),
 )
 _LOW_CONFIDENCE, _UNGROUNDED, _DISAGREES, _NOT_STATED, _FAILED_BIT = 1, 2, 4, 8, 16
-_UNSUPPORTED, _MODELS_DISAGREE = 32, 64
+_UNSUPPORTED, _MODELS_DISAGREE, _OCR_LOW_CONFIDENCE = 32, 64, 128
 _UNSUPPORTED_VALUE = "unsupported"
 _DISAGREE_VALUE = Agreement.DISAGREE.value
 
@@ -89,6 +91,8 @@ class AnswerLike(Protocol):
     def support(self) -> str | None: ...
     @property
     def agreement(self) -> str | None: ...
+    @property
+    def ocr_confidence(self) -> float | None: ...
 
 
 class ReviewLike(Protocol):
@@ -136,6 +140,9 @@ def final_value(
             bits |= _UNGROUNDED
         if answer.support == _UNSUPPORTED_VALUE:
             bits |= _UNSUPPORTED
+        ocr = answer.ocr_confidence
+        if ocr is not None and ocr < OCR_LOW_CONFIDENCE:
+            bits |= _OCR_LOW_CONFIDENCE
     else:
         bits |= _NOT_STATED
     if answer.agreement == _DISAGREE_VALUE:

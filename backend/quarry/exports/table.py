@@ -84,6 +84,9 @@ class CellFlags:
     #: The two profiles of a two-profile run answered differently (runs/agreement.py); the
     #: value is the first-named profile's.
     models_disagree: bool = False
+    #: The quote lies on OCR text Tesseract read with low confidence (runs/engine.py
+    #: `OCR_LOW_CONFIDENCE`): check the value on the page image.
+    ocr_low_confidence: bool = False
 
     @property
     def names(self) -> str:

@@ -92,6 +92,11 @@ FLAG_FILLS: tuple[tuple[str, PatternFill, str], ...] = (
         _fill("FCE4D6"),
         "the quote is in the document but does not contain the value",
     ),
+    (
+        "ocr_low_confidence",
+        _fill("E2EFDA"),
+        "the quote was read by OCR with low confidence: check it on the page",
+    ),
     ("low_confidence", _fill("FFF2CC"), "the model was not confident"),
     ("not_found", _fill("E7E6E6"), "checked: not stated in the document"),
 )
