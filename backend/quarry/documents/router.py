@@ -59,7 +59,8 @@ _UPLOAD_BODY: dict[str, Any] = {
                                 "type": "string",
                                 "contentMediaType": "application/octet-stream",
                             },
-                            "description": "One or many PDF, DOCX, TXT or MD files",
+                            "description": "One or many PDF, DOCX, TXT or MD files, or JPEG, "
+                            "PNG, TIFF or WebP images",
                         }
                     },
                 }
@@ -78,9 +79,15 @@ _UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {
         "model": ErrorOut,
         "description": "A file is over QUARRY_MAX_UPLOAD_MB, or the upload over what "
-        "QUARRY_MAX_UPLOAD_FILES such files could take; refused as soon as that is known",
+        "QUARRY_MAX_UPLOAD_FILES such files could take; refused as soon as that is known. "
+        "Also an image with more pixels per page than Quarry decodes (a decompression bomb), "
+        "refused from its header",
     },
-    415: {"model": ErrorOut, "description": "A file is not PDF, DOCX or text (judged by content)"},
+    415: {
+        "model": ErrorOut,
+        "description": "A file is not PDF, DOCX, text or a JPEG, PNG, TIFF or WebP image "
+        "(judged by content), or an image whose header is damaged",
+    },
 }
 
 

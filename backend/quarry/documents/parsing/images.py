@@ -26,6 +26,8 @@ MAX_IMAGE_PAGES = 1_000
 #: Larger images are scaled down to this many pixels on their long side before OCR: past
 #: about 400 dpi Tesseract reads no better, only slower.
 OCR_MAX_SIDE = 4_800
+#: Pages smaller than this on a side (in pixels) hold no readable text and are not OCRed.
+_MIN_OCR_SIDE = 16
 
 # Pillow's own bomb check (a warning past its limit, an error past twice it) is replaced by
 # ours, which says what the limit is; it stays as a second guard at twice ours.
@@ -57,7 +59,8 @@ def check_image(path: Path, filename: str) -> str:
     """
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow warns of every oddity of a hostile header; the checks below decide.
+            warnings.simplefilter("ignore")
             with Image.open(path, formats=_FORMATS) as image:
                 width, height = image.size
                 name = _NAMES.get(image.format or "", image.format or "image")
@@ -97,6 +100,11 @@ def parse_image(
             if scale < 1.0:
                 grey = grey.resize((max(1, round(width * scale)), max(1, round(height * scale))))
                 dpi = round(dpi * scale) if dpi else None
+            if min(grey.size) < _MIN_OCR_SIDE:
+                # Too small to hold a line of text: nothing to ask Tesseract.
+                texts.append("")
+                layouts.append(RawLayout(TextSource.OCR, float(width), float(height), []))
+                continue
             result = recognise(grey, options, dpi=dpi, work_dir=work_dir)
             words = result.words
             if scale < 1.0:
@@ -135,15 +143,17 @@ def parse_image(
 def _frames(path: Path) -> Iterator[tuple[Image.Image, int | None]]:
     """Each page of the image, decoded, upright as its EXIF says, with its dpi if known."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore")
         with Image.open(path, formats=_FORMATS) as image:
+            # Counted first (TIFF's directories are walked, nothing decoded), so that a file
+            # of a million tiny pages is refused at once rather than read page by page.
+            if getattr(image, "n_frames", 1) > MAX_IMAGE_PAGES:
+                raise DocumentParseError(
+                    f"The image has more than {MAX_IMAGE_PAGES:,} pages; Quarry reads "
+                    f"images of up to {MAX_IMAGE_PAGES:,} pages."
+                )
             index = 0
             while True:
-                if index >= MAX_IMAGE_PAGES:
-                    raise DocumentParseError(
-                        f"The image has more than {MAX_IMAGE_PAGES:,} pages; Quarry reads "
-                        f"images of up to {MAX_IMAGE_PAGES:,} pages."
-                    )
                 width, height = image.size
                 if width * height > MAX_IMAGE_PIXELS:
                     raise DocumentParseError(
@@ -170,7 +180,7 @@ def _dpi(image: Image.Image) -> int | None:
 def frame(path: Path, number: int) -> Image.Image:
     """Page `number` (1-based) of the image, decoded and upright (for page images)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore")
         image = Image.open(path, formats=_FORMATS)
         if number > 1:
             image.seek(number - 1)
