@@ -5,8 +5,8 @@ images refused or failed with a reason while the server stays ready."""
 from __future__ import annotations
 
 import io
-import re
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
