@@ -34,13 +34,57 @@ from rapidfuzz.distance import Levenshtein
 from quarry.documents.parsing import DocumentKind, parse_document
 from quarry.settings import Settings
 
-WORDS = (
-    "patients trial randomised placebo aspirin outcome stroke baseline mean age years "
-    "follow-up months hospital admission dose daily tablets blood pressure systolic "
-    "diastolic cholesterol events reported adverse serious bleeding primary secondary "
-    "analysis interval confidence hazard ratio significant groups enrolled centres "
-    "eligible excluded consent criteria diabetes history smoking weight height index"
-).split()  # noqa: SIM905 - a sentence's worth of words reads better as one
+WORDS = [
+    "patients",
+    "trial",
+    "randomised",
+    "placebo",
+    "aspirin",
+    "outcome",
+    "stroke",
+    "baseline",
+    "mean",
+    "age",
+    "years",
+    "follow-up",
+    "months",
+    "hospital",
+    "admission",
+    "dose",
+    "daily",
+    "tablets",
+    "blood",
+    "pressure",
+    "systolic",
+    "diastolic",
+    "cholesterol",
+    "events",
+    "reported",
+    "adverse",
+    "serious",
+    "bleeding",
+    "primary",
+    "secondary",
+    "analysis",
+    "interval",
+    "confidence",
+    "hazard",
+    "ratio",
+    "significant",
+    "groups",
+    "enrolled",
+    "centres",
+    "eligible",
+    "excluded",
+    "consent",
+    "criteria",
+    "diabetes",
+    "history",
+    "smoking",
+    "weight",
+    "height",
+    "index",
+]
 
 
 def paragraph(rng: random.Random, sentences: int) -> str:
