@@ -14,6 +14,7 @@ import openpyxl
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
+from sqlalchemy.orm import undefer
 
 from quarry.db import session_scope
 from quarry.exports.xlsx_writer import FLAG_FILLS
@@ -63,9 +64,9 @@ async def test_a_quote_on_poorly_read_ocr_text_is_flagged_and_less_confident(
     async with session_scope(app.state.sessionmaker) as session:
         stored = (
             await session.execute(
-                select(DocumentPage).where(
-                    DocumentPage.document_id == uuid.UUID(documents["faded.png"]["id"])
-                )
+                select(DocumentPage)
+                .where(DocumentPage.document_id == uuid.UUID(documents["faded.png"]["id"]))
+                .options(undefer(DocumentPage.words))
             )
         ).scalar_one()
         stored.words = [[*row[:6], 40] for row in stored.words]

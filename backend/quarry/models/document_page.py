@@ -28,6 +28,14 @@ class DocumentPage(IdMixin, Base):
     width: Mapped[float | None] = mapped_column(default=None)
     height: Mapped[float | None] = mapped_column(default=None)
     #: Every word's box: rows of [start, end, x0, y0, x1, y1, confidence], offsets in `text`.
-    words: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True, default=None)
+    #: Deferred: only a run's tasks need it (for evidence boxes), with `undefer`; the text
+    #: view and the estimate read pages without it.
+    words: Mapped[Any] = mapped_column(
+        JSON(none_as_null=True),
+        nullable=True,
+        default=None,
+        deferred=True,
+        deferred_raiseload=True,
+    )
     #: Why the page could not be read (its OCR timed out or failed), for the user.
     note: Mapped[str | None] = mapped_column(Text, default=None)

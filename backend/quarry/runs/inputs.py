@@ -74,18 +74,28 @@ class DocumentText:
         self.text = PAGE_SEPARATOR.join(self.page_texts)  # the offsets pages were stored with
         self.page_starts = [p.char_start for p in pages]
         self.all_pages = [p.number for p in pages]
-        self._words = [p.words for p in pages]
-        self.has_geometry = any(self._words)
+        self._pages = pages
+        self._words: list[Any] | None = None
         self.chunked = len(self.text) > max_chars
         self._whole: str | None = None
         self._indexes: dict[int, ChunkIndex] = {}
         self._blocks: _Recent[tuple[str, int], tuple[str, list[int]]] = _Recent(256)
+
+    @property
+    def has_geometry(self) -> bool:
+        """Whether the pages have word boxes (read only for a run's tasks, which load them:
+        the estimate's pages leave the column unloaded)."""
+        if self._words is None:
+            self._words = [p.words for p in self._pages]
+        return any(self._words)
 
     def geometry(self, start: int, end: int) -> tuple[list[dict[str, Any]], float | None]:
         """The boxes of the text at `start:end` on its pages ([{page, x0, y0, x1, y1}]), and
         the mean OCR confidence (0..1) of its words when they were read by OCR."""
         boxes: list[dict[str, Any]] = []
         confidences: list[float] = []
+        if not self.has_geometry or self._words is None:
+            return boxes, None
         for index, page_start in enumerate(self.page_starts):
             page_end = page_start + len(self.page_texts[index])
             if page_end <= start or page_start >= end or not self._words[index]:

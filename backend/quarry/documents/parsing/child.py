@@ -209,7 +209,8 @@ def render_page_image(
         )
     except DocumentParseError as exc:
         return exc.reason
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, OSError, EOFError, SyntaxError):
+        # A damaged page (Pillow's errors) or a malformed request: no image, a sentence.
         return "The page cannot be shown as an image."
     result.write_bytes(data)
     return None
