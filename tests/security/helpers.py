@@ -24,6 +24,7 @@ from tests.support.api import (
     wait_for_documents,
     wait_for_run,
 )
+from tests.support.documents import make_pdf
 
 API = "/api/v1"
 
@@ -92,8 +93,12 @@ async def make_world(
     variable = await add_variable(
         client, headers, pid, name="title", description="The title", type="text"
     )
+    # A PDF, so that every document route (its page images too) has something to show.
     response = await upload(
-        client, headers, pid, [(f"{marker}.txt", f"{marker}: a private study.\n".encode(), "")]
+        client,
+        headers,
+        pid,
+        [(f"{marker}.pdf", make_pdf([f"{marker}: a private study."]), "application/pdf")],
     )
     assert response.status_code == 201, response.text
     documents = await wait_for_documents(client, headers, pid)
@@ -113,6 +118,7 @@ async def make_world(
         "variable_id": variable["id"],
         "document_id": documents[0]["id"],
         "profile_id": profile.json()["id"],
+        "number": "1",  # a page of the document
     }
     if with_run:
         response = await client.post(f"{API}/projects/{pid}/runs", json={}, headers=headers)

@@ -123,7 +123,9 @@ def _page_text(page: pymupdf.Page) -> tuple[str, RawLayout]:
     # table rows together but interleaves side-by-side columns line by line, scrambling the
     # sentences of two-column papers (most of what researchers upload). Quotes still ground
     # across the resulting line breaks because evidence matching normalises whitespace.
-    text: str = page.get_text("text", flags=_TEXT_FLAGS)  # type: ignore[no-untyped-call]
+    # One text page for the text and the words: building it is most of the cost.
+    textpage = page.get_textpage(flags=_TEXT_FLAGS)
+    text: str = page.get_text("text", textpage=textpage)  # type: ignore[no-untyped-call]
     # Tables only where there is text to arrange (and after it: a page built to exhaust
     # memory fails in the text extraction, with the memory reason).
     tables = _tables(page) if text.strip() else []
@@ -131,7 +133,7 @@ def _page_text(page: pymupdf.Page) -> tuple[str, RawLayout]:
         text = _text_with_tables(page, tables)
     words = [
         RawWord(str(w[4]), float(w[0]), float(w[1]), float(w[2]), float(w[3]))
-        for w in page.get_text("words", flags=_TEXT_FLAGS)  # type: ignore[no-untyped-call]
+        for w in page.get_text("words", textpage=textpage)  # type: ignore[no-untyped-call]
     ]
     rect = page.rect
     return str(text), RawLayout(TextSource.TEXT_LAYER, rect.width, rect.height, words)
