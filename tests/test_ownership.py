@@ -27,6 +27,7 @@ from tests.support.api import (
     wait_for_documents,
     wait_for_run,
 )
+from tests.support.documents import make_pdf
 from tests.support.webhook_receiver import add_paused_webhook
 
 API = "/api/v1"
@@ -90,6 +91,10 @@ PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
     ("GET", "/projects/{project_id}/documents/{document_id}"): lambda _: [{}],
     ("DELETE", "/projects/{project_id}/documents/{document_id}"): lambda _: [{}],
     ("GET", "/projects/{project_id}/documents/{document_id}/text"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/documents/{document_id}/pages/{number}/image"): lambda _: [
+        {},
+        {"params": {"format": "webp", "width": 300}},
+    ],
     ("POST", "/projects/{project_id}/runs"): lambda ids: [
         {"json": {}},
         {"json": {"document_ids": [ids["document_id"]], "variable_ids": [ids["variable_id"]]}},
@@ -120,9 +125,9 @@ PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
         {"params": {"format": "csv", "layout": "cases"}},
     ],
     ("POST", "/projects/{project_id}/evaluation"): lambda ids: [
-        {"files": {"gold": ("gold.csv", b"filename,title\nAlice.txt,Alice title\n", "text/csv")}},
+        {"files": {"gold": ("gold.csv", b"filename,title\nAlice.pdf,Alice title\n", "text/csv")}},
         {
-            "files": {"gold": ("gold.csv", b"filename,title\nAlice.txt,x\n", "text/csv")},
+            "files": {"gold": ("gold.csv", b"filename,title\nAlice.pdf,x\n", "text/csv")},
             "data": {"run_id": ids["run_id"]},
             "params": {"format": "xlsx"},
         },
@@ -181,7 +186,8 @@ def fill(template: str, ids: Ids) -> str:
 
 
 def child_params(template: str) -> set[str]:
-    return set(re.findall(r"\{(\w+)\}", template)) - {"project_id"}
+    # A page number is not an object anyone owns: B's page 1 is B's own.
+    return set(re.findall(r"\{(\w+)\}", template)) - {"project_id", "number"}
 
 
 def assert_not_found(response: httpx.Response, what: str) -> None:
@@ -204,7 +210,11 @@ async def make_owner(
         client, headers, pid, name="title", description=f"{marker}'s title", type="text"
     )
     response = await upload(
-        client, headers, pid, [(f"{marker}.txt", f"{marker}: a private study.\n".encode(), "")]
+        client,
+        headers,
+        pid,
+        # A PDF, so that every document route (its page images too) has something to show.
+        [(f"{marker}.pdf", make_pdf([f"{marker}: a private study."]), "application/pdf")],
     )
     assert response.status_code == 201, response.text
     documents = await wait_for_documents(client, headers, pid)
@@ -241,6 +251,7 @@ async def make_owner(
         "document_id": documents[0]["id"],
         "profile_id": profile.json()["id"],
         "list_id": listed.json()["id"],
+        "number": "1",  # a page of the document
     }
     if with_run:
         # The fake model answers "not found" by default: a finished run with extractions.
@@ -410,7 +421,7 @@ async def test_every_api_route_but_sign_in_needs_a_token(
             "extraction_id",
             "finding_id",
         )
-    }
+    } | {"number": "1"}
     routes = api_routes(app)
     assert routes >= PUBLIC_ROUTES
     for method, template in sorted(routes - PUBLIC_ROUTES):

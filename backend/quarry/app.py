@@ -14,6 +14,7 @@ from quarry.apidocs import create_documented_app
 from quarry.auth.router import router as auth_router
 from quarry.auth.service import ensure_admin
 from quarry.db import create_engine, create_sessionmaker, session_scope
+from quarry.documents.page_images import PageImages
 from quarry.documents.router import router as documents_router
 from quarry.documents.storage import LocalStorage
 from quarry.errors import document_error_responses, install_error_handlers
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker
         app.state.storage = storage
+        app.state.page_images = PageImages.from_settings(settings, storage)
         app.state.llm = llm
         app.state.queue = queue
         app.state.progress = ProgressHub(sessionmaker, settings)
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.progress.close()
+            await app.state.page_images.aclose()
             await queue.stop()
             await app.state.rate_limiter.close()
             await llm.aclose()

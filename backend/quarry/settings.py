@@ -7,11 +7,14 @@ import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import Depends, Request
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from quarry.documents.parsing.ocr import OcrOptions
 
 #: Secrets shorter than this are refused in production (HS256 keys should be ≥ 256 bits).
 MIN_SECRET_LENGTH = 32
@@ -83,6 +86,17 @@ class Settings(BaseSettings):
     #: Documents a parser child parses before it is replaced by a fresh one (it is replaced
     #: at once after any failure); 1 = a fresh child for every document.
     parse_recycle_after: Annotated[int, Field(ge=1, le=100_000)] = 100
+    # OCR of images and of PDF pages without a text layer (README "Scanned documents").
+    #: Read such pages with Tesseract; off: images fail and scanned PDF pages stay empty.
+    ocr_enabled: bool = True
+    #: Tesseract's languages, `+`-joined (`eng`, `deu+eng`); each needs its language data
+    #: installed (Debian: `tesseract-ocr-deu`).
+    ocr_languages: Annotated[str, Field(pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$")] = "eng"
+    #: Wall-clock seconds OCR of one page may take; a page over it is left empty (with a
+    #: note) and the rest of the document is read.
+    ocr_page_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    #: The resolution scanned PDF pages are rendered at for OCR.
+    ocr_dpi: Annotated[int, Field(ge=72, le=600)] = 300
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -259,6 +273,17 @@ class Settings(BaseSettings):
                 f"only allowed with QUARRY_ENV=test (not {self.env.value})."
             )
         return self
+
+    def ocr_options(self) -> OcrOptions:
+        """The parser's OCR settings, with the Tesseract program found on this machine."""
+        from quarry.documents.parsing.ocr import OcrOptions
+
+        return OcrOptions.resolve(
+            enabled=self.ocr_enabled,
+            languages=self.ocr_languages,
+            page_timeout_seconds=self.ocr_page_timeout_seconds,
+            dpi=self.ocr_dpi,
+        )
 
     @property
     def max_upload_bytes(self) -> int:

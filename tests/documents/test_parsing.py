@@ -158,10 +158,11 @@ def test_password_protected_pdf_is_refused_with_a_reason(tmp_path: Path) -> None
     assert "password-protected" in reason
 
 
-def test_image_only_pdf_says_there_is_no_text_layer(tmp_path: Path) -> None:
+def test_image_only_pdf_without_ocr_says_there_is_no_text_layer(tmp_path: Path) -> None:
     reason = parse_error(tmp_path, make_image_only_pdf(), DocumentKind.PDF)
     assert reason == (
-        "The PDF has no text layer (it may be a scanned image); OCR is not supported yet."
+        "The PDF has no text layer (it may be a scanned image) and OCR is turned off on this "
+        "server (QUARRY_OCR_ENABLED)."
     )
 
 

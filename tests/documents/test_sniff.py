@@ -54,22 +54,35 @@ def test_pdf_with_junk_before_its_header_is_still_a_pdf(tmp_path: Path) -> None:
     assert sniff_bytes(tmp_path, "scan.pdf", data) is DocumentKind.PDF
 
 
-def test_png_named_pdf_is_rejected_as_an_image(tmp_path: Path) -> None:
+def test_a_broken_png_named_pdf_is_rejected_as_a_damaged_image(tmp_path: Path) -> None:
     reason = unsupported_reason(tmp_path, "report.pdf", PNG_HEADER + b"\x00" * 100)
-    assert reason == "report.pdf is a PNG image; Quarry reads PDF, DOCX, TXT and Markdown files."
+    assert reason == (
+        "report.pdf looks like an image but it is damaged or incomplete; save or export it "
+        "again and upload it again."
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff\xd8\xff\xe0\x00\x10JFIF\x00",
+        b"II*\x00\x08\x00\x00\x00",
+        b"RIFF\x24\x00\x00\x00WEBPVP8 ",
+        PNG_HEADER + b"\x00\x00\x00\x0dIHDR",
+    ],
+)
+def test_an_image_cut_off_inside_its_header_is_damaged(tmp_path: Path, data: bytes) -> None:
+    assert "damaged or incomplete" in unsupported_reason(tmp_path, "scan.png", data)
 
 
 @pytest.mark.parametrize(
     ("data", "named"),
     [
-        (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "JPEG image"),
         (b"GIF89a\x01\x00\x01\x00", "GIF image"),
-        (b"II*\x00\x08\x00\x00\x00", "TIFF image"),
         (b"\x7fELF\x02\x01\x01\x00", "program"),
         (b"\x1f\x8b\x08\x00\x00\x00\x00\x00", "gzip"),
         (b"{\\rtf1\\ansi Hello}", "RTF document"),
         (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00", "HEIC image"),
-        (b"RIFF\x24\x00\x00\x00WEBPVP8 ", "WebP image"),
     ],
 )
 def test_well_known_binary_formats_are_named(tmp_path: Path, data: bytes, named: str) -> None:
@@ -106,7 +119,8 @@ def test_random_binary_data_is_rejected(tmp_path: Path) -> None:
     junk = bytes((i * 73 + 41) % 256 for i in range(4096))
     reason = unsupported_reason(tmp_path, "mystery.txt", junk)
     assert reason == (
-        "mystery.txt is a binary file, not text; Quarry reads PDF, DOCX, TXT and Markdown files."
+        "mystery.txt is a binary file, not text; Quarry reads PDF, DOCX, TXT and Markdown "
+        "files and JPEG, PNG, TIFF and WebP images."
     )
 
 
@@ -140,7 +154,8 @@ def test_opendocument_text_is_named_with_a_hint(tmp_path: Path) -> None:
 def test_zip_without_a_word_document_is_rejected(tmp_path: Path) -> None:
     data = zip_bytes({"notes/readme.txt": b"hello"})
     assert unsupported_reason(tmp_path, "archive.docx", data) == (
-        "archive.docx is a ZIP archive; Quarry reads PDF, DOCX, TXT and Markdown files."
+        "archive.docx is a ZIP archive; Quarry reads PDF, DOCX, TXT and Markdown files and "
+        "JPEG, PNG, TIFF and WebP images."
     )
 
 

@@ -322,6 +322,7 @@ def test_a_not_stated_answer_is_not_flagged_low_confidence() -> None:
             support=None,
             agreement=None,
             match_status=None,
+            ocr_confidence=None,
         )
 
     _, not_stated = final_value(answer("not_found", None), None, None)

@@ -24,6 +24,7 @@ from tests.support.api import (
     wait_for_documents,
     wait_for_run,
 )
+from tests.support.documents import make_pdf
 from tests.support.webhook_receiver import add_paused_webhook
 
 API = "/api/v1"
@@ -93,8 +94,12 @@ async def make_world(
     variable = await add_variable(
         client, headers, pid, name="title", description="The title", type="text"
     )
+    # A PDF, so that every document route (its page images too) has something to show.
     response = await upload(
-        client, headers, pid, [(f"{marker}.txt", f"{marker}: a private study.\n".encode(), "")]
+        client,
+        headers,
+        pid,
+        [(f"{marker}.pdf", make_pdf([f"{marker}: a private study."]), "application/pdf")],
     )
     assert response.status_code == 201, response.text
     documents = await wait_for_documents(client, headers, pid)
@@ -125,6 +130,7 @@ async def make_world(
         # tests/test_ownership.py make real ones); an id of their shape, which no one's
         # project has, answers 404 to everyone.
         "finding_id": "0" * 32,
+        "number": "1",  # a page of the document
     }
     if with_run:
         response = await client.post(f"{API}/projects/{pid}/runs", json={}, headers=headers)

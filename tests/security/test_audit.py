@@ -100,7 +100,7 @@ async def test_deletions_and_exports_are_recorded_with_the_request(
     }
     expected = {
         "variable": ("variable.deleted", world.ids["variable_id"], {"name": "title"}),
-        "document": ("document.deleted", world.ids["document_id"], {"filename": "bea.txt"}),
+        "document": ("document.deleted", world.ids["document_id"], {"filename": "bea.pdf"}),
         "project": ("project.deleted", world.ids["project_id"], {"name": "bea's project"}),
     }
     for kind, response in deletions.items():

@@ -151,7 +151,8 @@ async def test_another_users_ids_answer_404_on_every_route(
         assert_not_found(response, f"Bob: {route} with Alice's ids")
         # Bob's own project, one of Alice's objects inside it at a time.
         for param in route.params:
-            if param == "project_id":
+            # A page number is not an object anyone owns: Bob's page 1 is his own.
+            if param in ("project_id", "number"):
                 continue
             ids = {**bob.ids, param: alice.ids[param]}
             response = await client.request(

@@ -166,6 +166,8 @@ def test_full_journey_in_the_browser(page: Page, live_server: LiveServer, tmp_pa
     cell.click()
     panel = page.locator("aside.review-panel")
     expect(panel).to_have_attribute("data-variable", "sample_size")
+    expect(panel.locator("svg.page-boxes rect.evidence-box")).not_to_have_count(0)
+    panel.get_by_role("button", name="Text", exact=True).click()
     expect(panel.locator("mark.evidence")).to_have_text("1,234 patients were randomised")
     expect(panel).to_contain_text("0.9")
     expect(panel).to_contain_text("fake-model")

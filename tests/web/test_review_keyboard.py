@@ -217,6 +217,10 @@ def test_evidence_is_shown_at_its_page(page: Page, live_server: LiveServer) -> N
     expect(dose).to_have_attribute("data-flags", re.compile(r"\blow\b"))
     dose.click()
     panel = page.locator("aside.review-panel")
+    # A PDF opens on its page image, the quote outlined; the text view shows it marked.
+    expect(panel.get_by_label("Page", exact=True)).to_have_value("2")
+    expect(panel.locator("svg.page-boxes rect.evidence-box")).to_have_count(1)
+    panel.get_by_role("button", name="Text", exact=True).click()
     expect(panel.get_by_label("Page", exact=True)).to_have_value("2")
     expect(panel.locator("mark.evidence")).to_have_text("75 mg aspirin daily")
     expect(panel).to_contain_text("Found on page 2")

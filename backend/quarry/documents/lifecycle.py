@@ -34,7 +34,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quarry.documents.parsing import ParsedDocument
+from quarry.documents.parsing import ParsedDocument, ParsedPage
 from quarry.models import Document, DocumentPage, DocumentStatus
 from quarry.models.base import status_is, utcnow
 from quarry.webhooks import lifecycle as outbox
@@ -171,11 +171,33 @@ async def store_parsed(
                     "text": page.text,
                     "char_start": page.char_start,
                     "char_end": page.char_end,
+                    **_layout_columns(page),
                 }
                 for page in parsed.pages
             ],
         )
     return True
+
+
+def _layout_columns(page: ParsedPage) -> dict[str, Any]:
+    layout = page.layout
+    if layout is None:
+        return {
+            "text_source": None,
+            "ocr_confidence": None,
+            "width": None,
+            "height": None,
+            "words": None,
+            "note": None,
+        }
+    return {
+        "text_source": layout.source.value,
+        "ocr_confidence": layout.ocr_confidence,
+        "width": layout.width,
+        "height": layout.height,
+        "words": layout.to_json(),
+        "note": layout.note,
+    }
 
 
 async def store_failed(

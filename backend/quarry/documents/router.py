@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import FileResponse
 
 from quarry.db import SessionDep
 from quarry.documents import service
@@ -13,6 +14,8 @@ from quarry.documents.multipart import (
     check_declared_length,
     receive_files,
 )
+from quarry.documents.page_images import PageImages
+from quarry.documents.parsing.render import IMAGE_FORMATS, MAX_WIDTH, MIN_WIDTH
 from quarry.documents.schemas import (
     DocumentOut,
     DocumentTextOut,
@@ -29,6 +32,14 @@ from quarry.security.audit import AuditAction, AuditDep
 from quarry.settings import SettingsDep
 
 router = APIRouter(prefix="/projects/{project_id}/documents", tags=["documents"])
+
+
+def _page_images(request: Request) -> PageImages:
+    images: PageImages = request.app.state.page_images
+    return images
+
+
+PageImagesDep = Annotated[PageImages, Depends(_page_images)]
 
 
 # The body is read by `receive_files`, not declared as parameters (see documents/multipart.py),
@@ -48,7 +59,8 @@ _UPLOAD_BODY: dict[str, Any] = {
                                 "type": "string",
                                 "contentMediaType": "application/octet-stream",
                             },
-                            "description": "One or many PDF, DOCX, TXT or MD files",
+                            "description": "One or many PDF, DOCX, TXT or MD files, or JPEG, "
+                            "PNG, TIFF or WebP images",
                         }
                     },
                 }
@@ -67,9 +79,15 @@ _UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {
         "model": ErrorOut,
         "description": "A file is over QUARRY_MAX_UPLOAD_MB, or the upload over what "
-        "QUARRY_MAX_UPLOAD_FILES such files could take; refused as soon as that is known",
+        "QUARRY_MAX_UPLOAD_FILES such files could take; refused as soon as that is known. "
+        "Also an image with more pixels per page than Quarry decodes (a decompression bomb), "
+        "refused from its header",
     },
-    415: {"model": ErrorOut, "description": "A file is not PDF, DOCX or text (judged by content)"},
+    415: {
+        "model": ErrorOut,
+        "description": "A file is not PDF, DOCX, text or a JPEG, PNG, TIFF or WebP image "
+        "(judged by content), or an image whose header is damaged",
+    },
 }
 
 
@@ -151,6 +169,43 @@ async def read_document_text(
         status=DocumentStatus(document.status),
         page_count=len(pages),
         pages=[PageOut.model_validate(p) for p in pages],
+    )
+
+
+@router.get(
+    "/{document_id}/pages/{number}/image",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "content": {media: {} for media in IMAGE_FORMATS.values()},
+            "description": "The page as an image",
+        },
+        404: {
+            "model": ErrorOut,
+            "description": "No such document in the project (or not yours), not a parsed "
+            "PDF or image, no such page, or a page that cannot be rendered",
+        },
+    },
+)
+async def read_page_image(
+    session: SessionDep,
+    project: ProjectDep,
+    images: PageImagesDep,
+    document_id: uuid.UUID,
+    number: int,
+    width: Annotated[int, Query(ge=MIN_WIDTH, le=MAX_WIDTH)] = 1200,
+    image_format: Annotated[Literal["png", "webp"], Query(alias="format")] = "png",
+) -> FileResponse:
+    """Page `number` (from 1) of a PDF or image document as a PNG or WebP image `width`
+    pixels wide (an image document's page is never enlarged past its own size). Rendered
+    once, then served from a cache keyed by the document's content. The evidence `boxes`
+    of an extraction are in page units: scale them by the image's width over the page's
+    `width` (…/text)."""
+    path, media_type = await service.page_image(
+        session, images, project, document_id, number, width, image_format
+    )
+    return FileResponse(
+        path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"}
     )
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,6 +77,21 @@ class PageOut(BaseModel):
     text: str
     char_start: int
     char_end: int
+    text_source: Literal["text_layer", "ocr"] | None = Field(
+        None,
+        description="How the page's text was read: from the PDF's text layer, or by OCR (a "
+        "scanned page or an image); null for DOCX and text documents",
+    )
+    ocr_confidence: float | None = Field(
+        None, description="Mean OCR confidence of the page's words, 0..100 (OCR pages only)"
+    )
+    width: float | None = Field(
+        None, description="The page's width in page units (PDF points, or image pixels)"
+    )
+    height: float | None = Field(None, description="The page's height in page units")
+    note: str | None = Field(
+        None, description="Why the page could not be read (e.g. its OCR timed out), if so"
+    )
 
 
 class DocumentTextOut(BaseModel):

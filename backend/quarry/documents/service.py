@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 from sqlalchemy.exc import IntegrityError
@@ -14,14 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quarry.db import after_commit
 from quarry.documents import repository
 from quarry.documents.jobs import WAKE_ID
+from quarry.documents.page_images import PageImages
 from quarry.documents.parsing import (
     DocumentKind,
+    DocumentParseError,
+    ImageTooLarge,
     UnsupportedFileType,
-    content_type_for,
-    sniff_kind,
+    sniff_document,
 )
+from quarry.documents.parsing.render import IMAGE_FORMATS
 from quarry.documents.storage import LocalStorage, StagedFile
-from quarry.errors import BadRequest, Conflict, NotFound, UnsupportedMediaType
+from quarry.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, UnsupportedMediaType
 from quarry.jobs import PARSE_DOCUMENT, JobQueue
 from quarry.models import Document, DocumentPage, DocumentStatus, Project
 from quarry.runs.lifecycle import forget_document
@@ -53,19 +57,22 @@ class UploadedFile:
     duplicate: bool
 
 
-def _check_all(files: Sequence[StagedFile]) -> list[DocumentKind]:
-    """The kind of every file, in order; raises for the first one Quarry cannot take.
+def _check_all(files: Sequence[StagedFile]) -> list[tuple[DocumentKind, str]]:
+    """The kind and MIME type of every file, in order; raises for the first one Quarry
+    cannot take (an image too large to decode: 413, before a pixel of it is decoded).
 
     Synchronous (it reads each file's first bytes): call it in a thread, once per upload
     rather than once per file, since a request carries up to a hundred small files.
     """
-    kinds: list[DocumentKind] = []
+    kinds: list[tuple[DocumentKind, str]] = []
     for file in files:
         filename = _clean_filename(file.filename)
         if file.size == 0:
             raise BadRequest(f"{filename} is empty.")
         try:
-            kinds.append(sniff_kind(file.path, filename))
+            kinds.append(sniff_document(file.path, filename))
+        except ImageTooLarge as exc:
+            raise PayloadTooLarge(exc.reason) from exc
         except UnsupportedFileType as exc:
             raise UnsupportedMediaType(exc.reason) from exc
     return kinds
@@ -96,7 +103,7 @@ async def upload_documents(
         kinds = await asyncio.to_thread(_check_all, files)
         known = await repository.get_by_sha256s(session, project.id, {f.sha256 for f in files})
         keys = await asyncio.to_thread(_commit_all, storage, files)
-        for file, kind, key in zip(files, kinds, keys, strict=True):
+        for file, (kind, content_type), key in zip(files, kinds, keys, strict=True):
             filename = _clean_filename(file.filename)
             # Already in the project, or earlier in this same upload.
             existing = known.get(file.sha256)
@@ -107,7 +114,7 @@ async def upload_documents(
                 id=uuid.uuid4(),
                 project_id=project.id,
                 filename=filename,
-                content_type=content_type_for(kind, filename),
+                content_type=content_type,
                 kind=kind.value,
                 size_bytes=file.size,
                 sha256=file.sha256,
@@ -148,6 +155,31 @@ async def list_documents(
 
 async def list_pages(session: AsyncSession, document: Document) -> Sequence[DocumentPage]:
     return await repository.list_pages(session, document.id)
+
+
+async def page_image(
+    session: AsyncSession,
+    images: PageImages,
+    project: Project,
+    document_id: uuid.UUID,
+    number: int,
+    width: int,
+    fmt: str,
+) -> tuple[Path, str]:
+    """The image file of page `number` of a parsed PDF or image document, and its MIME
+    type. Raises `NotFound` for another project's document, a document not parsed (or not
+    a PDF or image), a page it does not have, or a page that cannot be rendered."""
+    document = await get_document(session, project, document_id)
+    kind = DocumentKind(document.kind)
+    if kind not in (DocumentKind.PDF, DocumentKind.IMAGE):
+        raise NotFound("Only PDF and image documents have page images.")
+    if document.status != DocumentStatus.READY or not 1 <= number <= (document.page_count or 0):
+        raise NotFound(f"The document has no page {number} to show.")
+    try:
+        path = await images.image(document.storage_key, kind, number, width, fmt)
+    except DocumentParseError as exc:
+        raise NotFound(f"Page {number} cannot be shown as an image: {exc.reason}") from exc
+    return path, IMAGE_FORMATS[fmt]
 
 
 async def get_document(session: AsyncSession, project: Project, document_id: uuid.UUID) -> Document:

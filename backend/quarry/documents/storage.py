@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,8 +89,13 @@ class LocalStorage:
             os.replace(staged.path, target)
         return key
 
+    def page_image_dir(self, key: str) -> Path:
+        """Where the page images rendered from the blob at `key` are cached (removed with it)."""
+        return self.root / "page-images" / key.rsplit("/", 1)[-1]
+
     def delete(self, key: str) -> None:
         self.path_for(key).unlink(missing_ok=True)
+        shutil.rmtree(self.page_image_dir(key), ignore_errors=True)
 
     def delete_many(self, keys: list[str]) -> None:
         for key in keys:

@@ -98,6 +98,8 @@ class Answer(NamedTuple):
     match_status: str | None = None
     match_key: str | None = None
     match_score: float | None = None
+    #: Mean OCR confidence (0..1) of the quoted words, when the quote is OCR text.
+    ocr_confidence: float | None = None
 
 
 class CurrentReview(NamedTuple):
@@ -215,6 +217,7 @@ def latest_answers_of(
             Extraction.match_status,
             Extraction.match_key,
             Extraction.match_score,
+            Extraction.ocr_confidence,
             rank.label("rank"),
         )
         .where(Extraction.document_id.in_(document_ids), Extraction.slot == 0)
@@ -252,6 +255,7 @@ def _answers_from(c: Any, value_as_text: bool) -> Rows:
         c.match_status,
         c.match_key,
         c.match_score,
+        c.ocr_confidence,
     ).outerjoin(PromptVersion, PromptVersion.id == c.prompt_version_id)
 
 
@@ -409,6 +413,7 @@ def sqlite_extractions_of(document_ids: Sequence[uuid.UUID]) -> Rows:
         c.match_status,
         c.match_key,
         c.match_score,
+        c.ocr_confidence,
     ).where(c.document_id.in_(document_ids), c.slot == 0)
 
 
@@ -531,5 +536,6 @@ class SqliteExportReader:
                 row[16],
                 row[17],
                 row[18],
+                row[19],
             )
         return answers

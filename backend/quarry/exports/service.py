@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from quarry.db import connect_sqlite_reader, sqlite_file
+from quarry.documents.parsing.layout import OCR_LOW_CONFIDENCE
 from quarry.exports import repository
 from quarry.exports.bridge import InThread, run_in_thread, stream_from_thread
 from quarry.exports.csv_writer import iter_long_csv, iter_wide_csv
@@ -66,9 +67,9 @@ _REJECTED = ReviewStatus.REJECTED.value
 # Every combination of flags, built once, indexed by their bits: low_confidence 1,
 # ungrounded 2, review_disagrees 4, not_found 8, failed 16, unsupported_evidence 32 (the
 # quote is in the document but does not contain the value), models_disagree 64 (a
-# two-profile run's profiles answered differently), match_ambiguous 256 and
-# match_unmatched 512 (the value's reference-list match needs a reviewer). Bit 128 is kept
-# for ocr_low_confidence.
+# two-profile run's profiles answered differently), ocr_low_confidence 128 (the quoted
+# words were read by OCR with low confidence), match_ambiguous 256 and match_unmatched 512
+# (the value's reference-list match needs a reviewer).
 _FLAG_BITS: dict[int, str] = {
     1: "low_confidence",
     2: "ungrounded",
@@ -77,6 +78,7 @@ _FLAG_BITS: dict[int, str] = {
     16: "failed",
     32: "unsupported_evidence",
     64: "models_disagree",
+    128: "ocr_low_confidence",
     256: "match_ambiguous",
     512: "match_unmatched",
 }
@@ -88,7 +90,7 @@ _FLAG_SETS: tuple[CellFlags, ...] = (
     ),
 )
 _LOW_CONFIDENCE, _UNGROUNDED, _DISAGREES, _NOT_STATED, _FAILED_BIT = 1, 2, 4, 8, 16
-_UNSUPPORTED, _MODELS_DISAGREE = 32, 64
+_UNSUPPORTED, _MODELS_DISAGREE, _OCR_LOW_CONFIDENCE = 32, 64, 128
 MATCH_AMBIGUOUS, MATCH_UNMATCHED = 256, 512
 _MATCH_BITS = {"ambiguous": MATCH_AMBIGUOUS, "unmatched": MATCH_UNMATCHED}
 #: A reviewer's choice of row, by cell: the chosen key, or None for "no row".
@@ -114,6 +116,8 @@ class AnswerLike(Protocol):
     def agreement(self) -> str | None: ...
     @property
     def match_status(self) -> str | None: ...
+    @property
+    def ocr_confidence(self) -> float | None: ...
 
 
 class ReviewLike(Protocol):
@@ -166,6 +170,9 @@ def final_value(
             bits |= _UNGROUNDED
         if answer.support == _UNSUPPORTED_VALUE:
             bits |= _UNSUPPORTED
+        ocr = answer.ocr_confidence
+        if ocr is not None and ocr < OCR_LOW_CONFIDENCE:
+            bits |= _OCR_LOW_CONFIDENCE
     else:
         # "Not stated" has no value to doubt: its (capped) confidence is no flag, as in the
         # review grid (a not-found cell read "low confidence" in the workbook).

@@ -95,6 +95,9 @@ class CellFlags:
     match_ambiguous: bool = False
     #: The value matches no row of its reference list, and no reviewer has chosen one.
     match_unmatched: bool = False
+    #: The quote lies on OCR text Tesseract read with low confidence (runs/engine.py
+    #: `OCR_LOW_CONFIDENCE`): check the value on the page image.
+    ocr_low_confidence: bool = False
 
     @property
     def names(self) -> str:

@@ -105,6 +105,11 @@ FLAG_FILLS: tuple[tuple[str, PatternFill, str], ...] = (
         _fill("E2D1F9"),
         "the value matches several rows of its reference list, or only loosely",
     ),
+    (
+        "ocr_low_confidence",
+        _fill("E2EFDA"),
+        "the quote was read by OCR with low confidence: check it on the page",
+    ),
     ("low_confidence", _fill("FFF2CC"), "the model was not confident"),
 )
 

@@ -38,6 +38,14 @@ class ReviewOut(BaseModel):
     created_at: datetime
 
 
+class EvidenceBox(BaseModel):
+    page: int
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+
 class SecondAnswerOut(BaseModel):
     """A two-profile run's second profile's answer for the same pair: its own task row,
     with its own status, tokens and cost (at that profile's price)."""
@@ -103,6 +111,23 @@ class ExtractionOut(BaseModel):
         "QUARRY_LLM_LOGPROBS is on), scaled down for an approximate quote and capped at 0.5 "
         "when the quote is not in the document or does not support the value. A ranking for "
         "review, not a calibrated probability."
+    )
+    boxes: list[EvidenceBox] | None = Field(
+        None,
+        description="Where the evidence is on its pages: one rectangle per line of the quote, "
+        "in page units (PDF points, or an image's pixels; see the pages' width and height in "
+        "…/documents/{document_id}/text); null for documents without word geometry (DOCX, "
+        "text) or an ungrounded quote",
+    )
+    ocr_confidence: float | None = Field(
+        None,
+        description="Mean OCR confidence (0..1) of the quoted words; null unless the quote "
+        "is on a page read by OCR",
+    )
+    ocr_low_confidence: bool = Field(
+        False,
+        description="The quote lies on OCR text read with low confidence (ocr_confidence "
+        "below 0.75): its confidence was lowered; check the value on the page image",
     )
     attempts: int
     tokens_in: int

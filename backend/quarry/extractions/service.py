@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quarry.documents.parsing.layout import OCR_LOW_CONFIDENCE
 from quarry.documents.repository import get_document
 from quarry.errors import BadRequest, NotFound
 from quarry.extractions import repository
@@ -113,6 +114,8 @@ async def to_out(
                         )
                         else None
                     ),
+                    "ocr_low_confidence": extraction.ocr_confidence is not None
+                    and extraction.ocr_confidence < OCR_LOW_CONFIDENCE,
                 }
             )
         )

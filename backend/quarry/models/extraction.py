@@ -125,6 +125,10 @@ class Extraction(IdMixin, TimestampMixin, Base):
     #: (runs/support.py); null unless the extraction succeeded.
     support: Mapped[str | None] = mapped_column(String(16), default=None)
     confidence: Mapped[float | None] = mapped_column(default=None)
+    #: The evidence's rectangles on its pages: [{page, x0, y0, x1, y1}] in page units.
+    boxes: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True, default=None)
+    #: Mean OCR confidence (0..1) of the quoted words; null unless the quote is OCR text.
+    ocr_confidence: Mapped[float | None] = mapped_column(default=None)
     attempts: Mapped[int] = mapped_column(default=0)
     tokens_in: Mapped[int] = mapped_column(default=0)
     tokens_out: Mapped[int] = mapped_column(default=0)

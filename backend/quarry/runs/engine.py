@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from quarry.documents.parsing.layout import OCR_LOW_CONFIDENCE
 from quarry.llm.client import (
     GROUP_RESPONSE_FORMAT,
     CallCancelled,
@@ -113,6 +114,9 @@ class PairInput:
     #: A smaller document block (at most this many characters of text), or None when the
     #: document cannot be cut further; asked when the context cannot hold the prompt.
     shrink: Callable[[int], str | None] | None = None
+    #: The boxes of a span of `document_text` on its pages and the OCR confidence (0..1) of
+    #: its words (`DocumentText.geometry`); None when the document has no word geometry.
+    geometry: Callable[[int, int], tuple[list[dict[str, Any]], float | None]] | None = None
 
 
 @dataclass
@@ -130,6 +134,9 @@ class PairOutcome:
     #: Whether the evidence supports the value (runs/support.py); None unless succeeded.
     support: str | None = None
     confidence: float | None = None
+    #: The evidence's rectangles on its pages, and the OCR confidence (0..1) of its words.
+    boxes: list[dict[str, Any]] | None = None
+    ocr_confidence: float | None = None
     #: The token probability of this variable's value in the last answer (llm/confidence.py),
     #: when the provider returned log-probabilities.
     token_confidence: float | None = None
@@ -191,11 +198,11 @@ def review_confidence(
     """The confidence stored with a value: a review-priority score, 0..1, lowest first.
 
     ``model`` is :func:`combine_confidence` of the model's stated figure and its value's token
-    probability. It is then scaled by the OCR confidence of the quoted words (``ocr``: a hook
-    for scanned pages, not passed yet) and by how the quote was found (a fuzzy match lowers it:
-    runs/grounding.py), and capped at ``UNSUPPORTED_CONFIDENCE_CAP`` when the quote is not in
-    the document or does not contain the value. A ranking for review, not a calibrated
-    probability (measure it against gold: quarry.evaluation).
+    probability. It is then scaled by the OCR confidence of the quoted words (``ocr``, given
+    for a quote on poorly read OCR text: `_ocr_factor`) and by how the quote was found (a
+    fuzzy match lowers it: runs/grounding.py), and capped at ``UNSUPPORTED_CONFIDENCE_CAP``
+    when the quote is not in the document or does not contain the value. A ranking for
+    review, not a calibrated probability (measure it against gold: quarry.evaluation).
     """
     if model is None:
         return None
@@ -261,11 +268,24 @@ async def _ground(outcome: PairOutcome, inp: PairInput, evidence: str | None) ->
         outcome.page = location.page
         outcome.char_start, outcome.char_end = location.char_start, location.char_end
         outcome.grounding_method, outcome.grounding_score = str(location.method), location.score
+        if inp.geometry is not None:
+            boxes, outcome.ocr_confidence = inp.geometry(location.char_start, location.char_end)
+            outcome.boxes = boxes or None
     support = check_support(
         inp.type_spec, outcome.value, _passage(inp, outcome.evidence, location), inp.cues
     )
     outcome.support = str(support)
-    outcome.confidence = review_confidence(outcome.confidence, location, support)
+    outcome.confidence = review_confidence(
+        outcome.confidence, location, support, _ocr_factor(outcome.ocr_confidence)
+    )
+
+
+def _ocr_factor(ocr_confidence: float | None) -> float | None:
+    """What the quoted words' OCR confidence does to the value's: nothing while Tesseract was
+    sure of them (a clean scan reads at 0.9 and above), scaled by it below the flag's line."""
+    if ocr_confidence is None or ocr_confidence >= OCR_LOW_CONFIDENCE:
+        return None
+    return ocr_confidence
 
 
 def _page_bounds(text: str, page_starts: Sequence[int], page: int) -> tuple[int, int]:

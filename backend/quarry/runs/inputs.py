@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from quarry.documents.parsing import PAGE_SEPARATOR
+from quarry.documents.parsing.layout import boxes_for_span, words_from_json
 from quarry.jobs import JobContext
 from quarry.models import ACTIVE_RUN_STATUSES, DocumentPage
 from quarry.runs import repository
@@ -73,10 +74,42 @@ class DocumentText:
         self.text = PAGE_SEPARATOR.join(self.page_texts)  # the offsets pages were stored with
         self.page_starts = [p.char_start for p in pages]
         self.all_pages = [p.number for p in pages]
+        self._pages = pages
+        self._words: list[Any] | None = None
         self.chunked = len(self.text) > max_chars
         self._whole: str | None = None
         self._indexes: dict[int, ChunkIndex] = {}
         self._blocks: _Recent[tuple[str, int], tuple[str, list[int]]] = _Recent(256)
+
+    @property
+    def has_geometry(self) -> bool:
+        """Whether the pages have word boxes (read only for a run's tasks, which load them:
+        the estimate's pages leave the column unloaded)."""
+        if self._words is None:
+            self._words = [p.words for p in self._pages]
+        return any(self._words)
+
+    def geometry(self, start: int, end: int) -> tuple[list[dict[str, Any]], float | None]:
+        """The boxes of the text at `start:end` on its pages ([{page, x0, y0, x1, y1}]), and
+        the mean OCR confidence (0..1) of its words when they were read by OCR."""
+        boxes: list[dict[str, Any]] = []
+        confidences: list[float] = []
+        if not self.has_geometry or self._words is None:
+            return boxes, None
+        for index, page_start in enumerate(self.page_starts):
+            page_end = page_start + len(self.page_texts[index])
+            if page_end <= start or page_start >= end or not self._words[index]:
+                continue
+            found, ocr = boxes_for_span(
+                self.all_pages[index],
+                words_from_json(self._words[index]),
+                start - page_start,
+                end - page_start,
+            )
+            boxes.extend(box.as_dict() for box in found)
+            confidences.extend(ocr)
+        mean = round(sum(confidences) / len(confidences) / 100, 4) if confidences else None
+        return boxes, mean
 
     def block_for(self, spec: dict[str, Any]) -> tuple[str, list[int]]:
         """The fenced document text to send with this variable, and the pages it holds."""

@@ -181,6 +181,8 @@ RESULT_COLUMNS = (
     "grounding_score",
     "support",
     "confidence",
+    "boxes",
+    "ocr_confidence",
     "attempts",
     "tokens_in",
     "tokens_out",
@@ -893,6 +895,8 @@ class Outcome:
     grounding_score: float | None = None
     support: str | None = None
     confidence: float | None = None
+    boxes: list[dict[str, Any]] | None = None
+    ocr_confidence: float | None = None
     attempts: int = 0
     tokens_in: int = 0
     tokens_out: int = 0

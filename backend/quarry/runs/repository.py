@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import undefer
 
 from quarry.models import (
     ACTIVE_RUN_STATUSES,
@@ -194,6 +195,7 @@ async def document_pages(
             await session.execute(
                 select(DocumentPage)
                 .where(DocumentPage.document_id == document_id)
+                .options(undefer(DocumentPage.words))
                 .order_by(DocumentPage.number)
             )
         ).scalars()

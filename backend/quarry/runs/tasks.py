@@ -49,6 +49,8 @@ ANSWER_COLUMNS = (
     "grounding_score",
     "support",
     "confidence",
+    "boxes",
+    "ocr_confidence",
     "model",
     "pages_sent",
 )
@@ -98,6 +100,7 @@ class PairWork:
             fuzzy_threshold=snapshot.grounding_fuzzy_threshold,
             cues=cue_words(str(spec.get("name") or ""), str(spec.get("label") or "")),
             shrink=shrink,
+            geometry=self.text.geometry if self.text.has_geometry else None,
         )
 
     def line(self, event: str, level: str, message: str) -> LogLine:
@@ -203,6 +206,8 @@ def outcome_of(work: PairWork, result: PairOutcome, events: Sequence[LogLine] = 
         grounding_score=result.grounding_score,
         support=result.support,
         confidence=result.confidence,
+        boxes=result.boxes,
+        ocr_confidence=result.ocr_confidence,
         attempts=result.attempts,
         tokens_in=result.tokens_in,
         tokens_out=result.tokens_out,

@@ -8,8 +8,12 @@ Frames, both ways: a 4-byte big-endian length, then that many bytes of UTF-8 JSO
 
 - child → parent, once: `{"ready": true, "vm_bytes": n}`;
 - parent → child: `{"id": i, "kind": "pdf", "source": "/abs/file", "result": "/abs/out.json"}`;
-- child → parent: `{"id": i, "vm_bytes": n}` once `result` holds `{"pages": [...]}` or
-  `{"error": "<reason for the user>"}`. The result goes to a file, not the pipe, so that a
+- child → parent: `{"id": i, "vm_bytes": n}` once `result` holds `{"pages": [...],
+  "layouts": [...]}` (a layout per page: `layout.RawLayout.to_wire`, or null) or
+  `{"error": "<reason for the user>"}`.
+- a page image instead: the request also has `"render": {"page": n, "width": w, "format":
+  "png" | "webp"}`, and `result` then holds the encoded image (or nothing, with the reply
+  `{"id": i, "error": "<reason>"}`). The result goes to a file, not the pipe, so that a
   document of thousands of pages cannot fill a pipe buffer and stall both sides;
 - end of the parent's input: exit 0.
 
@@ -43,7 +47,10 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from quarry.documents.parsing.ocr import OcrOptions
 
 EXIT_OUT_OF_MEMORY = 3
 EXIT_UNEXPECTED = 4
@@ -137,9 +144,14 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_UNEXPECTED
 
 
+#: How this child reads pages without text (`--ocr-*`; set once by `main`).
+OCR: OcrOptions | None = None
+
+
 def preload_parsers() -> None:
     """Import every parser once, under the limits, so each document finds them loaded."""
     import quarry.documents.parsing.docx
+    import quarry.documents.parsing.images
     import quarry.documents.parsing.pdf  # noqa: F401 - imported for its cost, now
 
 
@@ -162,8 +174,15 @@ def run(kind_name: str, source: Path, result: Path) -> int:
         _quiet_pymupdf()
     payload: dict[str, object]
     try:
-        # Only the page texts travel: the parent lays them out with offsets again.
-        payload = {"pages": [page.text for page in parse_document(source, kind).pages]}
+        # Only the page texts and the words travel: the parent lays them out with offsets
+        # again.
+        pages = parse_document(source, kind, OCR, Path.cwd()).pages
+        payload = {
+            "pages": [page.text for page in pages],
+            "layouts": [
+                page.layout.to_raw(page.text).to_wire() if page.layout else None for page in pages
+            ],
+        }
     except DocumentParseError as exc:
         if is_out_of_memory(exc):
             return EXIT_OUT_OF_MEMORY
@@ -171,6 +190,30 @@ def run(kind_name: str, source: Path, result: Path) -> int:
     with result.open("w", encoding="utf-8") as out:
         json.dump(payload, out, ensure_ascii=False)
     return 0
+
+
+def render_page_image(
+    kind_name: str, source: Path, result: Path, spec: dict[str, object]
+) -> str | None:
+    """Write page `spec["page"]` of `source` as an image `spec["width"]` pixels wide to
+    `result`; returns why not (a sentence), or None."""
+    from quarry.documents.parsing.model import DocumentKind, DocumentParseError
+    from quarry.documents.parsing.render import render_page
+
+    try:
+        kind = DocumentKind(kind_name)
+        if kind is DocumentKind.PDF:
+            _quiet_pymupdf()
+        data = render_page(
+            source, kind, int(str(spec["page"])), int(str(spec["width"])), str(spec["format"])
+        )
+    except DocumentParseError as exc:
+        return exc.reason
+    except (ValueError, KeyError, OSError, EOFError, SyntaxError):
+        # A damaged page (Pillow's errors) or a malformed request: no image, a sentence.
+        return "The page cannot be shown as an image."
+    result.write_bytes(data)
+    return None
 
 
 def forget_cached_resources() -> None:
@@ -231,6 +274,11 @@ def serve(cpu_seconds: int, memory_bytes: int, parse: DocumentParser = run) -> i
     while (request := read_frame(requests)) is not None:
         allow_cpu_for_next_document(cpu_seconds)
         source, result = Path(str(request["source"])), Path(str(request["result"]))
+        render = request.get("render")
+        if isinstance(render, dict):
+            error = render_page_image(str(request["kind"]), source, result, render)
+            write_frame(replies, {"id": request["id"], "vm_bytes": vm_bytes(), "error": error})
+            continue
         code = parse(str(request["kind"]), source, result)
         if code != 0:
             return code
@@ -248,7 +296,22 @@ def main(argv: list[str] | None = None, parse: DocumentParser = run) -> int:
     parser.add_argument("--memory-bytes", type=int, required=True)
     parser.add_argument("--file-bytes", type=int, required=True)
     parser.add_argument("--documents", type=int, default=1)
+    parser.add_argument("--ocr-enabled", type=int, default=0)
+    parser.add_argument("--ocr-languages", default="eng")
+    parser.add_argument("--ocr-page-timeout", type=float, default=60.0)
+    parser.add_argument("--ocr-dpi", type=int, default=300)
+    parser.add_argument("--tesseract", default="")
     args = parser.parse_args(argv)
+    global OCR
+    from quarry.documents.parsing.ocr import OcrOptions
+
+    OCR = OcrOptions(
+        enabled=bool(args.ocr_enabled),
+        languages=args.ocr_languages,
+        page_timeout_seconds=args.ocr_page_timeout,
+        dpi=args.ocr_dpi,
+        tesseract=args.tesseract or None,
+    )
     set_limits(
         cpu_seconds=args.cpu_seconds,
         memory_bytes=args.memory_bytes,

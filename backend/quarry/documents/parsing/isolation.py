@@ -41,6 +41,7 @@ from quarry.documents.parsing.limits import (
     ParseLimits,
 )
 from quarry.documents.parsing.model import DocumentKind, ParsedDocument
+from quarry.documents.parsing.ocr import OcrOptions
 from quarry.documents.parsing.process import (
     ChildCommand,
     ParserClosedError,
@@ -86,9 +87,11 @@ class IsolatedParser:
         limits: ParseLimits,
         concurrency: int,
         recycle_after: int = DEFAULT_RECYCLE_AFTER,
+        ocr: OcrOptions | None = None,
     ) -> None:
         self.limits = limits
         self.recycle_after = recycle_after
+        self.ocr = ocr or OcrOptions(enabled=False)
         self._slots = asyncio.Semaphore(concurrency)
         self._idle: list[ParserProcess] = []
         self._busy: set[ParserProcess] = set()
@@ -96,11 +99,12 @@ class IsolatedParser:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> IsolatedParser:
+    def from_settings(cls, settings: Settings, concurrency: int | None = None) -> IsolatedParser:
         return cls(
             ParseLimits.from_settings(settings),
-            settings.parse_concurrency,
+            settings.parse_concurrency if concurrency is None else concurrency,
             settings.parse_recycle_after,
+            settings.ocr_options(),
         )
 
     async def parse(self, path: Path, kind: DocumentKind) -> ParsedDocument:
@@ -118,6 +122,21 @@ class IsolatedParser:
             self._busy.add(child)
             try:
                 return await child.parse(source, kind)
+            finally:
+                self._busy.discard(child)
+                self._check_in(child)
+
+    async def render(
+        self, path: Path, kind: DocumentKind, page: int, width: int, fmt: str
+    ) -> bytes:
+        """Page `page` of the file as an encoded image (`fmt`: png or webp), rendered in a
+        child process under the same limits as a parse. Raises as `parse` does."""
+        source = await asyncio.to_thread(path.resolve, strict=True)
+        async with self._slots:
+            child = await self._checkout()
+            self._busy.add(child)
+            try:
+                return await child.render(source, kind, page, width, fmt)
             finally:
                 self._busy.discard(child)
                 self._check_in(child)
@@ -143,7 +162,9 @@ class IsolatedParser:
             self._retire(child)
         if self._closed:
             raise ParserClosedError("the document parser is closed")
-        command = ChildCommand(CHILD_MODULE, self.limits, MAX_RESULT_BYTES, self.recycle_after)
+        command = ChildCommand(
+            CHILD_MODULE, self.limits, MAX_RESULT_BYTES, self.recycle_after, self.ocr
+        )
         child = await ParserProcess.start(command)
         if self._closed:  # closed while this child was starting: `aclose` did not see it
             self._retire(child)

@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import PurePath
 
 from quarry.documents.parsing.cleaning import clean_page_text
+from quarry.documents.parsing.layout import PageLayout, RawLayout
 
 PAGE_SEPARATOR = "\n\n"
 
@@ -21,17 +22,21 @@ class DocumentKind(StrEnum):
     PDF = "pdf"
     DOCX = "docx"
     TEXT = "text"
+    #: JPEG, PNG, TIFF (one page per frame) or WebP, read by OCR.
+    IMAGE = "image"
 
 
 _CONTENT_TYPES = {
     DocumentKind.PDF: "application/pdf",
     DocumentKind.DOCX: "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     DocumentKind.TEXT: "text/plain",
+    DocumentKind.IMAGE: "application/octet-stream",
 }
 
 
 def content_type_for(kind: DocumentKind, filename: str) -> str:
-    """The MIME type to store and serve for a document of `kind`.
+    """The MIME type to store and serve for a document of `kind` (an image's is its
+    format's: `sniff_document`).
 
     The filename only refines plain text into Markdown; it never changes the kind.
     """
@@ -51,11 +56,18 @@ _KIND_BY_SUFFIX = {
     ".text": DocumentKind.TEXT,
     ".md": DocumentKind.TEXT,
     ".markdown": DocumentKind.TEXT,
+    ".png": DocumentKind.IMAGE,
+    ".jpg": DocumentKind.IMAGE,
+    ".jpeg": DocumentKind.IMAGE,
+    ".tif": DocumentKind.IMAGE,
+    ".tiff": DocumentKind.IMAGE,
+    ".webp": DocumentKind.IMAGE,
 }
 _KIND_NAMES = {
     DocumentKind.PDF: "a PDF",
     DocumentKind.DOCX: "a Word document",
     DocumentKind.TEXT: "plain text",
+    DocumentKind.IMAGE: "an image",
 }
 
 
@@ -97,6 +109,9 @@ class ParsedPage:
     text: str
     char_start: int
     char_end: int
+    #: How the page was read and where its words are; None for formats without geometry
+    #: (DOCX, text).
+    layout: PageLayout | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,16 +126,21 @@ class ParsedDocument:
     text: str
 
 
-def build_document(page_texts: list[str]) -> ParsedDocument:
+def build_document(
+    page_texts: list[str], layouts: Sequence[RawLayout | None] | None = None
+) -> ParsedDocument:
     """Clean each page's raw text and lay the pages out one after another with offsets.
 
-    Empty pages are kept so that page numbers match the source document.
+    Empty pages are kept so that page numbers match the source document. `layouts` (one per
+    page, when the parser knows where words are) get their words tied to the cleaned text.
     """
     pages: list[ParsedPage] = []
     cursor = 0
     for number, raw in enumerate(page_texts, start=1):
         text = clean_page_text(raw)
-        pages.append(ParsedPage(number, text, cursor, cursor + len(text)))
+        raw_layout = layouts[number - 1] if layouts and number <= len(layouts) else None
+        layout = PageLayout.place(raw_layout, text) if raw_layout is not None else None
+        pages.append(ParsedPage(number, text, cursor, cursor + len(text), layout))
         cursor += len(text) + len(PAGE_SEPARATOR)
     return ParsedDocument(pages=pages, text=PAGE_SEPARATOR.join(page.text for page in pages))
 

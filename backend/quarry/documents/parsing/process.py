@@ -15,13 +15,15 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import structlog
 
 from quarry.documents.parsing.child import FRAME_HEADER, MAX_FRAME_BYTES
+from quarry.documents.parsing.layout import RawLayout
 from quarry.documents.parsing.limits import UNEXPECTED_REASON, ParseLimits, signal_name
 from quarry.documents.parsing.model import (
     DocumentKind,
@@ -29,8 +31,10 @@ from quarry.documents.parsing.model import (
     ParsedDocument,
     build_document,
 )
+from quarry.documents.parsing.ocr import OcrOptions
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 _STDERR_TAIL_BYTES = 4000
 #: A child that has written this much to stderr over its life is replaced: its stderr file
@@ -62,6 +66,7 @@ class ChildCommand:
     max_result_bytes: int
     #: Documents the child will parse at most (its lifetime CPU limit leaves room for them).
     documents: int
+    ocr: OcrOptions = field(default_factory=lambda: OcrOptions(enabled=False))
 
     def argv(self) -> list[str]:
         limits = self.limits
@@ -73,6 +78,7 @@ class ChildCommand:
             f"--memory-bytes={limits.memory_bytes}",
             f"--file-bytes={self.max_result_bytes}",
             f"--documents={self.documents}",
+            *self.ocr.argv(),
         ]
 
 
@@ -178,6 +184,31 @@ class ParserProcess:
         anything but a clean answer (a limit, a crash, a strange reply, a cancelled parse)
         the child has been killed and is spent.
         """
+        result = await self._ask(source, kind, None)
+        # Read, decoded and laid out in a thread: a long document's JSON is megabytes.
+        return await self._read_result(_load_result, result)
+
+    async def render(
+        self, source: Path, kind: DocumentKind, page: int, width: int, fmt: str
+    ) -> bytes:
+        """Page `page` of `source` as an encoded image, rendered by this child (under the
+        same limits as a parse). Raises `DocumentParseError` when it cannot be."""
+        spec = {"page": page, "width": width, "format": fmt}
+        result = await self._ask(source, kind, spec)
+        return await self._read_result(_load_bytes, result)
+
+    async def _read_result(self, load: Callable[[Path], T], result: Path) -> T:
+        try:
+            return await asyncio.to_thread(load, result)
+        except UnreadableResultError:
+            self.spent = True
+            self.stop()
+            raise
+
+    async def _ask(
+        self, source: Path, kind: DocumentKind, render: dict[str, object] | None
+    ) -> Path:
+        """Send one request and wait for its reply; the path of its result file."""
         self.documents += 1
         result = self._work_dir / f"result-{self.documents}.json"
         request: dict[str, object] = {
@@ -186,6 +217,8 @@ class ParserProcess:
             "source": str(source),
             "result": str(result),
         }
+        if render is not None:
+            request["render"] = render
         # An fstat of an open file: no disk I/O, cheap enough for the event loop.
         stderr_mark = os.fstat(self._stderr.fileno()).st_size
         # Until a clean answer says otherwise, this child is in an unknown state.
@@ -208,12 +241,10 @@ class ParserProcess:
                 raise UnreadableResultError()
             self._vm_bytes = _int(reply.get("vm_bytes"))
             self.spent = False
-            try:
-                # Read, decoded and laid out in a thread: a long document's JSON is megabytes.
-                return await asyncio.to_thread(_load_result, result)
-            except UnreadableResultError:
-                self.spent = True
-                raise
+            error = reply.get("error")
+            if isinstance(error, str):
+                raise DocumentParseError(error)
+            return result
         finally:
             # A timeout, a crash, a strange answer or a cancelled parse (the job was stopped):
             # the child must not outlive its reason to run.
@@ -305,10 +336,25 @@ def _load_result(path: Path) -> ParsedDocument:
             raise DocumentParseError(payload["error"])
         pages = payload.get("pages")
         if isinstance(pages, list) and all(isinstance(page, str) for page in pages):
+            raw_layouts = payload.get("layouts")
+            layouts = (
+                [RawLayout.from_wire(raw) for raw in raw_layouts]
+                if isinstance(raw_layouts, list) and len(raw_layouts) == len(pages)
+                else None
+            )
             # Laid out (and cleaned) again here: the child's output is not trusted to be either.
-            return build_document(pages)
+            return build_document(pages, layouts)
     log.warning("documents.parse.unreadable_result", error="unexpected shape")
     raise UnreadableResultError()
+
+
+def _load_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UnreadableResultError() from exc
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def child_environment() -> dict[str, str]:

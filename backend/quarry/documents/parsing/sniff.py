@@ -7,11 +7,14 @@ import re
 import zipfile
 from pathlib import Path, PurePath
 
-from quarry.documents.parsing.model import DocumentKind, UnsupportedFileType
+from quarry.documents.parsing.images import check_image
+from quarry.documents.parsing.model import DocumentKind, UnsupportedFileType, content_type_for
 from quarry.documents.parsing.ooxml import OLE2_MAGIC, read_zip_directory, too_many_entries_reason
 from quarry.documents.parsing.text import detect_text_encoding
 
-SUPPORTED_FORMATS = "Quarry reads PDF, DOCX, TXT and Markdown files."
+SUPPORTED_FORMATS = (
+    "Quarry reads PDF, DOCX, TXT and Markdown files and JPEG, PNG, TIFF and WebP images."
+)
 
 # Enough to judge text vs binary on any real file without reading a big one whole.
 _SAMPLE_SIZE = 64 * 1024
@@ -41,12 +44,8 @@ _RESAVE_AS_DOCX = "save it as .docx or PDF and upload it again."
 # Only magics long or odd enough never to begin a real text file; anything else binary is
 # caught by the NUL / control-character test. Each: (magic, what it is, hint or None).
 _BINARY_MAGICS: tuple[tuple[bytes, str, str | None], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "a PNG image", None),
-    (b"\xff\xd8\xff", "a JPEG image", None),
-    (b"GIF87a", "a GIF image", None),
-    (b"GIF89a", "a GIF image", None),
-    (b"II*\x00", "a TIFF image", None),
-    (b"MM\x00*", "a TIFF image", None),
+    (b"GIF87a", "a GIF image", "save it as PNG and upload it again."),
+    (b"GIF89a", "a GIF image", "save it as PNG and upload it again."),
     (b"\x7fELF", "a program (ELF executable)", None),
     (b"\x1f\x8b", "a gzip-compressed file", None),
     (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", None),
@@ -60,10 +59,19 @@ _BINARY_MAGICS: tuple[tuple[bytes, str, str | None], ...] = (
 # Magics that do not sit at offset 0 or need a pattern.
 _BINARY_PATTERNS: tuple[tuple[re.Pattern[bytes], str], ...] = (
     (re.compile(rb"BZh[1-9]1AY&SY"), "a bzip2-compressed file"),
-    (re.compile(rb"RIFF....WEBP", re.DOTALL), "a WebP image"),
     # Phone photos of paper documents arrive as HEIC.
     (re.compile(rb"....ftyp(?:heic|heix|mif1|msf1)", re.DOTALL), "a HEIC image"),
 )
+
+# Images Quarry reads (by OCR); the header is checked before anything is decoded.
+_IMAGE_MAGICS = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")
+_WEBP = re.compile(rb"RIFF....WEBP", re.DOTALL)
+_IMAGE_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "TIFF": "image/tiff",
+    "WebP": "image/webp",
+}
 
 _OLE2_BY_SUFFIX = {
     ".xls": "a legacy Excel .xls workbook",
@@ -84,6 +92,15 @@ _OPENDOCUMENT_BY_MIMETYPE: dict[bytes, tuple[str, str | None]] = {
 }
 
 
+def sniff_document(path: Path, filename: str) -> tuple[DocumentKind, str]:
+    """The kind of the document at `path` and the MIME type to store with it (see
+    `sniff_kind`, which raises the same errors; `ImageTooLarge` for a decompression bomb)."""
+    kind = sniff_kind(path, filename)
+    if kind is DocumentKind.IMAGE:
+        return kind, _IMAGE_TYPES.get(check_image(path, filename), "application/octet-stream")
+    return kind, content_type_for(kind, filename)
+
+
 def sniff_kind(path: Path, filename: str) -> DocumentKind:
     """The kind of document stored at `path`, judged by its content.
 
@@ -101,6 +118,9 @@ def sniff_kind(path: Path, filename: str) -> DocumentKind:
         return _sniff_zip(path, filename)
     if head.startswith(OLE2_MAGIC):
         return _sniff_ole2(head, filename)
+    if head.startswith(_IMAGE_MAGICS) or _WEBP.match(head):
+        check_image(path, filename)
+        return DocumentKind.IMAGE
     for magic, what, hint in _BINARY_MAGICS:
         if head.startswith(magic):
             raise _unsupported(filename, what, hint)

@@ -1,7 +1,7 @@
 // Documents: drag-and-drop or picker upload of many files with per-file progress, status
 // polling until parsing settles, the document list, and a page-by-page text viewer.
 
-import { del, get, listAll, uploadDocuments } from "./api.js";
+import { del, get, listAll, request, uploadDocuments } from "./api.js";
 import {
   add, badge, confirmDialog, DOCUMENT_STATUS_LABELS, errorBox, formatBytes, formatDate,
   formatNumber, h, notify, pager, setChildren, showError, uid,
@@ -397,6 +397,104 @@ export function pageViewer(text, { page = 1, highlight = null, label = "Document
   select.addEventListener("change", () => show(Number(select.value)));
   show(page);
   return { element, show };
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+/** Pixels wide the page images are asked for (sharp on a panel, a few hundred kB). */
+const PAGE_IMAGE_WIDTH = 1200;
+
+/** Whether a document has page images (GET …/pages/{n}/image): PDFs and images. */
+export function hasPageImages(doc) {
+  return doc.status === "ready" && (doc.content_type === "application/pdf" || doc.content_type.startsWith("image/"));
+}
+
+/**
+ * A document's pages as images, with `boxes` ([{page, x0, y0, x1, y1}] in page units, as an
+ * extraction's evidence has them) drawn over their page and scrolled into view. The boxes sit
+ * in an SVG whose viewBox is the page in page units, so they scale with the image.
+ * Returns {element, show(page), close()}; close() frees the images.
+ */
+export function pageImageViewer(projectId, doc, text, { page = 1, boxes = [], label = "Page image", signal } = {}) {
+  const pages = text.pages || [];
+  const select = h("select", { "aria-label": "Page" },
+    pages.map((p) => h("option", { value: String(p.number) }, String(p.number))));
+  const prev = h("button", { type: "button", "aria-label": "Previous page" }, "‹ Previous");
+  const next = h("button", { type: "button", "aria-label": "Next page" }, "Next ›");
+  const stage = h("div", { class: "page-stage", tabindex: "0", "aria-label": label });
+  const caption = h("p", { class: "muted small page-caption" });
+  const nav = h("div", { class: "page-nav" }, prev,
+    h("span", {}, h("span", { "aria-hidden": "true" }, "Page "), select, ` of ${pages.length}`), next);
+  const element = h("div", { class: "page-image-viewer" }, pages.length > 1 ? nav : null, stage, caption);
+  const urls = [];
+  let current = 1;
+  let shown = 0;
+
+  async function show(number) {
+    if (!pages.length) {
+      setChildren(stage, h("span", { class: "muted" }, "This document has no pages."));
+      return;
+    }
+    const index = Math.min(Math.max(1, number), pages.length) - 1;
+    const p = pages[index];
+    current = p.number;
+    const ticket = ++shown;
+    select.value = String(p.number);
+    prev.disabled = index === 0;
+    next.disabled = index === pages.length - 1;
+    setChildren(stage, h("p", { class: "muted" }, `Loading page ${p.number}…`));
+    let url;
+    try {
+      const response = await request("GET", `/projects/${projectId}/documents/${doc.id}/pages/${p.number}/image`,
+        { query: { width: PAGE_IMAGE_WIDTH }, signal });
+      url = URL.createObjectURL(await response.blob());
+      urls.push(url);
+    } catch (error) {
+      if (error.name === "AbortError" || ticket !== shown) return;
+      setChildren(stage, h("p", { class: "error" }, error.message));
+      return;
+    }
+    if (ticket !== shown) return;
+    const img = h("img", { src: url, alt: `Page ${p.number} of ${doc.filename}`, class: "page-image" });
+    const onPage = boxes.filter((box) => box.page === p.number);
+    const frame = h("div", { class: "page-frame" }, img);
+    if (p.width && p.height) {
+      const svg = document.createElementNS(SVG, "svg");
+      svg.setAttribute("class", "page-boxes");
+      svg.setAttribute("viewBox", `0 0 ${p.width} ${p.height}`);
+      svg.setAttribute("preserveAspectRatio", "none");
+      svg.setAttribute("aria-hidden", "true");
+      const pad = Math.max(p.width, p.height) / 400;
+      for (const box of onPage) {
+        const rect = document.createElementNS(SVG, "rect");
+        rect.setAttribute("class", "evidence-box");
+        rect.setAttribute("x", String(box.x0 - pad));
+        rect.setAttribute("y", String(box.y0 - pad));
+        rect.setAttribute("width", String(box.x1 - box.x0 + 2 * pad));
+        rect.setAttribute("height", String(box.y1 - box.y0 + 2 * pad));
+        svg.append(rect);
+      }
+      frame.append(svg);
+    }
+    setChildren(stage, frame);
+    const source = p.text_source === "ocr"
+      ? `read by OCR${p.ocr_confidence !== null && p.ocr_confidence !== undefined ? ` (confidence ${Math.round(p.ocr_confidence)} %)` : ""}`
+      : p.text_source === "text_layer" ? "text from the PDF's text layer" : "";
+    caption.textContent = [onPage.length ? "The evidence is outlined on the page." : "", source ? `Page ${p.number}: ${source}.` : "", p.note || ""]
+      .filter(Boolean).join(" ");
+    img.addEventListener("load", () => {
+      const first = frame.querySelector("rect.evidence-box");
+      if (first) first.scrollIntoView({ block: "center", inline: "nearest" });
+    }, { once: true });
+  }
+  prev.addEventListener("click", () => show(current - 1));
+  next.addEventListener("click", () => show(current + 1));
+  select.addEventListener("change", () => show(Number(select.value)));
+  show(page);
+  return {
+    element,
+    show,
+    close() { for (const url of urls.splice(0)) URL.revokeObjectURL(url); },
+  };
 }
 
 export async function renderDocumentText(ctx, documentId) {

@@ -4,7 +4,7 @@
 // opens, a / c / r accept, correct, reject, Escape closes the panel.
 
 import { get, listAll, mapLimit, post, put } from "./api.js";
-import { pageViewer } from "./documents.js";
+import { hasPageImages, pageImageViewer, pageViewer } from "./documents.js";
 import {
   add, announce, badge, errorBox, formatDate, formatValue, h, notify, pager, setChildren,
   showError, uid, withBusy,
@@ -58,6 +58,10 @@ function describeCell(cell) {
       out.flags.push(["unsupported", "≠"]);
       out.words.push("quote does not contain the value");
     }
+    if (e.ocr_low_confidence) {
+      out.flags.push(["ocr-low", "◌"]);
+      out.words.push("quote read by OCR with low confidence");
+    }
     if (e.confidence !== null && e.confidence !== undefined && e.confidence < LOW_CONFIDENCE) {
       out.flags.push(["low", "?"]);
       out.words.push(`low confidence ${e.confidence}`);
@@ -106,6 +110,7 @@ const LEGEND = [
   ["ungrounded", "⚠", "Quote not found in the document"],
   ["unsupported", "≠", "Quote does not contain the value"],
   ["low", "?", `Low confidence (below ${LOW_CONFIDENCE})`],
+  ["ocr-low", "◌", "Quote read by OCR with low confidence: check it on the page"],
   ["disagree", "⇄", "The two models of a two-profile run disagree"],
   ["match", "≈", "Matches several rows of its reference list (∅: none); choose the row"],
   ["finding", "!", "A consistency finding: documents of the case, or the reference list, disagree"],
@@ -550,6 +555,10 @@ export async function renderResults(ctx) {
       } else if (e.page) {
         add(evidence, h("p", { class: "muted small" }, `Found on page ${e.page}; highlighted below.`));
       }
+      if (e.ocr_low_confidence) {
+        add(evidence, h("p", { class: "flag-text" },
+          `◌ This quote was read by OCR with low confidence (${e.ocr_confidence}): check the value on the page image.`));
+      }
       if (e.grounded !== false && e.support === "unsupported") {
         add(evidence, h("p", { class: "flag-text" },
           "≠ This quote does not contain the value: check the value against the document."));
@@ -628,10 +637,38 @@ export async function renderResults(ctx) {
         if (!textSlot.isConnected) return;
         const highlight = e && e.grounded && e.char_start !== null && e.char_end !== null
           ? { start: e.char_start, end: e.char_end } : null;
-        const viewer = pageViewer(text, {
-          page: (e && e.page) || 1, highlight, label: `Text of ${cell.doc.filename}`,
-        });
-        setChildren(textSlot, h("h4", {}, "Document text"), viewer.element);
+        const page = (e && e.page) || 1;
+        const textView = () => pageViewer(text, { page, highlight, label: `Text of ${cell.doc.filename}` }).element;
+        if (!hasPageImages(cell.doc)) {
+          setChildren(textSlot, h("h4", {}, "Document text"), textView());
+          return;
+        }
+        // The page itself, with the quote outlined on it; the extracted text one click away.
+        const boxes = (e && e.grounded && e.boxes) || [];
+        const view = h("div", { class: "view-slot" });
+        const imageButton = h("button", { type: "button", class: "quiet", "aria-pressed": "true" }, "Page image");
+        const textButton = h("button", { type: "button", class: "quiet", "aria-pressed": "false" }, "Text");
+        let viewer = null;
+        const choose = (which) => {
+          if (viewer) { viewer.close(); viewer = null; }
+          imageButton.setAttribute("aria-pressed", String(which === "image"));
+          textButton.setAttribute("aria-pressed", String(which === "text"));
+          if (which === "image") {
+            viewer = pageImageViewer(pid, cell.doc, text, {
+              page, boxes, label: `Page image of ${cell.doc.filename}`, signal: ctx.signal,
+            });
+            setChildren(view, viewer.element);
+          } else {
+            setChildren(view, textView());
+          }
+        };
+        imageButton.addEventListener("click", () => choose("image"));
+        textButton.addEventListener("click", () => choose("text"));
+        setChildren(textSlot, h("div", { class: "view-head" }, h("h4", {}, "Document"),
+          h("div", { class: "segmented", role: "group", "aria-label": "Show the document as" }, imageButton, textButton)),
+          view);
+        choose("image");
+        ctx.cleanup(() => { if (viewer) viewer.close(); });
       }).catch((error) => {
         if (error.name === "AbortError" || !textSlot.isConnected) return;
         setChildren(textSlot, h("p", { class: "error" }, error.message));
