@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -428,3 +429,94 @@ def test_a_budget_stops_the_extract_and_says_so(tmp_path: Path, fake_llm: FakeLL
     assert 0 < asked < 12
     assert f"{12 - asked} × The run's budget of $0.0002 was reached." in output, output
     assert f"{12 - asked} pairs have no answer:" in output
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _example_answer(name: str, text: str) -> dict[str, Any]:
+    """What a careful model answers about the example documents, quoting them."""
+    patterns: dict[str, tuple[str, Callable[[re.Match[str]], Any]]] = {
+        # Not the codebook's own example ("A total of 240 patients were randomised."), which
+        # the prompt carries too.
+        "sample_size": (
+            r"cohort of (\d[\d,]*) adults|(\d+) patients were\s+randomised to",
+            lambda m: int((m[1] or m[2]).replace(",", "")),
+        ),
+        "design": (r"RCT|cohort", lambda m: "RCT" if m[0] == "RCT" else "Cohort"),
+        "blinded": (
+            r"double-blind|not blinded|nobody was blinded",
+            lambda m: m[0] == "double-blind",
+        ),
+        "mean_age": (r"[Mm]ean age[^\d]*(\d+\.\d)", lambda m: float(m[1])),
+    }
+    if name in patterns:
+        pattern, value = patterns[name]
+        found = re.search(pattern, text)
+        if found is not None:
+            return {"found": True, "evidence": found[0], "value": value(found)}
+    return {"found": False, "value": None, "evidence": ""}
+
+
+def _examples_reply(request: FakeRequest) -> ReplyValue:
+    text = request.text
+    if request.is_group:
+        return {"answers": [{"variable": n, **_example_answer(n, text)} for n in request.variables]}
+    return _example_answer(str(request.variable), text)
+
+
+async def test_the_readme_s_example_extracts_what_the_api_flow_exports(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    """`quarry extract examples/codebook.yaml examples/docs -o out.xlsx` on a fresh clone."""
+    fake_llm.default_reply = _examples_reply
+    with ProcessGroup(tmp_path / "logs") as group:
+        code, output = _extract(
+            group,
+            "example",
+            tmp_path,
+            fake_llm,
+            str(REPO / "examples" / "codebook.yaml"),
+            str(REPO / "examples" / "docs"),
+            "-o",
+            "out.xlsx",
+        )
+        assert code == 0, output
+    asked = fake_llm.calls()
+
+    settings = make_settings(tmp_path / "api", fake_llm, llm_model="gpt-4o-mini")
+    async with running_app(settings) as (app, client):
+        headers = await sign_up(app, client, "api@example.org")
+        pid = (await create_project(client, headers, "Statin trials"))["id"]
+        response = await client.put(
+            f"/api/v1/projects/{pid}/codebook",
+            content=(REPO / "examples" / "codebook.yaml").read_bytes(),
+            params={"format": "yaml"},
+            headers=headers,
+        )
+        assert response.status_code == 200, response.text
+        response = await client.patch(
+            f"/api/v1/projects/{pid}",
+            json={"description": "Design, size and outcome of randomised statin trials."},
+            headers=headers,
+        )
+        assert response.status_code == 200, response.text
+        for path in sorted((REPO / "examples" / "docs").iterdir()):
+            response = await upload(client, headers, pid, [(path.name, path.read_bytes(), "")])
+            assert response.status_code == 201, response.text
+        await wait_for_documents(client, headers, pid)
+        response = await client.post(f"/api/v1/projects/{pid}/runs", headers=headers)
+        assert response.status_code == 202, response.text
+        run = await wait_for_run(client, headers, pid, response.json()["id"], timeout=DEADLINE)
+        assert run["status"] == "completed", run
+        exported = await client.get(
+            f"/api/v1/projects/{pid}/export", params={"format": "xlsx"}, headers=headers
+        )
+        assert exported.status_code == 200
+    (tmp_path / "api.xlsx").write_bytes(exported.content)
+    cli, api = _sheets(tmp_path / "out.xlsx"), _sheets(tmp_path / "api.xlsx")
+    assert cli == api
+    results = {row[0]: row for row in cli["Results"][1:]}
+    assert results["trial-ldl.txt"][1:4] == [240, "RCT", True]
+    assert results["cohort-statins.docx"][1:4] == [5020, "Cohort", False]
+    assert asked == 21 and fake_llm.calls() == 42  # 3 documents × 7 variables, each way

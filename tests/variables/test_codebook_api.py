@@ -444,3 +444,23 @@ async def test_another_users_codebook_is_not_found(
     assert (await client.get(codebook_url(pid), headers=stranger)).status_code == 404
     response = await put_codebook(client, stranger, pid, EXAMPLE_CODEBOOK.read_bytes())
     assert response.status_code == 404
+
+
+async def test_a_codebook_with_control_characters_downloads_as_xlsx(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Found by the contract fuzzer: a description holding a control character made the
+    xlsx download a 500 (openpyxl refuses XML-illegal characters)."""
+    headers = await sign_up(app, client, "control@example.org")
+    pid = (await create_project(client, headers, "Control"))["id"]
+    await add_variable(client, headers, pid, name="n", type="integer", description="N\x0bof\x01it")
+    response = await client.get(
+        f"/api/v1/projects/{pid}/codebook", params={"format": "xlsx"}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    sheet = openpyxl.load_workbook(io.BytesIO(response.content))["Variables"]
+    assert [c.value for c in sheet[2]][3] == "N of it"
+    yaml_text = await client.get(
+        f"/api/v1/projects/{pid}/codebook", params={"format": "yaml"}, headers=headers
+    )
+    assert yaml_text.status_code == 200

@@ -29,6 +29,7 @@ import pandas as pd
 import yaml
 
 from quarry.errors import BadRequest, PayloadTooLarge
+from quarry.exports.cells import clean_xlsx_text
 from quarry.variables.codebook_format import (
     FORMAT_VERSION,
     SETTINGS_KEYS,
@@ -524,7 +525,9 @@ def _xlsx(document: Mapping[str, Any]) -> bytes:
     sheet.title = _VARIABLES_SHEET
     sheet.append(list(VARIABLE_KEYS))
     for row in _rows(document):
-        sheet.append(row)
+        # XML has no place for most control characters (openpyxl refuses them): spaces, as
+        # in the results workbook; YAML, JSON and CSV keep the text exactly.
+        sheet.append([clean_xlsx_text(c) if isinstance(c, str) else c for c in row])
     for cell in sheet[1]:
         cell.font = Font(bold=True)
     for row in sheet.iter_rows(min_row=2):
