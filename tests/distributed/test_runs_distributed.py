@@ -69,7 +69,9 @@ async def _queued_payloads(settings: Settings) -> dict[str, Any]:
     client = aioredis.Redis.from_url(settings.redis_url)
     try:
         ids = [i.decode() for i in await client.zrange(settings.redis_queue, 0, -1)]
-        return {i: json.loads(await client.get(f"arq:job:{i}")) for i in ids}
+        jobs = {i: await client.get(f"arq:job:{i}") for i in ids}
+        # A job a worker took between the two reads has no payload any more: not waiting.
+        return {i: json.loads(job) for i, job in jobs.items() if job is not None}
     finally:
         await client.aclose()
 

@@ -454,12 +454,18 @@ async def test_a_codebook_with_control_characters_downloads_as_xlsx(
     headers = await sign_up(app, client, "control@example.org")
     pid = (await create_project(client, headers, "Control"))["id"]
     await add_variable(client, headers, pid, name="n", type="integer", description="N\x0bof\x01it")
+    response = await client.patch(
+        f"/api/v1/projects/{pid}", json={"llm_model": "model\x01x"}, headers=headers
+    )
+    assert response.status_code == 200, response.text
     response = await client.get(
         f"/api/v1/projects/{pid}/codebook", params={"format": "xlsx"}, headers=headers
     )
     assert response.status_code == 200, response.text
     sheet = openpyxl.load_workbook(io.BytesIO(response.content))["Variables"]
     assert [c.value for c in sheet[2]][3] == "N of it"
+    settings = openpyxl.load_workbook(io.BytesIO(response.content))["Settings"]
+    assert [c.value for c in settings[2]] == ["llm_model", "model x"]
     yaml_text = await client.get(
         f"/api/v1/projects/{pid}/codebook", params={"format": "yaml"}, headers=headers
     )

@@ -542,6 +542,8 @@ def _xlsx(document: Mapping[str, Any]) -> bytes:
     settings.append(["setting", "value"])
     for key in SETTINGS_KEYS:
         value = document["settings"].get(key)
+        if isinstance(value, str):
+            value = clean_xlsx_text(value)
         settings.append([key, "" if value is None else value])
     for cell in settings[1]:
         cell.font = Font(bold=True)
