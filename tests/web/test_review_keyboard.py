@@ -164,6 +164,25 @@ def test_review_with_the_keyboard(page: Page, live_server: LiveServer) -> None:
     expect(panel).to_be_visible()
     screenshot(page, "15-review-keyboard")
 
+    # a from inside the panel: the panel is drawn again and keeps the focus, so the keys go on
+    # working (issue 15: focus fell to <body>); Escape then closes it.
+    page.keyboard.press("a")
+    expect(cell("a.txt", "design")).to_have_attribute("data-flags", re.compile(r"\baccepted"))
+    expect(page.locator("#panel-title")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+    expect(cell("a.txt", "design")).to_be_focused()
+
+    # A failed cell offers no Accept: there is no value to accept, only to correct.
+    page.keyboard.press("End")
+    expect(cell("a.txt", "drugs")).to_be_focused()
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    expect(panel).to_have_attribute("data-variable", "drugs")
+    expect(panel.get_by_role("button", name=re.compile("^Accept"))).to_have_count(0)
+    expect(panel.get_by_role("button", name=re.compile("^Correct"))).to_have_count(1)
+    page.keyboard.press("Escape")
+
     # What the API now holds.
     with live_server.api() as api:
         variables = {v["name"]: v["id"] for v in arranged["variables"]}
@@ -179,6 +198,7 @@ def test_review_with_the_keyboard(page: Page, live_server: LiveServer) -> None:
 
         assert review("a.txt", "randomised")["status"] == "accepted"
         assert review("b.txt", "design")["status"] == "rejected"
+        assert review("a.txt", "design")["status"] == "accepted"
         assert review("b.txt", "randomised")["value"] is False
         assert review("b.txt", "drugs")["value"] == ["atorvastatin", "placebo"]
 

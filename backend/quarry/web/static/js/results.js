@@ -427,6 +427,9 @@ export async function renderResults(ctx) {
     const body = { status, note };
     if (status === "corrected") body.value = value;
     const inPanel = panelKey === key(cell.doc.id, cell.variable.id);
+    // Reviewed from the panel (a key or a button in it): the panel is drawn again, and focus
+    // must stay in it rather than fall to <body>, where no key works.
+    const focusInPanel = inPanel && panel.contains(document.activeElement);
     const box = (inPanel && panel.querySelector(".panel-errors")) || gridErrors;
     showError(gridErrors, null);
     showError(box, null);
@@ -440,7 +443,7 @@ export async function renderResults(ctx) {
     const words = { accepted: "Accepted", corrected: "Corrected", rejected: "Rejected" }[status];
     announce(`${words}: ${cell.variable.label} of ${cell.doc.filename}.`);
     notify(`${words} ${cell.variable.name} of ${cell.doc.filename}.`, "success");
-    if (panelKey === key(cell.doc.id, cell.variable.id)) renderPanel(cell, {});
+    if (panelKey === key(cell.doc.id, cell.variable.id)) renderPanel(cell, { focusPanel: focusInPanel });
     return true;
   }
 
@@ -537,11 +540,14 @@ export async function renderResults(ctx) {
     if (e && e.status !== "pending") fact("Prompt version", String(e.prompt_version));
     if (e && (e.tokens_in || e.tokens_out)) fact("Tokens in / out", `${e.tokens_in} / ${e.tokens_out}`);
 
+    // Only an answer can be accepted: a failed or unextracted cell is corrected instead.
+    const answered = e && (e.status === "succeeded" || e.status === "not_found");
+    const correctButton = h("button", { type: "button", "aria-keyshortcuts": "c", onclick: () => showCorrect() },
+      "Correct… ", h("kbd", { "aria-hidden": "true" }, "c"));
     const actions = h("div", { class: "actions review-actions" },
-      h("button", { type: "button", class: "primary", "aria-keyshortcuts": "a", onclick: () => review(cell, "accepted") },
-        "Accept ", h("kbd", { "aria-hidden": "true" }, "a")),
-      h("button", { type: "button", "aria-keyshortcuts": "c", onclick: () => showCorrect() },
-        "Correct… ", h("kbd", { "aria-hidden": "true" }, "c")),
+      answered ? h("button", { type: "button", class: "primary", "aria-keyshortcuts": "a", onclick: () => review(cell, "accepted") },
+        "Accept ", h("kbd", { "aria-hidden": "true" }, "a")) : "",
+      correctButton,
       h("button", { type: "button", class: "danger-quiet", "aria-keyshortcuts": "r", onclick: () => review(cell, "rejected") },
         "Reject ", h("kbd", { "aria-hidden": "true" }, "r")));
     const correctSlot = h("div", { class: "correct-slot" });
@@ -605,7 +611,7 @@ export async function renderResults(ctx) {
         event.preventDefault();
         if (correctSlot.childElementCount) {
           setChildren(correctSlot);
-          actions.querySelector("button").focus();
+          correctButton.focus();
         } else {
           closePanel();
         }
@@ -626,7 +632,7 @@ export async function renderResults(ctx) {
         return ok;
       }, () => {
         setChildren(correctSlot);
-        actions.querySelectorAll("button")[1].focus();
+        correctButton.focus();
       });
       setChildren(correctSlot, form.element);
       form.focus();
