@@ -1,24 +1,22 @@
 """Receiving a reference list upload with its size limit enforced while it streams in.
 
-As for the gold CSV (evaluation/upload.py), the body is read up to the limit and refused the
-moment it passes it, then parsed in memory; the multipart parser is Starlette's own.
+The body is read up to the limit and refused the moment it passes it, then parsed in memory
+(quarry/forms.py, as for the gold CSV).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
-from quarry.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from quarry.errors import PayloadTooLarge
+from quarry.forms import small_form
 
 FILE_FIELD = "file"
-_FRAMING_BYTES = 64 * 1024
 _TEXT_FIELDS = ("name", "description")
 
 
@@ -66,31 +64,14 @@ def _too_large(max_bytes: int) -> PayloadTooLarge:
 
 async def receive_list(request: Request, max_bytes: int) -> ListUpload:
     """The uploaded file and the text fields; 413 past `max_bytes`, 415 if not multipart."""
-    limit = max_bytes + _FRAMING_BYTES
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(max_bytes)
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise UnsupportedMediaType(
+    async with small_form(
+        request,
+        max_bytes,
+        too_large=lambda: _too_large(max_bytes),
+        not_multipart=(
             f"Send the reference list as multipart/form-data, in the field '{FILE_FIELD}'."
-        )
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(max_bytes)
-
-    async def replay() -> AsyncGenerator[bytes, None]:
-        yield bytes(body)
-
-    parser = MultiPartParser(
-        request.headers, replay(), max_files=1, max_fields=5, max_part_size=_FRAMING_BYTES
-    )
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise BadRequest(f"The upload could not be read: {exc.message}") from exc
-    try:
+        ),
+    ) as form:
         upload = form.get(FILE_FIELD)
         if not isinstance(upload, UploadFile):
             raise RequestValidationError(
@@ -109,8 +90,6 @@ async def receive_list(request: Request, max_bytes: int) -> ListUpload:
             for name in _TEXT_FIELDS
             if isinstance(value := form.get(name), str) and value.strip()
         }
-    finally:
-        await form.close()
     if len(data) > max_bytes:
         raise _too_large(max_bytes)
     return ListUpload(filename=filename, data=data, fields=fields)
