@@ -34,7 +34,6 @@ from quarry.extractions.schemas import ExtractionOut, ReviewOut
 from quarry.projects.schemas import ProjectOut
 from quarry.runs.schemas import RunEstimate, RunOut
 from quarry.variables.codebook_files import codebook_document
-from quarry.variables.codebook_format import Codebook as FileCodebook
 from quarry.variables.schemas import VariableOut
 
 API = "/api/v1"
@@ -203,15 +202,7 @@ def import_codebook(
     variables matched by name (in its order: an unchanged variable keeps its prompt
     version), its settings applied, and with `remove_others` the variables it does not name
     deleted. The file is checked here first (`CodebookError`, every problem listed)."""
-    book = _as_codebook(codebook)
-    checked = book.checked or FileCodebook(
-        name=book.name,
-        description=book.project.description,
-        settings=book.project.model_dump(
-            exclude_unset=True, exclude={"name", "description"}, exclude_none=True
-        ),
-        variables=book.variables,
-    )
+    checked = _as_codebook(codebook).checked
     response = yield from _ask(
         Call(
             "PUT",

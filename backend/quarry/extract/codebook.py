@@ -8,7 +8,7 @@ reported, each with the variable or row it is in, before anything is changed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from quarry.errors import PayloadTooLarge
@@ -30,18 +30,32 @@ class CodebookError(ValueError):
 
 @dataclass(frozen=True)
 class Codebook:
-    """A codebook file's project settings and variables, validated as the API would."""
+    """A codebook file as the codebook service read it (what `PUT …/codebook` applies), named
+    (a file without a name is named after the file)."""
 
     name: str
-    project: ProjectUpdate
-    variables: list[VariableCreate] = field(default_factory=list)
-    #: The file as the codebook service read it (what `PUT …/codebook` applies).
-    checked: FileCodebook | None = None
+    checked: FileCodebook
+
+    @property
+    def project(self) -> ProjectUpdate:
+        """The project's settings the file gives, with its name and description."""
+        checked = self.checked
+        return ProjectUpdate.model_validate(
+            {
+                **checked.settings,
+                **({"name": checked.name} if checked.name else {}),
+                **({"description": checked.description} if checked.description else {}),
+            }
+        )
+
+    @property
+    def variables(self) -> list[VariableCreate]:
+        return list(self.checked.variables)
 
 
 def load_codebook(path: Path) -> Codebook:
     """The codebook in `path`, checked; raises `CodebookError` listing every problem. The
-    variables keep the file's order; a file without a name is named after the file."""
+    variables keep the file's order."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -53,16 +67,4 @@ def load_codebook(path: Path) -> Codebook:
         raise CodebookError(path, [problem.message for problem in exc.problems]) from exc
     except PayloadTooLarge as exc:
         raise CodebookError(path, [exc.detail]) from exc
-    project = ProjectUpdate.model_validate(
-        {
-            **checked.settings,
-            **({"name": checked.name} if checked.name else {}),
-            **({"description": checked.description} if checked.description else {}),
-        }
-    )
-    return Codebook(
-        name=checked.name or path.stem,
-        project=project,
-        variables=list(checked.variables),
-        checked=checked,
-    )
+    return Codebook(name=checked.name or path.stem, checked=checked)
