@@ -110,8 +110,11 @@ def create_user_command(
             help="Asked for when not given",
         ),
     ],
+    admin: Annotated[
+        bool, typer.Option("--admin", help="Make the user an administrator (manages users)")
+    ] = False,
 ) -> None:
-    """Create a user who can sign in."""
+    """Create a user who can sign in (`--admin`: one who manages the other users too)."""
     from quarry.auth.service import create_user
     from quarry.db import create_engine, create_sessionmaker, session_scope
     from quarry.errors import QuarryError
@@ -121,7 +124,7 @@ def create_user_command(
         engine = create_engine(settings.database_url)
         try:
             async with session_scope(create_sessionmaker(engine)) as session:
-                user = await create_user(session, settings, email, password)
+                user = await create_user(session, settings, email, password, is_admin=admin)
                 return user.email
         finally:
             await engine.dispose()
@@ -131,7 +134,7 @@ def create_user_command(
     except QuarryError as exc:
         typer.echo(f"Error: {exc.detail}", err=True)
         raise typer.Exit(1) from exc
-    typer.echo(f"Created user {created}.")
+    typer.echo(f"Created {'administrator' if admin else 'user'} {created}.")
 
 
 @app.command("extract")

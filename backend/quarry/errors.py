@@ -44,6 +44,13 @@ class Unauthorized(QuarryError):
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(QuarryError):
+    """A member of a project whose role does not allow the action (non-members get 404)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(QuarryError):
     status_code = 404
     code = "not_found"
@@ -105,6 +112,8 @@ def internal_error_response() -> JSONResponse:
 _ERROR_DESCRIPTIONS = {
     400: "The request is well-formed but cannot be carried out as asked (the detail says why)",
     401: "Not signed in, or the token is invalid or expired",
+    403: "A member of the project whose role does not allow this (the detail names the role "
+    "needed)",
     404: "No such object (also when it belongs to another user)",
     422: "The request does not match this operation's parameters or body",
     429: "Too many requests; `Retry-After` says how many seconds to wait",
@@ -151,12 +160,15 @@ def _error_response(status: int, description: str | None = None) -> dict[str, An
     return response
 
 
-def _add_error_responses(schema: dict[str, Any]) -> None:
+def _add_error_responses(
+    schema: dict[str, Any], needs_role: frozenset[tuple[str, str]] = frozenset()
+) -> None:
     """Add the errors an operation can answer, judged from the operation itself (idempotent).
 
     Authenticated operations (those with `security`) can answer 401 and 429, and 400 too when
     they take a body (a codebook or review rule that JSON Schema cannot state); operations
-    with path parameters 404; operations with any parameters or a body 422 — all in the
+    with path parameters 404; operations in `needs_role` (a project permission beyond reading)
+    403; operations with any parameters or a body 422 — all in the
     `{"error", "detail"}` shape, replacing FastAPI's default 422 schema, which this API never
     sends.
     """
@@ -175,6 +187,9 @@ def _add_error_responses(schema: dict[str, Any]) -> None:
                     statuses.append(400)
             if any(p.get("in") == "path" for p in parameters):
                 statuses.append(404)
+            if (method, path) in needs_role:
+                statuses.append(403)
+
             if parameters or "requestBody" in operation:
                 statuses.append(422)
             for status in statuses:
@@ -192,6 +207,20 @@ def _add_error_responses(schema: dict[str, Any]) -> None:
             components.pop(name, None)
 
 
+def _operations_needing_a_role(app: FastAPI) -> frozenset[tuple[str, str]]:
+    """(method, path) of every route whose project permission is more than `read`: those a
+    member can be refused (403). Read off the routes' own declarations, so the contract
+    cannot drift from the check."""
+    from quarry.projects.deps import route_permissions  # it depends on this module
+    from quarry.projects.roles import Permission
+
+    return frozenset(
+        operation
+        for operation, permission in route_permissions(app).items()
+        if permission not in (None, Permission.READ)
+    )
+
+
 def document_error_responses(app: FastAPI) -> None:
     """Make the OpenAPI schema list the errors every operation can answer (see above).
 
@@ -202,7 +231,7 @@ def document_error_responses(app: FastAPI) -> None:
 
     def openapi_with_errors() -> dict[str, Any]:
         schema = generate()  # FastAPI's, cached until the routes change
-        _add_error_responses(schema)
+        _add_error_responses(schema, _operations_needing_a_role(app))
         return schema
 
     app.openapi = openapi_with_errors  # type: ignore[method-assign]

@@ -23,7 +23,9 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
-async def create_user(session: AsyncSession, settings: Settings, email: str, password: str) -> User:
+async def create_user(
+    session: AsyncSession, settings: Settings, email: str, password: str, *, is_admin: bool = False
+) -> User:
     """A new active user, its password hashed with the configured parameters (in a thread)."""
     email = normalise_email(email)
     if not _EMAIL.match(email) or len(email) > 320:
@@ -33,21 +35,29 @@ async def create_user(session: AsyncSession, settings: Settings, email: str, pas
     if await repository.get_user_by_email(session, email) is not None:
         raise Conflict(f"A user with email {email} already exists.")
     password_hash = await password_hashing(settings).hash(password)
-    user = User(email=email, password_hash=password_hash)
+    user = User(email=email, password_hash=password_hash, is_admin=is_admin)
     session.add(user)
     await session.flush()
     return user
 
 
 async def ensure_admin(session: AsyncSession, settings: Settings) -> User | None:
-    """Create the user named by QUARRY_ADMIN_EMAIL / _PASSWORD if it does not exist yet."""
+    """Create the administrator named by QUARRY_ADMIN_EMAIL / _PASSWORD if it does not exist
+    yet (an existing user of that email is made an administrator)."""
     if not settings.admin_email or not settings.admin_password:
         return None
     existing = await repository.get_user_by_email(session, normalise_email(settings.admin_email))
     if existing is not None:
+        if not existing.is_admin:
+            existing.is_admin = True
+            await session.flush()
         return existing
     return await create_user(
-        session, settings, settings.admin_email, settings.admin_password.get_secret_value()
+        session,
+        settings,
+        settings.admin_email,
+        settings.admin_password.get_secret_value(),
+        is_admin=True,
     )
 
 

@@ -27,7 +27,7 @@ from quarry.errors import ErrorOut
 from quarry.jobs import QueueDep, StorageDep
 from quarry.models import DocumentStatus
 from quarry.pagination import Page, PageDep
-from quarry.projects.deps import ProjectDep
+from quarry.projects.deps import ProjectEdit, ProjectRead
 from quarry.security.audit import AuditAction, AuditDep
 from quarry.settings import SettingsDep
 
@@ -106,7 +106,7 @@ async def upload_documents(
     settings: SettingsDep,
     storage: StorageDep,
     queue: QueueDep,
-    project: ProjectDep,
+    project: ProjectEdit,
 ) -> UploadOut:
     """Upload files (multipart field `files`, one or many); each is parsed in the background
     (status `uploaded` → `ready` | `failed`).
@@ -135,7 +135,7 @@ async def upload_documents(
 @router.get("", response_model=Page[DocumentOut])
 async def list_documents(
     session: SessionDep,
-    project: ProjectDep,
+    project: ProjectRead,
     page: PageDep,
     status_filter: Annotated[DocumentStatus | None, Query(alias="status")] = None,
 ) -> Page[DocumentOut]:
@@ -152,14 +152,14 @@ async def list_documents(
 
 @router.get("/{document_id}", response_model=DocumentOut)
 async def read_document(
-    session: SessionDep, project: ProjectDep, document_id: uuid.UUID
+    session: SessionDep, project: ProjectRead, document_id: uuid.UUID
 ) -> DocumentOut:
     return DocumentOut.of(await service.get_document(session, project, document_id))
 
 
 @router.get("/{document_id}/text", response_model=DocumentTextOut)
 async def read_document_text(
-    session: SessionDep, project: ProjectDep, document_id: uuid.UUID
+    session: SessionDep, project: ProjectRead, document_id: uuid.UUID
 ) -> DocumentTextOut:
     """The parsed text, page by page, with each page's character offsets in the whole text."""
     document = await service.get_document(session, project, document_id)
@@ -189,7 +189,7 @@ async def read_document_text(
 )
 async def read_page_image(
     session: SessionDep,
-    project: ProjectDep,
+    project: ProjectRead,
     images: PageImagesDep,
     document_id: uuid.UUID,
     number: int,
@@ -213,7 +213,7 @@ async def read_page_image(
 async def delete_document(
     session: SessionDep,
     storage: StorageDep,
-    project: ProjectDep,
+    project: ProjectEdit,
     document_id: uuid.UUID,
     audit: AuditDep,
 ) -> None:

@@ -16,7 +16,7 @@ from quarry.evaluation.compare import Tolerance
 from quarry.evaluation.schemas import EvaluationFormat, EvaluationOut
 from quarry.evaluation.upload import GOLD_BODY, receive_gold
 from quarry.evaluation.xlsx import evaluation_xlsx
-from quarry.projects.deps import ProjectDep
+from quarry.projects.deps import ProjectRead
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["evaluation"])
 
@@ -79,7 +79,7 @@ async def _as_response(
 async def evaluate_against_csv(
     request: Request,
     session: SessionDep,
-    project: ProjectDep,
+    project: ProjectRead,
     format: FormatQuery = EvaluationFormat.JSON,
     absolute_tolerance: AbsoluteToleranceQuery = 0.0,
     relative_tolerance: RelativeToleranceQuery = 1e-6,
@@ -102,7 +102,7 @@ async def evaluate_against_csv(
 @router.get("/evaluation", response_model=EvaluationOut, responses=_RESPONSES)
 async def evaluate_against_reviews(
     session: SessionDep,
-    project: ProjectDep,
+    project: ProjectRead,
     gold: Annotated[
         ReviewGold,
         Query(description="reviews: the accepted and corrected reviews are the gold values"),

@@ -17,7 +17,7 @@ from quarry.exports.json_writer import iter_table_json
 from quarry.exports.schemas import ExportFormat, ExportLayout
 from quarry.exports.table import EvaluationTable
 from quarry.models import Project
-from quarry.projects.deps import ProjectDep
+from quarry.projects.deps import ProjectRead
 from quarry.reflists import casework
 from quarry.security.audit import AuditAction, AuditDep
 
@@ -73,7 +73,7 @@ def _download_name(project_name: str, layout: str, extension: str) -> str:
 async def export(
     request: Request,
     session: SessionDep,
-    project: ProjectDep,
+    project: ProjectRead,
     background: BackgroundTasks,
     audit: AuditDep,
     format: Annotated[ExportFormat, Query(description="csv, xlsx or json")] = ExportFormat.CSV,

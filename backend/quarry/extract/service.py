@@ -174,7 +174,7 @@ async def _find_project(session: AsyncSession, user: User, name: str) -> Project
     offset = 0
     while True:
         page, total = await projects.list_projects(session, user, _PAGE, offset)
-        for project in page:
+        for project, _role in page:
             if project.name == name:
                 return project
         offset += _PAGE

@@ -11,7 +11,7 @@ from quarry.extractions import service
 from quarry.extractions.schemas import ExtractionOut, ReviewIn, ReviewOut
 from quarry.models import Agreement, ExtractionStatus
 from quarry.pagination import Page, PageDep
-from quarry.projects.deps import ProjectDep
+from quarry.projects.deps import ProjectRead, ProjectReview
 from quarry.settings import SettingsDep
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["extractions"])
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/projects/{project_id}", tags=["extractions"])
 async def list_extractions(
     session: SessionDep,
     settings: SettingsDep,
-    project: ProjectDep,
+    project: ProjectRead,
     page: PageDep,
     run_id: uuid.UUID | None = None,
     document_id: uuid.UUID | None = None,
@@ -60,7 +60,7 @@ async def list_extractions(
 @router.put("/reviews/{document_id}/{variable_id}", response_model=ReviewOut)
 async def put_review(
     session: SessionDep,
-    project: ProjectDep,
+    project: ProjectReview,
     user: CurrentUser,
     document_id: uuid.UUID,
     variable_id: uuid.UUID,
@@ -73,7 +73,7 @@ async def put_review(
 
 @router.get("/reviews/{document_id}/{variable_id}", response_model=list[ReviewOut])
 async def list_reviews(
-    session: SessionDep, project: ProjectDep, document_id: uuid.UUID, variable_id: uuid.UUID
+    session: SessionDep, project: ProjectRead, document_id: uuid.UUID, variable_id: uuid.UUID
 ) -> list[ReviewOut]:
     """The review history of a cell, newest first."""
     return await service.review_history(session, project, document_id, variable_id)

@@ -11,6 +11,7 @@ from quarry.models.llm_usage import LlmUsage
 from quarry.models.match_review import MatchReview
 from quarry.models.model_profile import ModelProfileRow
 from quarry.models.project import Project
+from quarry.models.project_member import ProjectMember
 from quarry.models.prompt_version import PromptVersion
 from quarry.models.reference_list import ReferenceList, ReferenceListVersion, ReferenceRow
 from quarry.models.review import Review, ReviewStatus
@@ -39,6 +40,7 @@ __all__ = [
     "MatchReview",
     "ModelProfileRow",
     "Project",
+    "ProjectMember",
     "PromptVersion",
     "ReferenceList",
     "ReferenceListVersion",

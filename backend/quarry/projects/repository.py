@@ -3,32 +3,55 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quarry.models import Project
+from quarry.models import Project, ProjectMember
 
 
-async def get_owned_project(
-    session: AsyncSession, project_id: uuid.UUID, owner_id: uuid.UUID
-) -> Project | None:
-    result = await session.execute(
-        select(Project).where(Project.id == project_id, Project.owner_id == owner_id)
+async def get_project_role(
+    session: AsyncSession, project_id: uuid.UUID, user_id: uuid.UUID
+) -> tuple[Project, str] | None:
+    """The project and the user's role in it (`owner` for its creator), or None if none."""
+    project = await session.get(Project, project_id)
+    if project is None:
+        return None
+    if project.owner_id == user_id:
+        return project, "owner"
+    role = await session.scalar(
+        select(ProjectMember.role).where(
+            ProjectMember.project_id == project_id, ProjectMember.user_id == user_id
+        )
     )
-    return result.scalar_one_or_none()
+    return (project, role) if role is not None else None
+
+
+def _visible_to(user_id: uuid.UUID) -> ColumnElement[bool]:
+    member = select(ProjectMember.project_id).where(ProjectMember.user_id == user_id)
+    return or_(Project.owner_id == user_id, Project.id.in_(member))
 
 
 async def list_projects(
-    session: AsyncSession, owner_id: uuid.UUID, limit: int, offset: int
-) -> tuple[Sequence[Project], int]:
+    session: AsyncSession, user_id: uuid.UUID, limit: int, offset: int
+) -> tuple[Sequence[tuple[Project, str]], int]:
+    """The projects a user created or is a member of, newest first, with their role in each."""
     total = await session.scalar(
-        select(func.count()).select_from(Project).where(Project.owner_id == owner_id)
+        select(func.count()).select_from(Project).where(_visible_to(user_id))
+    )
+    member_role = (
+        select(ProjectMember.role)
+        .where(ProjectMember.project_id == Project.id, ProjectMember.user_id == user_id)
+        .scalar_subquery()
     )
     result = await session.execute(
-        select(Project)
-        .where(Project.owner_id == owner_id)
+        select(Project, member_role)
+        .where(_visible_to(user_id))
         .order_by(Project.created_at.desc(), Project.id)
         .limit(limit)
         .offset(offset)
     )
-    return result.scalars().all(), total or 0
+    rows = [
+        (project, "owner" if project.owner_id == user_id else str(member_role))
+        for project, member_role in result.all()
+    ]
+    return rows, total or 0

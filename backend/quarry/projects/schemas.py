@@ -6,6 +6,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from quarry.projects.roles import Role
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Model = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Temperature = Annotated[float, Field(ge=0, le=2)]
@@ -58,5 +60,14 @@ class ProjectOut(BaseModel):
     llm_temperature: float | None
     group_size: int
     case_key: CaseKey | None = None
+    role: Role = Field(
+        Role.OWNER, description="Your role in this project (owner, editor, reviewer, viewer)"
+    )
     created_at: datetime
     updated_at: datetime
+
+    @classmethod
+    def of(cls, project: object, role: str) -> ProjectOut:
+        out = cls.model_validate(project)
+        out.role = Role(role)
+        return out

@@ -1,4 +1,4 @@
-"""Projects: created, read, updated and deleted by their owner only."""
+"""Projects: created by a user (their owner), shared with members in roles (`roles.py`)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,31 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quarry.db import after_commit
 from quarry.documents import repository as documents_repository
 from quarry.documents.storage import LocalStorage
-from quarry.errors import BadRequest, NotFound
+from quarry.errors import BadRequest, Forbidden, NotFound
 from quarry.models import Project, User
 from quarry.projects import repository
+from quarry.projects.roles import Permission, Role, allows, refusal
 from quarry.projects.schemas import ProjectCreate, ProjectUpdate
 from quarry.runs.lifecycle import forget_project
 from quarry.variables.repository import list_variables
 
 
-async def get_project_for_user(session: AsyncSession, project_id: uuid.UUID, user: User) -> Project:
-    """The one ownership check: another user's project is indistinguishable from none."""
-    project = await repository.get_owned_project(session, project_id, user.id)
-    if project is None:
+async def get_project_access(
+    session: AsyncSession, project_id: uuid.UUID, user: User
+) -> tuple[Project, Role]:
+    """The project and the user's role in it; a project they are not a member of is
+    indistinguishable from none (404)."""
+    found = await repository.get_project_role(session, project_id, user.id)
+    if found is None:
         raise NotFound("No such project.")
-    return project
+    project, role = found
+    return project, Role(role)
+
+
+def check_permission(role: Role, permission: Permission) -> None:
+    """403 with a sentence naming the role needed, unless `role` holds `permission`."""
+    if not allows(role, permission):
+        raise Forbidden(refusal(role, permission))
 
 
 async def create_project(session: AsyncSession, user: User, data: ProjectCreate) -> Project:
@@ -35,7 +46,7 @@ async def create_project(session: AsyncSession, user: User, data: ProjectCreate)
 
 async def list_projects(
     session: AsyncSession, user: User, limit: int, offset: int
-) -> tuple[Sequence[Project], int]:
+) -> tuple[Sequence[tuple[Project, str]], int]:
     return await repository.list_projects(session, user.id, limit, offset)
 
 

@@ -9,7 +9,7 @@ from quarry.auth.deps import CurrentUser
 from quarry.db import SessionDep
 from quarry.errors import ErrorOut
 from quarry.pagination import Page, PageDep
-from quarry.projects.deps import ProjectDep
+from quarry.projects.deps import ProjectEdit, ProjectRead, ProjectReview
 from quarry.reflists import casework, service
 from quarry.reflists.findings import Finding
 from quarry.reflists.schemas import (
@@ -44,7 +44,7 @@ _UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/reference-lists", response_model=Page[ReferenceListOut])
-async def list_reference_lists(session: SessionDep, project: ProjectDep) -> Page[ReferenceListOut]:
+async def list_reference_lists(session: SessionDep, project: ProjectRead) -> Page[ReferenceListOut]:
     """The project's reference lists (few per project, so one page)."""
     items = await service.to_out(session, await service.list_lists(session, project))
     return Page(items=items, total=len(items), limit=len(items), offset=0)
@@ -58,7 +58,7 @@ async def list_reference_lists(session: SessionDep, project: ProjectDep) -> Page
     openapi_extra=list_body(with_name=True),
 )
 async def create_reference_list(
-    request: Request, session: SessionDep, project: ProjectDep
+    request: Request, session: SessionDep, project: ProjectEdit
 ) -> ReferenceListOut:
     """Upload a reference list (multipart field `file`, CSV or XLSX, a header row, up to
     100,000 rows; optional fields `name` and `description`)."""
@@ -69,7 +69,7 @@ async def create_reference_list(
 
 @router.get("/reference-lists/{list_id}", response_model=ReferenceListOut)
 async def read_reference_list(
-    session: SessionDep, project: ProjectDep, list_id: uuid.UUID
+    session: SessionDep, project: ProjectRead, list_id: uuid.UUID
 ) -> ReferenceListOut:
     reference_list = await service.get_list(session, project, list_id)
     return (await service.to_out(session, [reference_list]))[0]
@@ -82,7 +82,7 @@ async def read_reference_list(
     openapi_extra=list_body(with_name=False),
 )
 async def replace_reference_list(
-    request: Request, session: SessionDep, project: ProjectDep, list_id: uuid.UUID
+    request: Request, session: SessionDep, project: ProjectEdit, list_id: uuid.UUID
 ) -> ReferenceListOut:
     """Replace the list by a new upload: a new version (old versions are kept, and so are
     the matches made against them until they are recomputed). Every stored value of the
@@ -99,7 +99,7 @@ async def replace_reference_list(
     responses={409: {"model": ErrorOut, "description": "A variable still matches the list"}},
 )
 async def delete_reference_list(
-    session: SessionDep, project: ProjectDep, list_id: uuid.UUID, audit: AuditDep
+    session: SessionDep, project: ProjectEdit, list_id: uuid.UUID, audit: AuditDep
 ) -> None:
     """Delete the list with every version (409 while a variable matches against it)."""
     reference_list = await service.get_list(session, project, list_id)
@@ -115,7 +115,7 @@ async def delete_reference_list(
 @router.get("/reference-lists/{list_id}/rows", response_model=Page[ReferenceRowOut])
 async def list_reference_rows(
     session: SessionDep,
-    project: ProjectDep,
+    project: ProjectRead,
     page: PageDep,
     list_id: uuid.UUID,
     version: Annotated[
@@ -143,7 +143,7 @@ async def list_reference_rows(
 )
 async def review_match(
     session: SessionDep,
-    project: ProjectDep,
+    project: ProjectReview,
     user: CurrentUser,
     extraction_id: uuid.UUID,
     data: MatchReviewIn,
@@ -191,7 +191,7 @@ def _finding_out(finding: Finding) -> FindingOut:
 
 
 @router.get("/cases", response_model=Page[CaseOut], tags=["cases"])
-async def list_cases(session: SessionDep, project: ProjectDep, page: PageDep) -> Page[CaseOut]:
+async def list_cases(session: SessionDep, project: ProjectRead, page: PageDep) -> Page[CaseOut]:
     """The project's cases (documents grouped by the project's `case_key`), by key, each with
     its documents and every variable combined across them by the variable's `combine` rule.
     Computed from the stored values whenever read; empty when the project has no case key."""
@@ -224,7 +224,7 @@ async def list_cases(session: SessionDep, project: ProjectDep, page: PageDep) ->
 @router.get("/findings", response_model=Page[FindingOut], tags=["findings"])
 async def list_findings(
     session: SessionDep,
-    project: ProjectDep,
+    project: ProjectRead,
     page: PageDep,
     status: Annotated[
         Literal["open", "resolved"] | None, Query(description="Only open or resolved ones")
@@ -256,7 +256,7 @@ async def list_findings(
 )
 async def resolve_finding(
     session: SessionDep,
-    project: ProjectDep,
+    project: ProjectReview,
     user: CurrentUser,
     finding_id: str,
     data: FindingResolutionIn,

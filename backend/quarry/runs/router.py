@@ -11,7 +11,7 @@ from quarry.db import SessionDep
 from quarry.jobs import QueueDep
 from quarry.llm.deps import LLMDep
 from quarry.pagination import Page, PageDep
-from quarry.projects.deps import ProjectDep
+from quarry.projects.deps import ProjectEdit, ProjectRead
 from quarry.runs import service
 from quarry.runs.progress import ProgressHub
 from quarry.runs.schemas import RunCreate, RunEstimate, RunEventOut, RunOut, RunRetry
@@ -40,7 +40,7 @@ async def create_run(
     settings: SettingsDep,
     llm: LLMDep,
     queue: QueueDep,
-    project: ProjectDep,
+    project: ProjectEdit,
     user: CurrentUser,
     data: RunCreate | None = None,
 ) -> RunOut | JSONResponse:
@@ -59,7 +59,7 @@ async def create_run(
 
 @router.get("", response_model=Page[RunOut])
 async def list_runs(
-    session: SessionDep, settings: SettingsDep, project: ProjectDep, page: PageDep
+    session: SessionDep, settings: SettingsDep, project: ProjectRead, page: PageDep
 ) -> Page[RunOut]:
     runs, total = await service.list_runs(session, project, page.limit, page.offset)
     return Page(
@@ -72,7 +72,7 @@ async def list_runs(
 
 @router.get("/{run_id}", response_model=RunOut)
 async def read_run(
-    session: SessionDep, settings: SettingsDep, project: ProjectDep, run_id: uuid.UUID
+    session: SessionDep, settings: SettingsDep, project: ProjectRead, run_id: uuid.UUID
 ) -> RunOut:
     run = await service.get_run(session, project, run_id)
     return (await service.runs_out(session, settings, [run], detail=True))[0]
@@ -83,7 +83,7 @@ async def cancel_run(
     session: SessionDep,
     settings: SettingsDep,
     queue: QueueDep,
-    project: ProjectDep,
+    project: ProjectEdit,
     run_id: uuid.UUID,
 ) -> RunOut:
     """Stop the run: no new call starts (a batch run's provider batches are cancelled)."""
@@ -97,7 +97,7 @@ async def retry_run(
     settings: SettingsDep,
     queue: QueueDep,
     llm: LLMDep,
-    project: ProjectDep,
+    project: ProjectEdit,
     run_id: uuid.UUID,
     data: Annotated[RunRetry | None, Body()] = None,
 ) -> RunOut:
@@ -111,7 +111,7 @@ async def retry_run(
 @router.get("/{run_id}/logs", response_model=Page[RunEventOut])
 async def read_logs(
     session: SessionDep,
-    project: ProjectDep,
+    project: ProjectRead,
     run_id: uuid.UUID,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     after_id: Annotated[
@@ -137,7 +137,7 @@ async def read_logs(
 async def stream_events(
     request: Request,
     session: SessionDep,
-    project: ProjectDep,
+    project: ProjectRead,
     run_id: uuid.UUID,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from quarry.db import SessionDep
 from quarry.errors import ErrorOut, PayloadTooLarge
 from quarry.pagination import Page
-from quarry.projects.deps import ProjectDep
+from quarry.projects.deps import ProjectEdit, ProjectRead
 from quarry.security.audit import AuditAction, AuditDep
 from quarry.variables import codebook as codebook_service
 from quarry.variables import service
@@ -37,7 +37,7 @@ router = APIRouter(prefix="/projects/{project_id}/variables", tags=["variables"]
 
 
 @router.get("", response_model=Page[VariableOut])
-async def list_variables(session: SessionDep, project: ProjectDep) -> Page[VariableOut]:
+async def list_variables(session: SessionDep, project: ProjectRead) -> Page[VariableOut]:
     """The whole codebook, in order (codebooks are small, so it is one page)."""
     items = await service.to_out(session, await service.list_variables(session, project))
     return Page(items=items, total=len(items), limit=len(items), offset=0)
@@ -45,7 +45,7 @@ async def list_variables(session: SessionDep, project: ProjectDep) -> Page[Varia
 
 @router.post("", response_model=VariableOut, status_code=status.HTTP_201_CREATED)
 async def create_variable(
-    session: SessionDep, project: ProjectDep, data: VariableCreate
+    session: SessionDep, project: ProjectEdit, data: VariableCreate
 ) -> VariableOut:
     variable = await service.create_variable(session, project, data)
     return (await service.to_out(session, [variable]))[0]
@@ -53,7 +53,7 @@ async def create_variable(
 
 @router.get("/{variable_id}", response_model=VariableOut)
 async def read_variable(
-    session: SessionDep, project: ProjectDep, variable_id: uuid.UUID
+    session: SessionDep, project: ProjectRead, variable_id: uuid.UUID
 ) -> VariableOut:
     variable = await service.get_variable(session, project, variable_id)
     return (await service.to_out(session, [variable]))[0]
@@ -61,7 +61,7 @@ async def read_variable(
 
 @router.patch("/{variable_id}", response_model=VariableOut)
 async def update_variable(
-    session: SessionDep, project: ProjectDep, variable_id: uuid.UUID, data: VariableUpdate
+    session: SessionDep, project: ProjectEdit, variable_id: uuid.UUID, data: VariableUpdate
 ) -> VariableOut:
     variable = await service.get_variable(session, project, variable_id)
     variable = await service.update_variable(session, variable, data)
@@ -70,7 +70,7 @@ async def update_variable(
 
 @router.delete("/{variable_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_variable(
-    session: SessionDep, project: ProjectDep, variable_id: uuid.UUID, audit: AuditDep
+    session: SessionDep, project: ProjectEdit, variable_id: uuid.UUID, audit: AuditDep
 ) -> None:
     variable = await service.get_variable(session, project, variable_id)
     await service.delete_variable(session, variable)
@@ -79,7 +79,7 @@ async def delete_variable(
 
 @router.get("/{variable_id}/prompt", response_model=PromptOut)
 async def read_prompt(
-    session: SessionDep, project: ProjectDep, variable_id: uuid.UUID
+    session: SessionDep, project: ProjectRead, variable_id: uuid.UUID
 ) -> PromptOut:
     """The rendered prompt the model receives for this variable (current version)."""
     variable = await service.get_variable(session, project, variable_id)
@@ -97,7 +97,7 @@ async def read_prompt(
 
 @router.get("/{variable_id}/prompt-versions", response_model=Page[PromptVersionOut])
 async def list_prompt_versions(
-    session: SessionDep, project: ProjectDep, variable_id: uuid.UUID
+    session: SessionDep, project: ProjectRead, variable_id: uuid.UUID
 ) -> Page[PromptVersionOut]:
     """Every prompt the variable has had, oldest first, with its text and the runs that used
     it. Going back to an earlier text makes that version current again (no new one)."""
@@ -153,7 +153,7 @@ def _download_name(project_name: str, file_format: CodebookFormat) -> str:
 )
 async def export_codebook(
     session: SessionDep,
-    project: ProjectDep,
+    project: ProjectRead,
     format: Annotated[CodebookFormat, _FORMAT_QUERY] = CodebookFormat.YAML,
 ) -> Response:
     """Download the project's codebook (its variables and settings) as a file that
@@ -199,7 +199,7 @@ async def _receive_file(request: Request) -> bytes:
 async def import_codebook(
     request: Request,
     session: SessionDep,
-    project: ProjectDep,
+    project: ProjectEdit,
     audit: AuditDep,
     format: Annotated[CodebookFormat | None, _FORMAT_QUERY] = None,
     delete_missing: Annotated[

@@ -8,7 +8,7 @@ from fastapi import APIRouter, status
 from quarry.db import SessionDep
 from quarry.errors import ErrorOut
 from quarry.pagination import Page, PageDep
-from quarry.projects.deps import ProjectDep
+from quarry.projects.deps import ProjectManage
 from quarry.security.audit import AuditAction, AuditDep
 from quarry.settings import SettingsDep
 from quarry.webhooks import service
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/projects/{project_id}/webhooks", tags=["webhooks"])
 
 
 @router.get("", response_model=Page[WebhookOut])
-async def list_webhooks(session: SessionDep, project: ProjectDep) -> Page[WebhookOut]:
+async def list_webhooks(session: SessionDep, project: ProjectManage) -> Page[WebhookOut]:
     """The project's webhooks (a project has a few: one page); secrets are not shown."""
     items = [service.to_out(w) for w in await service.list_webhooks(session, project)]
     return Page(items=items, total=len(items), limit=len(items), offset=0)
@@ -32,7 +32,7 @@ async def list_webhooks(session: SessionDep, project: ProjectDep) -> Page[Webhoo
 
 @router.post("", response_model=WebhookCreated, status_code=status.HTTP_201_CREATED)
 async def create_webhook(
-    session: SessionDep, project: ProjectDep, data: WebhookCreate, settings: SettingsDep
+    session: SessionDep, project: ProjectManage, data: WebhookCreate, settings: SettingsDep
 ) -> WebhookCreated:
     """Subscribe a URL (or, channel `email`, the project owner) to the project's events. The
     answer holds the signing secret in full, the only time it is shown."""
@@ -41,7 +41,7 @@ async def create_webhook(
 
 @router.get("/{webhook_id}", response_model=WebhookOut)
 async def read_webhook(
-    session: SessionDep, project: ProjectDep, webhook_id: uuid.UUID
+    session: SessionDep, project: ProjectManage, webhook_id: uuid.UUID
 ) -> WebhookOut:
     return service.to_out(await service.get_webhook(session, project, webhook_id))
 
@@ -49,7 +49,7 @@ async def read_webhook(
 @router.patch("/{webhook_id}", response_model=WebhookOut)
 async def update_webhook(
     session: SessionDep,
-    project: ProjectDep,
+    project: ProjectManage,
     webhook_id: uuid.UUID,
     data: WebhookUpdate,
     settings: SettingsDep,
@@ -60,7 +60,7 @@ async def update_webhook(
 
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_webhook(
-    session: SessionDep, project: ProjectDep, webhook_id: uuid.UUID, audit: AuditDep
+    session: SessionDep, project: ProjectManage, webhook_id: uuid.UUID, audit: AuditDep
 ) -> None:
     """Delete the webhook and its delivery log (pending deliveries are not sent)."""
     webhook = await service.get_webhook(session, project, webhook_id)
@@ -74,7 +74,7 @@ async def delete_webhook(
 
 @router.get("/{webhook_id}/deliveries", response_model=Page[DeliveryOut])
 async def list_deliveries(
-    session: SessionDep, project: ProjectDep, webhook_id: uuid.UUID, page: PageDep
+    session: SessionDep, project: ProjectManage, webhook_id: uuid.UUID, page: PageDep
 ) -> Page[DeliveryOut]:
     """The webhook's delivery log, newest first: each event, its status, attempts and the
     last attempt's answer."""
@@ -90,7 +90,7 @@ async def list_deliveries(
 
 @router.get("/{webhook_id}/deliveries/{delivery_id}", response_model=DeliveryOut)
 async def read_delivery(
-    session: SessionDep, project: ProjectDep, webhook_id: uuid.UUID, delivery_id: uuid.UUID
+    session: SessionDep, project: ProjectManage, webhook_id: uuid.UUID, delivery_id: uuid.UUID
 ) -> DeliveryOut:
     webhook = await service.get_webhook(session, project, webhook_id)
     return service.delivery_out(await service.get_delivery(session, webhook, delivery_id))
@@ -105,7 +105,7 @@ async def read_delivery(
     },
 )
 async def redeliver(
-    session: SessionDep, project: ProjectDep, webhook_id: uuid.UUID, delivery_id: uuid.UUID
+    session: SessionDep, project: ProjectManage, webhook_id: uuid.UUID, delivery_id: uuid.UUID
 ) -> DeliveryOut:
     """Send a delivered or failed delivery again (same id and body, signed anew, a fresh
     retry window); 409 while it is still pending."""
