@@ -115,7 +115,8 @@ def test_a_case_shows_its_findings_with_both_quotes_opens_the_evidence_and_is_re
     expect(chen.locator(".case-badge")).to_have_text("! 1 open finding")
     expect(garcia.get_by_role("heading", level=3)).to_have_text("Case C002 · Maria Garcia")
     expect(garcia.locator(".case-badge")).to_have_count(0)
-    expect(page.locator(".muted", has_text="Grouped by")).to_contain_text("2 cases, 1 open finding")
+    summary = page.locator(".muted", has_text="Grouped by")
+    expect(summary).to_contain_text("2 cases, 1 open finding")
 
     # The case's documents, and each variable combined across them (rule "first").
     expect(chen.locator(".case-documents li")).to_have_text(["chen_a.txt", "chen_b.txt"])
@@ -131,7 +132,9 @@ def test_a_case_shows_its_findings_with_both_quotes_opens_the_evidence_and_is_re
     expect(finding).to_have_count(1)
     expect(finding).to_contain_text("the case's documents disagree")
     quotes = finding.locator(".finding-sources q")
-    expect(quotes).to_have_text(["Accident date: 2 June 2024", "The accident occurred on 9 June 2024"])
+    expect(quotes).to_have_text(
+        ["Accident date: 2 June 2024", "The accident occurred on 9 June 2024"]
+    )
     expect(finding.locator(".finding-values > li").nth(1)).to_contain_text("chen_b.txt, page 1")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "cases.png"), full_page=True)
@@ -162,7 +165,8 @@ def test_a_case_shows_its_findings_with_both_quotes_opens_the_evidence_and_is_re
     expect(finding).to_have_attribute("data-status", "resolved")
     expect(finding).to_contain_text("Resolved: 2024-06-02 is right")
     expect(finding.get_by_role("button")).to_have_count(0)
-    expect(page.locator(".muted", has_text="Grouped by")).to_contain_text("2 cases, 0 open findings")
+    summary = page.locator(".muted", has_text="Grouped by")
+    expect(summary).to_contain_text("2 cases, 0 open findings")
 
     # A document of the case opens its row of the results (focused, no panel).
     chen.locator(".case-documents").get_by_role("link", name="chen_a.txt").click()
