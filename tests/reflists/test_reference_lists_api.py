@@ -94,6 +94,17 @@ async def test_a_list_with_bad_rows_answers_400_naming_the_rows(
     # Nothing half-read was stored.
     listed = (await client.get(f"/api/v1/projects/{pid}/reference-lists", headers=headers)).json()
     assert listed["total"] == 0
+    # A replacement with bad rows is refused the same way; the list keeps its version.
+    good = await upload_list(client, headers, pid, b"client_id,name\nC1,Ann\n")
+    assert good.status_code == 201, good.text
+    url = f"/api/v1/projects/{pid}/reference-lists/{good.json()['id']}"
+    replaced = await client.put(
+        url, files={"file": ("clients.csv", data, "text/csv")}, headers=headers
+    )
+    assert replaced.status_code == 400
+    assert "row 3" in replaced.json()["detail"] and "row 5" in replaced.json()["detail"]
+    kept = (await client.get(url, headers=headers)).json()
+    assert (kept["version"], kept["row_count"], len(kept["versions"])) == (1, 1, 1)
     not_multipart = await client.post(
         f"/api/v1/projects/{pid}/reference-lists", content=b"x", headers=headers
     )
