@@ -1,5 +1,5 @@
-"""Cases across documents and consistency findings, on the records-team corpus: documents
-grouped by their matched client, values combined per case, the date-of-birth and
+"""Cases across documents and consistency findings, on the records-team corpus (a scan per
+client): documents grouped by their matched client, values combined per case, the date-of-birth and
 accident-date disagreements found once each with both quotes, resolved, exported, and
 recomputed after edits without LLM calls."""
 
@@ -14,7 +14,7 @@ import openpyxl
 from fastapi import FastAPI
 
 from tests.reflists.conftest import BOTH_DATABASES
-from tests.reflists.corpus import CLIENT_MATCH, corpus_project
+from tests.reflists.corpus import CLIENT_MATCH, SCANNED, corpus_project
 from tests.support.api import list_extractions, sign_up
 from tests.support.fake_llm import FakeLLM
 
@@ -42,10 +42,10 @@ CHECKED_VARIABLES: list[dict[str, Any]] = [
 
 
 async def _cases_project(
-    app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
+    app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM, scanned: bool = True
 ) -> tuple[dict[str, str], str, dict[str, str]]:
     headers, pid, documents = await corpus_project(
-        app, client, fake_llm, variables=CHECKED_VARIABLES
+        app, client, fake_llm, variables=CHECKED_VARIABLES, scanned=scanned
     )
     response = await client.patch(
         f"/api/v1/projects/{pid}", json={"case_key": {"variable": "client_name"}}, headers=headers
@@ -83,8 +83,8 @@ async def test_cases_group_documents_by_client_and_findings_show_both_quotes(
     cases = (await _get(client, headers, f"/api/v1/projects/{pid}/cases"))["items"]
     # The Garcia documents are ambiguous (two Maria Garcias): in no case until reviewed.
     assert [(c["key"], sorted(d["filename"] for d in c["documents"])) for c in cases] == [
-        ("C001", ["smith_referral.txt", "smith_report.txt"]),
-        ("C003", ["chen_letter.txt", "chen_referral.txt", "chen_report.txt"]),
+        ("C001", ["smith_referral.txt", "smith_report.pdf"]),
+        ("C003", ["chen_letter.txt", "chen_referral.txt", "chen_report.png"]),
     ]
     chen = cases[1]
     assert chen["values"]["accident_date"]["value"] == "2024-06-09"  # latest
@@ -110,7 +110,7 @@ async def test_cases_group_documents_by_client_and_findings_show_both_quotes(
     }
     assert shown == {
         ("1980-05-01", True, "smith_referral.txt", "Date of birth: 1 May 1980"),
-        ("1980-05-10", False, "smith_report.txt", "born 10 May 1980"),
+        ("1980-05-10", False, "smith_report.pdf", "born 10 May 1980"),
     }
     accident = next(f for f in findings if f["variable"] == "accident_date")
     quotes = {
@@ -120,7 +120,25 @@ async def test_cases_group_documents_by_client_and_findings_show_both_quotes(
     }
     assert quotes == {
         ("2024-06-02", "chen_referral.txt", "Accident date: 2 June 2024", 1),
-        ("2024-06-09", "chen_report.txt", "The accident occurred on 9 June 2024", 1),
+        ("2024-06-09", "chen_report.png", "The accident occurred on 9 June 2024", 1),
+    }
+
+    # The scans' quotes are Tesseract's text: each is on its page, read by OCR.
+    scanned_quotes = {}
+    for finding in findings:
+        for group in finding["values"]:
+            for source in group["documents"]:
+                if source["filename"] not in SCANNED:
+                    continue
+                url = f"/api/v1/projects/{pid}/documents/{source['document_id']}/text"
+                text = await _get(client, headers, url)
+                [page] = text["pages"]
+                assert page["text_source"] == "ocr" and page["ocr_confidence"] > 70
+                assert source["evidence"] in " ".join(page["text"].split())
+                scanned_quotes[source["filename"]] = source["evidence"]
+    assert scanned_quotes == {
+        "smith_report.pdf": "born 10 May 1980",
+        "chen_report.png": "The accident occurred on 9 June 2024",
     }
 
     # The export's Cases and Findings sheets show them.
@@ -134,17 +152,17 @@ async def test_cases_group_documents_by_client_and_findings_show_both_quotes(
     by_key = {row[0]: dict(zip(header, row, strict=True)) for row in case_rows[1:]}
     assert sorted(by_key) == ["C001", "C002", "C003"]
     assert by_key["C003"]["accident_date"] == "2024-06-09"
-    assert by_key["C003"]["accident_date_documents"] == "chen_report.txt"
-    assert by_key["C002"]["documents"] == "garcia_referral.txt; garcia_letter.txt"
+    assert by_key["C003"]["accident_date_documents"] == "chen_report.png"
+    assert by_key["C002"]["documents"] == "garcia_referral.txt; garcia_letter.pdf"
     assert by_key["C003"]["open_findings"] == 1
     finding_rows = list(book["Findings"].iter_rows(values_only=True))
     columns = list(finding_rows[0])
     rows = [dict(zip(columns, row, strict=True)) for row in finding_rows[1:]]
     assert sorted((r["case_key"], r["variable"], r["filename"], r["quote"]) for r in rows) == [
         ("C001", "date_of_birth", "smith_referral.txt", "Date of birth: 1 May 1980"),
-        ("C001", "date_of_birth", "smith_report.txt", "born 10 May 1980"),
+        ("C001", "date_of_birth", "smith_report.pdf", "born 10 May 1980"),
         ("C003", "accident_date", "chen_referral.txt", "Accident date: 2 June 2024"),
-        ("C003", "accident_date", "chen_report.txt", "The accident occurred on 9 June 2024"),
+        ("C003", "accident_date", "chen_report.png", "The accident occurred on 9 June 2024"),
     ]
 
     layout = await client.get(
@@ -201,7 +219,7 @@ async def test_findings_are_resolved_and_recomputed_after_edits_without_llm_call
         e
         for e in await list_extractions(client, headers, pid)
         if e["variable_name"] == "date_of_birth"
-        and e["document_id"] == documents["smith_report.txt"]
+        and e["document_id"] == documents["smith_report.pdf"]
     )
     review = await client.put(
         f"/api/v1/projects/{pid}/reviews/{report['document_id']}/{report['variable_id']}",
@@ -232,7 +250,7 @@ async def test_findings_are_resolved_and_recomputed_after_edits_without_llm_call
 async def test_case_settings_are_checked(
     app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
 ) -> None:
-    headers, pid, _ = await _cases_project(app, client, fake_llm)
+    headers, pid, _ = await _cases_project(app, client, fake_llm, scanned=False)
     response = await client.patch(
         f"/api/v1/projects/{pid}", json={"case_key": {"variable": "nope"}}, headers=headers
     )
@@ -254,7 +272,7 @@ async def test_case_settings_are_checked(
 async def test_other_users_cases_and_findings_answer_404(
     app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
 ) -> None:
-    headers, pid, _ = await _cases_project(app, client, fake_llm)
+    headers, pid, _ = await _cases_project(app, client, fake_llm, scanned=False)
     finding = (await _get(client, headers, f"/api/v1/projects/{pid}/findings"))["items"][0]
     other = await sign_up(app, client, "nosy@example.org")
     for method, url, body in [

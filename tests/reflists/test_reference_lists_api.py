@@ -94,6 +94,17 @@ async def test_a_list_with_bad_rows_answers_400_naming_the_rows(
     # Nothing half-read was stored.
     listed = (await client.get(f"/api/v1/projects/{pid}/reference-lists", headers=headers)).json()
     assert listed["total"] == 0
+    # A replacement with bad rows is refused the same way; the list keeps its version.
+    good = await upload_list(client, headers, pid, b"client_id,name\nC1,Ann\n")
+    assert good.status_code == 201, good.text
+    url = f"/api/v1/projects/{pid}/reference-lists/{good.json()['id']}"
+    replaced = await client.put(
+        url, files={"file": ("clients.csv", data, "text/csv")}, headers=headers
+    )
+    assert replaced.status_code == 400
+    assert "row 3" in replaced.json()["detail"] and "row 5" in replaced.json()["detail"]
+    kept = (await client.get(url, headers=headers)).json()
+    assert (kept["version"], kept["row_count"], len(kept["versions"])) == (1, 1, 1)
     not_multipart = await client.post(
         f"/api/v1/projects/{pid}/reference-lists", content=b"x", headers=headers
     )
@@ -191,16 +202,16 @@ async def test_documents_are_matched_to_clients_reviewed_and_exported(
     found = {f: (e["match_status"], e["match_key"]) for f, e in names.items()}
     assert found == {
         "smith_referral.txt": ("matched", "C001"),  # the list misspells Jonathan
-        "smith_report.txt": ("matched", "C001"),
+        "smith_report.pdf": ("matched", "C001"),
         "chen_referral.txt": ("matched", "C003"),
-        "chen_report.txt": ("matched", "C003"),  # "R. Chen": an initial
+        "chen_report.png": ("matched", "C003"),  # "R. Chen": an initial
         "chen_letter.txt": ("matched", "C003"),
         "garcia_referral.txt": ("ambiguous", None),  # Maria Garcia or María García
-        "garcia_letter.txt": ("ambiguous", None),
+        "garcia_letter.pdf": ("ambiguous", None),
     }
     garcia = names["garcia_referral.txt"]
     assert [c["key"] for c in garcia["match_candidates"][:2]] == ["C002", "C004"]
-    assert names["smith_report.txt"]["match_candidates"][0]["value"] == "Jonathon Smith"
+    assert names["smith_report.pdf"]["match_candidates"][0]["value"] == "Jonathon Smith"
 
     # A reviewer picks the row of one Garcia document; that wins in the export.
     response = await client.post(
@@ -234,8 +245,8 @@ async def test_documents_are_matched_to_clients_reviewed_and_exported(
         "date_of_birth",
     ]
     assert by_file["garcia_referral.txt"]["client_name_match"] == "C002"
-    assert by_file["garcia_letter.txt"]["client_name_match"] == ""
-    assert by_file["chen_report.txt"]["client_name_match"] == "C003"
+    assert by_file["garcia_letter.pdf"]["client_name_match"] == ""
+    assert by_file["chen_report.png"]["client_name_match"] == "C003"
 
     long = json.loads(
         (
@@ -247,7 +258,7 @@ async def test_documents_are_matched_to_clients_reviewed_and_exported(
         ).content
     )
     cells = {(r["filename"], r["variable"]): r for r in long}
-    letter = cells[("garcia_letter.txt", "client_name")]
+    letter = cells[("garcia_letter.pdf", "client_name")]
     assert (letter["match_status"], letter["match_key"], letter["flags"]) == (
         "ambiguous",
         None,
@@ -259,7 +270,7 @@ async def test_documents_are_matched_to_clients_reviewed_and_exported(
         "C002",
         [],
     )
-    assert cells[("smith_report.txt", "client_name")]["match_score"] > 85
+    assert cells[("smith_report.pdf", "client_name")]["match_score"] > 85
 
     workbook = openpyxl.load_workbook(
         io.BytesIO(
@@ -273,7 +284,7 @@ async def test_documents_are_matched_to_clients_reviewed_and_exported(
     results = workbook["Results"]
     header = [c.value for c in results[1]]
     rows = {r[1].value: r for r in results.iter_rows(min_row=2)}
-    cell = rows["garcia_letter.txt"][header.index("client_name")]
+    cell = rows["garcia_letter.pdf"][header.index("client_name")]
     assert cell.fill.fgColor.rgb[-6:] == COLOURS["match_ambiguous"]
     assert (
         rows["garcia_referral.txt"][header.index("client_name")].fill.fgColor.rgb[-6:]
@@ -306,12 +317,12 @@ async def test_edits_rematch_stored_values_with_zero_llm_calls(
     names = _by_file(await list_extractions(client, headers, pid), documents, "client_name")
     assert {f: e["match_key"] for f, e in names.items()} == {
         "smith_referral.txt": "C001",
-        "smith_report.txt": "C001",
+        "smith_report.pdf": "C001",
         "chen_referral.txt": "C003",
-        "chen_report.txt": "C003",
+        "chen_report.png": "C003",
         "chen_letter.txt": "C003",
         "garcia_referral.txt": "C002",
-        "garcia_letter.txt": "C002",
+        "garcia_letter.pdf": "C002",
     }
     assert names["smith_referral.txt"]["match_score"] == 100
     assert {e["match_list_version_id"] for e in names.values()} == {
@@ -332,7 +343,7 @@ async def test_edits_rematch_stored_values_with_zero_llm_calls(
     assert patched.status_code == 200, patched.text
     assert patched.json()["prompt_version"] == client_name["prompt_version"]  # not a prompt edit
     names = _by_file(await list_extractions(client, headers, pid), documents, "client_name")
-    assert names["chen_report.txt"]["match_status"] == "ambiguous"
+    assert names["chen_report.png"]["match_status"] == "ambiguous"
     assert names["chen_referral.txt"]["match_status"] == "matched"
 
     # Removing the match clears it.
@@ -349,7 +360,7 @@ async def test_edits_rematch_stored_values_with_zero_llm_calls(
 async def test_other_users_lists_and_matches_answer_404(
     app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
 ) -> None:
-    headers, pid, _ = await corpus_project(app, client, fake_llm)
+    headers, pid, _ = await corpus_project(app, client, fake_llm, scanned=False)
     other = await sign_up(app, client, "other@example.org")
     lists = (await client.get(f"/api/v1/projects/{pid}/reference-lists", headers=headers)).json()[
         "items"

@@ -2,10 +2,12 @@
 // Routes:
 //   #/signin
 //   #/projects
-//   #/projects/{id}/codebook | documents | documents/{docId} | runs | runs/{runId} | results | export
-//     | webhooks
+//   #/projects/{id}/codebook | documents | documents/{docId} | runs | runs/{runId} | results | cases
+//     | export | webhooks
+//   #/projects/{id}/results?documents=a,b&case=K&document=d&variable=v (a case's documents, a cell open)
 
 import { ApiError, get, onUnauthorized, session, signIn } from "./api.js";
+import { renderCases } from "./cases.js";
 import { renderCodebook } from "./codebook.js";
 import { renderDocuments, renderDocumentText } from "./documents.js";
 import { renderExport } from "./exports.js";
@@ -21,6 +23,7 @@ const TABS = [
   ["documents", "Documents"],
   ["runs", "Runs"],
   ["results", "Results"],
+  ["cases", "Cases"],
   ["export", "Export"],
   ["webhooks", "Webhooks"],
 ];
@@ -171,6 +174,7 @@ async function renderProject(ctx, projectId, tab, sub) {
   else if (tab === "runs" && sub) await renderRun(tabCtx, sub);
   else if (tab === "runs") await renderRuns(tabCtx);
   else if (tab === "results") await renderResults(tabCtx);
+  else if (tab === "cases") await renderCases(tabCtx);
   else if (tab === "export") await renderExport(tabCtx);
   else if (tab === "webhooks") await renderWebhooks(tabCtx);
   ctx.focusTarget = tabCtx.focusTarget || content.querySelector("h2") || ctx.root.querySelector("h1");
@@ -183,7 +187,7 @@ function matchRoute(path) {
   if (path === "/" || path === "/projects") return { view: renderProjects };
   let m = /^\/projects\/([^/]+)$/.exec(path);
   if (m) return { redirect: `#/projects/${m[1]}/codebook` };
-  m = /^\/projects\/([^/]+)\/(codebook|documents|runs|results|export|webhooks)(?:\/([^/]+))?$/.exec(path);
+  m = /^\/projects\/([^/]+)\/(codebook|documents|runs|results|cases|export|webhooks)(?:\/([^/]+))?$/.exec(path);
   if (m) return { view: (ctx) => renderProject(ctx, m[1], m[2], m[3]) };
   return null;
 }

@@ -133,6 +133,14 @@ export async function renderResults(ctx) {
   let followTimer = null;
   const texts = new Map(); // document id → Promise of its text
   ctx.cleanup(() => clearTimeout(followTimer));
+  // A link from another view (the Cases view): ?documents=a,b shows only those documents (of
+  // case ?case=K), ?document=d focuses its row, and with &variable=v opens that cell's panel.
+  const linked = {
+    documents: (ctx.query.get("documents") || "").split(",").filter(Boolean),
+    document: ctx.query.get("document"),
+    variable: ctx.query.get("variable"),
+    case: ctx.query.get("case"),
+  };
 
   const key = (docId, varId) => `${docId}:${varId}`;
   const gridErrors = errorBox();
@@ -154,6 +162,10 @@ export async function renderResults(ctx) {
   add(ctx.root, 
     h("div", { class: "section-head" }, h("h2", { tabindex: "-1" }, "Results"),
       h("button", { type: "button", onclick: () => load(true) }, "Refresh")),
+    linked.documents.length ? h("p", { class: "notice" },
+      linked.case ? `The documents of case ${linked.case}. ` : `${linked.documents.length} chosen documents. `,
+      h("a", { href: `#/projects/${pid}/results` }, "Show every document"),
+      linked.case ? [" · ", h("a", { href: `#/projects/${pid}/cases` }, "Back to the cases")] : null) : null,
     legend,
     findingsBox,
     gridErrors,
@@ -196,7 +208,12 @@ export async function renderResults(ctx) {
     showError(gridErrors, null);
     gridWrap.setAttribute("aria-busy", "true");
     try {
-      page = await get(`/projects/${pid}/documents`, { limit: PAGE_SIZE, offset }, { signal: ctx.signal });
+      if (linked.documents.length) {
+        const items = await mapLimit(linked.documents, 3, (id) => get(`/projects/${pid}/documents/${id}`, {}, { signal: ctx.signal }));
+        page = { items, total: items.length, limit: items.length, offset: 0 };
+      } else {
+        page = await get(`/projects/${pid}/documents`, { limit: PAGE_SIZE, offset }, { signal: ctx.signal });
+      }
       documents = page.items;
       const histories = await extractionHistories(documents);
       const findings = (await get(`/projects/${pid}/findings`, { status: "open", limit: 500 }, { signal: ctx.signal })).items;
@@ -688,6 +705,13 @@ export async function renderResults(ctx) {
   }
 
   await load();
+  const row = documents.findIndex((d) => d.id === linked.document);
+  if (row >= 0) {
+    const col = Math.max(0, variables.findIndex((v) => v.id === linked.variable));
+    setActive(row, col);
+    if (linked.variable) openPanel(activeCell(), { focusPanel: true });
+    else focusActive();
+  }
 }
 
 // -- correcting a value with an input that fits its type ------------------------------------------
