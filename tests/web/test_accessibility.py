@@ -352,3 +352,24 @@ def test_every_page_has_no_serious_accessibility_violation(
     )
     missed = app_routes() - audit.visited
     assert not missed, f"routes of app.js this test does not visit: {sorted(missed)}"
+
+
+def test_zz_probe(page: Page, live_server: LiveServer, arranged: dict[str, Any]) -> None:
+    sign_in(page)
+    page.get_by_role("button", name="Rename Accessibility").first.click()
+    for i in range(8):
+        page.keyboard.press("Tab")
+        print(i, page.evaluate("() => { const a = document.activeElement; return a.tagName + ' ' + (a.textContent||'').slice(0,20) + ' in dialog=' + !!a.closest('dialog'); }"))
+    page.keyboard.press("Escape")
+    print(page.evaluate("() => document.activeElement.outerHTML.slice(0,120)"))
+    import time
+    t=time.monotonic()
+    page.goto(f"/#/projects/{arranged['pid']}/codebook")
+    page.get_by_role("heading", name="Codebook").wait_for()
+    seen=[]
+    for i in range(80):
+        page.keyboard.press("Tab")
+        d = page.evaluate("() => { const a = document.activeElement; const s = getComputedStyle(a); return [a.tagName, (a.getAttribute('aria-label')||a.textContent||'').slice(0,30), s.outlineStyle, s.outlineWidth, s.outlineColor, s.boxShadow]; }")
+        seen.append(d)
+    print(time.monotonic()-t)
+    for d in seen: print(d)

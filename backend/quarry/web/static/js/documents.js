@@ -4,7 +4,7 @@
 import { del, get, listAll, request, uploadDocuments } from "./api.js";
 import {
   add, badge, confirmDialog, DOCUMENT_STATUS_LABELS, errorBox, formatBytes, formatDate,
-  formatNumber, h, notify, pager, setChildren, showError, uid,
+  formatNumber, h, notify, pager, scrollToWithin, setChildren, showError, uid,
 } from "./ui.js";
 
 const PAGE_SIZE = 50;
@@ -385,7 +385,7 @@ export function pageViewer(text, { page = 1, highlight = null, label = "Document
       const to = Math.min(p.text.length, end);
       const mark = h("mark", { class: "evidence" }, p.text.slice(from, to));
       setChildren(body, p.text.slice(0, from), mark, p.text.slice(to));
-      requestAnimationFrame(() => mark.scrollIntoView({ block: "center", inline: "nearest" }));
+      requestAnimationFrame(() => scrollToWithin(body, mark));
     } else {
       setChildren(body, p.text);
       body.scrollTop = 0;
@@ -483,7 +483,7 @@ export function pageImageViewer(projectId, doc, text, { page = 1, boxes = [], la
       .filter(Boolean).join(" ");
     img.addEventListener("load", () => {
       const first = frame.querySelector("rect.evidence-box");
-      if (first) first.scrollIntoView({ block: "center", inline: "nearest" });
+      if (first) scrollToWithin(stage, first);
     }, { once: true });
   }
   prev.addEventListener("click", () => show(current - 1));

@@ -219,8 +219,35 @@ export async function withBusy(button, busyLabel, action) {
 
 // -- dialogs ------------------------------------------------------------------------------------
 
+const TABBABLE = "a[href], button:not(:disabled), input:not(:disabled), select:not(:disabled), "
+  + "textarea:not(:disabled), [tabindex]:not([tabindex='-1'])";
+
+/**
+ * Keep Tab and Shift+Tab inside a modal dialog: the browser makes the page behind it inert,
+ * but would still let focus leave to the document itself after the last control.
+ */
+function trapFocus(dialog) {
+  dialog.addEventListener("keydown", (event) => {
+    if (event.key !== "Tab") return;
+    const stops = [...dialog.querySelectorAll(TABBABLE)].filter((el) => el.getClientRects().length);
+    if (!stops.length) return;
+    const first = stops[0];
+    const last = stops[stops.length - 1];
+    if (event.shiftKey && (document.activeElement === first || !dialog.contains(document.activeElement))) {
+      event.preventDefault();
+      last.focus();
+    } else if (!event.shiftKey && document.activeElement === last) {
+      event.preventDefault();
+      first.focus();
+    }
+  });
+}
+
 function openDialog(dialog, initialFocus) {
   const opener = document.activeElement;
+  // showModal() makes it modal; saying so too helps assistive tech that reads attributes.
+  dialog.setAttribute("aria-modal", "true");
+  trapFocus(dialog);
   document.body.append(dialog);
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => {
@@ -288,6 +315,20 @@ export async function promptDialog({ title, label, value = "", confirmLabel = "S
 }
 
 // -- small widgets ------------------------------------------------------------------------------
+
+/**
+ * Scroll `container` so that `target` (inside it) is in the middle of it, and move nothing else.
+ * Element.scrollIntoView() would scroll every scrolled ancestor too: the review panel opened
+ * scrolled down, its title clipped, and the page behind it jumped.
+ */
+export function scrollToWithin(container, target) {
+  const outer = container.getBoundingClientRect();
+  const inner = target.getBoundingClientRect();
+  container.scrollTop += inner.top - outer.top - (container.clientHeight - inner.height) / 2;
+  if (inner.left < outer.left || inner.right > outer.right) {
+    container.scrollLeft += inner.left - outer.left - (container.clientWidth - inner.width) / 2;
+  }
+}
 
 /** Previous / next pagination for an API page {total, limit, offset}. */
 export function pager({ total, limit, offset }, onPage, noun = "items") {
