@@ -132,8 +132,10 @@ def _arrange(server: LiveServer) -> dict[str, Any]:
         return dict(
             _wait(
                 lambda: api.get(f"/projects/{pid}/runs/{run_id}").json(),
-                lambda r: r["status"] not in ("preparing", "queued", "running")
-                and r["counts"]["running"] == 0,
+                lambda r: (
+                    r["status"] not in ("preparing", "queued", "running")
+                    and r["counts"]["running"] == 0
+                ),
             )
         )
 
@@ -274,9 +276,7 @@ def test_every_page_has_no_serious_accessibility_violation(
     )
     expect(page.locator(".upload-summary")).to_contain_text("Uploaded 2 of 2")
     audit.check(f"{project}/documents", "the list and two uploads")
-    audit.goto(
-        f"#/projects/{pid}/documents/{arranged['documents']['p.pdf']}", "p.pdf"
-    )
+    audit.goto(f"#/projects/{pid}/documents/{arranged['documents']['p.pdf']}", "p.pdf")
     expect(page.locator("pre.doctext")).to_contain_text("page one")
     audit.check(f"{project}/documents/{{id}}", "a document's text")
 
@@ -352,7 +352,6 @@ def test_every_page_has_no_serious_accessibility_violation(
     )
     missed = app_routes() - audit.visited
     assert not missed, f"routes of app.js this test does not visit: {sorted(missed)}"
-
 
 
 # -- the keyboard -------------------------------------------------------------------------------
