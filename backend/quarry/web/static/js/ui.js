@@ -73,18 +73,28 @@ export function formatBytes(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
+// One formatter each, made on first use: toLocaleString() builds a new one per call, which cost
+// a millisecond a date — tens of them per table drawn, and the upload list froze the page.
+const formatters = {};
+function formatter(kind, make) {
+  if (!formatters[kind]) formatters[kind] = make();
+  return formatters[kind];
+}
+
 export function formatDate(iso) {
   if (!iso) return "";
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return String(iso);
-  return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  return formatter("date", () => new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" }))
+    .format(date);
 }
 
 export function formatTime(iso) {
   if (!iso) return "";
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return String(iso);
-  return date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return formatter("time", () => new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" }))
+    .format(date);
 }
 
 /** An extracted or reviewed value as a person reads it. */
@@ -99,7 +109,7 @@ export function formatValue(value) {
 
 export function formatNumber(n) {
   if (n === null || n === undefined || n === "") return "";
-  return typeof n === "number" ? n.toLocaleString() : String(n);
+  return typeof n === "number" ? formatter("number", () => new Intl.NumberFormat()).format(n) : String(n);
 }
 
 export function formatUsd(n) {
