@@ -40,6 +40,14 @@ CHROMIUM = Path(os.environ.get("QUARRY_TEST_CHROMIUM", "/usr/bin/chromium"))
 EMAIL = "reviewer@example.org"
 # The policy a production deployment sends; the UI must work under it (no inline anything).
 CSP = "default-src 'self'"
+#: The widths the UI is tested at (issue 15): a small laptop and a desktop. `page` opens its tab
+#: at `viewport_width`; a test runs at both with `@at_both_widths`.
+WIDTHS = (1024, 1440)
+HEIGHTS = {1024: 768, 1440: 900}
+at_both_widths = pytest.mark.parametrize("viewport_width", WIDTHS, ids=[f"{w}px" for w in WIDTHS])
+#: A price for the fake model, so a run can have a budget (USD per million tokens: high enough
+#: that a few calls cost cents).
+PRICES = {"fake-model": {"input": 1000.0, "output": 4000.0}}
 
 
 def _in_ci() -> bool:
@@ -114,6 +122,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         "webhook_poll_seconds": 0.1,
         "webhook_backoff_seconds": 0.1,
         "webhook_retry_seconds": 2.0,
+        "llm_prices": PRICES,
     }
     # The tests sign in more often than a person would; the sign-in limit is not under test.
     for limit in ("login_attempts_per_minute", "login_ip_attempts_per_minute"):
@@ -180,7 +189,13 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, live_server: LiveServer) -> Iterator[Page]:
+def viewport_width() -> int:
+    """The width `page` opens at; `@at_both_widths` parametrizes it."""
+    return 1440
+
+
+@pytest.fixture
+def page(browser: Browser, live_server: LiveServer, viewport_width: int) -> Iterator[Page]:
     """A fresh browser tab (own sessionStorage) that fails the test on script errors and on
     anything the Content-Security-Policy refused."""
     # The server is shared: what an earlier test scripted must not answer this one's calls.
@@ -189,7 +204,7 @@ def page(browser: Browser, live_server: LiveServer) -> Iterator[Page]:
     context = browser.new_context(
         base_url=live_server.base_url,
         accept_downloads=True,
-        viewport={"width": 1440, "height": 900},
+        viewport={"width": viewport_width, "height": HEIGHTS.get(viewport_width, 900)},
     )
     context.set_default_timeout(15_000)
     tab = context.new_page()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.support.documents import make_pdf
-from tests.web.conftest import LiveServer, arrange_project, screenshot, sign_in
+from tests.web.conftest import LiveServer, arrange_project, at_both_widths, screenshot, sign_in
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
@@ -52,6 +52,7 @@ def script(server: LiveServer) -> None:
     fake.script(variable="drugs", contains="DOC-B", reply="I cannot answer in JSON, sorry")
 
 
+@at_both_widths
 def test_review_with_the_keyboard(page: Page, live_server: LiveServer) -> None:
     from playwright.sync_api import expect
 

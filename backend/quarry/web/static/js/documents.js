@@ -4,10 +4,11 @@
 import { del, get, listAll, request, uploadDocuments } from "./api.js";
 import {
   add, badge, confirmDialog, DOCUMENT_STATUS_LABELS, errorBox, formatBytes, formatDate,
-  formatNumber, h, notify, pager, setChildren, showError, uid,
+  formatNumber, h, notify, pager, scrollToWithin, setChildren, showError, uid,
 } from "./ui.js";
 
 const PAGE_SIZE = 50;
+const LIST_PAGE = 500; // the API's largest page
 const PARALLEL_UPLOADS = 3;
 // Small files go several to a request (the API takes up to 100 a request): 200 notes are 20
 // requests, not 200 against the API's per-minute limit.
@@ -58,6 +59,21 @@ export async function renderDocuments(ctx) {
   const uploadList = h("details", { class: "upload-list", hidden: true }, uploadListLabel, uploads);
   const tally = { files: 0, sent: 0, failed: 0, duplicates: 0, bytes: 0, bytesSent: 0 };
   const FOLD_AT = 10;
+  // Progress events come by the hundred a second while many files go: the rows and the
+  // summary they change are drawn once a frame, not once an event (the page froze).
+  const staleRows = new Set();
+  let frame = 0;
+  function redraw(drawRow) {
+    if (drawRow) staleRows.add(drawRow);
+    if (frame) return;
+    frame = requestAnimationFrame(() => {
+      frame = 0;
+      for (const draw of staleRows) draw();
+      staleRows.clear();
+      renderTally();
+    });
+  }
+  ctx.cleanup(() => cancelAnimationFrame(frame));
   const dropzone = h(
     "div",
     { class: "dropzone" },
@@ -115,27 +131,34 @@ export async function renderDocuments(ctx) {
     const progress = h("progress", { max: 1, value: 0, "aria-label": `Upload of ${file.name}` });
     const status = h("span", { class: "upload-status" }, "Waiting");
     let counted = 0; // bytes of this file in tally.bytesSent
+    let uploading = null; // the fraction sent, until the next frame draws it
     const row = h("li", { class: "upload" },
       h("span", { class: "upload-name" }, file.name),
       h("span", { class: "muted small" }, formatBytes(file.size)),
       progress, status);
-    uploads.prepend(row);
     const sent = (bytes) => {
       tally.bytesSent += bytes - counted;
       counted = bytes;
     };
+    const drawProgress = () => {
+      if (uploading === null) return;
+      progress.value = uploading;
+      status.textContent = `Uploading ${Math.round(uploading * 100)}%`;
+      uploading = null;
+    };
     return {
+      element: row,
       progress(fraction) {
-        progress.value = fraction;
-        status.textContent = `Uploading ${Math.round(fraction * 100)}%`;
+        uploading = fraction;
         sent(Math.round(fraction * file.size));
-        renderTally();
+        redraw(drawProgress);
       },
       uploaded(doc) {
+        uploading = null;
         sent(file.size);
         tally.sent += 1;
         if (doc.duplicate_of) tally.duplicates += 1;
-        renderTally();
+        redraw();
         this.document(doc);
       },
       document(doc) {
@@ -154,12 +177,13 @@ export async function renderDocuments(ctx) {
         }
       },
       rejected(error) {
+        uploading = null;
         row.dataset.status = "rejected";
         progress.value = 0;
         sent(0);
         tally.sent += 1;
         tally.failed += 1;
-        renderTally();
+        redraw();
         setChildren(status, badge("Not uploaded", "bad"), ` ${error.message}`);
       },
     };
@@ -201,7 +225,10 @@ export async function renderDocuments(ctx) {
     tally.bytes += files.reduce((sum, file) => sum + file.size, 0);
     uploadList.hidden = false;
     uploadList.open = tally.files <= FOLD_AT;
-    const queue = requests(files.map((file) => ({ file, row: uploadRow(file) })));
+    const entries = files.map((file) => ({ file, row: uploadRow(file) }));
+    // Newest first, put in at once.
+    uploads.prepend(...entries.map(({ row }) => row.element).reverse());
+    const queue = requests(entries);
     renderTally();
     let next = 0;
     const lane = async () => {
@@ -236,14 +263,46 @@ export async function renderDocuments(ctx) {
   }
 
   // -- polling until every tracked document is ready or failed -----------------------------------
+  // One poll at a time: two running side by side (each finished upload asks for one) let an
+  // older answer put back a "parsing" that a newer one had already seen end, and that row
+  // then waited for ever.
+  let polling = false;
+  let pollAgain = false;
   function schedulePoll(delay = POLL_MS) {
     if (ctx.signal.aborted) return;
+    if (polling) {
+      pollAgain = true;
+      return;
+    }
     clearTimeout(pollTimer);
     pollTimer = setTimeout(poll, delay);
   }
 
+  /**
+   * The documents of `ids` as they are now, read from the end of the list (oldest first, so
+   * those just uploaded are last): a page or two, not a request per document, which ran into
+   * the API's request limit with a few hundred files.
+   */
+  async function currentDocuments(ids) {
+    const found = new Map();
+    let end = (await get(base, { limit: 1, offset: 0 }, { signal: ctx.signal })).total;
+    // Not the whole of a large project for one document deleted meanwhile: what is not
+    // found in these pages is asked for on its own.
+    let pages = Math.ceil(ids.size / LIST_PAGE) + 1;
+    while (end > 0 && found.size < ids.size && pages > 0) {
+      pages -= 1;
+      const offset = Math.max(0, end - LIST_PAGE);
+      const page = await get(base, { limit: end - offset, offset }, { signal: ctx.signal });
+      for (const doc of page.items) if (ids.has(doc.id)) found.set(doc.id, doc);
+      end = offset;
+    }
+    return found;
+  }
+
   async function poll() {
     if (ctx.signal.aborted || !tracked.size) return;
+    polling = true;
+    pollAgain = false;
     try {
       // Two filtered lists say which documents are still unsettled, however many there are.
       const [waiting, parsing] = await Promise.all([
@@ -251,10 +310,14 @@ export async function renderDocuments(ctx) {
         listAll(base, { status: "parsing" }, { signal: ctx.signal }),
       ]);
       const unsettled = new Map([...waiting, ...parsing].map((d) => [d.id, d]));
+      const settledIds = new Set([...tracked.keys()].filter((id) => !unsettled.has(id)));
+      const settled = settledIds.size ? await currentDocuments(settledIds) : new Map();
       let settledAny = false;
       for (const [id, row] of [...tracked]) {
-        const doc = unsettled.get(id) || await get(`${base}/${id}`, {}, { signal: ctx.signal })
-          .catch((error) => (error.status === 404 ? { id, status: "deleted" } : Promise.reject(error)));
+        // Uploaded after the lists were read, or deleted meanwhile: asked for on its own.
+        const doc = unsettled.get(id) || settled.get(id)
+          || await get(`${base}/${id}`, {}, { signal: ctx.signal })
+            .catch((error) => (error.status === 404 ? { id, status: "deleted" } : Promise.reject(error)));
         if (doc.status === "deleted") {
           tracked.delete(id);
           continue;
@@ -269,11 +332,14 @@ export async function renderDocuments(ctx) {
     } catch (error) {
       if (error.name === "AbortError") return;
       showError(listErrors, error);
+    } finally {
+      polling = false;
     }
-    if (tracked.size) schedulePoll();
+    if (tracked.size) schedulePoll(pollAgain ? 0 : POLL_MS);
   }
 
   // -- the document list ------------------------------------------------------------------------
+  let shownTable = null; // the page of the list on screen, as the API answered it
   async function loadTable() {
     if (ctx.signal.aborted) return;
     let page;
@@ -295,6 +361,11 @@ export async function renderDocuments(ctx) {
         schedulePoll();
       }
     }
+    // Asked again as each batch of uploads settles: the same page is not drawn again (a
+    // table of 50 rows laid out and painted anew every second kept the page busy).
+    const signature = JSON.stringify(page);
+    if (signature === shownTable) return;
+    shownTable = signature;
     if (!page.items.length) {
       setChildren(table, h("p", { class: "empty" }, "No documents yet. Upload some above."));
       return;
@@ -385,7 +456,7 @@ export function pageViewer(text, { page = 1, highlight = null, label = "Document
       const to = Math.min(p.text.length, end);
       const mark = h("mark", { class: "evidence" }, p.text.slice(from, to));
       setChildren(body, p.text.slice(0, from), mark, p.text.slice(to));
-      requestAnimationFrame(() => mark.scrollIntoView({ block: "center", inline: "nearest" }));
+      requestAnimationFrame(() => scrollToWithin(body, mark));
     } else {
       setChildren(body, p.text);
       body.scrollTop = 0;
@@ -483,7 +554,7 @@ export function pageImageViewer(projectId, doc, text, { page = 1, boxes = [], la
       .filter(Boolean).join(" ");
     img.addEventListener("load", () => {
       const first = frame.querySelector("rect.evidence-box");
-      if (first) first.scrollIntoView({ block: "center", inline: "nearest" });
+      if (first) scrollToWithin(stage, first);
     }, { once: true });
   }
   prev.addEventListener("click", () => show(current - 1));

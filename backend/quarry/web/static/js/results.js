@@ -486,6 +486,7 @@ export async function renderResults(ctx) {
     }
     panelKey = newKey;
     panel.hidden = false;
+    panel.scrollTop = 0; // it opens at its title, whatever the last cell scrolled to
     renderPanel(cell, options);
   }
 

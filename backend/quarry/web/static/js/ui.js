@@ -73,18 +73,28 @@ export function formatBytes(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
+// One formatter each, made on first use: toLocaleString() builds a new one per call, which cost
+// a millisecond a date — tens of them per table drawn, and the upload list froze the page.
+const formatters = {};
+function formatter(kind, make) {
+  if (!formatters[kind]) formatters[kind] = make();
+  return formatters[kind];
+}
+
 export function formatDate(iso) {
   if (!iso) return "";
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return String(iso);
-  return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  return formatter("date", () => new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" }))
+    .format(date);
 }
 
 export function formatTime(iso) {
   if (!iso) return "";
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return String(iso);
-  return date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return formatter("time", () => new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" }))
+    .format(date);
 }
 
 /** An extracted or reviewed value as a person reads it. */
@@ -99,7 +109,7 @@ export function formatValue(value) {
 
 export function formatNumber(n) {
   if (n === null || n === undefined || n === "") return "";
-  return typeof n === "number" ? n.toLocaleString() : String(n);
+  return typeof n === "number" ? formatter("number", () => new Intl.NumberFormat()).format(n) : String(n);
 }
 
 export function formatUsd(n) {
@@ -219,8 +229,35 @@ export async function withBusy(button, busyLabel, action) {
 
 // -- dialogs ------------------------------------------------------------------------------------
 
+const TABBABLE = "a[href], button:not(:disabled), input:not(:disabled), select:not(:disabled), "
+  + "textarea:not(:disabled), [tabindex]:not([tabindex='-1'])";
+
+/**
+ * Keep Tab and Shift+Tab inside a modal dialog: the browser makes the page behind it inert,
+ * but would still let focus leave to the document itself after the last control.
+ */
+function trapFocus(dialog) {
+  dialog.addEventListener("keydown", (event) => {
+    if (event.key !== "Tab") return;
+    const stops = [...dialog.querySelectorAll(TABBABLE)].filter((el) => el.getClientRects().length);
+    if (!stops.length) return;
+    const first = stops[0];
+    const last = stops[stops.length - 1];
+    if (event.shiftKey && (document.activeElement === first || !dialog.contains(document.activeElement))) {
+      event.preventDefault();
+      last.focus();
+    } else if (!event.shiftKey && document.activeElement === last) {
+      event.preventDefault();
+      first.focus();
+    }
+  });
+}
+
 function openDialog(dialog, initialFocus) {
   const opener = document.activeElement;
+  // showModal() makes it modal; saying so too helps assistive tech that reads attributes.
+  dialog.setAttribute("aria-modal", "true");
+  trapFocus(dialog);
   document.body.append(dialog);
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => {
@@ -288,6 +325,20 @@ export async function promptDialog({ title, label, value = "", confirmLabel = "S
 }
 
 // -- small widgets ------------------------------------------------------------------------------
+
+/**
+ * Scroll `container` so that `target` (inside it) is in the middle of it, and move nothing else.
+ * Element.scrollIntoView() would scroll every scrolled ancestor too: the review panel opened
+ * scrolled down, its title clipped, and the page behind it jumped.
+ */
+export function scrollToWithin(container, target) {
+  const outer = container.getBoundingClientRect();
+  const inner = target.getBoundingClientRect();
+  container.scrollTop += inner.top - outer.top - (container.clientHeight - inner.height) / 2;
+  if (inner.left < outer.left || inner.right > outer.right) {
+    container.scrollLeft += inner.left - outer.left - (container.clientWidth - inner.width) / 2;
+  }
+}
 
 /** Previous / next pagination for an API page {total, limit, offset}. */
 export function pager({ total, limit, offset }, onPage, noun = "items") {
