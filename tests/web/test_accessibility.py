@@ -327,6 +327,11 @@ def test_every_page_has_no_serious_accessibility_violation(
     expect(panel).to_contain_text("Reference row")
     audit.check(f"{project}/results", "the panel on an ambiguous match")
 
+    # Cases: each with its documents, combined values and open findings.
+    audit.goto(f"#/projects/{arranged['claims']}/cases", "Cases")
+    expect(page.locator("section.case").first).to_be_visible()
+    audit.check(f"{project}/cases", "cases with a finding")
+
     # Export.
     audit.goto(f"#/projects/{pid}/export", "Export")
     audit.check(f"{project}/export", "the downloads")
