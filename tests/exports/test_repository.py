@@ -20,15 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from quarry.db import connect_sqlite_reader, sqlite_file
 from quarry.exports import repository
 from quarry.exports.service import export_codebook, settle_batch
-from quarry.reviewing.verdicts import OPEN_LENS
 from quarry.models import ExtractionStatus as S
+from quarry.reviewing.verdicts import OPEN_LENS
 from tests.exports.conftest import (
     T0,
     Project,
     add_documents,
     add_extraction,
-    add_reviewers,
     add_review,
+    add_reviewers,
     add_run,
 )
 
