@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from quarry.db import SessionDep
+from quarry.errors import ErrorOut
 from quarry.evaluation.compare import Tolerance
 from quarry.pagination import Page, PageDep
 from quarry.projects.deps import AccessDep, ProjectManage, ProjectRead, ProjectReview
@@ -104,7 +105,11 @@ async def auto_assign(
     return result
 
 
-@router.post("/assignments/claim", response_model=list[DocumentAssignmentOut])
+@router.post(
+    "/assignments/claim",
+    response_model=list[DocumentAssignmentOut],
+    responses={409: {"model": ErrorOut, "description": "Someone took the same slot just then"}},
+)
 async def claim_documents(
     session: SessionDep,
     project: ProjectReview,
@@ -154,7 +159,14 @@ async def list_conflicts(
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.post("/conflicts/{document_id}/{variable_id}/resolution", response_model=ConflictOut)
+@router.post(
+    "/conflicts/{document_id}/{variable_id}/resolution",
+    response_model=ConflictOut,
+    responses={
+        403: {"model": ErrorOut, "description": "Neither an owner nor the project's adjudicator"},
+        409: {"model": ErrorOut, "description": "Not a conflict: not reviewed by both, or agreed"},
+    },
+)
 async def resolve_conflict(
     session: SessionDep,
     project: ProjectReview,
