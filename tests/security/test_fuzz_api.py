@@ -67,7 +67,7 @@ CONFIG = SchemathesisConfig.from_dict(
             {
                 # Once a generated PATCH has switched the project to dual review, only a
                 # document's assigned reviewers review it: its owner too is told 403.
-                "include-path": f"{API}/projects/{{project_id}}/reviews/{{document_id}}/{{variable_id}}",
+                "include-path": API + "/projects/{project_id}/reviews/{document_id}/{variable_id}",
                 "include-method": "PUT",
                 "checks": {
                     "positive_data_acceptance": {

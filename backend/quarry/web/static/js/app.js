@@ -2,8 +2,8 @@
 // Routes:
 //   #/signin
 //   #/projects
-//   #/projects/{id}/codebook | documents | documents/{docId} | runs | runs/{runId} | results | export
-//     | webhooks
+//   #/projects/{id}/codebook | documents | documents/{docId} | runs | runs/{runId} | results | review
+//     | export | webhooks
 
 import { ApiError, get, onUnauthorized, session, signIn } from "./api.js";
 import { renderCodebook } from "./codebook.js";
@@ -11,6 +11,7 @@ import { renderDocuments, renderDocumentText } from "./documents.js";
 import { renderExport } from "./exports.js";
 import { renderProjects } from "./projects.js";
 import { renderResults } from "./results.js";
+import { renderReview } from "./review.js";
 import { renderRun, renderRuns } from "./runs.js";
 import { add, clearToasts, errorBox, h, setChildren, showError, withBusy } from "./ui.js";
 import { renderWebhooks } from "./webhooks.js";
@@ -21,6 +22,7 @@ const TABS = [
   ["documents", "Documents"],
   ["runs", "Runs"],
   ["results", "Results"],
+  ["review", "Review"],
   ["export", "Export"],
   ["webhooks", "Webhooks"],
 ];
@@ -171,6 +173,7 @@ async function renderProject(ctx, projectId, tab, sub) {
   else if (tab === "runs" && sub) await renderRun(tabCtx, sub);
   else if (tab === "runs") await renderRuns(tabCtx);
   else if (tab === "results") await renderResults(tabCtx);
+  else if (tab === "review") await renderReview(tabCtx);
   else if (tab === "export") await renderExport(tabCtx);
   else if (tab === "webhooks") await renderWebhooks(tabCtx);
   ctx.focusTarget = tabCtx.focusTarget || content.querySelector("h2") || ctx.root.querySelector("h1");
@@ -183,7 +186,7 @@ function matchRoute(path) {
   if (path === "/" || path === "/projects") return { view: renderProjects };
   let m = /^\/projects\/([^/]+)$/.exec(path);
   if (m) return { redirect: `#/projects/${m[1]}/codebook` };
-  m = /^\/projects\/([^/]+)\/(codebook|documents|runs|results|export|webhooks)(?:\/([^/]+))?$/.exec(path);
+  m = /^\/projects\/([^/]+)\/(codebook|documents|runs|results|review|export|webhooks)(?:\/([^/]+))?$/.exec(path);
   if (m) return { view: (ctx) => renderProject(ctx, m[1], m[2], m[3]) };
   return null;
 }
