@@ -195,6 +195,17 @@ async def test_documents_are_split_evenly_between_the_reviewers(team: Team) -> N
     assert reviewers["alice@example.org"]["assigned_documents"] == 2
     assert "vera@example.org" not in reviewers  # a viewer does not review
     assert reviewers["owner@example.org"]["adjudicator"] is True
+    # Starting over with two named people: both on every document.
+    chosen = [team.users["alice"], team.users["eddie"]]
+    result = await team.call(
+        "owner", "POST", "/assignments/auto", json={"reviewer_ids": chosen, "replace": True}
+    )
+    assert (result["documents"], result["slots_filled"]) == (3, 6)
+    for item in (await team.call("owner", "GET", "/assignments"))["items"]:
+        assert {item["reviewer_a"]["email"], item["reviewer_b"]["email"]} == {
+            "alice@example.org",
+            "eddie@example.org",
+        }
 
 
 async def test_assigning_by_hand_and_claiming_from_the_pool(team: Team) -> None:

@@ -194,10 +194,7 @@ async def auto_assign(
         )
     documents = await repository.documents_in_upload_order(session, project.id)
     if data.replace:
-        for document_id, _ in documents:
-            await repository.replace_assignments(
-                session, project.id, document_id, UNASSIGNED, "auto", user.id
-            )
+        await repository.clear_assignments(session, project.id)
         assigned: dict[uuid.UUID, Assigned] = {}
     else:
         assigned = await repository.project_assignments(session, project.id)

@@ -145,6 +145,12 @@ async def replace_assignments(
     await session.flush()
 
 
+async def clear_assignments(session: AsyncSession, project_id: uuid.UUID) -> None:
+    """Free every reviewer slot of the project (the reviews stay)."""
+    await session.execute(delete(ReviewAssignment).where(ReviewAssignment.project_id == project_id))
+    await session.flush()
+
+
 async def add_assignment(
     session: AsyncSession,
     project_id: uuid.UUID,
