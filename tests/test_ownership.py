@@ -159,6 +159,31 @@ PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
         {"params": {"gold": "reviews"}},
         {"params": {"gold": "reviews", "run_id": ids["run_id"], "format": "xlsx"}},
     ],
+    ("GET", "/projects/{project_id}/reviewers"): lambda _: [{}],
+    ("GET", "/projects/{project_id}/assignments"): lambda ids: [
+        {},
+        {"params": {"mine": "true"}},
+        {"params": {"unassigned": "true", "reviewer_id": ids["user_id"]}},
+    ],
+    # The owner reviews their own document (A) and takes it from the pool (B: after the
+    # auto split, which finds no one in the reviewer role to split between).
+    ("POST", "/projects/{project_id}/assignments"): lambda ids: [
+        {"json": {"document_ids": [ids["document_id"]], "reviewer_a": ids["user_id"]}}
+    ],
+    ("POST", "/projects/{project_id}/assignments/auto"): lambda _: [{"json": {}}],
+    ("POST", "/projects/{project_id}/assignments/claim"): lambda _: [{"json": {"count": 5}}],
+    ("GET", "/projects/{project_id}/conflicts"): lambda ids: [
+        {},
+        {"params": {"status": "open", "variable_id": ids["variable_id"]}},
+        {"params": {"reviewer_id": ids["user_id"]}},
+    ],
+    ("POST", "/projects/{project_id}/conflicts/{document_id}/{variable_id}/resolution"): (
+        lambda _: [{"json": {"choose": "a"}}, {"json": {"value": "Settled by B"}}]
+    ),
+    ("GET", "/projects/{project_id}/agreement"): lambda _: [
+        {},
+        {"params": {"absolute_tolerance": 1}},
+    ],
 }
 
 # Routes answered without a token, by design.
@@ -252,6 +277,7 @@ async def make_owner(
         "profile_id": profile.json()["id"],
         "list_id": listed.json()["id"],
         "number": "1",  # a page of the document
+        "user_id": (await client.get(f"{API}/users/me", headers=headers)).json()["id"],
     }
     if with_run:
         # The fake model answers "not found" by default: a finished run with extractions.
@@ -302,6 +328,9 @@ async def visible_state(client: httpx.AsyncClient, owner: Owner) -> dict[str, An
         "rows": f"{base}/reference-lists/{ids['list_id']}/rows",
         "cases": f"{base}/cases",
         "findings": f"{base}/findings",
+        "assignments": f"{base}/assignments",
+        "conflicts": f"{base}/conflicts",
+        "agreement": f"{base}/agreement",
     }
     state = {}
     for name, url in reads.items():
@@ -420,6 +449,7 @@ async def test_every_api_route_but_sign_in_needs_a_token(
             "list_id",
             "extraction_id",
             "finding_id",
+            "user_id",
         )
     } | {"number": "1"}
     routes = api_routes(app)

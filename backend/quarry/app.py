@@ -29,6 +29,7 @@ from quarry.metrics import install_metrics
 from quarry.profiles.router import router as profiles_router
 from quarry.projects.router import router as projects_router
 from quarry.reflists.router import router as reflists_router
+from quarry.reviewing.router import router as reviewing_router
 from quarry.runs.progress import ProgressHub
 from quarry.runs.router import router as runs_router
 from quarry.security.middleware import install_middleware
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         evaluation_router,
         webhooks_router,
         reflists_router,
+        reviewing_router,
         audit_router,
     ):
         api.include_router(router)

@@ -17,7 +17,16 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from quarry.db import session_scope
-from quarry.models import Document, Extraction, ExtractionStatus, PromptVersion, Review, Run
+from quarry.models import (
+    Document,
+    Extraction,
+    ExtractionStatus,
+    PromptVersion,
+    Review,
+    ReviewAssignment,
+    Run,
+    User,
+)
 from tests.conftest import make_settings
 from tests.support.api import add_variable, create_project, running_app, sign_up
 from tests.support.postgres import temporary_postgres_database
@@ -154,6 +163,8 @@ async def add_review(
     value: Any = None,
     *,
     at: datetime,
+    kind: str = "single",
+    reviewer_id: uuid.UUID | None = None,
 ) -> None:
     async with session_scope(project.app.state.sessionmaker) as session:
         session.add(
@@ -163,5 +174,24 @@ async def add_review(
                 status=status,
                 value=value,
                 created_at=at,
+                kind=kind,
+                reviewer_id=reviewer_id,
             )
         )
+
+
+async def add_reviewers(project: Project, document_id: uuid.UUID, *emails: str) -> list[uuid.UUID]:
+    """Users (made here) assigned as the document's reviewers A and B, in order."""
+    ids = []
+    async with session_scope(project.app.state.sessionmaker) as session:
+        for slot, email in enumerate(emails, start=1):
+            user = User(email=email, password_hash="-")
+            session.add(user)
+            await session.flush()
+            session.add(
+                ReviewAssignment(
+                    project_id=project.id, document_id=document_id, slot=slot, reviewer_id=user.id
+                )
+            )
+            ids.append(user.id)
+    return ids

@@ -62,7 +62,22 @@ CONFIG = SchemathesisConfig.from_dict(
                 # run needs a ready document), 413/415 for an upload's size or content.
                 "expected-statuses": ["2xx", "400", "401", "404", "409", "413", "415", "429"],
             }
-        }
+        },
+        "operations": [
+            {
+                # Once a generated PATCH has switched the project to dual review, only a
+                # document's assigned reviewers review it: its owner too is told 403.
+                "include-path": API + "/projects/{project_id}/reviews/{document_id}/{variable_id}",
+                "include-method": "PUT",
+                "checks": {
+                    "positive_data_acceptance": {
+                        "expected-statuses": [
+                            *("2xx", "400", "401", "403", "404", "409", "413", "415", "429")
+                        ]
+                    }
+                },
+            }
+        ],
     }
 )
 

@@ -48,7 +48,7 @@ from quarry.evaluation.schemas import (
     VariableMetricsOut,
 )
 from quarry.exports.service import final_cell
-from quarry.extractions.repository import current_reviews, latest_answers
+from quarry.extractions.repository import latest_answers
 from quarry.models import (
     ACTIVE_RUN_STATUSES,
     Agreement,
@@ -61,6 +61,7 @@ from quarry.models import (
     Run,
     Variable,
 )
+from quarry.reviewing.service import final_reviews
 from quarry.runs.repository import get_run
 from quarry.runs.snapshot import RunSnapshot
 from quarry.variables.repository import list_variables
@@ -174,6 +175,7 @@ async def _run_answers(
 
 async def _predictions(
     session: AsyncSession,
+    project_id: uuid.UUID,
     document_ids: Sequence[uuid.UUID],
     run_id: uuid.UUID | None,
     reviewed_values: bool,
@@ -184,7 +186,7 @@ async def _predictions(
     predictions: dict[Key, Prediction] = {}
     for chunk in _chunks(document_ids):
         answers = await latest_answers(session, chunk)
-        reviews = await current_reviews(session, chunk) if reviewed_values else {}
+        reviews = await final_reviews(session, project_id, chunk) if reviewed_values else {}
         for key in answers.keys() | reviews.keys():
             extraction = answers[key][0] if key in answers else None
             predictions[key] = _from_final_cell(extraction, reviews.get(key))
@@ -572,7 +574,7 @@ async def evaluate_gold_csv(
     documents = await repository.project_documents(session, project.id)
     gold, documents_in_gold, evaluated = _gold_from_csv(table, documents, variables, warnings)
     predictions = await _predictions(
-        session, [d.id for d in documents_in_gold], run_id, reviewed_values=True
+        session, project.id, [d.id for d in documents_in_gold], run_id, reviewed_values=True
     )
     report = _report(gold, documents_in_gold, evaluated, predictions, tolerance)
     source = PredictionSource.RUN if run_id is not None else PredictionSource.FINAL
@@ -591,7 +593,9 @@ async def evaluate_reviews(
     documents = await repository.project_documents(session, project.id)
     gold: dict[Key, GoldCell] = {}
     for chunk in _chunks([d.id for d in documents]):
-        gold |= _gold_from_reviews(await current_reviews(session, chunk), variables, warnings)
+        gold |= _gold_from_reviews(
+            await final_reviews(session, project.id, chunk), variables, warnings
+        )
     if not gold:
         raise BadRequest(
             "There are no accepted or corrected reviews in this project yet; review some "
@@ -600,7 +604,7 @@ async def evaluate_reviews(
     reviewed_documents = [d for d in documents if any((d.id, v.id) in gold for v in variables)]
     reviewed_variables = [v for v in variables if any((d.id, v.id) in gold for d in documents)]
     predictions = await _predictions(
-        session, [d.id for d in reviewed_documents], run_id, reviewed_values=False
+        session, project.id, [d.id for d in reviewed_documents], run_id, reviewed_values=False
     )
     report = _report(gold, reviewed_documents, reviewed_variables, predictions, tolerance)
     source = PredictionSource.RUN if run_id is not None else PredictionSource.EXTRACTED

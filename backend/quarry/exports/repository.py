@@ -1,5 +1,5 @@
 """The queries that feed an export: the project's documents in upload order, and each batch's
-latest answers and current reviews, as plain rows (not ORM objects: an export reads every
+latest answers, reviews and reviewer slots, as plain rows (not ORM objects: an export reads every
 cell of the project once, and building an identity-mapped object per row cost more than
 everything else the export did).
 
@@ -12,7 +12,11 @@ Plans (checked by tests/exports/test_repository.py on SQLite and PostgreSQL):
   (document_id, variable_id) indexes of extractions and reviews; each cell's current
   extraction is picked among that batch's rows only (a window function on PostgreSQL, a sort
   on SQLite: see latest_answers_of). Each answer's prompt version is a primary-key lookup,
-  and whether it is newer than the cell's current review an index probe of reviews.
+  and whether it is newer than the cell's newest review an index probe of reviews. Every
+  review row of the batch comes back (a cell has few): which is the cell's verdict depends on
+  the kinds and the document's reviewers (reviewing/verdicts.py), decided by the service.
+- reviewer slots (dual review): one query per batch, through
+  `uq_review_assignments_document_id_slot`.
 
 Cells are keyed by their ids as text, cast by the database (the same expression for documents,
 variables, answers and reviews, so the keys match whatever the dialect's spelling): turning
@@ -23,7 +27,7 @@ On SQLite an export reads from its writer thread instead, through a plain read-o
 `sqlite3` connection (SqliteExportReader): rows go from SQLite to the formatter in one
 thread, with no hop through aiosqlite's thread and the event loop (three threads passing
 the GIL to each other for every row SQLite stepped cost as much as all the rest). It gives
-the same DocumentRef / Answer / CurrentReview values (tests/exports/test_repository.py).
+the same DocumentRef / Answer / ReviewRow values (tests/exports/test_repository.py).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import functools
 import json
 import sqlite3
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeAlias
 
 from sqlalchemy import ColumnElement, Result, Select, String, Text, cast, func, select, type_coerce
@@ -48,8 +52,10 @@ from quarry.models import (
     MatchReview,
     PromptVersion,
     Review,
+    ReviewAssignment,
     Variable,
 )
+from quarry.reviewing.verdicts import Assigned
 
 #: Outcomes that count as the current answer of a cell ("not stated" is an answer); the same
 #: rule as extractions.repository.latest_answers.
@@ -103,12 +109,26 @@ class Answer(NamedTuple):
 
 
 class CurrentReview(NamedTuple):
-    """The most recent review of a cell."""
+    """A cell's verdict as an export shows it (reviewing/verdicts.py picks which)."""
 
     document_key: str
     variable_key: str
     status: str
     value: Any
+
+
+class ReviewRow(NamedTuple):
+    """One review of a cell, as stored (ids as text; the time as the driver gives it, a
+    datetime, or on SQLite its ISO text: only compared with the same kind)."""
+
+    document_key: str
+    variable_key: str
+    status: str
+    value: Any
+    kind: str
+    reviewer_key: str | None
+    created_at: Any
+    review_key: str
 
 
 def _key(column: Any) -> ColumnElement[str]:
@@ -303,35 +323,53 @@ async def match_review_keys(session: AsyncSession, project_id: uuid.UUID) -> dic
     return {(row[0], row[1]): row[2] for row in result.all()}
 
 
-def current_reviews_of(document_ids: Sequence[uuid.UUID]) -> Rows:
-    newest = func.row_number().over(
-        partition_by=(Review.document_id, Review.variable_id),
-        order_by=(Review.created_at.desc(), Review.id.desc()),
-    )
-    ranked = (
-        select(
-            Review.document_id,
-            Review.variable_id,
-            Review.status,
-            Review.value,
-            newest.label("rank"),
-        )
-        .where(Review.document_id.in_(document_ids))
-        .subquery()
-    )
+def review_rows_of(document_ids: Sequence[uuid.UUID]) -> Rows:
+    """Every review row (all kinds) of the cells of `document_ids`: which one is a cell's is
+    decided in Python (reviewing/verdicts.py; a cell has few)."""
     return select(
-        _key(ranked.c.document_id), _key(ranked.c.variable_id), ranked.c.status, ranked.c.value
-    ).where(ranked.c.rank == 1)
+        _key(Review.document_id),
+        _key(Review.variable_id),
+        Review.status,
+        Review.value,
+        Review.kind,
+        _key(Review.reviewer_id),
+        Review.created_at,
+        _key(Review.id),
+    ).where(Review.document_id.in_(document_ids))
 
 
-async def current_reviews(
+async def review_rows(session: AsyncSession, document_ids: Sequence[uuid.UUID]) -> list[ReviewRow]:
+    """Every review of a batch of documents' cells."""
+    if not document_ids:
+        return []
+    result = await _core(session, review_rows_of(document_ids))
+    return [ReviewRow(*row) for row in result.all()]
+
+
+def assignments_of(document_ids: Sequence[uuid.UUID]) -> Rows:
+    """The reviewer slots of `document_ids` (dual review)."""
+    return select(
+        _key(ReviewAssignment.document_id),
+        ReviewAssignment.slot,
+        _key(ReviewAssignment.reviewer_id),
+    ).where(ReviewAssignment.document_id.in_(document_ids))
+
+
+def _assigned(rows: Iterable[Any]) -> dict[str, Assigned]:
+    slots: dict[str, list[uuid.UUID | None]] = {}
+    for document_key, slot, reviewer_key in rows:
+        slots.setdefault(document_key, [None, None])[slot - 1] = uuid.UUID(reviewer_key)
+    return {key: (pair[0], pair[1]) for key, pair in slots.items()}
+
+
+async def assignments(
     session: AsyncSession, document_ids: Sequence[uuid.UUID]
-) -> dict[Key, CurrentReview]:
-    """Each reviewed cell's most recent review for a batch of documents."""
+) -> dict[str, Assigned]:
+    """Each assigned document's (reviewer A, reviewer B), by document key."""
     if not document_ids:
         return {}
-    result = await _core(session, current_reviews_of(document_ids))
-    return {(row[0], row[1]): CurrentReview(*row) for row in result.all()}
+    result = await _core(session, assignments_of(document_ids))
+    return _assigned(result.all())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,11 +456,23 @@ def sqlite_extractions_of(document_ids: Sequence[uuid.UUID]) -> Rows:
 
 
 def sqlite_reviews_of(document_ids: Sequence[uuid.UUID]) -> Rows:
-    """Every review of the cells of `document_ids`, unordered, as stored."""
+    """Every review of the cells of `document_ids`, unordered, as stored: ReviewRow's fields."""
     c = Review.__table__.c
-    return select(c.document_id, c.variable_id, c.status, c.value, c.created_at, c.id).where(
-        c.document_id.in_(document_ids)
-    )
+    return select(
+        c.document_id,
+        c.variable_id,
+        c.status,
+        c.value,
+        c.kind,
+        c.reviewer_id,
+        c.created_at,
+        c.id,
+    ).where(c.document_id.in_(document_ids))
+
+
+def sqlite_assignments_of(document_ids: Sequence[uuid.UUID]) -> Rows:
+    c = ReviewAssignment.__table__.c
+    return select(c.document_id, c.slot, c.reviewer_id).where(c.document_id.in_(document_ids))
 
 
 def sqlite_prompt_versions_of(project_id: uuid.UUID) -> Rows:
@@ -443,14 +493,14 @@ def _sqlite_rank(row: Any) -> tuple[bool, bool, str, str]:
 
 class SqliteExportReader:
     """The export's reads on a read-only sqlite3 connection (db.connect_sqlite_reader), for
-    the writer thread: the same DocumentRef / Answer / CurrentReview values as the async
+    the writer thread: the same DocumentRef / Answer / ReviewRow values as the async
     functions above, with less of the work left to SQLite.
 
     Each query reads a batch's rows by index and nothing more; what the async statements
     ask of the database is done here on rows already in hand, where it is cheaper than in
     SQLite (a sort or a probe materialises every row; together they were half of SQLite's
-    time): a cell's current answer and review are picked in Python by the same order as
-    _current_first and current_reviews_of; "newer than the review" compares the stored
+    time): a cell's current answer is picked in Python by the same order as
+    _current_first; "newer than the review" compares the stored
     times as SQLite itself compares them, as text; prompt versions are a dict, read once.
     The ids and times stay the text SQLite stores, which is what the CASTs give elsewhere.
     """
@@ -482,20 +532,22 @@ class SqliteExportReader:
 
     def cells(
         self, documents: Sequence[DocumentRef]
-    ) -> tuple[dict[Key, Answer], dict[Key, CurrentReview]]:
-        """Each cell's current answer and current review for a batch of documents."""
+    ) -> tuple[dict[Key, Answer], list[ReviewRow], dict[str, Assigned]]:
+        """Each cell's current answer, every review, and the documents' reviewer slots, for
+        a batch of documents (the service picks each cell's verdict)."""
         if not documents:
-            return {}, {}
-        newest: dict[Key, Any] = {}
-        for row in self._rows(sqlite_reviews_of, documents):
-            key = (row[0], row[1])
-            other = newest.get(key)
-            if other is None or (row[4], row[5]) > (other[4], other[5]):
-                newest[key] = row
-        reviews = {
-            key: CurrentReview(*key, row[2], _sqlite_json(row[3])) for key, row in newest.items()
-        }
-        reviewed_at = {key: row[4] for key, row in newest.items()}
+            return {}, [], {}
+        reviews = [
+            ReviewRow(row[0], row[1], row[2], _sqlite_json(row[3]), *row[4:8])
+            for row in self._rows(sqlite_reviews_of, documents)
+        ]
+        reviewed_at: dict[Key, str] = {}
+        for review in reviews:
+            key = (review.document_key, review.variable_key)
+            other = reviewed_at.get(key)
+            if other is None or review.created_at > other:
+                reviewed_at[key] = review.created_at
+        assigned = _assigned(self._rows(sqlite_assignments_of, documents))
 
         current: dict[Key, Any] = {}
         for row in self._rows(sqlite_extractions_of, documents):
@@ -503,7 +555,7 @@ class SqliteExportReader:
             other = current.setdefault(key, row)
             if other is not row and _sqlite_rank(row) > _sqlite_rank(other):
                 current[key] = row
-        return self._answers(current, reviewed_at), reviews
+        return self._answers(current, reviewed_at), reviews, assigned
 
     def _answers(self, current: dict[Key, Any], reviewed_at: dict[Key, str]) -> dict[Key, Answer]:
         versions = self._versions

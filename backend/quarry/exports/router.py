@@ -17,8 +17,10 @@ from quarry.exports.json_writer import iter_table_json
 from quarry.exports.schemas import ExportFormat, ExportLayout
 from quarry.exports.table import EvaluationTable
 from quarry.models import Project
-from quarry.projects.deps import ProjectRead
+from quarry.projects.deps import AccessDep, ProjectRead
 from quarry.reflists import casework
+from quarry.reviewing import figures
+from quarry.reviewing.service import lens_for
 from quarry.security.audit import AuditAction, AuditDep
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["export"])
@@ -74,6 +76,7 @@ async def export(
     request: Request,
     session: SessionDep,
     project: ProjectRead,
+    access: AccessDep,
     background: BackgroundTasks,
     audit: AuditDep,
     format: Annotated[ExportFormat, Query(description="csv, xlsx or json")] = ExportFormat.CSV,
@@ -96,9 +99,16 @@ async def export(
 ) -> StreamingResponse | FileResponse:
     """Download the results: reviewed values where reviewed, else the latest extraction.
 
-    xlsx always holds both layouts (sheets Results, Details) and the Codebook, and for a
-    project with a case key the sheets Cases and Findings.
+    A cell's reviewed value is its adjudication, else its two dual reviewers' agreed verdict,
+    else its newest single review. In dual review, an export made by a reviewer holds, in a
+    cell not yet reviewed by both its reviewers, their own verdict (and in blind review, until
+    they have reviewed it, not the model's value either).
+
+    xlsx always holds both layouts (sheets Results, Details) and the Codebook, for a project
+    with a case key the sheets Cases and Findings, and for one with dual review the sheet
+    Agreement (the figures of GET …/agreement).
     """
+    lens = lens_for(project, access.user.id, access.role)
     codebook = await service.export_codebook(session, project.id)
     # xlsx holds both layouts whatever `layout` says.
     shape = "wide+long" if format is ExportFormat.XLSX else layout.value
@@ -115,7 +125,10 @@ async def export(
         path = Path(handle.name)
         try:
             extra = await _case_sheets(session, project, codebook) if project.case_key else ()
-            await service.write_workbook(sessionmaker, project.id, codebook, path, extra)
+            if await figures.has_dual_reviews(session, project):
+                agreement = await figures.agreement(session, project)
+                extra = (*extra, figures.agreement_table(agreement))
+            await service.write_workbook(sessionmaker, project.id, codebook, path, extra, lens)
         except BaseException:
             # Synchronously, so that a cancelled request cannot skip it; it is one unlink.
             path.unlink(missing_ok=True)  # noqa: ASYNC240
@@ -140,7 +153,7 @@ async def export(
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
     return _ClosingStreamingResponse(
-        service.stream_table(sessionmaker, project.id, codebook, format, layout, flags),
+        service.stream_table(sessionmaker, project.id, codebook, format, layout, flags, lens),
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )

@@ -1,9 +1,12 @@
 """Building exports from the database: final values, flags, evidence (DESIGN §6).
 
-Final value of a cell: the reviewed value when the current review accepted or corrected it
-(nothing when it rejected it), else the newest answered extraction ("not stated" included) —
-of a two-profile run, the first-named profile's, flagged `models_disagree` when the second
-profile answered differently.
+Final value of a cell: the reviewed value when its verdict accepted or corrected it (nothing
+when it rejected it), else the newest answered extraction ("not stated" included) — of a
+two-profile run, the first-named profile's, flagged `models_disagree` when the second
+profile answered differently. Its verdict is, in this order, an adjudication, the two dual
+reviewers' agreed verdict, the newest single review (reviewing/verdicts.py); an export made
+by a reviewer still blinded on a cell holds their own verdict there instead (and in blind
+review, until they have reviewed it, not the model's answer either).
 
 An export runs in a worker thread (bridge.py), where `wide_rows` / `long_rows` turn each batch
 of documents, with their cells' current answers and reviews, into the writers' rows and the
@@ -32,7 +35,7 @@ from quarry.exports import repository
 from quarry.exports.bridge import InThread, run_in_thread, stream_from_thread
 from quarry.exports.csv_writer import iter_long_csv, iter_wide_csv
 from quarry.exports.json_writer import iter_long_json, iter_wide_json
-from quarry.exports.repository import Answer, CurrentReview, DocumentRef, Key
+from quarry.exports.repository import Answer, CurrentReview, DocumentRef, Key, ReviewRow
 from quarry.exports.schemas import ExportFormat, ExportLayout
 from quarry.exports.table import (
     NO_FLAGS,
@@ -45,10 +48,29 @@ from quarry.exports.table import (
     WideRow,
 )
 from quarry.exports.xlsx_writer import write_xlsx
-from quarry.models import Agreement, Extraction, ExtractionStatus, Review, ReviewStatus, Variable
+from quarry.models import (
+    Agreement,
+    Extraction,
+    ExtractionStatus,
+    Review,
+    ReviewKind,
+    ReviewStatus,
+    Variable,
+)
+from quarry.reviewing.verdicts import (
+    EMPTY,
+    OPEN_LENS,
+    UNASSIGNED,
+    Assigned,
+    CellState,
+    Lens,
+    Verdict,
+    seen_by,
+    settle,
+)
 from quarry.variables.repository import list_variables
 from quarry.variables.service import current_prompt_versions
-from quarry.variables.types import VariableType
+from quarry.variables.types import TypeSpec, VariableType
 
 LOW_CONFIDENCE = 0.5
 #: Cells read per batch, and so per hop to the writer thread: enough that the hops and the
@@ -222,6 +244,8 @@ class Codebook:
     variable_keys: tuple[str, ...]
     matched_keys: frozenset[str] = frozenset()
     match_reviews: MatchReviews = field(default_factory=lambda: MappingProxyType({}))
+    #: Each variable's type, by key: two dual reviewers' verdicts agree type-aware.
+    specs: Mapping[str, TypeSpec] = field(default_factory=lambda: MappingProxyType({}))
 
 
 async def export_codebook(session: AsyncSession, project_id: uuid.UUID) -> Codebook:
@@ -242,6 +266,16 @@ async def export_codebook(session: AsyncSession, project_id: uuid.UUID) -> Codeb
     return Codebook(
         variables=tuple(exported),
         variable_keys=tuple(exported_keys),
+        specs=MappingProxyType(
+            {
+                keys[v.id]: TypeSpec(
+                    type=VariableType(v.type),
+                    allowed_values=tuple(v.allowed_values),
+                    unit=v.unit,
+                )
+                for v in variables
+            }
+        ),
         matched_keys=frozenset(matched),
         match_reviews=(
             MappingProxyType(await repository.match_review_keys(session, project_id))
@@ -253,12 +287,56 @@ async def export_codebook(session: AsyncSession, project_id: uuid.UUID) -> Codeb
 
 @dataclass(frozen=True, slots=True)
 class ExportBatch:
-    """Consecutive documents in upload order, with the current answer and review of each of
-    their cells (absent key: none)."""
+    """Consecutive documents in upload order, with the current answer and verdict of each of
+    their cells (absent key: none, or none the export's reader may see)."""
 
     documents: Sequence[DocumentRef]
     answers: Mapping[Key, Answer]
     reviews: Mapping[Key, CurrentReview]
+
+
+_SINGLE_KIND = ReviewKind.SINGLE.value
+
+
+def settle_batch(
+    answers: Mapping[Key, Answer],
+    rows: Sequence[ReviewRow],
+    assigned: Mapping[str, Assigned],
+    codebook: Codebook,
+    lens: Lens,
+) -> tuple[Mapping[Key, Answer], dict[Key, CurrentReview]]:
+    """Each cell's verdict among its review rows, as `lens`'s reader may see it (verdicts.py),
+    and without the answers blind review withholds from them."""
+    by_cell: dict[Key, list[Verdict[CurrentReview]]] = {}
+    for row in rows:
+        key = (row.document_key, row.variable_key)
+        reviewer = uuid.UUID(row.reviewer_key) if row.reviewer_key else None
+        current = CurrentReview(key[0], key[1], row.status, row.value)
+        verdict = Verdict(
+            row.kind, reviewer, row.status, row.value, (row.created_at, row.review_key), current
+        )
+        by_cell.setdefault(key, []).append(verdict)
+    reviews: dict[Key, CurrentReview] = {}
+    states: dict[Key, CellState[CurrentReview]] = {}
+    specs = codebook.specs
+    for key, verdicts in by_cell.items():
+        if not lens.dual and len(verdicts) == 1 and verdicts[0].kind == _SINGLE_KIND:
+            reviews[key] = verdicts[0].row  # today's single review: it is the cell's
+            continue
+        pair = assigned.get(key[0], UNASSIGNED)
+        state = states[key] = settle(verdicts, pair, specs.get(key[1]))
+        shown = seen_by(lens, state, pair).review
+        if shown is not None:
+            reviews[key] = shown.row
+    if lens.dual and lens.blind:
+        withheld = {
+            key
+            for key in answers
+            if seen_by(lens, states.get(key, EMPTY), assigned.get(key[0], UNASSIGNED)).model_hidden
+        }
+        if withheld:
+            answers = {key: a for key, a in answers.items() if key not in withheld}
+    return answers, reviews
 
 
 def _match_column(variable: Variable, taken: set[str]) -> ExportVariable:
@@ -304,7 +382,10 @@ def documents_per_batch(variable_count: int) -> int:
 
 
 async def export_batches(
-    sessionmaker: async_sessionmaker[AsyncSession], project_id: uuid.UUID, codebook: Codebook
+    sessionmaker: async_sessionmaker[AsyncSession],
+    project_id: uuid.UUID,
+    codebook: Codebook,
+    lens: Lens = OPEN_LENS,
 ) -> AsyncGenerator[ExportBatch, None]:
     """The project's documents in upload order, a batch at a time, with their cells.
 
@@ -317,15 +398,14 @@ async def export_batches(
     ):
         async for documents in pages:
             ids = [d.id for d in documents]
-            yield ExportBatch(
-                documents,
-                await repository.latest_answers(session, ids),
-                await repository.current_reviews(session, ids),
-            )
+            answers = await repository.latest_answers(session, ids)
+            rows = await repository.review_rows(session, ids)
+            assigned = await repository.assignments(session, ids)
+            yield ExportBatch(documents, *settle_batch(answers, rows, assigned, codebook, lens))
 
 
 def export_batches_in_thread(
-    database: Path, project_id: uuid.UUID, codebook: Codebook
+    database: Path, project_id: uuid.UUID, codebook: Codebook, lens: Lens = OPEN_LENS
 ) -> Iterator[ExportBatch]:
     """`export_batches` on a SQLite file, read in the calling (writer) thread, which must also
     close it: one read-only connection and one snapshot for the whole export."""
@@ -333,18 +413,22 @@ def export_batches_in_thread(
     with closing(connect_sqlite_reader(database)) as connection:
         reader = repository.SqliteExportReader(connection, project_id)
         for documents in reader.documents(size):
-            yield ExportBatch(documents, *reader.cells(documents))
+            answers, rows, assigned = reader.cells(documents)
+            yield ExportBatch(documents, *settle_batch(answers, rows, assigned, codebook, lens))
 
 
 def _batch_source(
-    sessionmaker: async_sessionmaker[AsyncSession], project_id: uuid.UUID, codebook: Codebook
+    sessionmaker: async_sessionmaker[AsyncSession],
+    project_id: uuid.UUID,
+    codebook: Codebook,
+    lens: Lens = OPEN_LENS,
 ) -> AsyncIterator[ExportBatch] | InThread[ExportBatch]:
     """Where an export's batches come from: read in the writer thread from a SQLite file,
     else on the event loop."""
     database = sqlite_file(sessionmaker)
     if database is not None:
-        return InThread(lambda: export_batches_in_thread(database, project_id, codebook))
-    return export_batches(sessionmaker, project_id, codebook)
+        return InThread(lambda: export_batches_in_thread(database, project_id, codebook, lens))
+    return export_batches(sessionmaker, project_id, codebook, lens)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,10 +541,11 @@ def stream_table(
     format: ExportFormat,
     layout: ExportLayout,
     flags: bool = False,
+    lens: Lens = OPEN_LENS,
 ) -> AsyncIterator[bytes]:
     """The CSV or JSON export, wide or long, as UTF-8 chunks; nothing is read until iterated.
     `flags`: the wide layout gains a `<name>__flag` column per variable (the long one always
-    has its `flags` column)."""
+    has its `flags` column). `lens`: who it is for (dual review's blindness)."""
 
     def produce(batches: Iterable[ExportBatch]) -> Iterator[str]:
         if layout is ExportLayout.WIDE:
@@ -471,7 +556,7 @@ def stream_table(
         long = long_rows(codebook, batches)
         return iter_long_csv(long) if format is ExportFormat.CSV else iter_long_json(long)
 
-    return stream_from_thread(produce, _batch_source(sessionmaker, project_id, codebook))
+    return stream_from_thread(produce, _batch_source(sessionmaker, project_id, codebook, lens))
 
 
 async def write_workbook(
@@ -480,6 +565,7 @@ async def write_workbook(
     codebook: Codebook,
     path: Path,
     extra_sheets: Sequence[EvaluationTable] = (),
+    lens: Lens = OPEN_LENS,
 ) -> None:
     """The Excel export (both layouts and the codebook, and `extra_sheets`) written to `path`."""
 
@@ -494,6 +580,6 @@ async def write_workbook(
 
     await run_in_thread(
         write,
-        _batch_source(sessionmaker, project_id, codebook),
-        _batch_source(sessionmaker, project_id, codebook),
+        _batch_source(sessionmaker, project_id, codebook, lens),
+        _batch_source(sessionmaker, project_id, codebook, lens),
     )

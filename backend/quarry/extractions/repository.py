@@ -168,27 +168,6 @@ async def latest_answers(
     return {(e.document_id, e.variable_id): (e, v) for e, v in result.all()}
 
 
-async def current_reviews(
-    session: AsyncSession, document_ids: Sequence[uuid.UUID]
-) -> dict[tuple[uuid.UUID, uuid.UUID], Review]:
-    """The most recent review of each (document, variable)."""
-    if not document_ids:
-        return {}
-    newest = func.row_number().over(
-        partition_by=(Review.document_id, Review.variable_id),
-        order_by=(Review.created_at.desc(), Review.id.desc()),
-    )
-    ranked = (
-        select(Review.id, newest.label("rank"))
-        .where(Review.document_id.in_(document_ids))
-        .subquery()
-    )
-    result = await session.execute(
-        select(Review).join(ranked, (ranked.c.id == Review.id) & (ranked.c.rank == 1))
-    )
-    return {(r.document_id, r.variable_id): r for r in result.scalars()}
-
-
 async def review_history(
     session: AsyncSession, document_id: uuid.UUID, variable_id: uuid.UUID
 ) -> Sequence[Review]:

@@ -11,7 +11,9 @@ from quarry.extractions import service
 from quarry.extractions.schemas import ExtractionOut, ReviewIn, ReviewOut
 from quarry.models import Agreement, ExtractionStatus
 from quarry.pagination import Page, PageDep
-from quarry.projects.deps import ProjectRead, ProjectReview
+from quarry.projects.deps import AccessDep, ProjectRead, ProjectReview
+from quarry.reviewing.service import lens_for
+from quarry.security.audit import AuditAction, AuditDep
 from quarry.settings import SettingsDep
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["extractions"])
@@ -22,6 +24,7 @@ async def list_extractions(
     session: SessionDep,
     settings: SettingsDep,
     project: ProjectRead,
+    access: AccessDep,
     page: PageDep,
     run_id: uuid.UUID | None = None,
     document_id: uuid.UUID | None = None,
@@ -36,7 +39,9 @@ async def list_extractions(
     agreement. In review order: where a two-profile run's profiles disagree first, then where
     only one answered, then the rest in run and pair order. A two-profile run's row is its
     first profile's answer, with the second profile's beside it (`second`); it matches a
-    `status` when either profile's extraction has it."""
+    `status` when either profile's extraction has it. In dual review a reviewer sees only
+    their own verdict of a cell until both its reviewers have reviewed it (and in blind
+    review not the model's answer until they have: `model_hidden`)."""
     items, total = await service.list_extractions(
         session,
         settings,
@@ -48,6 +53,7 @@ async def list_extractions(
         variable_id=variable_id,
         status=status,
         agreement=agreement,
+        lens=lens_for(project, access.user.id, access.role),
     )
     return Page(
         items=items,
@@ -62,18 +68,43 @@ async def put_review(
     session: SessionDep,
     project: ProjectReview,
     user: CurrentUser,
+    audit: AuditDep,
     document_id: uuid.UUID,
     variable_id: uuid.UUID,
     data: ReviewIn,
 ) -> ReviewOut:
-    """Accept, correct or reject the current value of a cell. Exports use the reviewed value."""
+    """Accept, correct or reject the current value of a cell. Exports use the reviewed value.
+
+    In dual review (the project's `review_mode`) this is your independent verdict, and only
+    the document's two assigned reviewers make one (403 otherwise); reviewing again replaces
+    your own verdict and keeps the earlier one in the history. In blind review a cell whose
+    model value you have not seen cannot be accepted (400): correct or reject it."""
     review = await service.record_review(session, project, user, document_id, variable_id, data)
+    await audit.record(
+        AuditAction.REVIEW_RECORDED,
+        "review",
+        review.id,
+        project_id=str(project.id),
+        document_id=str(document_id),
+        variable_id=str(variable_id),
+        status=review.status,
+        kind=review.kind,
+    )
     return ReviewOut.model_validate(review)
 
 
 @router.get("/reviews/{document_id}/{variable_id}", response_model=list[ReviewOut])
 async def list_reviews(
-    session: SessionDep, project: ProjectRead, document_id: uuid.UUID, variable_id: uuid.UUID
+    session: SessionDep,
+    project: ProjectRead,
+    access: AccessDep,
+    document_id: uuid.UUID,
+    variable_id: uuid.UUID,
 ) -> list[ReviewOut]:
-    """The review history of a cell, newest first."""
-    return await service.review_history(session, project, document_id, variable_id)
+    """The review history of a cell, newest first: every verdict (single reviews, the dual
+    reviewers' independent verdicts, adjudications) with who made it and when. In dual
+    review, a reviewer sees only their own until both of the cell's reviewers have reviewed
+    it."""
+    return await service.review_history(
+        session, project, document_id, variable_id, lens_for(project, access.user.id, access.role)
+    )

@@ -35,7 +35,30 @@ class ReviewOut(BaseModel):
     value: Any
     note: str
     reviewer_id: uuid.UUID | None
+    reviewer_email: str | None = Field(None, description="Who made it (in review histories)")
+    kind: Literal["single", "independent", "adjudication"] = Field(
+        "single",
+        description="single: a review in single-review mode; independent: one of the two "
+        "assigned reviewers' verdicts (dual review); adjudication: a conflict's resolution",
+    )
     created_at: datetime
+
+
+class DualReviewOut(BaseModel):
+    """A cell's dual-review state, as the caller may see it."""
+
+    assigned: Literal["a", "b"] | None = Field(
+        description="Your slot on this document: reviewer A or B (null: not yours)"
+    )
+    your_review: ReviewOut | None = Field(None, description="Your own current verdict")
+    both_reviewed: bool = Field(
+        description="Both assigned reviewers have reviewed the cell (until then a reviewer "
+        "sees only their own verdict)"
+    )
+    agree: bool | None = Field(
+        description="Once both have reviewed: whether they agree (false: a conflict)"
+    )
+    adjudicated: bool = Field(description="An adjudication decided the cell's final value")
 
 
 class EvidenceBox(BaseModel):
@@ -143,7 +166,21 @@ class ExtractionOut(BaseModel):
     cached: bool = Field(description="Reused from an earlier run's identical call (no LLM call)")
     created_at: datetime
     finished_at: datetime | None
-    review: ReviewOut | None = Field(None, description="The current review of this cell, if any")
+    review: ReviewOut | None = Field(
+        None,
+        description="The cell's current verdict (its final one: an adjudication, the two dual "
+        "reviewers' agreed verdict, or the newest single review); in dual review, a reviewer "
+        "sees their own verdict here until both assigned reviewers have reviewed the cell",
+    )
+    model_hidden: bool = Field(
+        False,
+        description="Blind dual review: the model's answer (value, evidence, page, confidence, "
+        "flags, second profile, match) is withheld until you have reviewed this cell; its "
+        "status then reads succeeded whether or not the model found a value",
+    )
+    dual_review: DualReviewOut | None = Field(
+        None, description="In dual review: the cell's two-reviewer state"
+    )
     profile: str | None = Field(
         None,
         description="For a two-profile run, the profile that gave this value (the first-named; "

@@ -13,7 +13,13 @@ from quarry.documents.repository import get_document
 from quarry.errors import BadRequest, NotFound
 from quarry.extractions import repository
 from quarry.extractions.repository import ListedRow
-from quarry.extractions.schemas import ExtractionOut, ReviewIn, ReviewOut, SecondAnswerOut
+from quarry.extractions.schemas import (
+    DualReviewOut,
+    ExtractionOut,
+    ReviewIn,
+    ReviewOut,
+    SecondAnswerOut,
+)
 from quarry.llm.pricing import ModelPrice, cost_usd
 from quarry.models import (
     Agreement,
@@ -26,6 +32,9 @@ from quarry.models import (
 )
 from quarry.reflists.repository import current_match_reviews
 from quarry.reflists.schemas import MatchReviewOut
+from quarry.reviewing import service as reviewing
+from quarry.reviewing.service import CellViews
+from quarry.reviewing.verdicts import OPEN_LENS, Lens
 from quarry.runs.costs import run_price
 from quarry.runs.lifecycle import CANCELLED_REASON
 from quarry.runs.snapshot import RunSnapshot
@@ -46,9 +55,11 @@ async def list_extractions(
     variable_id: uuid.UUID | None = None,
     status: ExtractionStatus | None = None,
     agreement: Agreement | None = None,
+    lens: Lens = OPEN_LENS,
 ) -> tuple[list[ExtractionOut], int]:
     """One page of the project's extractions (with their reviews and costs) and the total,
-    in review order: a two-profile run's disagreements first."""
+    in review order: a two-profile run's disagreements first. `lens`: who is looking (dual
+    review shows a reviewer only what they may see: reviewing/verdicts.py)."""
     rows, total = await repository.list_extractions(
         session,
         project.id,
@@ -60,15 +71,78 @@ async def list_extractions(
         status=status,
         agreement=agreement,
     )
-    return await to_out(session, settings, rows), total
+    return await to_out(session, settings, project.id, rows, lens), total
+
+
+#: What blind review withholds of a cell's model answer from a reviewer who has not reviewed it.
+_WITHHELD: dict[str, Any] = {
+    "value": None,
+    "evidence": None,
+    "page": None,
+    "char_start": None,
+    "char_end": None,
+    "grounded": None,
+    "grounding_method": None,
+    "grounding_score": None,
+    "support": None,
+    "pages_sent": None,
+    "confidence": None,
+    "boxes": None,
+    "ocr_confidence": None,
+    "ocr_low_confidence": False,
+    "agreement": None,
+    "models_disagree": False,
+    "second": None,
+    "match_status": None,
+    "match_key": None,
+    "match_score": None,
+    "match_candidates": None,
+    "match_list_version_id": None,
+    "match_review": None,
+    "model_hidden": True,
+}
+_ANSWERED_STATUSES = (ExtractionStatus.SUCCEEDED, ExtractionStatus.NOT_FOUND)
+
+
+def _dual_fields(views: CellViews, extraction: Extraction) -> dict[str, Any]:
+    """What a row shows of its cell's verdicts: `review` and, in dual review, `dual_review`;
+    with the model's answer withheld where blind review says so."""
+    key = (extraction.document_id, extraction.variable_id)
+    seen = views.seen(key)
+    fields: dict[str, Any] = {
+        "review": ReviewOut.model_validate(seen.review.row) if seen.review else None
+    }
+    lens = views.lens
+    if lens.dual:
+        state = views.state(key)
+        assigned = views.assigned_to(extraction.document_id)
+        slot = None
+        if lens.viewer is not None and lens.viewer in assigned:
+            slot = "a" if assigned[0] == lens.viewer else "b"
+        fields["dual_review"] = DualReviewOut(
+            assigned=slot,
+            your_review=ReviewOut.model_validate(seen.own.row) if seen.own else None,
+            both_reviewed=state.both_reviewed,
+            agree=None if seen.sealed else state.agree,
+            adjudicated=not seen.sealed and state.adjudication is not None,
+        )
+    if seen.model_hidden:
+        fields.update(_WITHHELD)
+        if extraction.status in _ANSWERED_STATUSES:
+            fields["status"] = ExtractionStatus.SUCCEEDED
+    return fields
 
 
 async def to_out(
     session: AsyncSession,
     settings: Settings,
+    project_id: uuid.UUID,
     rows: Sequence[ListedRow],
+    lens: Lens = OPEN_LENS,
 ) -> list[ExtractionOut]:
-    reviews = await repository.current_reviews(session, list({r[0].document_id for r in rows}))
+    views = await reviewing.cell_views(
+        session, project_id, list({r[0].document_id for r in rows}), lens
+    )
     matched = [r[0].variable_id for r in rows if r[0].match_status is not None]
     match_reviews = await current_match_reviews(
         session, list({r[0].document_id for r in rows}), list(set(matched))
@@ -82,7 +156,6 @@ async def to_out(
     }
     out = []
     for extraction, name, version, run_stopped, stop_reason, second in rows:
-        review = reviews.get((extraction.document_id, extraction.variable_id))
         fields = {
             f: getattr(extraction, f) for f in ExtractionOut.model_fields if hasattr(extraction, f)
         }
@@ -100,7 +173,6 @@ async def to_out(
                         extraction.tokens_in,
                         extraction.tokens_out,
                     ),
-                    "review": ReviewOut.model_validate(review) if review else None,
                     **_second_fields(
                         snapshots.get(extraction.run_id), second, prices, run_stopped, stop_reason
                     ),
@@ -116,6 +188,7 @@ async def to_out(
                     ),
                     "ocr_low_confidence": extraction.ocr_confidence is not None
                     and extraction.ocr_confidence < OCR_LOW_CONFIDENCE,
+                    **_dual_fields(views, extraction),
                 }
             )
         )
@@ -159,11 +232,15 @@ async def record_review(
     variable_id: uuid.UUID,
     data: ReviewIn,
 ) -> Review:
-    """Add a review of a cell; earlier reviews stay as its history."""
+    """Add a review of a cell; earlier reviews stay as its history. In dual review it is the
+    user's independent verdict, and only the document's assigned reviewers make one."""
     document = await get_document(session, project.id, document_id)
     variable = await get_variable(session, project.id, variable_id)
     if document is None or variable is None:
         raise NotFound("No such document or variable in this project.")
+    kind = await reviewing.review_kind(
+        session, project, user, document.id, variable.id, data.status
+    )
     latest = (await repository.latest_answers(session, [document.id])).get(
         (document.id, variable.id)
     )
@@ -195,6 +272,7 @@ async def record_review(
         variable_id=variable.id,
         extraction_id=extraction.id if extraction else None,
         status=data.status,
+        kind=kind,
         value=value,
         note=data.note,
         reviewer_id=user.id,
@@ -205,14 +283,15 @@ async def record_review(
 
 
 async def review_history(
-    session: AsyncSession, project: Project, document_id: uuid.UUID, variable_id: uuid.UUID
+    session: AsyncSession,
+    project: Project,
+    document_id: uuid.UUID,
+    variable_id: uuid.UUID,
+    lens: Lens = OPEN_LENS,
 ) -> list[ReviewOut]:
-    if (
-        await get_document(session, project.id, document_id) is None
-        or await get_variable(session, project.id, variable_id) is None
-    ):
-        raise NotFound("No such document or variable in this project.")
+    """A cell's verdicts, newest first (a reviewer still blinded on it: only their own)."""
+    rows = await reviewing.visible_history(session, project, lens, document_id, variable_id)
     return [
-        ReviewOut.model_validate(r)
-        for r in await repository.review_history(session, document_id, variable_id)
+        ReviewOut.model_validate(review).model_copy(update={"reviewer_email": email})
+        for review, email in rows
     ]

@@ -14,7 +14,8 @@ from quarry.models.project import Project
 from quarry.models.project_member import ProjectMember
 from quarry.models.prompt_version import PromptVersion
 from quarry.models.reference_list import ReferenceList, ReferenceListVersion, ReferenceRow
-from quarry.models.review import Review, ReviewStatus
+from quarry.models.review import Review, ReviewKind, ReviewStatus
+from quarry.models.review_assignment import ReviewAssignment
 from quarry.models.run import ACTIVE_RUN_STATUSES, FINAL_RUN_STATUSES, Run, RunStatus
 from quarry.models.run_event import RunEvent
 from quarry.models.run_plan import RunDocument, RunVariable
@@ -46,6 +47,8 @@ __all__ = [
     "ReferenceListVersion",
     "ReferenceRow",
     "Review",
+    "ReviewAssignment",
+    "ReviewKind",
     "ReviewStatus",
     "Run",
     "RunDocument",

@@ -17,6 +17,14 @@ class ReviewStatus(StrEnum):
     REJECTED = "rejected"
 
 
+class ReviewKind(StrEnum):
+    """What a verdict is (see quarry.reviewing.verdicts for which one a cell's value takes)."""
+
+    SINGLE = "single"  # a review in single-review mode: the newest is the cell's
+    INDEPENDENT = "independent"  # one of the two assigned reviewers' verdicts in dual review
+    ADJUDICATION = "adjudication"  # an owner's or adjudicator's resolution of a conflict
+
+
 class Review(IdMixin, Base):
     """A person's verdict on (document, variable); rows are never updated, so history is kept."""
 
@@ -33,6 +41,9 @@ class Review(IdMixin, Base):
         ForeignKey("extractions.id", ondelete="SET NULL"), default=None
     )
     status: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(
+        String(16), default=ReviewKind.SINGLE, server_default=ReviewKind.SINGLE.value
+    )
     value: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True, default=None)
     note: Mapped[str] = mapped_column(Text, default="")
     reviewer_id: Mapped[uuid.UUID | None] = mapped_column(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 from fastapi import APIRouter, status
 
 from quarry.auth.deps import CurrentUser
@@ -8,10 +10,14 @@ from quarry.jobs import StorageDep
 from quarry.pagination import Page, PageDep
 from quarry.projects import service
 from quarry.projects.deps import AccessDep, ProjectEdit, ProjectManage, ProjectRead
-from quarry.projects.schemas import ProjectCreate, ProjectOut, ProjectUpdate
+from quarry.projects.schemas import REVIEW_SETTINGS, ProjectCreate, ProjectOut, ProjectUpdate
 from quarry.security.audit import AuditAction, AuditDep
 
 router = APIRouter(prefix="/projects", tags=["projects"])
+
+
+def _jsonable(value: object) -> object:
+    return str(value) if isinstance(value, uuid.UUID) else value
 
 
 @router.get("", response_model=Page[ProjectOut])
@@ -37,9 +43,24 @@ async def read_project(project: ProjectRead, access: AccessDep) -> ProjectOut:
 
 @router.patch("/{project_id}", response_model=ProjectOut)
 async def update_project(
-    session: SessionDep, project: ProjectEdit, access: AccessDep, data: ProjectUpdate
+    session: SessionDep,
+    project: ProjectEdit,
+    access: AccessDep,
+    audit: AuditDep,
+    data: ProjectUpdate,
 ) -> ProjectOut:
-    return ProjectOut.of(await service.update_project(session, project, data), access.role)
+    """Change the project's settings. Its review settings (review_mode, review_blind,
+    adjudicator_id) need the owner role; the rest the editor role."""
+    updated = await service.update_project(session, project, data, access.role)
+    changed = sorted(REVIEW_SETTINGS & data.model_fields_set)
+    if changed:
+        await audit.record(
+            AuditAction.REVIEW_SETTINGS_CHANGED,
+            "project",
+            project.id,
+            **{field: _jsonable(getattr(updated, field)) for field in changed},
+        )
+    return ProjectOut.of(updated, access.role)
 
 
 @router.delete("/{project_id}", status_code=status.HTTP_204_NO_CONTENT)

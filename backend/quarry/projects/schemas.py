@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -48,6 +48,26 @@ class ProjectUpdate(BaseModel):
     case_key: CaseKey | None = Field(
         None, description="What groups documents into cases; null: no cases"
     )
+    review_mode: Literal["single", "dual"] | None = Field(
+        None,
+        description="Review settings (an owner changes them): single, one person's review is "
+        "a cell's; dual, two assigned reviewers review each document independently and "
+        "conflicts are adjudicated",
+    )
+    review_blind: bool | None = Field(
+        None,
+        description="Dual review: reviewers see the model's value of a cell only once they "
+        "have reviewed it",
+    )
+    adjudicator_id: uuid.UUID | None = Field(
+        None,
+        description="Who besides the owner resolves conflicts: a member who may review "
+        "(null: only owners)",
+    )
+
+
+#: The review settings: changing them needs the manage permission (an owner).
+REVIEW_SETTINGS = frozenset({"review_mode", "review_blind", "adjudicator_id"})
 
 
 class ProjectOut(BaseModel):
@@ -60,6 +80,9 @@ class ProjectOut(BaseModel):
     llm_temperature: float | None
     group_size: int
     case_key: CaseKey | None = None
+    review_mode: Literal["single", "dual"] = "single"
+    review_blind: bool = False
+    adjudicator_id: uuid.UUID | None = None
     role: Role = Field(
         Role.OWNER, description="Your role in this project (owner, editor, reviewer, viewer)"
     )

@@ -14,7 +14,7 @@ from quarry.errors import BadRequest, Forbidden, NotFound
 from quarry.models import Project, User
 from quarry.projects import repository
 from quarry.projects.roles import Permission, Role, allows, refusal
-from quarry.projects.schemas import ProjectCreate, ProjectUpdate
+from quarry.projects.schemas import REVIEW_SETTINGS, ProjectCreate, ProjectUpdate
 from quarry.runs.lifecycle import forget_project
 from quarry.variables.repository import list_variables
 
@@ -50,10 +50,30 @@ async def list_projects(
     return await repository.list_projects(session, user.id, limit, offset)
 
 
-async def update_project(session: AsyncSession, project: Project, data: ProjectUpdate) -> Project:
-    for field, value in data.model_dump(exclude_unset=True).items():
-        if field in ("name", "description", "group_size") and value is None:
+_NOT_NULLABLE = frozenset({"name", "description", "group_size", "review_mode", "review_blind"})
+
+
+async def update_project(
+    session: AsyncSession, project: Project, data: ProjectUpdate, role: Role = Role.OWNER
+) -> Project:
+    """Change the project's settings; its review settings (REVIEW_SETTINGS) only an owner."""
+    changes = data.model_dump(exclude_unset=True)
+    if REVIEW_SETTINGS & changes.keys() and not allows(role, Permission.MANAGE):
+        article = "an" if role is Role.EDITOR else "a"
+        raise Forbidden(
+            "Changing how the project is reviewed (review_mode, review_blind, adjudicator_id) "
+            f"needs the owner role in this project; you are {article} {role.value}."
+        )
+    for field, value in changes.items():
+        if value is None and field in _NOT_NULLABLE:
             continue  # not nullable: null means "leave as is"
+        if field == "adjudicator_id" and value is not None:
+            found = await repository.get_project_role(session, project.id, value)
+            if found is None or not allows(Role(found[1]), Permission.REVIEW):
+                raise BadRequest(
+                    "The adjudicator must be a member of the project who may review (an "
+                    "owner, editor or reviewer)."
+                )
         if field == "case_key" and value is not None:
             names = {v.name for v in await list_variables(session, project.id)}
             if value["variable"] not in names:

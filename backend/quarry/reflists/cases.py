@@ -28,6 +28,7 @@ from quarry.extractions import repository as extractions_repository
 from quarry.models import Project, ReferenceList, Variable
 from quarry.reflists import repository
 from quarry.reflists.settings import CombineRule
+from quarry.reviewing.service import final_reviews
 from quarry.variables.repository import list_variables
 from quarry.variables.types import VariableType
 
@@ -87,7 +88,7 @@ async def load_project_cells(session: AsyncSession, project: Project) -> Project
     for start in range(0, len(documents), _DOCUMENT_BATCH):
         ids = [d for d, _ in documents[start : start + _DOCUMENT_BATCH]]
         answers = await extractions_repository.latest_answers(session, ids)
-        reviews = await extractions_repository.current_reviews(session, ids)
+        reviews = await final_reviews(session, project.id, ids)
         match_reviews = await repository.current_match_reviews(session, ids, matched)
         for cell_key in set(answers) | set(reviews):
             extraction, version = answers.get(cell_key, (None, None))

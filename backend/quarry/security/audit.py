@@ -1,4 +1,4 @@
-"""The audit log: who signed in (or tried to), deleted or exported what, from where.
+"""The audit log: who signed in (or tried to), deleted, exported or reviewed what, from where.
 
 Events are written in the request's own session, so they commit together with the action
 and vanish with it on a rollback — an export or deletion that failed left nothing to audit.
@@ -40,6 +40,10 @@ class AuditAction(StrEnum):
     WEBHOOK_DELETED = "webhook.deleted"
     REFERENCE_LIST_DELETED = "reference_list.deleted"
     EXPORTED = "project.exported"
+    REVIEW_RECORDED = "review.recorded"
+    CONFLICT_RESOLVED = "review.adjudicated"
+    REVIEWERS_ASSIGNED = "review.assigned"
+    REVIEW_SETTINGS_CHANGED = "project.review_settings_changed"
 
 
 def _request_id(request: Request) -> str | None:

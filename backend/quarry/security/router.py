@@ -22,7 +22,8 @@ async def list_audit_events(
     action: Annotated[AuditAction | None, Query(description="Only events of this kind")] = None,
 ) -> Page[AuditEventOut]:
     """Your own security-relevant actions, newest first: sign-ins (also failed attempts on
-    your account), deletions and exports, each with the client IP and request id."""
+    your account), deletions, exports, reviews, adjudications and reviewer assignments, each
+    with the client IP and request id."""
     items, total = await audit.list_events(session, user.id, page.limit, page.offset, action)
     return Page(
         items=[AuditEventOut.model_validate(e) for e in items],

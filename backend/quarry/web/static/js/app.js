@@ -3,7 +3,7 @@
 //   #/signin
 //   #/projects
 //   #/projects/{id}/codebook | documents | documents/{docId} | runs | runs/{runId} | results | cases
-//     | export | webhooks
+//     | review | export | webhooks
 //   #/projects/{id}/results?documents=a,b&case=K&document=d&variable=v (a case's documents, a cell open)
 
 import { ApiError, get, onUnauthorized, session, signIn } from "./api.js";
@@ -13,6 +13,7 @@ import { renderDocuments, renderDocumentText } from "./documents.js";
 import { renderExport } from "./exports.js";
 import { renderProjects } from "./projects.js";
 import { renderResults } from "./results.js";
+import { renderReview } from "./review.js";
 import { renderRun, renderRuns } from "./runs.js";
 import { add, clearToasts, errorBox, h, setChildren, showError, withBusy } from "./ui.js";
 import { renderWebhooks } from "./webhooks.js";
@@ -24,6 +25,7 @@ const TABS = [
   ["runs", "Runs"],
   ["results", "Results"],
   ["cases", "Cases"],
+  ["review", "Review"],
   ["export", "Export"],
   ["webhooks", "Webhooks"],
 ];
@@ -175,6 +177,7 @@ async function renderProject(ctx, projectId, tab, sub) {
   else if (tab === "runs") await renderRuns(tabCtx);
   else if (tab === "results") await renderResults(tabCtx);
   else if (tab === "cases") await renderCases(tabCtx);
+  else if (tab === "review") await renderReview(tabCtx);
   else if (tab === "export") await renderExport(tabCtx);
   else if (tab === "webhooks") await renderWebhooks(tabCtx);
   ctx.focusTarget = tabCtx.focusTarget || content.querySelector("h2") || ctx.root.querySelector("h1");
@@ -187,7 +190,7 @@ function matchRoute(path) {
   if (path === "/" || path === "/projects") return { view: renderProjects };
   let m = /^\/projects\/([^/]+)$/.exec(path);
   if (m) return { redirect: `#/projects/${m[1]}/codebook` };
-  m = /^\/projects\/([^/]+)\/(codebook|documents|runs|results|cases|export|webhooks)(?:\/([^/]+))?$/.exec(path);
+  m = /^\/projects\/([^/]+)\/(codebook|documents|runs|results|cases|review|export|webhooks)(?:\/([^/]+))?$/.exec(path);
   if (m) return { view: (ctx) => renderProject(ctx, m[1], m[2], m[3]) };
   return null;
 }

@@ -27,11 +27,19 @@ function currentExtraction(list) {
 /** What a cell shows: its state, text, flags, and words for screen readers. */
 function describeCell(cell) {
   const e = cell.extraction;
-  const r = cell.review;
+  // Dual review: a cell's reviewer sees their own verdict in the grid (the final value, once
+  // there is one, is in the panel); everyone else the cell's verdict.
+  const mine = e && e.dual_review && e.dual_review.assigned;
+  const r = mine ? e.dual_review.your_review : cell.review;
   const out = { state: "empty", text: "", flags: [], words: [] };
   if (!e) {
     out.state = "empty";
     out.words.push("not extracted yet");
+  } else if (e.model_hidden) {
+    // Blind dual review: the model's answer is withheld until this reviewer has reviewed it.
+    out.state = "hidden";
+    out.text = "…";
+    out.words.push("the model's value is hidden until you review it");
   } else if (e.status === "pending" || e.status === "running") {
     out.state = "pending";
     out.text = "…";
@@ -87,6 +95,11 @@ function describeCell(cell) {
     out.flags.push(["disagree", "⇄"]);
     out.words.push("the two models disagree");
   }
+  const dual = e && e.dual_review;
+  if (dual && dual.both_reviewed && dual.agree === false && !dual.adjudicated) {
+    out.flags.push(["conflict", "⚑"]);
+    out.words.push("the two reviewers disagree");
+  }
   if (r) {
     if (r.status === "accepted") {
       out.flags.push(["accepted", "✓"]);
@@ -114,6 +127,8 @@ const LEGEND = [
   ["disagree", "⇄", "The two models of a two-profile run disagree"],
   ["match", "≈", "Matches several rows of its reference list (∅: none); choose the row"],
   ["finding", "!", "A consistency finding: documents of the case, or the reference list, disagree"],
+  ["conflict", "⚑", "Dual review: the two reviewers disagree (see Review → Conflicts)"],
+  ["hidden", "", "Blind review: the model's value is hidden until you review the cell"],
   ["empty", "", "Not extracted yet"],
   ["accepted", "✓", "Accepted"],
   ["corrected", "✎", "Corrected"],
@@ -452,6 +467,9 @@ export async function renderResults(ctx) {
     showError(box, null);
     try {
       cell.review = await put(`/projects/${pid}/reviews/${cell.doc.id}/${cell.variable.id}`, body);
+      // Dual review: what the cell shows now (your verdict, maybe the model's value a blind
+      // review withheld, whether the other reviewer agrees) is the server's to say.
+      if (cell.extraction && cell.extraction.dual_review) await refetchCell(cell);
     } catch (error) {
       if (error.name !== "AbortError") showError(box, error);
       return false;
@@ -462,6 +480,14 @@ export async function renderResults(ctx) {
     notify(`${words} ${cell.variable.name} of ${cell.doc.filename}.`, "success");
     if (panelKey === key(cell.doc.id, cell.variable.id)) renderPanel(cell, { focusPanel: focusInPanel });
     return true;
+  }
+
+  async function refetchCell(cell) {
+    const list = await listAll(`/projects/${pid}/extractions`,
+      { document_id: cell.doc.id, variable_id: cell.variable.id }, { signal: ctx.signal });
+    cell.extraction = currentExtraction(list);
+    const reviewed = list.find((e) => e.review);
+    cell.review = reviewed ? reviewed.review : null;
   }
 
   function closePanel() {
@@ -519,9 +545,33 @@ export async function renderResults(ctx) {
       }[e.status] || [e.status, ""];
       fact("Status", badge(statusWords[0], statusWords[1]));
     }
-    if (e && e.status === "succeeded") fact("Extracted value", h("strong", { class: "panel-value" }, formatValue(e.value)), v.unit ? ` ${v.unit}` : "");
+    if (e && e.model_hidden) fact("Extracted value", h("span", { class: "muted" }, "Hidden until you have reviewed this cell (blind review)"));
+    else if (e && e.status === "succeeded") fact("Extracted value", h("strong", { class: "panel-value" }, formatValue(e.value)), v.unit ? ` ${v.unit}` : "");
     if (e && e.status === "failed" && e.error) fact("Reason", e.error);
-    if (r) {
+    const dual = e && e.dual_review;
+    const verdictWords = (review) => {
+      const said = { accepted: "Accepted", corrected: "Corrected", rejected: "Rejected" }[review.status] || review.status;
+      return [badge(said, review.status === "rejected" ? "bad" : "ok"),
+        review.status !== "rejected" ? h("strong", { class: "panel-reviewed-value" }, ` ${review.value === null ? "not stated" : formatValue(review.value)}`) : "",
+        h("span", { class: "muted small" }, ` · ${formatDate(review.created_at)}`)];
+    };
+    if (dual) {
+      // Dual review: the panel shows the user's own verdict; the other reviewer's only once
+      // both have reviewed (and then on the conflicts list).
+      if (dual.assigned) {
+        fact("Your verdict", dual.your_review ? verdictWords(dual.your_review) : h("span", { class: "muted" }, "Not reviewed yet"));
+        fact("Dual review", `You are reviewer ${dual.assigned.toUpperCase()}. `,
+          !dual.both_reviewed ? "The other reviewer's verdict stays hidden until both of you have reviewed."
+            : dual.agree ? "Both reviewers agree."
+              : dual.adjudicated ? "You disagreed; the conflict was adjudicated."
+                : h("span", { class: "flag-text" }, "⚑ You disagree: a conflict for the adjudicator."));
+      } else {
+        fact("Dual review", !dual.both_reviewed ? "Waiting for both reviewers."
+          : dual.agree ? "Both reviewers agree." : dual.adjudicated ? "Adjudicated."
+            : h("span", { class: "flag-text" }, "⚑ The reviewers disagree: see Review → Conflicts."));
+      }
+      if (r && dual.both_reviewed && (dual.agree || dual.adjudicated)) fact("Final value", ...verdictWords(r));
+    } else if (r) {
       const words = { accepted: "Accepted", corrected: "Corrected", rejected: "Rejected" }[r.status] || r.status;
       fact("Review", badge(words, r.status === "rejected" ? "bad" : "ok"),
         r.status === "corrected" ? h("strong", { class: "panel-reviewed-value" }, ` ${r.value === null ? "not stated" : formatValue(r.value)}`) : "",
@@ -558,11 +608,15 @@ export async function renderResults(ctx) {
     if (e && e.status !== "pending") fact("Prompt version", String(e.prompt_version));
     if (e && (e.tokens_in || e.tokens_out)) fact("Tokens in / out", `${e.tokens_in} / ${e.tokens_out}`);
 
-    // Only an answer can be accepted: a failed or unextracted cell is corrected instead.
-    const answered = e && (e.status === "succeeded" || e.status === "not_found");
+    // Only an answer can be accepted: a failed or unextracted cell is corrected instead; a
+    // value blind review hides cannot be accepted either.
+    const answered = e && !e.model_hidden && (e.status === "succeeded" || e.status === "not_found");
+    const notMine = dual && !dual.assigned;
     const correctButton = h("button", { type: "button", "aria-keyshortcuts": "c", onclick: () => showCorrect() },
       "Correct… ", h("kbd", { "aria-hidden": "true" }, "c"));
-    const actions = h("div", { class: "actions review-actions" },
+    const actions = notMine ? h("p", { class: "muted review-actions" },
+      "Not one of your documents: in dual review only its two assigned reviewers review it.")
+      : h("div", { class: "actions review-actions" },
       answered ? h("button", { type: "button", class: "primary", "aria-keyshortcuts": "a", onclick: () => review(cell, "accepted") },
         "Accept ", h("kbd", { "aria-hidden": "true" }, "a")) : "",
       correctButton,
@@ -601,7 +655,8 @@ export async function renderResults(ctx) {
         add(history, items.length
           ? h("ol", {}, items.map((item) => h("li", {}, `${item.status}`,
             item.status === "corrected" ? ` to ${formatValue(item.value) || "not stated"}` : "",
-            item.note ? ` (“${item.note}”)` : "", h("span", { class: "muted small" }, ` · ${formatDate(item.created_at)}`))))
+            item.note ? ` (“${item.note}”)` : "",
+            h("span", { class: "muted small" }, ` · ${item.kind === "adjudication" ? "adjudication by " : ""}${item.reviewer_email || "a former user"} · ${formatDate(item.created_at)}`))))
           : h("p", { class: "muted" }, "Not reviewed yet."));
       } catch (error) {
         if (error.name !== "AbortError") add(history, h("p", { class: "error" }, error.message));
