@@ -332,6 +332,10 @@ def test_every_page_has_no_serious_accessibility_violation(
     expect(page.locator("section.case").first).to_be_visible()
     audit.check(f"{project}/cases", "cases with a finding")
 
+    # Review: settings, assignments, conflicts and agreement.
+    audit.goto(f"#/projects/{pid}/review", "Review")
+    audit.check(f"{project}/review", "review settings and agreement")
+
     # Export.
     audit.goto(f"#/projects/{pid}/export", "Export")
     audit.check(f"{project}/export", "the downloads")
