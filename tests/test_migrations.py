@@ -38,7 +38,7 @@ from tests.support.postgres import temporary_postgres_database
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_TABLES = set(Base.metadata.tables)
 #: The latest migration (alembic/versions/); update it with each new one.
-HEAD = "0012"
+HEAD = "0013"
 
 T = TypeVar("T")
 

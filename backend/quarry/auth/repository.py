@@ -15,3 +15,9 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
 async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
     result = await session.execute(select(User).where(User.email == email))
     return result.scalar_one_or_none()
+
+
+async def get_user_by_password_token(session: AsyncSession, token_hash: str) -> User | None:
+    """The user whose outstanding set-password link hashes to `token_hash` (unique)."""
+    result = await session.execute(select(User).where(User.password_token_hash == token_hash))
+    return result.scalar_one_or_none()
