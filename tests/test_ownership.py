@@ -143,7 +143,7 @@ async def test_every_api_route_but_sign_in_needs_a_token(
             "finding_id",
             "user_id",
         )
-    } | {"number": "1", "spare_email": "nobody@example.org"}
+    } | {"number": "1", "spare_email": "nobody@example.org", "filename": "x.pdf"}
     routes = api_routes(app)
     assert routes >= PUBLIC_ROUTES
     for method, template in sorted(routes - PUBLIC_ROUTES):

@@ -33,8 +33,14 @@ PROJECT_PREFIX = "/projects/{project_id}"
 Ids = dict[str, str]
 Probe = dict[str, Any]  # keyword arguments for httpx.AsyncClient.request
 
+
 # Every route under a project, with requests that would succeed for the owner: a missing
 # ownership check then shows up as a 2xx instead of hiding behind a validation error.
+def _gold(ids: Ids, title: str) -> bytes:
+    """A gold CSV naming the project's document."""
+    return f"filename,title\n{ids['filename']},{title}\n".encode()
+
+
 PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
     ("GET", "/projects/{project_id}"): lambda _: [{}],
     ("PATCH", "/projects/{project_id}"): lambda _: [{"json": {"name": "Taken over"}}],
@@ -123,9 +129,9 @@ PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
         {"params": {"format": "csv", "layout": "cases"}},
     ],
     ("POST", "/projects/{project_id}/evaluation"): lambda ids: [
-        {"files": {"gold": ("gold.csv", b"filename,title\nAlice.pdf,Alice title\n", "text/csv")}},
+        {"files": {"gold": ("gold.csv", _gold(ids, "a title"), "text/csv")}},
         {
-            "files": {"gold": ("gold.csv", b"filename,title\nAlice.pdf,x\n", "text/csv")},
+            "files": {"gold": ("gold.csv", _gold(ids, "x"), "text/csv")},
             "data": {"run_id": ids["run_id"]},
             "params": {"format": "xlsx"},
         },
@@ -281,6 +287,7 @@ async def make_owner(
         "profile_id": profile.json()["id"],
         "list_id": listed.json()["id"],
         "number": "1",  # a page of the document
+        "filename": f"{marker}.pdf",
         "user_id": member_id,
         "spare_email": f"{local}-spare@example.org",
     }

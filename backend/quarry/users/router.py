@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Body, Request, status
 
 from quarry.auth import service as auth
 from quarry.auth.deps import AdminUser, CurrentUser
@@ -114,14 +115,14 @@ async def reset_password(
     settings: SettingsDep,
     admin: AdminUser,
     user_id: uuid.UUID,
-    data: PasswordReset,
     audit: AuditDep,
+    data: Annotated[PasswordReset | None, Body()] = None,
 ) -> UserWithLinkOut:
     """Reset a user's password (administrators only): to `password`, or — without one — to
     nothing, with a one-time set-password link valid 24 hours in the answer. Either way
     their old password and every session stop working at once."""
     user = await service.get_user_or_404(session, user_id)
-    password = data.password.get_secret_value() if data.password is not None else None
+    password = data.password.get_secret_value() if data and data.password else None
     link = await service.reset_password(session, settings, admin, user, password)
     await audit.record(
         AuditAction.USER_PASSWORD_RESET,
