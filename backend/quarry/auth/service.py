@@ -88,6 +88,10 @@ async def create_user(
     return user
 
 
+async def has_active_admin(session: AsyncSession) -> bool:
+    return await repository.count_active_admins(session) > 0
+
+
 async def ensure_admin(session: AsyncSession, settings: Settings) -> User | None:
     """Create the administrator named by QUARRY_ADMIN_EMAIL / _PASSWORD if it does not exist
     yet (an existing user of that email is made an administrator)."""

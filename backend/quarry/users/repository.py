@@ -24,12 +24,3 @@ async def lock_active_admins(session: AsyncSession) -> None:
     await session.execute(
         select(User.id).where(User.is_admin.is_(True), User.is_active.is_(True)).with_for_update()
     )
-
-
-async def count_active_admins(session: AsyncSession) -> int:
-    total = await session.scalar(
-        select(func.count())
-        .select_from(User)
-        .where(User.is_admin.is_(True), User.is_active.is_(True))
-    )
-    return total or 0

@@ -20,6 +20,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quarry.auth import repository as auth_repository
 from quarry.auth import service as auth
 from quarry.auth.repository import get_user
 from quarry.errors import BadRequest, Conflict, NotFound
@@ -93,7 +94,7 @@ async def update_user(
     # Counted after the change, inside its transaction: on SQLite the flush holds the write
     # lock, on PostgreSQL the rows locked above; either way a concurrent change that would
     # also take an administrator away waits for this one and then counts it.
-    if losing_an_admin and await repository.count_active_admins(session) == 0:
+    if losing_an_admin and await auth_repository.count_active_admins(session) == 0:
         whom = "You are" if user.id == admin.id else f"{user.email} is"
         what = "deactivated" if deactivating else "made a regular user"
         raise Conflict(
