@@ -137,6 +137,12 @@ def test_an_admin_adds_a_reviewer_who_reviews_until_deactivated(
     expect(rae.get_by_role("button", name="Add member")).to_have_count(0)
     expect(rae.get_by_role("button", name=re.compile("^Remove"))).to_have_count(0)
 
+    # A page the role cannot use, reached anyway: the server's sentence, not a blank page.
+    rae.goto(f"/#/projects/{pid}/webhooks")
+    expect(rae.get_by_role("heading", name="Not allowed", level=1)).to_be_visible()
+    expect(rae.get_by_role("alert")).to_contain_text("needs the owner role")
+    rae.go_back()
+
     # Review controls are there, and they work.
     project_tab(rae, "Results").click()
     cell = rae.locator('td[data-document="team.txt"][data-variable="title"]')

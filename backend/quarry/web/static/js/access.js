@@ -25,10 +25,3 @@ export function clearAccess() {
   delete document.body.dataset.role;
 }
 
-/** The sentence for a control the role lacks, as the server would say it. */
-export function needsRole(project, permission) {
-  const needed = { review: "reviewer", edit: "editor", manage: "owner" }[permission];
-  const role = project.role || "member";
-  const article = /^[aeiou]/.test(role) ? "an" : "a";
-  return `This needs the ${needed} role (or higher) in this project; you are ${article} ${role}.`;
-}
