@@ -34,9 +34,14 @@ def test_migrate_then_create_user(tmp_path: Path) -> None:
     assert migrated.returncode == 0, migrated.stderr
     assert "up to date" in migrated.stdout
 
+    # The first user of an installation is its administrator: someone must add the others.
     created = _quarry(tmp_path, "create-user", "Grace@Example.org", password="a long password")
     assert created.returncode == 0, created.stderr
-    assert "Created user grace@example.org" in created.stdout
+    assert "Created administrator grace@example.org" in created.stdout
+    second = _quarry(tmp_path, "create-user", "ada@example.org", password="a long password")
+    assert "Created user ada@example.org" in second.stdout
+    third = _quarry(tmp_path, "create-user", "--admin", "al@example.org", password="a long pw!")
+    assert "Created administrator al@example.org" in third.stdout
 
     again = _quarry(tmp_path, "create-user", "grace@example.org", password="a long password")
     assert again.returncode == 1 and "already exists" in again.stderr
@@ -45,6 +50,12 @@ def test_migrate_then_create_user(tmp_path: Path) -> None:
     assert short.returncode == 1 and "at least 8 characters" in short.stderr
 
     with sqlite3.connect(tmp_path / "cli.db") as db:
-        rows = db.execute("SELECT email, password_hash FROM users").fetchall()
-    assert [r[0] for r in rows] == ["grace@example.org"]
+        rows = db.execute(
+            "SELECT email, password_hash, is_admin FROM users ORDER BY created_at"
+        ).fetchall()
+    assert [(r[0], r[2]) for r in rows] == [
+        ("grace@example.org", 1),
+        ("ada@example.org", 0),
+        ("al@example.org", 1),
+    ]
     assert rows[0][1].startswith("$argon2id$") and "a long password" not in rows[0][1]

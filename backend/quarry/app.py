@@ -25,6 +25,7 @@ from quarry.health import router as health_router
 from quarry.jobs import JobContext
 from quarry.llm.client import ChatModelFactory
 from quarry.logs import configure_logging
+from quarry.members.router import router as members_router
 from quarry.metrics import install_metrics
 from quarry.profiles.router import router as profiles_router
 from quarry.projects.router import router as projects_router
@@ -36,6 +37,7 @@ from quarry.security.middleware import install_middleware
 from quarry.security.ratelimit import create_rate_limiter
 from quarry.security.router import router as audit_router
 from quarry.settings import Settings, get_settings
+from quarry.users.router import router as users_router
 from quarry.variables.router import codebook_router
 from quarry.variables.router import router as variables_router
 from quarry.web import mount_web
@@ -109,7 +111,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = APIRouter(prefix="/api/v1")
     for router in (
         auth_router,
+        users_router,
         projects_router,
+        members_router,
         variables_router,
         codebook_router,
         profiles_router,

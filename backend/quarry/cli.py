@@ -114,27 +114,30 @@ def create_user_command(
         bool, typer.Option("--admin", help="Make the user an administrator (manages users)")
     ] = False,
 ) -> None:
-    """Create a user who can sign in (`--admin`: one who manages the other users too)."""
-    from quarry.auth.service import create_user
+    """Create a user who can sign in (`--admin`: one who manages the other users too; the
+    first user of an installation without an active administrator becomes one anyway, so
+    that someone can add the others)."""
+    from quarry.auth.service import create_user, has_active_admin
     from quarry.db import create_engine, create_sessionmaker, session_scope
     from quarry.errors import QuarryError
 
-    async def create() -> str:
+    async def create() -> tuple[str, bool]:
         settings = get_settings()
         engine = create_engine(settings.database_url)
         try:
             async with session_scope(create_sessionmaker(engine)) as session:
-                user = await create_user(session, settings, email, password, is_admin=admin)
-                return user.email
+                make_admin = admin or not await has_active_admin(session)
+                user = await create_user(session, settings, email, password, is_admin=make_admin)
+                return user.email, user.is_admin
         finally:
             await engine.dispose()
 
     try:
-        created = asyncio.run(create())
+        created, is_admin = asyncio.run(create())
     except QuarryError as exc:
         typer.echo(f"Error: {exc.detail}", err=True)
         raise typer.Exit(1) from exc
-    typer.echo(f"Created {'administrator' if admin else 'user'} {created}.")
+    typer.echo(f"Created {'administrator' if is_admin else 'user'} {created}.")
 
 
 @app.command("extract")

@@ -112,8 +112,8 @@ def internal_error_response() -> JSONResponse:
 _ERROR_DESCRIPTIONS = {
     400: "The request is well-formed but cannot be carried out as asked (the detail says why)",
     401: "Not signed in, or the token is invalid or expired",
-    403: "A member of the project whose role does not allow this (the detail names the role "
-    "needed)",
+    403: "Not allowed: a member of the project whose role does not allow this, or a user who "
+    "is not an administrator (the detail says what is needed)",
     404: "No such object (also when it belongs to another user)",
     422: "The request does not match this operation's parameters or body",
     429: "Too many requests; `Retry-After` says how many seconds to wait",
@@ -208,13 +208,15 @@ def _add_error_responses(
 
 
 def _operations_needing_a_role(app: FastAPI) -> frozenset[tuple[str, str]]:
-    """(method, path) of every route whose project permission is more than `read`: those a
-    member can be refused (403). Read off the routes' own declarations, so the contract
-    cannot drift from the check."""
-    from quarry.projects.deps import route_permissions  # it depends on this module
+    """(method, path) of every route whose project permission is more than `read` (those a
+    member can be refused), and of every route for administrators only: those that can
+    answer 403. Read off the routes' own declarations, so the contract cannot drift from
+    the check."""
+    from quarry.auth.deps import admin_routes  # they depend on this module
+    from quarry.projects.deps import route_permissions
     from quarry.projects.roles import Permission
 
-    return frozenset(
+    return admin_routes(app) | frozenset(
         operation
         for operation, permission in route_permissions(app).items()
         if permission not in (None, Permission.READ)

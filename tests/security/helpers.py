@@ -25,6 +25,7 @@ from tests.support.api import (
     wait_for_run,
 )
 from tests.support.documents import make_pdf
+from tests.support.probes import add_user
 from tests.support.webhook_receiver import add_paused_webhook
 
 API = "/api/v1"
@@ -91,6 +92,13 @@ async def make_world(
     headers = await sign_up(app, client, email)
     marker = email.split("@")[0]
     pid = (await create_project(client, headers, f"{marker}'s project"))["id"]
+    member_id = await add_user(app, f"{marker}-member@example.org")
+    response = await client.post(
+        f"{API}/projects/{pid}/members",
+        json={"email": f"{marker}-member@example.org", "role": "viewer"},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
     variable = await add_variable(
         client, headers, pid, name="title", description="The title", type="text"
     )
@@ -131,6 +139,7 @@ async def make_world(
         # project has, answers 404 to everyone.
         "finding_id": "0" * 32,
         "number": "1",  # a page of the document
+        "user_id": member_id,  # a member of the project (a viewer)
     }
     if with_run:
         response = await client.post(f"{API}/projects/{pid}/runs", json={}, headers=headers)

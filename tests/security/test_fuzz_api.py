@@ -125,6 +125,11 @@ class World:
             files = {"file": (f"doomed-{self.made}.csv", b"id,name\nK1,Doomed\n", "text/csv")}
             data = {"name": f"doomed {self.made}"}
             return str(self.call("POST", f"{base}/reference-lists", files=files, data=data)["id"])
+        if kind == "user_id":  # a member to remove
+            email = f"doomed-{self.made}@example.org"
+            user = self.call("POST", f"{API}/users", json={"email": email})
+            self.call("POST", f"{base}/members", json={"email": email, "role": "viewer"})
+            return str(user["id"])
         raise AssertionError(f"cannot make a fresh {kind}; extend World.fresh")
 
 
@@ -191,6 +196,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 lambda: w.call("GET", f"{base}/runs/{run['id']}")["status"] == "completed",
                 "the run",
             )
+            # A member: a user other than the fuzzing administrator, so that no generated
+            # change to a user can lock the fuzzer out.
+            member = w.call("POST", f"{API}/users", json={"email": "member@example.org"})
+            w.call("POST", f"{base}/members", json={"email": member["email"], "role": "viewer"})
+            w.ids["user_id"] = member["id"]
             deliveries = f"{base}/webhooks/{hook['id']}/deliveries"
             w.ids["delivery_id"] = wait_until(
                 lambda: w.call("GET", deliveries)["items"], "the run's delivery"

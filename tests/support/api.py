@@ -45,10 +45,13 @@ async def schema_sessions(database_url: str) -> AsyncIterator[async_sessionmaker
         await engine.dispose()
 
 
-async def sign_up(app: FastAPI, client: httpx.AsyncClient, email: str) -> dict[str, str]:
-    """Create a user and sign in through the API; returns the Authorization header."""
+async def sign_up(
+    app: FastAPI, client: httpx.AsyncClient, email: str, *, is_admin: bool = False
+) -> dict[str, str]:
+    """Create a user (an administrator if asked) and sign in through the API; returns the
+    Authorization header."""
     async with session_scope(app.state.sessionmaker) as session:
-        await create_user(session, app.state.settings, email, PASSWORD)
+        await create_user(session, app.state.settings, email, PASSWORD, is_admin=is_admin)
     response = await client.post(
         "/api/v1/auth/token", data={"username": email, "password": PASSWORD}
     )

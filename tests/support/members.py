@@ -1,15 +1,14 @@
 """Project members for tests: the one place tests give a user a role in a project.
 
-Until the members API exists this writes the `project_members` row itself (the user is made
-with `auth.service.create_user`); when it lands, only `_add_member` changes (to a call of the
-API with the owner's headers), and every test keeps calling `add_member` / `add_member_live`.
+The user is made with `auth.service.create_user` (as `quarry create-user` would); the owner
+then adds them through the members API (`add_member`). The browser tests make the accounts
+with `add_user_live` and have the owner add them on the Members tab.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from typing import TYPE_CHECKING
 
 import httpx
@@ -17,7 +16,6 @@ from fastapi import FastAPI
 
 from quarry.auth.service import create_user
 from quarry.db import create_engine, create_sessionmaker, session_scope
-from quarry.models import ProjectMember
 from quarry.settings import Settings
 from tests.support.api import PASSWORD
 
@@ -27,16 +25,11 @@ if TYPE_CHECKING:
     from tests.web.conftest import LiveServer
 
 
-async def _add_member(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    project_id: str,
-    email: str,
-    role: str,
+async def _add_user(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, email: str
 ) -> None:
     async with session_scope(sessionmaker) as session:
-        user = await create_user(session, settings, email, PASSWORD)
-        session.add(ProjectMember(project_id=uuid.UUID(project_id), user_id=user.id, role=role))
+        await create_user(session, settings, email, PASSWORD)
 
 
 async def add_member(
@@ -48,8 +41,13 @@ async def add_member(
     role: str,
 ) -> dict[str, str]:
     """A new user `email` with `role` in the owner's project, signed in: their headers."""
-    del owner_headers  # the members API will need them
-    await _add_member(app.state.sessionmaker, app.state.settings, project_id, email, role)
+    await _add_user(app.state.sessionmaker, app.state.settings, email)
+    added = await client.post(
+        f"/api/v1/projects/{project_id}/members",
+        json={"email": email, "role": role},
+        headers=owner_headers,
+    )
+    assert added.status_code == 201, added.text
     response = await client.post(
         "/api/v1/auth/token", data={"username": email, "password": PASSWORD}
     )
@@ -57,8 +55,8 @@ async def add_member(
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
-def add_member_live(server: LiveServer, project_id: str, email: str, role: str) -> None:
-    """`add_member` for the browser tests' live server (password: tests.support.api.PASSWORD).
+def add_user_live(server: LiveServer, email: str) -> None:
+    """A user account on the browser tests' live server (password: tests.support.api.PASSWORD).
 
     Runs in a thread of its own with its own engine: the test thread holds Playwright's loop.
     """
@@ -67,7 +65,7 @@ def add_member_live(server: LiveServer, project_id: str, email: str, role: str) 
     async def run() -> None:
         engine = create_engine(server.settings.database_url)
         try:
-            await _add_member(create_sessionmaker(engine), server.settings, project_id, email, role)
+            await _add_user(create_sessionmaker(engine), server.settings, email)
         finally:
             await engine.dispose()
 
@@ -84,4 +82,4 @@ def add_member_live(server: LiveServer, project_id: str, email: str, role: str) 
         raise failure[0]
 
 
-__all__ = ["add_member", "add_member_live"]
+__all__ = ["add_member", "add_user_live"]

@@ -16,7 +16,7 @@ import openpyxl
 import pytest
 
 from tests.support.api import PASSWORD
-from tests.support.members import add_member_live
+from tests.support.members import add_user_live
 from tests.web.conftest import LiveServer, arrange_project, project_tab, screenshot, sign_in
 
 if TYPE_CHECKING:
@@ -121,12 +121,20 @@ def test_two_reviewers_a_conflict_and_its_adjudication(
     pid = arranged["project"]["id"]
     suffix = uuid.uuid4().hex[:8]
     first, second = f"rita-{suffix}@example.org", f"rolf-{suffix}@example.org"
-    add_member_live(live_server, pid, first, "reviewer")
-    add_member_live(live_server, pid, second, "reviewer")
+    add_user_live(live_server, first)
+    add_user_live(live_server, second)
 
-    # The owner switches the project to dual review and assigns every document to both.
+    # The owner invites both to the project as reviewers on the Members tab, switches the
+    # project to dual review and assigns every document to both.
     sign_in(page)
     page.goto(f"/#/projects/{pid}/codebook")
+    project_tab(page, "Members").click()
+    members = page.locator(".member-form")
+    for email in (first, second):
+        members.get_by_label("Email").fill(email)
+        members.get_by_label("Role").select_option("reviewer")
+        members.get_by_role("button", name="Add member").click()
+        expect(page.get_by_label(f"Role of {email}")).to_have_value("reviewer")
     project_tab(page, "Review").click()
     page.get_by_label("Review mode").select_option("dual")
     page.get_by_role("button", name="Save review settings").click()

@@ -11,8 +11,9 @@ from quarry.auth.schemas import TokenOut, UserOut
 from quarry.db import SessionDep
 from quarry.errors import RETRY_AFTER_HEADER, ErrorOut
 from quarry.security import audit
-from quarry.security.ratelimit import limit_sign_in
+from quarry.security.ratelimit import limit_password_link, limit_sign_in
 from quarry.settings import SettingsDep
+from quarry.users.schemas import PasswordSet
 
 router = APIRouter(tags=["auth"])
 
@@ -54,6 +55,39 @@ async def sign_in(
         target_type="user",
         target_id=user.id,
     )
+    return TokenOut(access_token=token, expires_at=expires_at)
+
+
+_LINK_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": ErrorOut,
+        "description": "The link was used already, has expired or was replaced, or the "
+        "password is too short",
+    },
+    429: _SIGN_IN_ERRORS[429],
+}
+
+
+@router.post("/auth/password", response_model=TokenOut, responses=_LINK_ERRORS)
+async def set_password_with_link(
+    request: Request, session: SessionDep, settings: SettingsDep, data: PasswordSet
+) -> TokenOut:
+    """Set your password with a one-time set-password link's token (from an invitation or
+    a reset by an administrator), and be signed in. The link then stops working."""
+    await limit_password_link(request, settings)
+    user = await service.set_password_with_link(
+        session, settings, data.token, data.password.get_secret_value()
+    )
+    await audit.record(
+        session,
+        request,
+        audit.AuditAction.USER_PASSWORD_SET,
+        user_id=user.id,
+        target_type="user",
+        target_id=user.id,
+        detail={"email": user.email},
+    )
+    token, expires_at = service.access_token(settings, user)
     return TokenOut(access_token=token, expires_at=expires_at)
 
 

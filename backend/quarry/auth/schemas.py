@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class TokenOut(BaseModel):
@@ -18,4 +18,5 @@ class UserOut(BaseModel):
     id: uuid.UUID
     email: str
     is_active: bool
+    is_admin: bool = Field(description="Administrators manage users")
     created_at: datetime

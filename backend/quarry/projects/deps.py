@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from quarry.auth.deps import CurrentUser
@@ -34,9 +34,11 @@ class ProjectAccess:
 
 
 async def _project_access(
-    project_id: uuid.UUID, session: SessionDep, user: CurrentUser
+    project_id: uuid.UUID, request: Request, session: SessionDep, user: CurrentUser
 ) -> ProjectAccess:
     project, role = await get_project_access(session, project_id, user)
+    # What the audit log files this request's events under (quarry.security.audit).
+    request.state.project_id = project.id
     return ProjectAccess(project, user, role)
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from quarry.projects.roles import Role
+from quarry.projects.roles import ROLE_PERMISSIONS, Permission, Role
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Model = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -86,6 +86,11 @@ class ProjectOut(BaseModel):
     role: Role = Field(
         Role.OWNER, description="Your role in this project (owner, editor, reviewer, viewer)"
     )
+    permissions: list[Permission] = Field(
+        default_factory=lambda: list(Permission),
+        description="What your role allows here (read, review, edit, manage): a client shows "
+        "only the controls these allow",
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -93,4 +98,5 @@ class ProjectOut(BaseModel):
     def of(cls, project: object, role: str) -> ProjectOut:
         out = cls.model_validate(project)
         out.role = Role(role)
+        out.permissions = [p for p in Permission if p in ROLE_PERMISSIONS[out.role]]
         return out

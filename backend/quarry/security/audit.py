@@ -1,4 +1,10 @@
-"""The audit log: who signed in (or tried to), deleted, exported or reviewed what, from where.
+"""The audit log: who signed in (or tried to), deleted, exported or reviewed what, who changed who
+may do what (users, project members and their roles), from where.
+
+An event recorded while serving a request about a project (a route under
+/projects/{project_id}, whose access check leaves the project's id on the request) belongs
+to that project: its owner reads it at GET /projects/{project_id}/audit-events. Events
+about users (`user.*`) are read by administrators at GET /users/audit-events.
 
 Events are written in the request's own session, so they commit together with the action
 and vanish with it on a rollback — an export or deletion that failed left nothing to audit.
@@ -44,6 +50,24 @@ class AuditAction(StrEnum):
     CONFLICT_RESOLVED = "review.adjudicated"
     REVIEWERS_ASSIGNED = "review.assigned"
     REVIEW_SETTINGS_CHANGED = "project.review_settings_changed"
+    # A project's members (target: the member's user; detail: their email and role).
+    MEMBER_ADDED = "member.added"
+    MEMBER_ROLE_CHANGED = "member.role_changed"
+    MEMBER_REMOVED = "member.removed"
+    # User administration (target: the user; detail: their email).
+    USER_CREATED = "user.created"
+    USER_DEACTIVATED = "user.deactivated"
+    USER_REACTIVATED = "user.reactivated"
+    USER_ADMIN_GRANTED = "user.admin_granted"
+    USER_ADMIN_REVOKED = "user.admin_revoked"
+    # Names of events, not passwords (S105).
+    USER_PASSWORD_RESET = "user.password_reset"  # noqa: S105 - by an administrator
+    USER_PASSWORD_CHANGED = "user.password_changed"  # noqa: S105 - by the user
+    USER_PASSWORD_SET = "user.password_set"  # noqa: S105 - by the user, with a link
+
+
+#: The events administrators read: those about users.
+USER_ACTIONS = frozenset(a for a in AuditAction if a.value.startswith("user."))
 
 
 def _request_id(request: Request) -> str | None:
@@ -60,11 +84,13 @@ def build_event(
     target_id: uuid.UUID | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
+    project_id = getattr(request.state, "project_id", None)
     return AuditEvent(
         user_id=user_id,
         action=action.value,
         target_type=target_type,
         target_id=target_id,
+        project_id=project_id if isinstance(project_id, uuid.UUID) else None,
         ip=client_ip(request)[:64],
         request_id=_request_id(request),
         detail=detail or {},
@@ -112,6 +138,34 @@ async def list_events(
     return await repository.list_audit_events(
         session, user_id, limit, offset, action.value if action else None
     )
+
+
+async def list_project_events(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    limit: int,
+    offset: int,
+    action: AuditAction | None = None,
+) -> tuple[Sequence[AuditEvent], int]:
+    """One page of the events taken in a project (by anyone), newest first, and the total."""
+    return await repository.list_project_audit_events(
+        session, project_id, limit, offset, action.value if action else None
+    )
+
+
+async def list_user_events(
+    session: AsyncSession, limit: int, offset: int, action: AuditAction | None = None
+) -> tuple[Sequence[AuditEvent], int]:
+    """One page of the user-administration events (`user.*`), newest first, and the total."""
+    if action is not None and action not in USER_ACTIONS:
+        return [], 0
+    actions = [action.value] if action else sorted(a.value for a in USER_ACTIONS)
+    return await repository.list_audit_events_of_kinds(session, actions, limit, offset)
+
+
+async def emails_of(session: AsyncSession, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Who the acting users of a page of events are, by id."""
+    return await repository.emails_of(session, user_ids)
 
 
 def submitted_email(username: str) -> str:

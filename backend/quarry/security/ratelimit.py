@@ -177,3 +177,13 @@ async def limit_api_call(request: Request, settings: Settings, user_id: object) 
     wait = await _limiter(request).hit(f"api:user:{user_id}", settings.api_requests_per_minute)
     if wait:
         raise TooManyRequests("Too many requests.", retry_after=wait)
+
+
+async def limit_password_link(request: Request, settings: Settings) -> None:
+    """Count a use of a set-password link against the client's IP, with the sign-ins (a
+    link's token is a credential too); 429 past the limit."""
+    ip = client_ip(request)
+    wait = await _limiter(request).hit(f"signin:ip:{ip}", settings.login_ip_attempts_per_minute)
+    if wait:
+        log.warning("auth.password_link.rate_limited", ip=ip, retry_after=round(wait, 1))
+        raise TooManyRequests("Too many sign-in attempts.", retry_after=wait)

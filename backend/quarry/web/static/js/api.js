@@ -32,12 +32,23 @@ export const session = {
     const data = this.read();
     return data ? data.email : null;
   },
-  save(token, expiresAt, email) {
-    sessionStorage.setItem(SESSION_KEY, JSON.stringify({ token, expiresAt, email }));
-  },
-  setEmail(email) {
+  /** Whether the signed-in user is an administrator (shows the Users page; the server checks). */
+  get isAdmin() {
     const data = this.read();
-    if (data) this.save(data.token, data.expiresAt, email);
+    return Boolean(data && data.isAdmin);
+  },
+  save(token, expiresAt, email, isAdmin = false) {
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify({ token, expiresAt, email, isAdmin }));
+  },
+  /** Keep what GET /users/me says about the signed-in user. */
+  setUser(me) {
+    const data = this.read();
+    if (data) this.save(data.token, data.expiresAt, me.email, Boolean(me.is_admin));
+  },
+  /** A fresh token for the same user (after changing their password). */
+  replaceToken(token, expiresAt) {
+    const data = this.read();
+    if (data) this.save(token, expiresAt, data.email, data.isAdmin);
   },
   clear() {
     sessionStorage.removeItem(SESSION_KEY);
@@ -238,6 +249,15 @@ export async function signIn(email, password) {
   const form = new URLSearchParams({ username: email, password });
   const token = await api("POST", "/auth/token", { form, auth: false });
   session.save(token.access_token, token.expires_at, email.trim().toLowerCase());
+  return token;
+}
+
+/** Set a password with a one-time link's token; signs in as the link's user. */
+export async function setPasswordWithLink(linkToken, password) {
+  const token = await api("POST", "/auth/password", {
+    json: { token: linkToken, password }, auth: false,
+  });
+  session.save(token.access_token, token.expires_at, null);
   return token;
 }
 

@@ -1,21 +1,26 @@
 // Entry point: the hash router, the top bar, sign-in/sign-out and the project shell.
 // Routes:
-//   #/signin
+//   #/signin, #/set-password?token=… (a one-time link from an administrator)
 //   #/projects
 //   #/projects/{id}/codebook | documents | documents/{docId} | runs | runs/{runId} | results | cases
-//     | review | export | webhooks
+//     | review | export | members | webhooks
 //   #/projects/{id}/results?documents=a,b&case=K&document=d&variable=v (a case's documents, a cell open)
+//   #/users (administrators), #/account/password
 
+import { applyAccess, clearAccess } from "./access.js";
+import { renderChangePassword, renderSetPassword } from "./account.js";
 import { ApiError, get, onUnauthorized, session, signIn } from "./api.js";
 import { renderCases } from "./cases.js";
 import { renderCodebook } from "./codebook.js";
 import { renderDocuments, renderDocumentText } from "./documents.js";
 import { renderExport } from "./exports.js";
+import { renderMembers } from "./members.js";
 import { renderProjects } from "./projects.js";
 import { renderResults } from "./results.js";
 import { renderReview } from "./review.js";
 import { renderRun, renderRuns } from "./runs.js";
 import { add, clearToasts, errorBox, h, setChildren, showError, withBusy } from "./ui.js";
+import { renderUsers } from "./users.js";
 import { renderWebhooks } from "./webhooks.js";
 
 const RETURN_KEY = "quarry.returnTo";
@@ -27,8 +32,11 @@ const TABS = [
   ["cases", "Cases"],
   ["review", "Review"],
   ["export", "Export"],
+  ["members", "Members"],
   ["webhooks", "Webhooks"],
 ];
+// Tabs only some roles can use (the rest are for every member).
+const TAB_NEEDS = { webhooks: "manage" };
 
 let current = null; // the view on screen: {controller, cleanups}
 let flash = null; // a message for the sign-in page (e.g. why the session ended)
@@ -65,8 +73,10 @@ function renderAccount() {
     setChildren(account);
     return;
   }
-  setChildren(account, 
+  setChildren(account,
     h("span", { class: "account-email", title: "Signed in" }, session.email || "Signed in"),
+    session.isAdmin ? h("a", { href: "#/users", class: "account-link" }, "Users") : null,
+    h("a", { href: "#/account/password", class: "account-link" }, "Change password"),
     h("button", {
       type: "button",
       class: "link-button",
@@ -120,8 +130,7 @@ async function renderSignIn(ctx) {
     try {
       await withBusy(submit, "Signing in…", async () => {
         await signIn(email.value, password.value);
-        const me = await get("/users/me");
-        session.setEmail(me.email);
+        session.setUser(await get("/users/me"));
       });
     } catch (error) {
       showError(errors, error);
@@ -138,8 +147,8 @@ async function renderSignIn(ctx) {
     notice,
     form,
     h("p", { class: "muted narrow" },
-      "No account yet? An administrator creates one with ",
-      h("code", {}, "quarry create-user you@example.org"), "."),
+      "No account yet? An administrator creates one on the Users page (or with ",
+      h("code", {}, "quarry create-user you@example.org"), ") and gives you a link to set your password."),
   );
   ctx.focusTarget = email;
 }
@@ -148,6 +157,7 @@ async function renderSignIn(ctx) {
 
 async function renderProject(ctx, projectId, tab, sub) {
   const project = await get(`/projects/${projectId}`, {}, { signal: ctx.signal });
+  applyAccess(project);
   const tabLabel = (TABS.find(([key]) => key === tab) || [tab, tab])[1];
   document.title = `${project.name} · ${tabLabel} · Quarry`;
   setCrumbs(["Projects", "#/projects"], [project.name, `#/projects/${project.id}/codebook`], [tabLabel]);
@@ -158,11 +168,12 @@ async function renderProject(ctx, projectId, tab, sub) {
       { class: "project-head" },
       h("h1", { tabindex: "-1" }, project.name),
       project.description ? h("p", { class: "muted" }, project.description) : null,
+      h("p", { class: "muted small project-role" }, "Your role: ", h("strong", {}, project.role)),
     ),
     h(
       "nav",
       { class: "tabs", "aria-label": "Project sections" },
-      h("ul", {}, TABS.map(([key, label]) => h("li", {}, h("a", {
+      h("ul", {}, TABS.map(([key, label]) => h("li", { "data-needs": TAB_NEEDS[key] || null }, h("a", {
         href: `#/projects/${project.id}/${key}`,
         "aria-current": key === tab ? "page" : null,
       }, label)))),
@@ -179,6 +190,7 @@ async function renderProject(ctx, projectId, tab, sub) {
   else if (tab === "cases") await renderCases(tabCtx);
   else if (tab === "review") await renderReview(tabCtx);
   else if (tab === "export") await renderExport(tabCtx);
+  else if (tab === "members") await renderMembers(tabCtx);
   else if (tab === "webhooks") await renderWebhooks(tabCtx);
   ctx.focusTarget = tabCtx.focusTarget || content.querySelector("h2") || ctx.root.querySelector("h1");
 }
@@ -187,10 +199,13 @@ async function renderProject(ctx, projectId, tab, sub) {
 
 function matchRoute(path) {
   if (path === "/signin") return { view: renderSignIn, public: true };
+  if (path === "/set-password") return { view: renderSetPassword, public: true };
   if (path === "/" || path === "/projects") return { view: renderProjects };
+  if (path === "/users") return { view: renderUsers };
+  if (path === "/account/password") return { view: renderChangePassword };
   let m = /^\/projects\/([^/]+)$/.exec(path);
   if (m) return { redirect: `#/projects/${m[1]}/codebook` };
-  m = /^\/projects\/([^/]+)\/(codebook|documents|runs|results|cases|review|export|webhooks)(?:\/([^/]+))?$/.exec(path);
+  m = /^\/projects\/([^/]+)\/(codebook|documents|runs|results|cases|review|export|members|webhooks)(?:\/([^/]+))?$/.exec(path);
   if (m) return { view: (ctx) => renderProject(ctx, m[1], m[2], m[3]) };
   return null;
 }
@@ -207,6 +222,7 @@ async function route() {
     }
   }
   clearToasts();
+  clearAccess();
   const { path, query } = parseHash();
   const main = document.getElementById("main");
   const match = matchRoute(path);
@@ -253,8 +269,9 @@ async function route() {
     const box = errorBox();
     showError(box, error);
     setChildren(root, 
-      h("h1", { tabindex: "-1" }, error instanceof ApiError && error.status === 404
-        ? "Not found" : "Something went wrong"),
+      h("h1", { tabindex: "-1" }, !(error instanceof ApiError) ? "Something went wrong"
+        : error.status === 404 ? "Not found" : error.status === 403 ? "Not allowed"
+          : "Something went wrong"),
       box,
       h("p", {}, h("a", { href: "#/projects" }, "Back to your projects")),
     );

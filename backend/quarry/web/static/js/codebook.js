@@ -71,14 +71,14 @@ export async function renderCodebook(ctx) {
   const errors = errorBox();
   const list = h("ol", { class: "variables", "aria-label": "Variables, in column order" });
   const newSlot = h("div", { class: "new-variable" });
-  const addButton = h("button", { type: "button", class: "primary", onclick: () => startNew() },
+  const addButton = h("button", { type: "button", class: "primary", "data-needs": "edit", onclick: () => startNew() },
     "Add variable");
   const fileInput = h("input", {
     type: "file", accept: ".yaml,.yml,.json,.csv,.xlsx", hidden: true,
     "aria-label": "Codebook file to import",
   });
   fileInput.addEventListener("change", () => importFile());
-  const importButton = h("button", { type: "button", onclick: () => fileInput.click() },
+  const importButton = h("button", { type: "button", "data-needs": "edit", onclick: () => fileInput.click() },
     "Import codebook…");
   const formatSelect = h("select", { "aria-label": "Codebook file format" },
     h("option", { value: "yaml" }, "YAML"), h("option", { value: "json" }, "JSON"),
@@ -188,18 +188,18 @@ export async function renderCodebook(ctx) {
         : null,
       v.instructions ? h("p", { class: "instructions" }, h("span", { class: "muted" }, "Instructions: "), v.instructions) : null,
       h("div", { class: "row-actions" },
-        h("button", { type: "button", "data-action": "edit", "aria-label": `Edit ${v.name}`, onclick: () => startEdit(v, li) }, "Edit"),
+        h("button", { type: "button", "data-action": "edit", "data-needs": "edit", "aria-label": `Edit ${v.name}`, onclick: () => startEdit(v, li) }, "Edit"),
         h("button", {
-          type: "button", "data-action": "up", "aria-label": `Move ${v.name} up`,
+          type: "button", "data-action": "up", "data-needs": "edit", "aria-label": `Move ${v.name} up`,
           disabled: index === 0, onclick: () => move(index, -1),
         }, "Move up"),
         h("button", {
-          type: "button", "data-action": "down", "aria-label": `Move ${v.name} down`,
+          type: "button", "data-action": "down", "data-needs": "edit", "aria-label": `Move ${v.name} down`,
           disabled: index === variables.length - 1, onclick: () => move(index, 1),
         }, "Move down"),
         previewButton,
         h("button", {
-          type: "button", "data-action": "delete", class: "danger-quiet", "aria-label": `Delete ${v.name}`,
+          type: "button", "data-action": "delete", "data-needs": "edit", class: "danger-quiet", "aria-label": `Delete ${v.name}`,
           onclick: () => remove(v),
         }, "Delete")),
       preview,

@@ -76,7 +76,7 @@ export async function renderDocuments(ctx) {
   ctx.cleanup(() => cancelAnimationFrame(frame));
   const dropzone = h(
     "div",
-    { class: "dropzone" },
+    { class: "dropzone", "data-needs": "edit" },
     h("p", {}, "Drag PDF, DOCX, TXT or Markdown files here, or choose them (many at once)."),
     h("div", { class: "field" }, h("label", { for: inputId }, "Choose files to upload"), input),
   );
@@ -390,7 +390,7 @@ export async function renderDocuments(ctx) {
               ? h("a", { class: "button", href: `#/projects/${project.id}/documents/${doc.id}`, "aria-label": `View the text of ${doc.filename}` }, "View text")
               : null,
             h("button", {
-              type: "button", class: "danger-quiet", "aria-label": `Delete ${doc.filename}`,
+              type: "button", class: "danger-quiet", "data-needs": "edit", "aria-label": `Delete ${doc.filename}`,
               onclick: () => remove(doc),
             }, "Delete")))))),
       pager(page, (next) => { offset = next; loadTable(); }, "documents"),

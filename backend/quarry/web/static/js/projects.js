@@ -1,5 +1,7 @@
-// The project list: create, open, rename and delete (with confirmation).
+// The project list: create, open, rename and delete (with confirmation) — each project's
+// rename and delete shown only to the roles that may (editor and owner).
 
+import { can } from "./access.js";
 import { del, get, patch, post } from "./api.js";
 import {
   add, confirmDialog, errorBox, formatDate, h, notify, pager, promptDialog, setChildren,
@@ -85,6 +87,7 @@ export async function renderProjects(ctx) {
       h("thead", {}, h("tr", {},
         h("th", { scope: "col" }, "Name"),
         h("th", { scope: "col" }, "Description"),
+        h("th", { scope: "col" }, "Your role"),
         h("th", { scope: "col" }, "Created"),
         h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")))),
       h("tbody", {}, projects.map((project) => h(
@@ -92,19 +95,20 @@ export async function renderProjects(ctx) {
         { "data-project-id": project.id },
         h("th", { scope: "row" }, h("a", { href: `#/projects/${project.id}/codebook` }, project.name)),
         h("td", { class: "muted clip" }, project.description || ""),
+        h("td", { class: "nowrap" }, project.role),
         h("td", { class: "nowrap" }, formatDate(project.created_at)),
         h("td", { class: "row-actions" },
-          h("button", {
+          can(project, "edit") ? h("button", {
             type: "button",
             "aria-label": `Rename ${project.name}`,
             onclick: () => rename(project),
-          }, "Rename"),
-          h("button", {
+          }, "Rename") : null,
+          can(project, "manage") ? h("button", {
             type: "button",
             class: "danger-quiet",
             "aria-label": `Delete ${project.name}`,
             onclick: () => remove(project),
-          }, "Delete")),
+          }, "Delete") : null),
       ))),
     );
   }

@@ -283,8 +283,8 @@ export async function renderResults(ctx) {
               if (cell) openPanel(cell, { focusPanel: true });
             } }, d.filename),
             d.page ? ` p. ${d.page}` : "", d.evidence ? h("q", {}, d.evidence) : ""))))),
-        h("button", { type: "button", class: "quiet", onclick: () => resolveFinding(f, { resolution: "both_correct" }) }, "Both correct"),
-        f.values.map((v) => h("button", { type: "button", class: "quiet", onclick: () => resolveFinding(f, { resolution: "value", value: v.value }) },
+        h("button", { type: "button", class: "quiet", "data-needs": "review", onclick: () => resolveFinding(f, { resolution: "both_correct" }) }, "Both correct"),
+        f.values.map((v) => h("button", { type: "button", class: "quiet", "data-needs": "review", onclick: () => resolveFinding(f, { resolution: "value", value: v.value }) },
           `${formatValue(v.value)} is right`))))));
   }
 
@@ -602,8 +602,8 @@ export async function renderResults(ctx) {
       fact("Reference row", h("strong", {}, words),
         (e.match_candidates || []).length ? h("ul", { class: "candidates" }, e.match_candidates.map((c) => h("li", {},
           `${c.key}: ${c.value} (row ${c.row_number}, score ${c.score}) `,
-          h("button", { type: "button", class: "quiet", onclick: () => chooseRow(cell, c.key) }, "Choose")))) : "",
-        h("button", { type: "button", class: "quiet", onclick: () => chooseRow(cell, null) }, "None of these"));
+          h("button", { type: "button", class: "quiet", "data-needs": "review", onclick: () => chooseRow(cell, c.key) }, "Choose")))) : "",
+        h("button", { type: "button", class: "quiet", "data-needs": "review", onclick: () => chooseRow(cell, null) }, "None of these"));
     }
     if (e && e.status !== "pending") fact("Prompt version", String(e.prompt_version));
     if (e && (e.tokens_in || e.tokens_out)) fact("Tokens in / out", `${e.tokens_in} / ${e.tokens_out}`);
@@ -616,7 +616,7 @@ export async function renderResults(ctx) {
       "Correct… ", h("kbd", { "aria-hidden": "true" }, "c"));
     const actions = notMine ? h("p", { class: "muted review-actions" },
       "Not one of your documents: in dual review only its two assigned reviewers review it.")
-      : h("div", { class: "actions review-actions" },
+      : h("div", { class: "actions review-actions", "data-needs": "review" },
       answered ? h("button", { type: "button", class: "primary", "aria-keyshortcuts": "a", onclick: () => review(cell, "accepted") },
         "Accept ", h("kbd", { "aria-hidden": "true" }, "a")) : "",
       correctButton,

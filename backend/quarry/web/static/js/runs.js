@@ -2,6 +2,7 @@
 // by server-sent events; counts; cancel; retry failed; the processing log.
 
 import { ApiError, api, get, listAll, post, readEventStream, sleep } from "./api.js";
+import { can } from "./access.js";
 import {
   add, badge, confirmDialog, errorBox, formatDate, formatNumber, formatTime, formatUsd, h,
   humanize, notify, pager, RUN_STATUS_LABELS, setChildren, showError, uid, withBusy,
@@ -70,8 +71,11 @@ export async function renderRuns(ctx) {
     add(ctx.root, h("div", { class: "notice" }, !variables.length
       ? h("p", {}, "Define the codebook first: ", h("a", { href: `#/projects/${project.id}/codebook` }, "add variables"), ".")
       : h("p", {}, "No document is ready yet: ", h("a", { href: `#/projects/${project.id}/documents` }, "upload documents"), ".")));
-  } else {
+  } else if (can(project, "edit")) {
     add(ctx.root, startForm(ctx, documents, variables));
+  } else {
+    add(ctx.root, h("p", { class: "muted" }, `Starting a run needs the editor role; you are ${
+      /^[aeiou]/.test(project.role) ? "an" : "a"} ${project.role} here.`));
   }
 
   const listErrors = errorBox();
@@ -286,11 +290,11 @@ export async function renderRun(ctx, runId) {
   const facts = h("dl", { class: "facts counts" });
   const errorText = h("p", { class: "error", hidden: true });
   const actionErrors = errorBox();
-  const cancelButton = h("button", { type: "button", class: "danger", onclick: cancel }, "Cancel run");
-  const retryButton = h("button", { type: "button", onclick: () => retry() }, "Retry failed");
+  const cancelButton = h("button", { type: "button", class: "danger", "data-needs": "edit", onclick: cancel }, "Cancel run");
+  const retryButton = h("button", { type: "button", "data-needs": "edit", onclick: () => retry() }, "Retry failed");
   // A run stopped by its budget goes on with a higher one.
   const budgetInput = h("input", { type: "number", min: "0.01", step: "0.01", id: "run-new-budget", required: true });
-  const budgetForm = h("form", { class: "budget-form", hidden: true, onsubmit: raiseBudget },
+  const budgetForm = h("form", { class: "budget-form", "data-needs": "edit", hidden: true, onsubmit: raiseBudget },
     h("label", { for: "run-new-budget" }, "New budget (USD)"), budgetInput,
     h("button", { type: "submit" }, "Raise budget and go on"));
   // The failed extractions by reason (GET of the run; progress events omit it).
