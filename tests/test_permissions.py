@@ -230,10 +230,19 @@ async def test_every_route_outside_projects_is_classified(app: FastAPI) -> None:
 
 #: Routes whose probe cannot succeed even when allowed, and what they answer then (after
 #: the permission check, which is what is under test).
-ALLOWED_BUT: dict[tuple[str, str], int] = {
+ALLOWED_BUT: dict[tuple[str, str], int | dict[str, int]] = {
     # The probed run has finished, every extraction done: nothing to cancel nor retry.
     ("POST", f"{P}/runs/{{run_id}}/cancel"): 409,
     ("POST", f"{P}/runs/{{run_id}}/retry"): 409,
+    # The project has one member in the reviewer role at most: no even split between two.
+    ("POST", f"{P}/assignments/auto"): 400,
+    # Past the role check, only the owner or the designated adjudicator resolves a conflict
+    # (a 403 that says so), and the probed cell has none (409).
+    ("POST", f"{P}/conflicts/{{document_id}}/{{variable_id}}/resolution"): {
+        "owner": 409,
+        "editor": 403,
+        "reviewer": 403,
+    },
 }
 
 
@@ -242,8 +251,14 @@ def _expected(role: str, route: tuple[str, str]) -> int | None:
     if role == "non-member":
         return 404
     if DECLARED[route] in ROLE_TABLE[role]:
-        return ALLOWED_BUT.get(route)
+        but = ALLOWED_BUT.get(route)
+        return but.get(role) if isinstance(but, dict) else but
     return 403
+
+
+def _refused_by_the_service(role: str, route: tuple[str, str]) -> bool:
+    """A 403 given past the role check (the adjudicator rule), with its own sentence."""
+    return DECLARED[route] in ROLE_TABLE.get(role, ()) and isinstance(ALLOWED_BUT.get(route), dict)
 
 
 @BOTH_DATABASES
@@ -287,6 +302,9 @@ async def test_every_project_route_answers_each_role_as_the_table_says(
                 assert_not_found(response, what)
             elif expected != 403:
                 assert response.status_code == expected, f"{what}: {response.text}"
+            elif _refused_by_the_service(role, (method, template)):
+                assert response.status_code == 403, f"{what}: {response.text}"
+                assert "adjudicator" in response.json()["detail"], what
             else:
                 assert response.status_code == 403, f"{what}: {response.text}"
                 body = response.json()

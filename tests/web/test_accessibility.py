@@ -230,6 +230,9 @@ def test_every_page_has_no_serious_accessibility_violation(
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_be_visible()
     audit.check("/signin", "a wrong password")
+    page.goto("/#/set-password?token=not-a-real-one")
+    page.get_by_role("heading", name="Set your password").wait_for()
+    audit.check("/set-password", "the form of an invitation link")
     sign_in(page)
 
     # Projects, and a dialog on them.
@@ -351,6 +354,14 @@ def test_every_page_has_no_serious_accessibility_violation(
     page.get_by_role("button", name="Deliveries").first.click()
     expect(page.locator(".delivery-log")).to_be_visible()
     audit.check(f"{project}/webhooks", "a delivery log")
+
+    # Teams: the project's members, the administrators' users page, one's own password.
+    audit.goto(f"#/projects/{pid}/members", "Members")
+    audit.check(f"{project}/members", "the members and the form")
+    audit.goto("#/users", "Users")
+    audit.check("/users", "the users and the form")
+    audit.goto("#/account/password", "Change password")
+    audit.check("/account/password", "the form")
 
     # A page that does not exist.
     page.goto("/#/nowhere")
