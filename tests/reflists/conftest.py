@@ -1,32 +1,8 @@
-"""The app on SQLite by default; a test parametrised with `database` (indirect) runs on
-PostgreSQL too."""
+"""The app on SQLite by default; a test parametrised with `BOTH_DATABASES` runs on
+PostgreSQL too (tests.support.databases)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from tests.support.databases import BOTH_DATABASES, database, settings
 
-import pytest
-
-from quarry.settings import Settings
-from tests.conftest import make_settings
-from tests.support.fake_llm import FakeLLM
-from tests.support.postgres import temporary_postgres_database
-
-BOTH_DATABASES = pytest.mark.parametrize(
-    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
-)
-
-
-@pytest.fixture
-def database(request: pytest.FixtureRequest) -> str:
-    return str(getattr(request, "param", "sqlite"))
-
-
-@pytest.fixture
-def settings(tmp_path: Path, fake_llm: FakeLLM, database: str) -> Iterator[Settings]:
-    if database == "sqlite":
-        yield make_settings(tmp_path, fake_llm)
-        return
-    with temporary_postgres_database("quarry_reflists") as url:
-        yield make_settings(tmp_path, fake_llm, database_url=url)
+__all__ = ["BOTH_DATABASES", "database", "settings"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quarry.models import Project, ProjectMember
@@ -12,17 +12,24 @@ from quarry.models import Project, ProjectMember
 async def get_project_role(
     session: AsyncSession, project_id: uuid.UUID, user_id: uuid.UUID
 ) -> tuple[Project, str] | None:
-    """The project and the user's role in it (`owner` for its creator), or None if none."""
-    project = await session.get(Project, project_id)
-    if project is None:
+    """The project and the user's role in it (`owner` for its creator), or None if none.
+
+    One query: every request under a project makes it."""
+    found = (
+        await session.execute(
+            select(Project, ProjectMember.role)
+            .outerjoin(
+                ProjectMember,
+                and_(ProjectMember.project_id == Project.id, ProjectMember.user_id == user_id),
+            )
+            .where(Project.id == project_id)
+        )
+    ).first()
+    if found is None:
         return None
+    project, role = found
     if project.owner_id == user_id:
         return project, "owner"
-    role = await session.scalar(
-        select(ProjectMember.role).where(
-            ProjectMember.project_id == project_id, ProjectMember.user_id == user_id
-        )
-    )
     return (project, role) if role is not None else None
 
 
