@@ -247,7 +247,8 @@ def extract_command(
 
     try:
         with work_directory_lock(work_dir):
-            configure_logging("ERROR", json=False)
+            # The terminal shows progress and errors; the whole log goes to the work directory.
+            configure_logging("ERROR", json=False, file=work_dir / "extract.log")
             run_migrations(settings.database_url)
             result = asyncio.run(extract())
     except WorkDirectoryBusy as exc:

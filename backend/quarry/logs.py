@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import structlog
 from starlette.datastructures import Headers, MutableHeaders
@@ -18,8 +20,16 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _http_log = structlog.get_logger("quarry.http")
 
 
-def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
-    """Route stdlib and structlog records through one JSON (or console) renderer."""
+#: A log file (`configure_logging(file=…)`) is rolled over at this size, one old file kept.
+LOG_FILE_BYTES = 5 * 1024 * 1024
+
+
+def configure_logging(
+    level: str = "INFO", *, json: bool = True, file: Path | None = None, file_level: str = "INFO"
+) -> None:
+    """Route stdlib and structlog records through one JSON (or console) renderer, on stderr
+    at `level`; with `file`, also as JSON lines to that file at `file_level` (so a command
+    that keeps its terminal quiet still leaves the whole story of a run behind)."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -35,20 +45,32 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
+
+    def formatter(render: structlog.types.Processor) -> logging.Formatter:
+        return structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
-                renderer,
+                render,
             ],
         )
-    )
+
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(renderer))
+    handler.setLevel(level.upper())
+    handlers = [handler]
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.handlers.RotatingFileHandler(
+            file, maxBytes=LOG_FILE_BYTES, backupCount=1, encoding="utf-8"
+        )
+        to_file.setFormatter(formatter(structlog.processors.JSONRenderer()))
+        to_file.setLevel(file_level.upper())
+        handlers.append(to_file)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.handlers[:] = handlers
+    root.setLevel(min(h.level for h in handlers))
     # The HTTP clients log every request line at INFO, including URLs, and Arq every job's
     # start and end (two lines per extraction): keep them quiet.
     for noisy in (

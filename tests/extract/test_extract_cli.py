@@ -201,6 +201,13 @@ async def test_extract_writes_the_workbook_the_api_exports(
         assert code == 0, output
     assert "12 of 12 pairs done" in output and "Wrote out.xlsx" in output
     assert sorted(answers.asked) == sorted((d, v) for d in "123" for v in VARIABLES)
+    # The terminal stayed quiet; the whole story is in the work directory's log.
+    events = [
+        json.loads(line)["event"]
+        for line in (tmp_path / ".quarry" / "extract.log").read_text().splitlines()
+    ]
+    assert events.count("documents.parse.ready") == 3 and "runs.finished" in events
+    assert "runs.finished" not in output
 
     settings = make_settings(tmp_path / "api", fake_llm, llm_model="gpt-4o-mini")
     exported = await _api_export(settings, documents)
@@ -247,6 +254,13 @@ async def test_extract_writes_the_workbook_the_api_exports(
     assert sorted(answers.asked[before:]) == [("1", "design"), ("2", "design"), ("3", "design")]
 
 
+def _report(group: ProcessGroup, tmp_path: Path, lines: int = 80) -> str:
+    """The processes' output, and the end of the extract's own log (its INFO lines)."""
+    log = tmp_path / ".quarry" / "extract.log"
+    tail = log.read_text(encoding="utf-8").splitlines()[-lines:] if log.exists() else []
+    return "\n".join([group.report(), f"----- {log} (last {len(tail)} lines)", *tail])
+
+
 def _wait_for_stored(database: Path, count: int) -> None:
     deadline = time.monotonic() + DEADLINE
     while True:
@@ -271,7 +285,7 @@ def test_an_interrupted_extract_goes_on_without_asking_a_pair_twice(
     args = ("extract", "codebook.yaml", "docs", "-o", "out.json", "--concurrency", "1")
     with ProcessGroup(tmp_path / "logs") as group:
         first = group.start("first", quarry_command(*args), env=_env(fake_llm), cwd=tmp_path)
-        assert answers.held.wait(DEADLINE), group.report()
+        assert answers.held.wait(DEADLINE), _report(group, tmp_path)
         # The five answers before the held call are stored (the runner stores in batches).
         _wait_for_stored(tmp_path / ".quarry" / "quarry.db", 5)
         first.send(stop)
@@ -279,7 +293,7 @@ def test_an_interrupted_extract_goes_on_without_asking_a_pair_twice(
             first.wait_for_output("Ctrl-C", timeout=DEADLINE)
         answers.release.set()  # after a Ctrl-C the held call is answered and stored
         code = first.wait_or_kill(DEADLINE)
-        assert code == (130 if stop is signal.SIGINT else -signal.SIGKILL), group.report()
+        assert code == (130 if stop is signal.SIGINT else -signal.SIGKILL), _report(group, tmp_path)
         asked_first = list(answers.asked)
         # A crash stops at the held call; after Ctrl-C a call admitted just before the run
         # was cancelled may still be made (and is stored).
@@ -288,7 +302,7 @@ def test_an_interrupted_extract_goes_on_without_asking_a_pair_twice(
             assert "Interrupted" in first.output()
 
         second = group.start("second", quarry_command(*args), env=_env(fake_llm), cwd=tmp_path)
-        assert second.wait_or_kill(DEADLINE) == 0, group.report()
+        assert second.wait_or_kill(DEADLINE) == 0, _report(group, tmp_path)
         assert "12 of 12 pairs done" in second.output()
 
     asked = Counter(answers.asked)

@@ -252,8 +252,18 @@ def test_every_operation_conforms_to_the_contract(world: World) -> None:
             except Unsatisfiable:
                 pass  # nothing to make invalid: its only parameters are the fixed ids
             except (Exception, BaseExceptionGroup) as exc:  # collect all: one run shows them all
-                failures.append(f"{operation.label} [{mode.value}]: {exc}")
+                failures.append(f"{operation.label} [{mode.value}]: {_described(exc)}")
     assert not failures, "\n\n".join(failures)
+
+
+def _described(exc: BaseException) -> str:
+    """The failure and, for a group (Hypothesis' flaky report is one), each failure in it:
+    the request, the answer and the check that failed, not only "1 sub-exception"."""
+    lines = [str(exc)]
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            lines += [f"  {line}" for line in _described(inner).splitlines()]
+    return "\n".join(lines)
 
 
 def test_ids_past_64_bits_are_refused_or_ignored(world: World) -> None:
