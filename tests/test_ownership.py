@@ -111,6 +111,12 @@ PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
         {"params": {"document_id": ids["document_id"], "variable_id": ids["variable_id"]}},
         {"params": {"status": "not_found"}},
     ],
+    ("GET", "/projects/{project_id}/results"): lambda ids: [
+        {},
+        {"params": {"review": "unreviewed", "flag": "not_found"}},
+        {"params": {"sort": "value", "sort_variable_id": ids["variable_id"]}},
+        {"params": {"variable_id": ids["variable_id"], "name": "a", "value": "b"}},
+    ],
     # A correction last: the owner's later probes need the finding the title's value makes.
     ("PUT", "/projects/{project_id}/reviews/{document_id}/{variable_id}"): lambda _: [
         {"json": {"status": "rejected"}},

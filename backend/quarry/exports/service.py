@@ -17,12 +17,20 @@ handing the GIL around for that cost as much as the rest of the export.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -49,6 +57,8 @@ from quarry.models import Agreement, Extraction, ExtractionStatus, Review, Revie
 from quarry.variables.repository import list_variables
 from quarry.variables.service import current_prompt_versions
 from quarry.variables.types import VariableType
+
+R = TypeVar("R")
 
 LOW_CONFIDENCE = 0.5
 #: Cells read per batch, and so per hop to the writer thread: enough that the hops and the
@@ -345,6 +355,18 @@ def _batch_source(
     if database is not None:
         return InThread(lambda: export_batches_in_thread(database, project_id, codebook))
     return export_batches(sessionmaker, project_id, codebook)
+
+
+async def over_cells(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    project_id: uuid.UUID,
+    codebook: Codebook,
+    work: Callable[[Iterable[ExportBatch]], R],
+) -> R:
+    """`work(batches)` in a worker thread, over the project's documents in upload order with
+    their cells' current answers and reviews, read as an export reads them (on SQLite in
+    that thread, else on the loop): the results grid's reading (extractions/grid.py)."""
+    return await run_in_thread(work, _batch_source(sessionmaker, project_id, codebook))
 
 
 # ---------------------------------------------------------------------------------------------

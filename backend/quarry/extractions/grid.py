@@ -1,0 +1,479 @@
+"""The results grid (GET …/results): one page of documents, each with its cells' current
+state, sorted and filtered on the server, with counts per filter value.
+
+A cell's state is the exports' (exports/service.py), not a second account of it: its current
+answer and review come from the export's own reading (`over_cells`: the same queries, on
+SQLite in a worker thread), its final value and flags from `final_value`, and its one `flag`
+is the first of them by table.FLAG_PRECEDENCE (the order of the xlsx fills). A cell in an
+open consistency finding carries `finding` besides (reflists/casework.py).
+
+Filters and sort run over every document of the project in that worker thread: what decides
+them (final values, flags, review states) is computed there and nowhere in SQL, and a project
+of 1,000 × 30 cells is read in a fraction of a second (benchmarks/grid.py).
+
+- name: the filename contains it (case-folded); value: a final value of a cell in scope, as
+  the CSV export writes it (booleans also as yes/no), contains it.
+- status / review / flag: the row has a cell in scope with that status (`not_extracted` for
+  none), review state (a finished extraction without a review is unreviewed) or flag. The
+  scope is the `variable_id` column, else every column.
+- counts: for each value of each of those three, the rows (and cells) choosing it would
+  give under every other filter in force — a faceted search's counts.
+- sort: filename (natural: "copy 2" before "copy 10"), uploaded (the exports' order), value
+  (of `sort_variable_id`, typed; cells without a value last in both directions), flag (most
+  serious first: a column's flag, or a row's most serious one and then how many it has;
+  rows without flags last). Ties keep upload order.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from quarry.documents.parsing.layout import OCR_LOW_CONFIDENCE
+from quarry.documents.repository import documents_by_ids
+from quarry.documents.schemas import DocumentOut
+from quarry.errors import BadRequest
+from quarry.exports.cells import format_text_value
+from quarry.exports.repository import Answer, CurrentReview, DocumentRef
+from quarry.exports.service import (
+    Codebook,
+    ExportBatch,
+    export_codebook,
+    final_value,
+    over_cells,
+)
+from quarry.exports.table import FLAG_PRECEDENCE, NO_FLAGS, CellFlags
+from quarry.extractions import repository
+from quarry.extractions.schemas import (
+    CellStatus,
+    GridCellOut,
+    GridCount,
+    GridCounts,
+    GridExtractionOut,
+    GridFlag,
+    GridPage,
+    GridReviewOut,
+    GridRowOut,
+    GridSort,
+    ReviewState,
+    SortOrder,
+)
+from quarry.models import ExtractionStatus, Project
+from quarry.reflists import casework
+from quarry.variables.types import VariableType
+
+# Plain strings: the status columns come back as str (a StrEnum member hashes by its name).
+_FINISHED = frozenset(
+    {
+        ExtractionStatus.SUCCEEDED.value,
+        ExtractionStatus.NOT_FOUND.value,
+        ExtractionStatus.FAILED.value,
+    }
+)
+_PENDING = ExtractionStatus.PENDING.value
+_CANCELLED = ExtractionStatus.CANCELLED.value
+_NOT_EXTRACTED = CellStatus.NOT_EXTRACTED.value
+_REVIEWED, _UNREVIEWED = ReviewState.REVIEWED.value, ReviewState.UNREVIEWED.value
+_FINDING = GridFlag.FINDING.value
+#: A flag's place in the precedence (0 most serious); a plain value after every flag, and a
+#: cell with nothing at all after that.
+_RANK = {name: i for i, name in enumerate(FLAG_PRECEDENCE)}
+_VALUE_RANK, _EMPTY_RANK = len(FLAG_PRECEDENCE), len(FLAG_PRECEDENCE) + 1
+_DIGITS = re.compile(r"(\d+)", re.ASCII)
+
+
+@dataclass(frozen=True)
+class GridQuery:
+    limit: int
+    offset: int
+    sort: GridSort = GridSort.UPLOADED
+    order: SortOrder = SortOrder.ASC
+    sort_variable_id: uuid.UUID | None = None
+    #: The column the status, review, flag and value filters look at (None: every column).
+    variable_id: uuid.UUID | None = None
+    status: CellStatus | None = None
+    review: ReviewState | None = None
+    flag: GridFlag | None = None
+    name: str | None = None
+    value: str | None = None
+
+
+class _Cell(NamedTuple):
+    status: str | None  # as a user reads it; None: never extracted
+    value: Any  # the final value
+    flags: CellFlags
+    #: reviewed, unreviewed (a finished extraction without a review) or None (neither).
+    review_state: str | None
+    finding: bool
+    answer: Answer | None
+    review: CurrentReview | None
+    match_reviewed: bool
+
+
+@dataclass(slots=True)
+class _Row:
+    index: int  # in upload order
+    document: DocumentRef
+    cells: tuple[_Cell, ...]
+
+
+@dataclass
+class _Selection:
+    """What the worker thread hands back: the page's rows, and the figures around them."""
+
+    page: list[_Row]
+    total: int
+    documents_total: int
+    counts: dict[str, Counter[str]] = field(default_factory=dict)
+    cell_counts: dict[str, Counter[str]] = field(default_factory=dict)
+
+
+class _Columns(NamedTuple):
+    keys: tuple[str, ...]  # the codebook's variable keys (exports/repository.py), in order
+    ids: tuple[uuid.UUID, ...]
+    types: tuple[VariableType, ...]
+    matched: tuple[bool, ...]
+
+
+def _columns(codebook: Codebook) -> _Columns:
+    shown = [
+        (key, v)
+        for key, v in zip(codebook.variable_keys, codebook.variables, strict=True)
+        if v.match_of is None  # the exports' `<name>_match` column is not a grid column
+    ]
+    return _Columns(
+        tuple(key for key, _ in shown),
+        tuple(uuid.UUID(key) for key, _ in shown),
+        tuple(v.type for _, v in shown),
+        tuple(key in codebook.matched_keys for key, _ in shown),
+    )
+
+
+async def results_grid(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    project: Project,
+    query: GridQuery,
+) -> GridPage:
+    """One page of the project's results grid (see the module docstring)."""
+    codebook = await export_codebook(session, project.id)
+    columns = _columns(codebook)
+    scope = _column_of(columns, query.variable_id, "variable_id")
+    sort_column = _column_of(columns, query.sort_variable_id, "sort_variable_id")
+    if query.sort is GridSort.VALUE and sort_column is None:
+        raise BadRequest("Sorting by value needs the variable to sort by: send sort_variable_id.")
+    stopped = await repository.stopped_run_ids(session, project.id)
+    findings = await _finding_cells(session, project)
+
+    def select_rows(batches: Iterable[ExportBatch]) -> _Selection:
+        rows = _rows(codebook, columns, batches, stopped, findings)
+        return _select(rows, query, scope, sort_column, columns.types)
+
+    selection = await over_cells(sessionmaker, project.id, codebook, select_rows)
+    documents = await documents_by_ids(session, project.id, [r.document.id for r in selection.page])
+    return GridPage(
+        items=[
+            GridRowOut(
+                document=DocumentOut.of(documents[row.document.id]),
+                cells=[_cell_out(v, cell) for v, cell in zip(columns.ids, row.cells, strict=True)],
+            )
+            for row in selection.page
+            if row.document.id in documents  # deleted while the page was read
+        ],
+        total=selection.total,
+        limit=query.limit,
+        offset=query.offset,
+        documents_total=selection.documents_total,
+        counts=GridCounts(
+            status=_counts(selection, "status", [s.value for s in CellStatus]),
+            review=_counts(selection, "review", [s.value for s in ReviewState]),
+            flag=_counts(selection, "flag", [f.value for f in GridFlag]),
+        ),
+    )
+
+
+def _column_of(columns: _Columns, variable_id: uuid.UUID | None, parameter: str) -> int | None:
+    if variable_id is None:
+        return None
+    try:
+        return columns.ids.index(variable_id)
+    except ValueError:
+        raise BadRequest(f"{parameter}: no such variable in this project.") from None
+
+
+async def _finding_cells(
+    session: AsyncSession, project: Project
+) -> frozenset[tuple[uuid.UUID, uuid.UUID]]:
+    """(document, variable) of every cell in an open finding (none without a case key)."""
+    if not project.case_key:
+        return frozenset()
+    work = await casework.casework(session, project)
+    return frozenset(
+        (source.document_id, finding.variable.id)
+        for finding in work.findings
+        if finding.status == "open"
+        for group in finding.values
+        for source in group.sources
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# In the worker thread
+
+
+def _rows(
+    codebook: Codebook,
+    columns: _Columns,
+    batches: Iterable[ExportBatch],
+    stopped: set[uuid.UUID],
+    findings: frozenset[tuple[uuid.UUID, uuid.UUID]],
+) -> list[_Row]:
+    """Every document in upload order with its cells' state, as the wide export has them."""
+    match_reviews = codebook.match_reviews
+    stopped_keys: dict[str, bool] = {}  # run key → stopped (a few runs, thousands of cells)
+    shown = tuple(zip(columns.keys, columns.ids, columns.matched, strict=True))
+    rows: list[_Row] = []
+    for batch in batches:
+        answers, reviews = batch.answers, batch.reviews
+        for document in batch.documents:
+            cells: list[_Cell] = []
+            for variable_key, variable_id, matched in shown:
+                key = (document.key, variable_key)
+                answer = answers.get(key)
+                review = reviews.get(key) if reviews else None
+                match_reviewed = matched and key in match_reviews
+                newer = answer.newer_than_review if answer is not None else None
+                value, flags = final_value(answer, review, newer, match_reviewed)
+                status = answer.status if answer is not None else None
+                if status == _PENDING and answer is not None:
+                    run_stopped = stopped_keys.get(answer.run_key)
+                    if run_stopped is None:
+                        run_stopped = uuid.UUID(answer.run_key) in stopped
+                        stopped_keys[answer.run_key] = run_stopped
+                    if run_stopped:
+                        status = _CANCELLED
+                if review is not None:
+                    review_state: str | None = _REVIEWED
+                elif status in _FINISHED:
+                    review_state = _UNREVIEWED
+                else:
+                    review_state = None
+                cells.append(
+                    _Cell(
+                        status,
+                        value,
+                        flags,
+                        review_state,
+                        bool(findings) and (document.id, variable_id) in findings,
+                        answer,
+                        review,
+                        match_reviewed,
+                    )
+                )
+            rows.append(_Row(len(rows), document, tuple(cells)))
+    return rows
+
+
+_FLAG_NAMES: dict[int, tuple[CellFlags, tuple[str, ...], str | None]] = {}
+
+
+def _flag_names(flags: CellFlags) -> tuple[tuple[str, ...], str | None]:
+    """The flags set, in precedence order, and the first. Keyed by identity: final_value
+    hands out one object per combination, and hashing a dataclass per cell costs."""
+    known = _FLAG_NAMES.get(id(flags))
+    if known is None or known[0] is not flags:
+        names = tuple(name for name in FLAG_PRECEDENCE if getattr(flags, name))
+        known = _FLAG_NAMES[id(flags)] = (flags, names, names[0] if names else None)
+    return known[1], known[2]
+
+
+def _cell_flags(cell: _Cell) -> tuple[str, ...]:
+    names = _flag_names(cell.flags)[0] if cell.flags is not NO_FLAGS else ()
+    return (*names, _FINDING) if cell.finding else names
+
+
+def _search_text(value: Any) -> str:
+    """A final value as the value search reads it: the CSV's text, booleans also as yes/no."""
+    if value is True:
+        return "true yes"
+    if value is False:
+        return "false no"
+    return format_text_value(VariableType.TEXT, value).casefold()
+
+
+def _facets(cells: Sequence[_Cell]) -> dict[str, set[str]]:
+    """The values of each filter that the row's cells (in scope) have."""
+    statuses: set[str] = set()
+    review: set[str] = set()
+    flags: set[str] = set()
+    for cell in cells:
+        statuses.add(cell.status or _NOT_EXTRACTED)
+        if cell.review_state is not None:
+            review.add(cell.review_state)
+        flags.update(_cell_flags(cell))
+    # A row is reviewed when nothing in it is left to review.
+    if _UNREVIEWED in review:
+        review.discard(_REVIEWED)
+    return {"status": statuses, "review": review, "flag": flags}
+
+
+def _cell_facets(cell: _Cell) -> dict[str, tuple[str, ...]]:
+    return {
+        "status": (cell.status or _NOT_EXTRACTED,),
+        "review": (cell.review_state,) if cell.review_state is not None else (),
+        "flag": _cell_flags(cell),
+    }
+
+
+def _select(
+    rows: list[_Row],
+    query: GridQuery,
+    scope: int | None,
+    sort_column: int | None,
+    types: Sequence[VariableType],
+) -> _Selection:
+    name = query.name.casefold() if query.name else None
+    needle = query.value.casefold() if query.value else None
+    wanted = {
+        "status": query.status.value if query.status else None,
+        "review": query.review.value if query.review else None,
+        "flag": query.flag.value if query.flag else None,
+    }
+    counts: dict[str, Counter[str]] = {facet: Counter() for facet in wanted}
+    cell_counts: dict[str, Counter[str]] = {facet: Counter() for facet in wanted}
+    chosen: list[_Row] = []
+    for row in rows:
+        if name is not None and name not in row.document.filename.casefold():
+            continue
+        cells = row.cells if scope is None else (row.cells[scope],)
+        if needle is not None and not any(
+            c.value is not None and needle in _search_text(c.value) for c in cells
+        ):
+            continue
+        facets = _facets(cells)
+        passes = {f: w is None or w in facets[f] for f, w in wanted.items()}
+        for facet in wanted:
+            if all(ok for other, ok in passes.items() if other != facet):
+                counts[facet].update(facets[facet])
+                for cell in cells:
+                    cell_counts[facet].update(_cell_facets(cell)[facet])
+        if all(passes.values()):
+            chosen.append(row)
+    ordered = _sorted(chosen, query, sort_column)
+    return _Selection(
+        page=ordered[query.offset : query.offset + query.limit],
+        total=len(ordered),
+        documents_total=len(rows),
+        counts=counts,
+        cell_counts=cell_counts,
+    )
+
+
+def _natural(text: str) -> tuple[tuple[int, int, str], ...]:
+    """A sort key reading digit runs as numbers ("copy 2" before "copy 10"), case-folded."""
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in _DIGITS.split(text.casefold())
+        if part
+    )
+
+
+def _value_key(value: Any) -> tuple[Any, ...]:
+    """A typed order for final values: booleans, then numbers, then text (dates are ISO text,
+    so they sort as dates), then lists."""
+    if isinstance(value, bool):
+        return (0, int(value))
+    if isinstance(value, int | float):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, _natural(value))
+    return (3, _natural(format_text_value(VariableType.TEXT, value)))
+
+
+def _flag_rank(cell: _Cell) -> int:
+    first = _flag_names(cell.flags)[1] if cell.flags is not NO_FLAGS else None
+    if first is not None:
+        return _RANK[first]
+    return _VALUE_RANK if cell.status is not None or cell.review is not None else _EMPTY_RANK
+
+
+def _sorted(rows: list[_Row], query: GridQuery, column: int | None) -> list[_Row]:
+    descending = query.order is SortOrder.DESC
+    if query.sort is GridSort.UPLOADED:
+        return rows[::-1] if descending else rows
+    if query.sort is GridSort.FILENAME:
+        return sorted(rows, key=lambda r: _natural(r.document.filename), reverse=descending)
+    if query.sort is GridSort.VALUE:
+        assert column is not None  # checked before reading
+        valued = [r for r in rows if _has_value(r.cells[column].value)]
+        valued.sort(key=lambda r: _value_key(r.cells[column].value), reverse=descending)
+        return valued + [r for r in rows if not _has_value(r.cells[column].value)]
+    # By flag: most serious first (asc), rows without any flag last in both directions.
+    if column is not None:
+        ranked = [(_flag_rank(r.cells[column]), r) for r in rows]
+        flagged = [(rank, r) for rank, r in ranked if rank < _VALUE_RANK]
+        flagged.sort(key=lambda item: item[0], reverse=descending)
+        rest = [(rank, r) for rank, r in ranked if rank >= _VALUE_RANK]
+        rest.sort(key=lambda item: item[0])
+        return [r for _, r in flagged] + [r for _, r in rest]
+    keyed = []
+    for row in rows:
+        ranks = [_flag_rank(c) for c in row.cells]
+        flagged_count = sum(1 for rank in ranks if rank < _VALUE_RANK)
+        keyed.append(((min(ranks, default=_EMPTY_RANK), -flagged_count), flagged_count, row))
+    with_flags = [item for item in keyed if item[1]]
+    with_flags.sort(key=lambda item: item[0], reverse=descending)
+    return [row for *_, row in with_flags] + [row for _, count, row in keyed if not count]
+
+
+def _has_value(value: Any) -> bool:
+    return value is not None and value != []
+
+
+def _counts(selection: _Selection, facet: str, values: Sequence[str]) -> list[GridCount]:
+    rows, cells = selection.counts[facet], selection.cell_counts[facet]
+    return [GridCount(value=v, documents=rows[v], cells=cells[v]) for v in values]
+
+
+# ---------------------------------------------------------------------------------------------
+# Out
+
+
+def _cell_out(variable_id: uuid.UUID, cell: _Cell) -> GridCellOut:
+    answer, review = cell.answer, cell.review
+    extraction = None
+    if answer is not None and cell.status is not None:
+        ocr = answer.ocr_confidence
+        extraction = GridExtractionOut(
+            status=ExtractionStatus(cell.status),
+            value=answer.value,
+            confidence=answer.confidence,
+            grounded=answer.grounded,
+            support=answer.support,
+            ocr_low_confidence=ocr is not None and ocr < OCR_LOW_CONFIDENCE,
+            models_disagree=answer.agreement == "disagree",
+            match_status=answer.match_status,
+            match_reviewed=cell.match_reviewed,
+            error=answer.error,
+        )
+    flags = _cell_flags(cell)
+    first = _flag_names(cell.flags)[1] if cell.flags is not NO_FLAGS else None
+    return GridCellOut(
+        variable_id=variable_id,
+        extraction=extraction,
+        review=(
+            GridReviewOut(status=review.status, value=review.value)
+            if review is not None
+            else None
+        ),
+        value=cell.value,
+        flags=[GridFlag(f) for f in flags],
+        flag=GridFlag(first) if first is not None else (GridFlag.FINDING if cell.finding else None),
+        finding=cell.finding,
+    )
