@@ -105,9 +105,12 @@ class GridQuery:
 
 
 class _Cell(NamedTuple):
-    status: str | None  # as a user reads it; None: never extracted
+    #: As a user reads it (a never-started task of a stopped run is cancelled), or
+    #: not_extracted.
+    status: str
     value: Any  # the final value
-    flags: CellFlags
+    #: The cell's flags by name in precedence order, `finding` last (the filter's values).
+    flags: tuple[str, ...]
     #: reviewed, unreviewed (a finished extraction without a review) or None (neither).
     review_state: str | None
     finding: bool
@@ -234,10 +237,15 @@ def _rows(
     stopped: set[uuid.UUID],
     findings: frozenset[tuple[uuid.UUID, uuid.UUID]],
 ) -> list[_Row]:
-    """Every document in upload order with its cells' state, as the wide export has them."""
+    """Every document in upload order with its cells' state, as the wide export has them.
+
+    The loop runs once per cell of the project on every request: it keeps to dict lookups,
+    final_value and one tuple.
+    """
     match_reviews = codebook.match_reviews
     stopped_keys: dict[str, bool] = {}  # run key → stopped (a few runs, thousands of cells)
     shown = tuple(zip(columns.keys, columns.ids, columns.matched, strict=True))
+    names_of = _flag_names
     rows: list[_Row] = []
     for batch in batches:
         answers, reviews = batch.answers, batch.reviews
@@ -248,29 +256,38 @@ def _rows(
                 answer = answers.get(key)
                 review = reviews.get(key) if reviews else None
                 match_reviewed = matched and key in match_reviews
-                newer = answer.newer_than_review if answer is not None else None
-                value, flags = final_value(answer, review, newer, match_reviewed)
-                status = answer.status if answer is not None else None
-                if status == _PENDING and answer is not None:
-                    run_stopped = stopped_keys.get(answer.run_key)
-                    if run_stopped is None:
-                        run_stopped = uuid.UUID(answer.run_key) in stopped
-                        stopped_keys[answer.run_key] = run_stopped
-                    if run_stopped:
-                        status = _CANCELLED
+                if answer is None:
+                    value, flags = final_value(None, review, None)
+                    status = _NOT_EXTRACTED
+                else:
+                    value, flags = final_value(
+                        answer, review, answer.newer_than_review, match_reviewed
+                    )
+                    status = answer.status
+                    if status == _PENDING:
+                        run_stopped = stopped_keys.get(answer.run_key)
+                        if run_stopped is None:
+                            run_stopped = uuid.UUID(answer.run_key) in stopped
+                            stopped_keys[answer.run_key] = run_stopped
+                        if run_stopped:
+                            status = _CANCELLED
                 if review is not None:
                     review_state: str | None = _REVIEWED
                 elif status in _FINISHED:
                     review_state = _UNREVIEWED
                 else:
                     review_state = None
+                names = names_of(flags) if flags is not NO_FLAGS else ()
+                finding = bool(findings) and (document.id, variable_id) in findings
+                if finding:
+                    names = (*names, _FINDING)
                 cells.append(
                     _Cell(
                         status,
                         value,
-                        flags,
+                        names,
                         review_state,
-                        bool(findings) and (document.id, variable_id) in findings,
+                        finding,
                         answer,
                         review,
                         match_reviewed,
@@ -280,22 +297,19 @@ def _rows(
     return rows
 
 
-_FLAG_NAMES: dict[int, tuple[CellFlags, tuple[str, ...], str | None]] = {}
+_FLAG_NAMES: dict[int, tuple[CellFlags, tuple[str, ...]]] = {}
 
 
-def _flag_names(flags: CellFlags) -> tuple[tuple[str, ...], str | None]:
-    """The flags set, in precedence order, and the first. Keyed by identity: final_value
-    hands out one object per combination, and hashing a dataclass per cell costs."""
+def _flag_names(flags: CellFlags) -> tuple[str, ...]:
+    """The flags set, in precedence order. Keyed by identity: final_value hands out one
+    object per combination, and hashing a dataclass per cell costs."""
     known = _FLAG_NAMES.get(id(flags))
     if known is None or known[0] is not flags:
-        names = tuple(name for name in FLAG_PRECEDENCE if getattr(flags, name))
-        known = _FLAG_NAMES[id(flags)] = (flags, names, names[0] if names else None)
-    return known[1], known[2]
-
-
-def _cell_flags(cell: _Cell) -> tuple[str, ...]:
-    names = _flag_names(cell.flags)[0] if cell.flags is not NO_FLAGS else ()
-    return (*names, _FINDING) if cell.finding else names
+        known = _FLAG_NAMES[id(flags)] = (
+            flags,
+            tuple(name for name in FLAG_PRECEDENCE if getattr(flags, name)),
+        )
+    return known[1]
 
 
 def _search_text(value: Any) -> str:
@@ -307,28 +321,14 @@ def _search_text(value: Any) -> str:
     return format_text_value(VariableType.TEXT, value).casefold()
 
 
-def _facets(cells: Sequence[_Cell]) -> dict[str, set[str]]:
-    """The values of each filter that the row's cells (in scope) have."""
-    statuses: set[str] = set()
-    review: set[str] = set()
-    flags: set[str] = set()
-    for cell in cells:
-        statuses.add(cell.status or _NOT_EXTRACTED)
-        if cell.review_state is not None:
-            review.add(cell.review_state)
-        flags.update(_cell_flags(cell))
-    # A row is reviewed when nothing in it is left to review.
-    if _UNREVIEWED in review:
-        review.discard(_REVIEWED)
-    return {"status": statuses, "review": review, "flag": flags}
+_FACETS = ("status", "review", "flag")
 
 
-def _cell_facets(cell: _Cell) -> dict[str, tuple[str, ...]]:
-    return {
-        "status": (cell.status or _NOT_EXTRACTED,),
-        "review": (cell.review_state,) if cell.review_state is not None else (),
-        "flag": _cell_flags(cell),
-    }
+def _facet_values(cells: Sequence[_Cell]) -> tuple[list[str], list[str], list[str]]:
+    """Each filter's values among the cells (one per cell; a cell's flags each)."""
+    review = [c.review_state for c in cells if c.review_state is not None]
+    flags = [name for c in cells if c.flags for name in c.flags]
+    return [c.status for c in cells], review, flags
 
 
 def _select(
@@ -340,13 +340,13 @@ def _select(
 ) -> _Selection:
     name = query.name.casefold() if query.name else None
     needle = query.value.casefold() if query.value else None
-    wanted = {
-        "status": query.status.value if query.status else None,
-        "review": query.review.value if query.review else None,
-        "flag": query.flag.value if query.flag else None,
-    }
-    counts: dict[str, Counter[str]] = {facet: Counter() for facet in wanted}
-    cell_counts: dict[str, Counter[str]] = {facet: Counter() for facet in wanted}
+    wanted = (
+        query.status.value if query.status else None,
+        query.review.value if query.review else None,
+        query.flag.value if query.flag else None,
+    )
+    row_counts: tuple[Counter[str], ...] = (Counter(), Counter(), Counter())
+    cell_counts: tuple[Counter[str], ...] = (Counter(), Counter(), Counter())
     chosen: list[_Row] = []
     for row in rows:
         if name is not None and name not in row.document.filename.casefold():
@@ -356,22 +356,29 @@ def _select(
             c.value is not None and needle in _search_text(c.value) for c in cells
         ):
             continue
-        facets = _facets(cells)
-        passes = {f: w is None or w in facets[f] for f, w in wanted.items()}
-        for facet in wanted:
-            if all(ok for other, ok in passes.items() if other != facet):
-                counts[facet].update(facets[facet])
-                for cell in cells:
-                    cell_counts[facet].update(_cell_facets(cell)[facet])
-        if all(passes.values()):
+        values = _facet_values(cells)
+        present = [set(v) for v in values]
+        # A row is reviewed when nothing in it is left to review.
+        if _UNREVIEWED in present[1]:
+            present[1].discard(_REVIEWED)
+        passes = [w is None or w in p for w, p in zip(wanted, present, strict=True)]
+        failing = passes.count(False)
+        if failing > 1:
+            continue
+        for facet in range(3):
+            # Counted when every other filter lets the row through (a faceted count).
+            if failing == 0 or not passes[facet]:
+                row_counts[facet].update(present[facet])
+                cell_counts[facet].update(values[facet])
+        if failing == 0:
             chosen.append(row)
     ordered = _sorted(chosen, query, sort_column)
     return _Selection(
         page=ordered[query.offset : query.offset + query.limit],
         total=len(ordered),
         documents_total=len(rows),
-        counts=counts,
-        cell_counts=cell_counts,
+        counts=dict(zip(_FACETS, row_counts, strict=True)),
+        cell_counts=dict(zip(_FACETS, cell_counts, strict=True)),
     )
 
 
@@ -397,10 +404,11 @@ def _value_key(value: Any) -> tuple[Any, ...]:
 
 
 def _flag_rank(cell: _Cell) -> int:
-    first = _flag_names(cell.flags)[1] if cell.flags is not NO_FLAGS else None
-    if first is not None:
+    """The place of the cell's first flag in the precedence (`finding` is none of them)."""
+    first = cell.flags[0] if cell.flags else None
+    if first is not None and first != _FINDING:
         return _RANK[first]
-    return _VALUE_RANK if cell.status is not None or cell.review is not None else _EMPTY_RANK
+    return _VALUE_RANK if cell.answer is not None or cell.review is not None else _EMPTY_RANK
 
 
 def _sorted(rows: list[_Row], query: GridQuery, column: int | None) -> list[_Row]:
@@ -448,7 +456,7 @@ def _counts(selection: _Selection, facet: str, values: Sequence[str]) -> list[Gr
 def _cell_out(variable_id: uuid.UUID, cell: _Cell) -> GridCellOut:
     answer, review = cell.answer, cell.review
     extraction = None
-    if answer is not None and cell.status is not None:
+    if answer is not None:
         ocr = answer.ocr_confidence
         extraction = GridExtractionOut(
             status=ExtractionStatus(cell.status),
@@ -462,18 +470,14 @@ def _cell_out(variable_id: uuid.UUID, cell: _Cell) -> GridCellOut:
             match_reviewed=cell.match_reviewed,
             error=answer.error,
         )
-    flags = _cell_flags(cell)
-    first = _flag_names(cell.flags)[1] if cell.flags is not NO_FLAGS else None
     return GridCellOut(
         variable_id=variable_id,
         extraction=extraction,
         review=(
-            GridReviewOut(status=review.status, value=review.value)
-            if review is not None
-            else None
+            GridReviewOut(status=review.status, value=review.value) if review is not None else None
         ),
         value=cell.value,
-        flags=[GridFlag(f) for f in flags],
-        flag=GridFlag(first) if first is not None else (GridFlag.FINDING if cell.finding else None),
+        flags=[GridFlag(f) for f in cell.flags],
+        flag=GridFlag(cell.flags[0]) if cell.flags else None,
         finding=cell.finding,
     )
