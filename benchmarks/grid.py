@@ -2,7 +2,7 @@
 1,000 documents × 30 variables, opened in Chromium.
 
 Run by hand: `.venv/bin/python benchmarks/grid.py [--documents 1000] [--variables 30]
-[--postgres] [--page-sizes 25,100] [--width 1440] [--repeat 3]`. It prints figures; record
+[--postgres] [--page-sizes 25,50] [--width 1440] [--repeat 3]`. It prints figures; record
 them, the machine and its load (`uptime`) in benchmarks/RESULTS.md.
 
 The project is written straight into the database by the export benchmark's set-based
@@ -352,7 +352,7 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=1000)
     parser.add_argument("--variables", type=int, default=30)
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
-    parser.add_argument("--page-sizes", default="25,100", help="rows per page to measure")
+    parser.add_argument("--page-sizes", default="25,50", help="rows per page to measure")
     parser.add_argument("--width", type=int, default=1440, help="the browser window's width")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each API request")
     args = parser.parse_args()

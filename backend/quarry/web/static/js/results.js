@@ -21,7 +21,8 @@ const MIN_COLUMN_PX = 48;
 const MAX_COLUMN_PX = 640;
 const RESIZE_STEP_PX = 16;
 const PAGE_KEY_ROWS = 10; // rows PageUp / PageDown move within a page
-const PAGE_SIZES = [25, 50, 100];
+const PREFETCH_ROWS = 3; // this close to a page's end (or start), the next (or previous) is fetched
+const PAGE_SIZES = [25, 50]; // a page of 100 × 30 cells took the browser seconds to lay out and paint
 const GRID_KEYS = new Set([
   "ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "PageUp", "PageDown", "Home", "End", "Enter", " ", "Escape",
 ]);
@@ -461,9 +462,9 @@ export async function renderResults(ctx) {
       let result;
       let openFindings = null;
       try {
-        const params = { ...query, limit: prefs.pageSize, offset };
+        const params = pageParams(offset);
         [result, openFindings] = await Promise.all([
-          get(`/projects/${pid}/results`, params, { signal: ctx.signal }),
+          fetchPage(params),
           findings ? get(`/projects/${pid}/findings`, { status: "open", limit: 500 }, { signal: ctx.signal }) : null,
         ]);
       } catch (error) {
@@ -502,8 +503,12 @@ export async function renderResults(ctx) {
       renderGrid({ keepScroll: keepFocus && !focus });
       renderSummary();
       renderPager();
-      // Focus and scrolling read the layout: in the next frame, not in this task.
-      if (keepFocus || focus) afterFrame.push(focusActive);
+      // The focus moves now (the next key must find the new page), the scrolling to it in the
+      // next frame: it reads the layout, which that frame computes anyway.
+      if (keepFocus || focus) {
+        const td = focusActive({ scroll: false });
+        if (td) afterFrame.push(() => td.scrollIntoView({ block: "nearest", inline: "nearest" }));
+      }
       await nextFrame();
       for (const step of afterFrame.splice(0)) step();
       if (token !== loadToken) return;
@@ -826,13 +831,14 @@ export async function renderResults(ctx) {
     return td;
   }
 
-  function focusActive() {
+  function focusActive({ scroll = true } = {}) {
     const td = cellAt(active.row, active.col) || cellAt(0, 0);
     if (td) {
       td.tabIndex = 0;
       td.focus({ preventScroll: true });
-      td.scrollIntoView({ block: "nearest", inline: "nearest" });
+      if (scroll) td.scrollIntoView({ block: "nearest", inline: "nearest" });
     }
+    return td;
   }
 
   function activeCell() {
@@ -856,6 +862,32 @@ export async function renderResults(ctx) {
     td.focus({ preventScroll: true });
     td.scrollIntoView({ block: "nearest", inline: "nearest" });
     if (!panel.hidden) followFocus();
+    prefetchNeighbour(r);
+  }
+
+  // A page the keyboard is about to go on to is asked for ahead (near the end of a page, the
+  // next one; near its start, the previous), so crossing a page boundary does not wait for the
+  // server. Any load, review or filter change drops what was fetched ahead.
+  const ahead = new Map(); // the query, as JSON → promise of its page
+  function pageParams(at) {
+    return { ...query, limit: prefs.pageSize, offset: at };
+  }
+  function fetchPage(params) {
+    const hit = ahead.get(JSON.stringify(params));
+    ahead.clear();
+    return hit || get(`/projects/${pid}/results`, params, { signal: ctx.signal });
+  }
+  function prefetchNeighbour(row) {
+    let at = null;
+    if (row >= documents.length - PREFETCH_ROWS && offset + documents.length < page.total) at = offset + prefs.pageSize;
+    else if (row < PREFETCH_ROWS && offset > 0) at = Math.max(0, offset - prefs.pageSize);
+    if (at === null || loading) return;
+    const params = pageParams(at);
+    const id = JSON.stringify(params);
+    if (ahead.has(id)) return;
+    const promise = get(`/projects/${pid}/results`, params, { signal: ctx.signal });
+    promise.catch(() => ahead.delete(id));
+    ahead.set(id, promise);
   }
 
   /** Another page, landing on `row` ("last" or a number) of the same column. */
@@ -967,6 +999,7 @@ export async function renderResults(ctx) {
       return false;
     }
     refreshCell(cell);
+    ahead.clear(); // fetched before this review
     const words = { accepted: "Accepted", corrected: "Corrected", rejected: "Rejected" }[status];
     announce(`${words}: ${cell.variable.label} of ${cell.doc.filename}.`);
     notify(`${words} ${cell.variable.name} of ${cell.doc.filename}.`, "success");
