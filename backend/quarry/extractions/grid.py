@@ -140,7 +140,6 @@ class _Selection:
 class _Columns(NamedTuple):
     keys: tuple[str, ...]  # the codebook's variable keys (exports/repository.py), in order
     ids: tuple[uuid.UUID, ...]
-    types: tuple[VariableType, ...]
     matched: tuple[bool, ...]
 
 
@@ -153,7 +152,6 @@ def _columns(codebook: Codebook) -> _Columns:
     return _Columns(
         tuple(key for key, _ in shown),
         tuple(uuid.UUID(key) for key, _ in shown),
-        tuple(v.type for _, v in shown),
         tuple(key in codebook.matched_keys for key, _ in shown),
     )
 
@@ -176,7 +174,7 @@ async def results_grid(
 
     def select_rows(batches: Iterable[ExportBatch]) -> _Selection:
         rows = _rows(codebook, columns, batches, stopped, findings)
-        return _select(rows, query, scope, sort_column, columns.types)
+        return _select(rows, query, scope, sort_column)
 
     selection = await over_cells(sessionmaker, project.id, codebook, select_rows)
     documents = await documents_by_ids(session, project.id, [r.document.id for r in selection.page])
@@ -332,11 +330,7 @@ def _facet_values(cells: Sequence[_Cell]) -> tuple[list[str], list[str], list[st
 
 
 def _select(
-    rows: list[_Row],
-    query: GridQuery,
-    scope: int | None,
-    sort_column: int | None,
-    types: Sequence[VariableType],
+    rows: list[_Row], query: GridQuery, scope: int | None, sort_column: int | None
 ) -> _Selection:
     name = query.name.casefold() if query.name else None
     needle = query.value.casefold() if query.value else None
