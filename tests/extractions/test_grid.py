@@ -218,3 +218,24 @@ async def test_a_review_newer_than_a_reextraction_clears_the_flags(project: Proj
     page = await grid(project, review="reviewed", variable_id=project.variables["n"])
     assert names(page) == ["a.txt"]
     assert (await grid(project, flag="low_confidence"))["total"] == 0
+
+
+async def test_a_page_read_alone_is_the_page_read_with_every_cell(project: Project) -> None:
+    """counts=false in upload or name order without cell filters reads only the page's
+    cells: the same rows and cells as the full reading, without counts."""
+    await cells_of_every_kind(project)
+    n = project.variables["n"]
+    for params in (
+        {"limit": 2, "offset": 2},
+        {"limit": 4, "offset": 1, "order": "desc"},
+        {"limit": 3, "sort": "filename", "order": "desc", "name": ".TXT"},
+    ):
+        full = await grid(project, **params)
+        alone = await grid(project, counts="false", **params)
+        assert alone["counts"] is None and full["counts"] is not None
+        assert {k: v for k, v in alone.items() if k != "counts"} == {
+            k: v for k, v in full.items() if k != "counts"
+        }
+    # With a cell filter the whole project is read still, counted or not.
+    filtered = await grid(project, counts="false", flag="failed", variable_id=n)
+    assert names(filtered) == ["f.txt"] and filtered["counts"] is None

@@ -181,8 +181,8 @@ def test_sort_filter_and_search_on_the_server(
     expect(grid.locator("tbody th.doc-name").first).to_have_attribute("data-filename", NAMES[0])
 
     # Review filter, with counts: two documents fully reviewed, the rest not.
-    unreviewed = page.get_by_role("button", name="Unreviewed (25)")
-    expect(page.get_by_role("button", name="Reviewed (2)")).to_be_visible()
+    unreviewed = page.get_by_role("button", name="Unreviewed (25)", exact=True)
+    expect(page.get_by_role("button", name="Reviewed (2)", exact=True)).to_be_visible()
     unreviewed.click()
     expect(unreviewed).to_have_attribute("aria-pressed", "true")
     expect(summary(page)).to_have_text("Documents 1–25 of 25 matching (27 in the project)")
@@ -200,7 +200,9 @@ def test_sort_filter_and_search_on_the_server(
     for name in ungrounded_docs:
         country = grid.locator(f'td[data-document="{name}"][data-variable="country"]')
         expect(country).to_have_attribute("data-flags", re.compile(r"\bungrounded\b"))
-    expect(page.get_by_role("button", name=f"Unreviewed ({len(ungrounded_docs)})")).to_be_visible()
+    expect(
+        page.get_by_role("button", name=f"Unreviewed ({len(ungrounded_docs)})", exact=True)
+    ).to_be_visible()
     # The flag counts obey the review filter but not the flag one (another flag replaces it).
     reviewed = ("study-03.txt", "study-04.txt")
     low = [i for i in range(27) if i % 4 == 1 and NAMES[i] not in reviewed]
@@ -408,3 +410,32 @@ def test_columns_resize_and_compact_mode_is_remembered(
     again = grid.locator("tbody tr").first.bounding_box()
     assert again is not None and abs(again["height"] - short["height"]) < 1
     assert abs(header_width() - (round(dragged) - 32)) <= 1  # the width is remembered too
+
+
+def test_the_counts_follow_the_reviews(page: Page, live_server: LiveServer) -> None:
+    from playwright.sync_api import expect
+
+    live_server.fake.script(
+        contains="COUNT-",
+        reply={"found": True, "value": 7, "evidence": "Score 7", "confidence": 0.9},
+    )
+    files = [(f"count-{i}.txt", f"COUNT-{i}: Score 7.\n".encode(), "text/plain") for i in (1, 2)]
+    made = arrange_project(live_server, "Counts", CODEBOOK[:1], files, run=True)
+    sign_in(page)
+    page.goto(f"/#/projects/{made['project']['id']}/results")
+    grid = page.get_by_role("grid")
+    unreviewed = page.get_by_role("button", name="Unreviewed (2)", exact=True)
+    unreviewed.click()
+    expect(grid.locator("tbody tr")).to_have_count(2)
+    grid.locator('td[data-document="count-1.txt"]').click()
+    page.keyboard.press("a")
+    expect(grid.locator('td[data-document="count-1.txt"]')).to_have_attribute(
+        "data-flags", re.compile(r"\baccepted\b")
+    )
+    # The counts are asked for again; the reviewed row stays under the keyboard until the
+    # page is read again.
+    expect(page.get_by_role("button", name="Unreviewed (1)", exact=True)).to_be_visible()
+    expect(page.get_by_role("button", name="Reviewed (1)", exact=True)).to_be_visible()
+    expect(grid.locator("tbody tr")).to_have_count(2)
+    page.get_by_role("button", name="Refresh").click()
+    expect(grid.locator("tbody tr")).to_have_count(1)

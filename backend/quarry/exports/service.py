@@ -357,6 +357,17 @@ def _batch_source(
     return export_batches(sessionmaker, project_id, codebook)
 
 
+async def batch_of(session: AsyncSession, documents: Sequence[DocumentRef]) -> ExportBatch:
+    """One batch of documents with their cells, read as export_batches reads each of its
+    batches (the results grid's reading of a single page)."""
+    ids = [d.id for d in documents]
+    return ExportBatch(
+        documents,
+        await repository.latest_answers(session, ids),
+        await repository.current_reviews(session, ids),
+    )
+
+
 async def over_cells(
     sessionmaker: async_sessionmaker[AsyncSession],
     project_id: uuid.UUID,

@@ -40,10 +40,11 @@ from quarry.documents.repository import documents_by_ids
 from quarry.documents.schemas import DocumentOut
 from quarry.errors import BadRequest
 from quarry.exports.cells import format_text_value
-from quarry.exports.repository import Answer, CurrentReview, DocumentRef
+from quarry.exports.repository import Answer, CurrentReview, DocumentRef, document_refs
 from quarry.exports.service import (
     Codebook,
     ExportBatch,
+    batch_of,
     export_codebook,
     final_value,
     over_cells,
@@ -102,6 +103,22 @@ class GridQuery:
     flag: GridFlag | None = None
     name: str | None = None
     value: str | None = None
+    #: Whether to count the rows per filter value (a later page of the same query has the
+    #: same counts).
+    counts: bool = True
+
+    @property
+    def pages_documents_only(self) -> bool:
+        """Whether the page follows from the documents alone: no counts, no filter on cells,
+        in upload or name order. Then only the page's cells are read."""
+        return (
+            not self.counts
+            and self.status is None
+            and self.review is None
+            and self.flag is None
+            and self.value is None
+            and self.sort in (GridSort.UPLOADED, GridSort.FILENAME)
+        )
 
 
 class _Cell(NamedTuple):
@@ -176,7 +193,12 @@ async def results_grid(
         rows = _rows(codebook, columns, batches, stopped, findings)
         return _select(rows, query, scope, sort_column)
 
-    selection = await over_cells(sessionmaker, project.id, codebook, select_rows)
+    if query.pages_documents_only:
+        selection = await _page_of_documents(
+            session, project, codebook, columns, query, stopped, findings
+        )
+    else:
+        selection = await over_cells(sessionmaker, project.id, codebook, select_rows)
     documents = await documents_by_ids(session, project.id, [r.document.id for r in selection.page])
     return GridPage(
         items=[
@@ -191,11 +213,39 @@ async def results_grid(
         limit=query.limit,
         offset=query.offset,
         documents_total=selection.documents_total,
-        counts=GridCounts(
-            status=_counts(selection, "status", [s.value for s in CellStatus]),
-            review=_counts(selection, "review", [s.value for s in ReviewState]),
-            flag=_counts(selection, "flag", [f.value for f in GridFlag]),
+        counts=(
+            GridCounts(
+                status=_counts(selection, "status", [s.value for s in CellStatus]),
+                review=_counts(selection, "review", [s.value for s in ReviewState]),
+                flag=_counts(selection, "flag", [f.value for f in GridFlag]),
+            )
+            if query.counts
+            else None
         ),
+    )
+
+
+async def _page_of_documents(
+    session: AsyncSession,
+    project: Project,
+    codebook: Codebook,
+    columns: _Columns,
+    query: GridQuery,
+    stopped: set[uuid.UUID],
+    findings: frozenset[tuple[uuid.UUID, uuid.UUID]],
+) -> _Selection:
+    """The page of a query that needs no cell but the page's (`pages_documents_only`): the
+    documents in order, and the page's cells read as one export batch is."""
+    documents = await document_refs(session, project.id)
+    name = query.name.casefold() if query.name else None
+    chosen = [d for d in documents if name is None or name in d.filename.casefold()]
+    ordered = _ordered_documents(chosen, query)
+    page = ordered[query.offset : query.offset + query.limit]
+    batch = await batch_of(session, page)
+    return _Selection(
+        page=_rows(codebook, columns, [batch], stopped, findings),
+        total=len(ordered),
+        documents_total=len(documents),
     )
 
 
@@ -405,12 +455,20 @@ def _flag_rank(cell: _Cell) -> int:
     return _VALUE_RANK if cell.answer is not None or cell.review is not None else _EMPTY_RANK
 
 
+def _ordered_documents(documents: list[DocumentRef], query: GridQuery) -> list[DocumentRef]:
+    """Documents (in upload order) in the order of an upload or filename sort."""
+    descending = query.order is SortOrder.DESC
+    if query.sort is GridSort.FILENAME:
+        return sorted(documents, key=lambda d: _natural(d.filename), reverse=descending)
+    return documents[::-1] if descending else documents
+
+
 def _sorted(rows: list[_Row], query: GridQuery, column: int | None) -> list[_Row]:
     descending = query.order is SortOrder.DESC
-    if query.sort is GridSort.UPLOADED:
-        return rows[::-1] if descending else rows
-    if query.sort is GridSort.FILENAME:
-        return sorted(rows, key=lambda r: _natural(r.document.filename), reverse=descending)
+    if query.sort in (GridSort.UPLOADED, GridSort.FILENAME):
+        order = _ordered_documents([r.document for r in rows], query)
+        by_document = {r.document.id: r for r in rows}
+        return [by_document[d.id] for d in order]
     if query.sort is GridSort.VALUE:
         assert column is not None  # checked before reading
         valued = [r for r in rows if _has_value(r.cells[column].value)]

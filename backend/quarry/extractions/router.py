@@ -113,6 +113,14 @@ async def results_grid(
     value: Annotated[
         str | None, Query(max_length=200, description="A cell's final value contains this")
     ] = None,
+    counts: Annotated[
+        bool,
+        Query(
+            description="false: no `counts` (they are the same for every page of a query); "
+            "then a page in upload or name order with no status, review, flag or value filter "
+            "reads only its own cells"
+        ),
+    ] = True,
 ) -> GridPage:
     """The results grid: a page of documents (rows), each with every variable's cell — its
     current extraction, its review, its final value and flags as the exports have them, and
@@ -131,6 +139,7 @@ async def results_grid(
         flag=flag,
         name=name.strip() or None if name else None,
         value=value.strip() or None if value else None,
+        counts=counts,
     )
     return await grid.results_grid(session, request.app.state.sessionmaker, project, query)
 

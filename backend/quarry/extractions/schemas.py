@@ -305,4 +305,4 @@ class GridCounts(BaseModel):
 
 class GridPage(Page[GridRowOut]):
     documents_total: int = Field(description="Documents in the project, unfiltered")
-    counts: GridCounts
+    counts: GridCounts | None = Field(description="Null when asked for with counts=false")

@@ -21,6 +21,7 @@ const MIN_COLUMN_PX = 48;
 const MAX_COLUMN_PX = 640;
 const RESIZE_STEP_PX = 16;
 const PAGE_KEY_ROWS = 10; // rows PageUp / PageDown move within a page
+const RECOUNT_DELAY_MS = 1500; // after the last review, the filter counts are asked for again
 const PREFETCH_ROWS = 3; // this close to a page's end (or start), the next (or previous) is fetched
 const PAGE_SIZES = [25, 50]; // a page of 100 × 30 cells took the browser seconds to lay out and paint
 const GRID_KEYS = new Set([
@@ -462,7 +463,9 @@ export async function renderResults(ctx) {
       let result;
       let openFindings = null;
       try {
-        const params = pageParams(offset);
+        // Counts are the same for every page of a query: asked for once per query (and
+        // on Refresh), then left out, which lets the server read only the page's cells.
+        const params = pageParams(offset, { counted: !findings });
         [result, openFindings] = await Promise.all([
           fetchPage(params),
           findings ? get(`/projects/${pid}/findings`, { status: "open", limit: 500 }, { signal: ctx.signal }) : null,
@@ -481,6 +484,11 @@ export async function renderResults(ctx) {
         return;
       }
       if (openFindings) renderFindings(openFindings.items);
+      if (result.counts) {
+        countsOf = queryKey();
+      } else {
+        result.counts = page.counts;
+      }
       page = result;
       documents = result.items.map((row) => row.document);
       cells = new Map();
@@ -869,8 +877,35 @@ export async function renderResults(ctx) {
   // next one; near its start, the previous), so crossing a page boundary does not wait for the
   // server. Any load, review or filter change drops what was fetched ahead.
   const ahead = new Map(); // the query, as JSON → promise of its page
-  function pageParams(at) {
-    return { ...query, limit: prefs.pageSize, offset: at };
+  let countsOf = null; // the query (as JSON) whose counts the filter bar shows
+  let recountTimer = null;
+  const queryKey = () => JSON.stringify(query);
+  ctx.cleanup(() => clearTimeout(recountTimer));
+
+  /** Reviews change the counts: they are asked for again once the reviewer pauses, without
+   * drawing the page again (the rows stay where the keyboard is). */
+  function recountLater() {
+    clearTimeout(recountTimer);
+    recountTimer = setTimeout(async () => {
+      const asked = queryKey();
+      try {
+        const fresh = await get(`/projects/${pid}/results`, { ...query, limit: 1, offset: 0 }, { signal: ctx.signal });
+        if (asked !== queryKey() || loading) return;
+        page.counts = fresh.counts;
+        page.total = fresh.total;
+        renderFilters();
+        renderSummary();
+        renderPager();
+      } catch {
+        // the next load counts again
+        countsOf = null;
+      }
+    }, RECOUNT_DELAY_MS);
+  }
+  function pageParams(at, { counted = true } = {}) {
+    const params = { ...query, limit: prefs.pageSize, offset: at };
+    if (counted && countsOf === queryKey() && page.counts) params.counts = false;
+    return params;
   }
   function fetchPage(params) {
     const hit = ahead.get(JSON.stringify(params));
@@ -1000,6 +1035,7 @@ export async function renderResults(ctx) {
     }
     refreshCell(cell);
     ahead.clear(); // fetched before this review
+    recountLater();
     const words = { accepted: "Accepted", corrected: "Corrected", rejected: "Rejected" }[status];
     announce(`${words}: ${cell.variable.label} of ${cell.doc.filename}.`);
     notify(`${words} ${cell.variable.name} of ${cell.doc.filename}.`, "success");
