@@ -7,9 +7,11 @@ SQLite in a worker thread), its final value and flags from `final_value`, and it
 is the first of them by table.FLAG_PRECEDENCE (the order of the xlsx fills). A cell in an
 open consistency finding carries `finding` besides (reflists/casework.py).
 
-Filters and sort run over every document of the project in that worker thread: what decides
-them (final values, flags, review states) is computed there and nowhere in SQL, and a project
-of 1,000 × 30 cells is read in a fraction of a second (benchmarks/grid.py).
+Filters, counts and sort run over every document of the project in that worker thread: what
+decides them (final values, flags, review states) is computed there and nowhere in SQL. For
+1,000 × 30 cells that is about half a second on the benchmark's 2-core machine, more under load
+(benchmarks/RESULTS.md), so a later page of a query, asked for without its counts in upload or
+name order with no cell filter, reads only its own cells (`pages_documents_only`).
 
 - name: the filename contains it (case-folded); value: a final value of a cell in scope, as
   the CSV export writes it (booleans also as yes/no), contains it.
