@@ -626,6 +626,9 @@ export async function renderResults(ctx) {
       total += px;
     });
     table.style.width = `${total}px`;
+    table.querySelectorAll(".col-resize").forEach((handle) => {
+      handle.setAttribute("aria-valuenow", String(widthOf(handle.dataset.resize)));
+    });
     gridWrap.style.scrollPaddingLeft = `${widthOf("doc")}px`;
     fitNames();
   }
@@ -634,10 +637,6 @@ export async function renderResults(ctx) {
     const width = Math.round(Math.min(MAX_COLUMN_PX, Math.max(MIN_COLUMN_PX, px)));
     prefs.widths[id] = width;
     applyWidths();
-    if (table) {
-      const handle = table.querySelector(`[data-resize="${id}"]`);
-      if (handle) handle.setAttribute("aria-valuenow", String(width));
-    }
     if (announceIt) {
       const v = variables.find((x) => x.id === id);
       announce(`${v ? v.label : "Document"} column ${width} pixels wide.`);
