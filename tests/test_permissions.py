@@ -105,6 +105,7 @@ DECLARED: dict[tuple[str, str], Permission] = {
     ("GET", f"{P}/runs/{{run_id}}/logs"): READ,
     ("GET", f"{P}/runs/{{run_id}}/events"): READ,
     ("GET", f"{P}/extractions"): READ,
+    ("GET", f"{P}/results"): READ,
     ("PUT", f"{P}/reviews/{{document_id}}/{{variable_id}}"): REVIEW,
     ("GET", f"{P}/reviews/{{document_id}}/{{variable_id}}"): READ,
     ("POST", f"{P}/extractions/{{extraction_id}}/match"): REVIEW,

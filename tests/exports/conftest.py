@@ -96,7 +96,7 @@ async def add_documents(
             project_id=project.id,
             filename=name,
             content_type="text/plain",
-            kind="txt",
+            kind="text",
             size_bytes=1,
             sha256=uuid.uuid4().hex,
             storage_key=name,

@@ -115,6 +115,13 @@ PROBES: dict[tuple[str, str], Callable[[Ids], list[Probe]]] = {
         {"params": {"document_id": ids["document_id"], "variable_id": ids["variable_id"]}},
         {"params": {"status": "not_found"}},
     ],
+    ("GET", "/projects/{project_id}/results"): lambda ids: [
+        {},
+        {"params": {"review": "unreviewed", "flag": "not_found"}},
+        {"params": {"sort": "value", "sort_variable_id": ids["variable_id"]}},
+        {"params": {"variable_id": ids["variable_id"], "name": "a", "value": "b"}},
+        {"params": {"document_id": ids["document_id"], "counts": "false"}},
+    ],
     # A correction last: the owner's later probes need the finding the title's value makes.
     ("PUT", "/projects/{project_id}/reviews/{document_id}/{variable_id}"): lambda _: [
         {"json": {"status": "rejected"}},
@@ -361,6 +368,7 @@ async def visible_state(client: httpx.AsyncClient, owner: Owner) -> dict[str, An
         "runs": f"{base}/runs",
         "logs": f"{base}/runs/{ids['run_id']}/logs",
         "extractions": f"{base}/extractions",
+        "results": f"{base}/results",
         "reviews": f"{base}/reviews/{ids['document_id']}/{ids['variable_id']}",
         "export": f"{base}/export?format=json&layout=long",
         "lists": f"{base}/reference-lists",

@@ -207,3 +207,74 @@ def test_two_reviewers_a_conflict_and_its_adjudication(
     assert row["compared"] == 4
     assert row["kappa"] == pytest.approx(expected, abs=1e-4)
     assert expected == pytest.approx(0.5)  # p_o = 0.75, p_e = 0.5
+
+
+def test_a_blind_reviewer_sees_hidden_cells_until_they_review_them(
+    page: Page, live_server: LiveServer
+) -> None:
+    """Blind dual review in the paged grid: the reviewer's cells read "…" and hide the model's
+    value in the panel (no Accept); once corrected, the cell shows the correction and the
+    panel the model's value."""
+    from playwright.sync_api import expect
+
+    for marker, value in zip(MARKERS[:2], MODEL[:2], strict=True):
+        live_server.fake.script(
+            variable="randomised",
+            contains=marker,
+            reply={"found": True, "evidence": f"{marker} was randomised", "value": value},
+        )
+    files = [
+        (f"{m}.txt", f"{m}: {m} was randomised or not.\n".encode(), "text/plain")
+        for m in MARKERS[:2]
+    ]
+    arranged = arrange_project(
+        live_server,
+        "Blind review",
+        [{"name": "randomised", "description": "Were patients randomised?", "type": "boolean"}],
+        files,
+        run=True,
+    )
+    pid = arranged["project"]["id"]
+    suffix = uuid.uuid4().hex[:8]
+    first, second = f"rhea-{suffix}@example.org", f"ruth-{suffix}@example.org"
+    with live_server.api() as api:
+        for email in (first, second):
+            add_user_live(live_server, email)
+            response = api.post(
+                f"/projects/{pid}/members", json={"email": email, "role": "reviewer"}
+            )
+            assert response.status_code == 201, response.text
+        members = api.get(f"/projects/{pid}/members").json()["items"]
+        ids = {m["email"]: m["user_id"] for m in members}
+        response = api.patch(f"/projects/{pid}", json={"review_mode": "dual", "review_blind": True})
+        assert response.status_code == 200, response.text
+        response = api.post(
+            f"/projects/{pid}/assignments",
+            json={
+                "document_ids": [d["id"] for d in arranged["documents"]],
+                "reviewer_a": ids[first],
+                "reviewer_b": ids[second],
+            },
+        )
+        assert response.status_code == 200, response.text
+
+    sign_in(page, first, PASSWORD)
+    page.goto(f"/#/projects/{pid}/results")
+    alpha = cell(page, "ALPHA")
+    expect(alpha).to_have_attribute("data-state", "hidden")
+    expect(alpha).to_contain_text("…")
+    expect(page.locator('.chip[data-facet="review"][data-value="unreviewed"]')).to_have_text(
+        "Unreviewed (2)"
+    )
+    alpha.click()
+    panel = page.locator("aside.review-panel")
+    expect(panel).to_contain_text("Hidden until you have reviewed this cell (blind review)")
+    expect(panel.get_by_role("button", name="Accept")).to_have_count(0)
+    panel.get_by_role("button", name="Correct…").click()
+    panel.get_by_label("Value", exact=True).select_option("false")
+    panel.get_by_role("button", name="Save correction").click()
+    expect(alpha).to_have_attribute("data-state", "value")
+    expect(alpha).to_contain_text("No")
+    expect(panel).to_contain_text("Your verdict")
+    expect(panel.locator(".panel-value")).to_have_text("Yes")  # the model's value, seen now
+    expect(cell(page, "BRAVO")).to_have_attribute("data-state", "hidden")

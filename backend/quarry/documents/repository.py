@@ -39,6 +39,23 @@ async def get_by_sha256s(
     return found
 
 
+async def documents_by_ids(
+    session: AsyncSession, project_id: uuid.UUID, document_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, Document]:
+    """The project's documents among `document_ids`, by id (one query per 500)."""
+    found: dict[uuid.UUID, Document] = {}
+    wanted = list(document_ids)
+    for start in range(0, len(wanted), _IN_BATCH):
+        result = await session.execute(
+            select(Document).where(
+                Document.project_id == project_id,
+                Document.id.in_(wanted[start : start + _IN_BATCH]),
+            )
+        )
+        found.update((document.id, document) for document in result.scalars())
+    return found
+
+
 async def list_documents(
     session: AsyncSession,
     project_id: uuid.UUID,

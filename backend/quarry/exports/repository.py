@@ -158,6 +158,12 @@ def documents_in_upload_order(project_id: uuid.UUID) -> Rows:
     )
 
 
+async def document_refs(session: AsyncSession, project_id: uuid.UUID) -> list[DocumentRef]:
+    """The project's documents in upload order, all at once (ids, keys and names only)."""
+    result = await _core(session, documents_in_upload_order(project_id))
+    return [DocumentRef(row[0], row[1], row[2]) for row in result.all()]
+
+
 async def stream_documents(
     session: AsyncSession, project_id: uuid.UUID, batch_size: int
 ) -> AsyncGenerator[list[DocumentRef], None]:

@@ -20,12 +20,20 @@ handing the GIL around for that cost as much as the rest of the export.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -71,6 +79,8 @@ from quarry.reviewing.verdicts import (
 from quarry.variables.repository import list_variables
 from quarry.variables.service import current_prompt_versions
 from quarry.variables.types import TypeSpec, VariableType
+
+R = TypeVar("R")
 
 LOW_CONFIDENCE = 0.5
 #: Cells read per batch, and so per hop to the writer thread: enough that the hops and the
@@ -285,14 +295,27 @@ async def export_codebook(session: AsyncSession, project_id: uuid.UUID) -> Codeb
     )
 
 
+_NOTHING: Mapping[Any, Any] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class ExportBatch:
     """Consecutive documents in upload order, with the current answer and verdict of each of
-    their cells (absent key: none, or none the export's reader may see)."""
+    their cells (absent key: none, or none the export's reader may see).
+
+    The writers read only those; the results grid (extractions/grid.py) also shows a cell's
+    dual-review state and that blind review hides its answer, from the rest."""
 
     documents: Sequence[DocumentRef]
     answers: Mapping[Key, Answer]
     reviews: Mapping[Key, CurrentReview]
+    #: The verdicts of the cells with more than one review row (or any, in dual review),
+    #: sorted out; a cell absent has verdicts.EMPTY or its one single review.
+    states: Mapping[Key, CellState[CurrentReview]] = field(default_factory=lambda: _NOTHING)
+    #: The documents' reviewer slots, by document key (absent: none).
+    assigned: Mapping[str, Assigned] = field(default_factory=lambda: _NOTHING)
+    #: The answers blind review withholds from the reader (absent from `answers`).
+    withheld: Mapping[Key, Answer] = field(default_factory=lambda: _NOTHING)
 
 
 _SINGLE_KIND = ReviewKind.SINGLE.value
@@ -307,6 +330,19 @@ def settle_batch(
 ) -> tuple[Mapping[Key, Answer], dict[Key, CurrentReview]]:
     """Each cell's verdict among its review rows, as `lens`'s reader may see it (verdicts.py),
     and without the answers blind review withholds from them."""
+    batch = settled_batch((), answers, rows, assigned, codebook, lens)
+    return batch.answers, dict(batch.reviews)
+
+
+def settled_batch(
+    documents: Sequence[DocumentRef],
+    answers: Mapping[Key, Answer],
+    rows: Sequence[ReviewRow],
+    assigned: Mapping[str, Assigned],
+    codebook: Codebook,
+    lens: Lens,
+) -> ExportBatch:
+    """The documents' batch: `settle_batch`, keeping what the results grid shows besides."""
     by_cell: dict[Key, list[Verdict[CurrentReview]]] = {}
     for row in rows:
         key = (row.document_key, row.variable_key)
@@ -328,15 +364,16 @@ def settle_batch(
         shown = seen_by(lens, state, pair).review
         if shown is not None:
             reviews[key] = shown.row
+    withheld: Mapping[Key, Answer] = _NOTHING
     if lens.dual and lens.blind:
         withheld = {
-            key
-            for key in answers
+            key: answer
+            for key, answer in answers.items()
             if seen_by(lens, states.get(key, EMPTY), assigned.get(key[0], UNASSIGNED)).model_hidden
         }
         if withheld:
             answers = {key: a for key, a in answers.items() if key not in withheld}
-    return answers, reviews
+    return ExportBatch(documents, answers, reviews, states, assigned, withheld)
 
 
 def _match_column(variable: Variable, taken: set[str]) -> ExportVariable:
@@ -401,7 +438,7 @@ async def export_batches(
             answers = await repository.latest_answers(session, ids)
             rows = await repository.review_rows(session, ids)
             assigned = await repository.assignments(session, ids)
-            yield ExportBatch(documents, *settle_batch(answers, rows, assigned, codebook, lens))
+            yield settled_batch(documents, answers, rows, assigned, codebook, lens)
 
 
 def export_batches_in_thread(
@@ -414,7 +451,7 @@ def export_batches_in_thread(
         reader = repository.SqliteExportReader(connection, project_id)
         for documents in reader.documents(size):
             answers, rows, assigned = reader.cells(documents)
-            yield ExportBatch(documents, *settle_batch(answers, rows, assigned, codebook, lens))
+            yield settled_batch(documents, answers, rows, assigned, codebook, lens)
 
 
 def _batch_source(
@@ -429,6 +466,35 @@ def _batch_source(
     if database is not None:
         return InThread(lambda: export_batches_in_thread(database, project_id, codebook, lens))
     return export_batches(sessionmaker, project_id, codebook, lens)
+
+
+async def batch_of(
+    session: AsyncSession,
+    documents: Sequence[DocumentRef],
+    codebook: Codebook,
+    lens: Lens = OPEN_LENS,
+) -> ExportBatch:
+    """One batch of documents with their cells, read and settled for `lens` as
+    export_batches reads each of its batches (the results grid's reading of a single page)."""
+    ids = [d.id for d in documents]
+    answers = await repository.latest_answers(session, ids)
+    rows = await repository.review_rows(session, ids)
+    assigned = await repository.assignments(session, ids)
+    return settled_batch(documents, answers, rows, assigned, codebook, lens)
+
+
+async def over_cells(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    project_id: uuid.UUID,
+    codebook: Codebook,
+    work: Callable[[Iterable[ExportBatch]], R],
+    lens: Lens = OPEN_LENS,
+) -> R:
+    """`work(batches)` in a worker thread, over the project's documents in upload order with
+    their cells' current answers and verdicts as `lens`'s reader may see them, read as an
+    export reads them (on SQLite in that thread, else on the loop): the results grid's
+    reading (extractions/grid.py)."""
+    return await run_in_thread(work, _batch_source(sessionmaker, project_id, codebook, lens))
 
 
 # ---------------------------------------------------------------------------------------------

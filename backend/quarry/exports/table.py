@@ -104,8 +104,31 @@ class CellFlags:
         """The flags set, by name, joined with "; " (the long export's `flags` column)."""
         return "; ".join(name for name in _FLAG_NAMES if getattr(self, name))
 
+    @property
+    def first(self) -> str | None:
+        """The flag that decides how the cell looks, by FLAG_PRECEDENCE; None without flags."""
+        return next((name for name in FLAG_PRECEDENCE if getattr(self, name)), None)
+
 
 _FLAG_NAMES: tuple[str, ...] = tuple(CellFlags.__dataclass_fields__)
+
+#: Most actionable first: a cell shows one state, so when several flags apply the earliest
+#: wins (a failed cell has no value to doubt; a stale review matters more than a missing
+#: quote). The cell states go failed > not stated > ungrounded > unsupported > low confidence
+#: > a value. The one order of the xlsx fills (xlsx_writer.FLAG_FILLS), the results grid's
+#: `flag` and its sort by flag (extractions/grid.py).
+FLAG_PRECEDENCE: tuple[str, ...] = (
+    "failed",
+    "review_disagrees",
+    "models_disagree",
+    "not_found",
+    "ungrounded",
+    "unsupported_evidence",
+    "match_unmatched",
+    "match_ambiguous",
+    "ocr_low_confidence",
+    "low_confidence",
+)
 NO_FLAGS = CellFlags()
 NO_CELL_FLAGS: Mapping[str, CellFlags] = MappingProxyType({})
 

@@ -39,6 +39,7 @@ from quarry.exports.cells import (
     xlsx_value,
 )
 from quarry.exports.table import (
+    FLAG_PRECEDENCE,
     LONG_COLUMNS,
     NO_FLAGS,
     CellFlags,
@@ -76,41 +77,40 @@ def _fill(rgb: str) -> PatternFill:
     return PatternFill("solid", fgColor=rgb)
 
 
-# Most actionable first: a cell carries one fill, so when several flags apply the earliest wins
-# (a failed cell has no value to doubt; a stale review matters more than a missing quote). The
-# cell states go failed > not stated > ungrounded > unsupported > low confidence > a value, as
-# in the review grid and its legend (web/static/js/results.js).
-FLAG_FILLS: tuple[tuple[str, PatternFill, str], ...] = (
-    ("failed", _fill("FFC7CE"), "extraction failed (see Details for the error)"),
-    ("review_disagrees", _fill("F9D3F0"), "a newer extraction disagrees with the reviewed value"),
-    (
-        "models_disagree",
+# A cell carries one fill: when several flags apply, the first by table.FLAG_PRECEDENCE wins
+# (the order the results grid's `flag` and its legend follow too).
+_FILLS: dict[str, tuple[PatternFill, str]] = {
+    "failed": (_fill("FFC7CE"), "extraction failed (see Details for the error)"),
+    "review_disagrees": (
+        _fill("F9D3F0"),
+        "a newer extraction disagrees with the reviewed value",
+    ),
+    "models_disagree": (
         _fill("DDEBF7"),
         "the two profiles of a two-profile run answered differently (the first's value is shown)",
     ),
-    ("not_found", _fill("E7E6E6"), "checked: not stated in the document"),
-    ("ungrounded", _fill("FFD8A8"), "the quoted evidence was not found in the document"),
-    (
-        "unsupported_evidence",
+    "not_found": (_fill("E7E6E6"), "checked: not stated in the document"),
+    "ungrounded": (_fill("FFD8A8"), "the quoted evidence was not found in the document"),
+    "unsupported_evidence": (
         _fill("FCE4D6"),
         "the quote is in the document but does not contain the value",
     ),
-    (
-        "match_unmatched",
+    "match_unmatched": (
         _fill("F4B183"),
         "the value matches no row of its reference list (pick one in review)",
     ),
-    (
-        "match_ambiguous",
+    "match_ambiguous": (
         _fill("E2D1F9"),
         "the value matches several rows of its reference list, or only loosely",
     ),
-    (
-        "ocr_low_confidence",
+    "ocr_low_confidence": (
         _fill("E2EFDA"),
         "the quote was read by OCR with low confidence: check it on the page",
     ),
-    ("low_confidence", _fill("FFF2CC"), "the model was not confident"),
+    "low_confidence": (_fill("FFF2CC"), "the model was not confident"),
+}
+FLAG_FILLS: tuple[tuple[str, PatternFill, str], ...] = tuple(
+    (name, *_FILLS[name]) for name in FLAG_PRECEDENCE
 )
 
 

@@ -177,3 +177,9 @@ async def review_history(
         .order_by(Review.created_at.desc(), Review.id.desc())
     )
     return result.scalars().all()
+
+
+async def stopped_run_ids(session: AsyncSession, project_id: uuid.UUID) -> set[uuid.UUID]:
+    """The project's runs that are over or stopped: their pending tasks will never start."""
+    result = await session.execute(select(Run.id).where(Run.project_id == project_id, _RUN_STOPPED))
+    return set(result.scalars())

@@ -3,12 +3,23 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from quarry.auth.deps import CurrentUser
 from quarry.db import SessionDep
-from quarry.extractions import service
-from quarry.extractions.schemas import ExtractionOut, ReviewIn, ReviewOut
+from quarry.errors import ErrorOut
+from quarry.extractions import grid, service
+from quarry.extractions.schemas import (
+    CellStatus,
+    ExtractionOut,
+    GridFlag,
+    GridPage,
+    GridSort,
+    ReviewIn,
+    ReviewOut,
+    ReviewState,
+    SortOrder,
+)
 from quarry.models import Agreement, ExtractionStatus
 from quarry.pagination import Page, PageDep
 from quarry.projects.deps import AccessDep, ProjectRead, ProjectReview
@@ -17,6 +28,9 @@ from quarry.security.audit import AuditAction, AuditDep
 from quarry.settings import SettingsDep
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["extractions"])
+
+#: The most documents one GET …/results may name (`document_id`): a case's, or a choice.
+MAX_GRID_DOCUMENTS = 500
 
 
 @router.get("/extractions", response_model=Page[ExtractionOut])
@@ -60,6 +74,100 @@ async def list_extractions(
         total=total,
         limit=page.limit,
         offset=page.offset,
+    )
+
+
+@router.get(
+    "/results",
+    response_model=GridPage,
+    responses={
+        400: {"model": ErrorOut, "description": "An unknown variable, or a value sort without one"}
+    },
+)
+async def results_grid(
+    request: Request,
+    session: SessionDep,
+    project: ProjectRead,
+    access: AccessDep,
+    page: PageDep,
+    sort: Annotated[
+        GridSort,
+        Query(
+            description="filename (natural order), uploaded (upload order), value (of "
+            "sort_variable_id) or flag (most serious first)"
+        ),
+    ] = GridSort.UPLOADED,
+    order: SortOrder = SortOrder.ASC,
+    sort_variable_id: Annotated[
+        uuid.UUID | None,
+        Query(description="The variable whose value (or flag) sort=value (or flag) sorts by"),
+    ] = None,
+    variable_id: Annotated[
+        uuid.UUID | None,
+        Query(description="The column that status, review, flag and value look at (default: all)"),
+    ] = None,
+    status: Annotated[
+        CellStatus | None, Query(description="Rows with a cell of this status")
+    ] = None,
+    review: Annotated[
+        ReviewState | None,
+        Query(
+            description="unreviewed: rows with a finished extraction not reviewed yet; "
+            "reviewed: rows with reviews and nothing left to review"
+        ),
+    ] = None,
+    flag: Annotated[GridFlag | None, Query(description="Rows with a cell flagged so")] = None,
+    name: Annotated[
+        str | None, Query(max_length=200, description="The filename contains this")
+    ] = None,
+    value: Annotated[
+        str | None, Query(max_length=200, description="A cell's final value contains this")
+    ] = None,
+    document_id: Annotated[
+        list[uuid.UUID] | None,
+        Query(
+            max_length=MAX_GRID_DOCUMENTS,
+            description="Only these documents (repeat the parameter; the Cases view's links)",
+        ),
+    ] = None,
+    counts: Annotated[
+        bool,
+        Query(
+            description="false: no `counts` (they are the same for every page of a query); "
+            "then a page in upload or name order with no status, review, flag or value filter "
+            "reads only its own cells"
+        ),
+    ] = True,
+) -> GridPage:
+    """The results grid: a page of documents (rows), each with every variable's cell — its
+    current extraction, its review, its final value and flags as the exports have them, and
+    the one `flag` that decides how it looks — sorted and filtered on the server, with
+    `counts` per filter value under the other filters (faceted) and `documents_total`.
+    Searches ignore case. Values and reviews are the final ones (reviewing/verdicts.py), as
+    your export has them: in dual review a reviewer still blinded on a cell sees only their
+    own verdict there, and in blind review not the model's answer until they have reviewed
+    it (`model_hidden`), as in GET …/extractions."""
+    query = grid.GridQuery(
+        limit=page.limit,
+        offset=page.offset,
+        sort=sort,
+        order=order,
+        sort_variable_id=sort_variable_id,
+        variable_id=variable_id,
+        status=status,
+        review=review,
+        flag=flag,
+        name=name.strip() or None if name else None,
+        value=value.strip() or None if value else None,
+        document_ids=frozenset(document_id) if document_id is not None else None,
+        counts=counts,
+    )
+    return await grid.results_grid(
+        session,
+        request.app.state.sessionmaker,
+        project,
+        query,
+        lens_for(project, access.user.id, access.role),
     )
 
 

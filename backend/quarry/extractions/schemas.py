@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from quarry.documents.schemas import DocumentOut
 from quarry.models import ExtractionStatus, ReviewStatus
+from quarry.pagination import Page
 from quarry.reflists.schemas import MatchCandidateOut, MatchReviewOut
 
 
@@ -219,3 +222,154 @@ class ExtractionOut(BaseModel):
         description="A reviewer's choice of row for this cell (POST …/extractions/{id}/match), "
         "which wins over the automatic match",
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The results grid (GET …/results, extractions/grid.py)
+
+
+class GridSort(StrEnum):
+    FILENAME = "filename"
+    UPLOADED = "uploaded"
+    VALUE = "value"
+    FLAG = "flag"
+
+
+class SortOrder(StrEnum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+class CellStatus(StrEnum):
+    """A cell's status as the grid filters it: its current extraction's, or not_extracted."""
+
+    SUCCEEDED = "succeeded"
+    NOT_FOUND = "not_found"
+    FAILED = "failed"
+    PENDING = "pending"
+    RUNNING = "running"
+    CANCELLED = "cancelled"
+    NOT_EXTRACTED = "not_extracted"
+
+
+class ReviewState(StrEnum):
+    REVIEWED = "reviewed"
+    UNREVIEWED = "unreviewed"
+
+
+class GridFlag(StrEnum):
+    """A cell's flags (exports' CellFlags, by name; in table.FLAG_PRECEDENCE order) and
+    `finding`: the cell is in an open consistency finding."""
+
+    FAILED = "failed"
+    REVIEW_DISAGREES = "review_disagrees"
+    MODELS_DISAGREE = "models_disagree"
+    NOT_FOUND = "not_found"
+    UNGROUNDED = "ungrounded"
+    UNSUPPORTED_EVIDENCE = "unsupported_evidence"
+    MATCH_UNMATCHED = "match_unmatched"
+    MATCH_AMBIGUOUS = "match_ambiguous"
+    OCR_LOW_CONFIDENCE = "ocr_low_confidence"
+    LOW_CONFIDENCE = "low_confidence"
+    FINDING = "finding"
+
+
+class GridExtractionOut(BaseModel):
+    """What the grid shows of a cell's current extraction (the newest answered one, else the
+    newest of any status; the panel reads the rest from GET …/extractions)."""
+
+    status: ExtractionStatus = Field(
+        description="As a user reads it: a never-started task of a stopped run is cancelled"
+    )
+    value: Any = Field(description="The extracted value (null: not stated, or no answer)")
+    confidence: float | None
+    grounded: bool | None
+    support: Literal["supported", "unsupported", "unchecked"] | None
+    ocr_low_confidence: bool
+    models_disagree: bool
+    match_status: Literal["matched", "ambiguous", "unmatched"] | None = Field(
+        description="The automatic reference-list match (a reviewer's choice of row is "
+        "`match_reviewed`)"
+    )
+    match_reviewed: bool = Field(description="A reviewer has chosen the reference row")
+    error: str | None
+
+
+class GridReviewOut(BaseModel):
+    status: ReviewStatus
+    value: Any
+
+
+class GridDualReviewOut(BaseModel):
+    """A cell's dual-review state, as the caller may see it (DualReviewOut's, with the
+    caller's own verdict as the grid shows reviews)."""
+
+    assigned: Literal["a", "b"] | None = Field(
+        description="Your slot on this document: reviewer A or B (null: not yours)"
+    )
+    your_review: GridReviewOut | None = Field(description="Your own current verdict")
+    both_reviewed: bool = Field(
+        description="Both assigned reviewers have reviewed the cell (until then a reviewer "
+        "sees only their own verdict)"
+    )
+    agree: bool | None = Field(
+        description="Once both have reviewed: whether they agree (false: a conflict)"
+    )
+    adjudicated: bool = Field(description="An adjudication decided the cell's final value")
+
+
+class GridCellOut(BaseModel):
+    variable_id: uuid.UUID
+    extraction: GridExtractionOut | None = Field(description="Null: never extracted")
+    review: GridReviewOut | None = Field(
+        description="The cell's final verdict (reviewing/verdicts.py), if any; for a reviewer "
+        "still blinded on it in dual review, their own verdict"
+    )
+    value: Any = Field(
+        description="The final value, as the exports hold it: the reviewed value where "
+        "reviewed (null when rejected), else the extracted one"
+    )
+    flags: list[GridFlag] = Field(
+        description="Why a reviewer should look, as the exports' flags (a reviewed cell keeps "
+        "only review_disagrees and its match's), and `finding`"
+    )
+    flag: GridFlag | None = Field(
+        description="The one flag that decides how the cell looks: the first of `flags` in "
+        "the order failed > review_disagrees > models_disagree > not_found > ungrounded > "
+        "unsupported_evidence > match_unmatched > match_ambiguous > ocr_low_confidence > "
+        "low_confidence (the xlsx fills' order); null without flags"
+    )
+    finding: bool = Field(description="The cell is in an open consistency finding")
+    model_hidden: bool = Field(
+        False,
+        description="Blind dual review: the model's answer is withheld until you have "
+        "reviewed this cell (`extraction` keeps only its status, an answer reading succeeded; "
+        "no value, flags or finding)",
+    )
+    dual_review: GridDualReviewOut | None = Field(
+        None, description="In dual review: the cell's two-reviewer state"
+    )
+
+
+class GridRowOut(BaseModel):
+    document: DocumentOut
+    cells: list[GridCellOut] = Field(description="One per variable, in codebook order")
+
+
+class GridCount(BaseModel):
+    value: str
+    documents: int = Field(description="Rows with such a cell, under the other filters")
+    cells: int = Field(description="Such cells in those rows (in the filtered column, if any)")
+
+
+class GridCounts(BaseModel):
+    """Per filter value, what choosing it would give, under every other filter in force."""
+
+    status: list[GridCount]
+    review: list[GridCount]
+    flag: list[GridCount]
+
+
+class GridPage(Page[GridRowOut]):
+    documents_total: int = Field(description="Documents in the project, unfiltered")
+    counts: GridCounts | None = Field(description="Null when asked for with counts=false")

@@ -34,7 +34,7 @@ from quarry.reflists.repository import current_match_reviews
 from quarry.reflists.schemas import MatchReviewOut
 from quarry.reviewing import service as reviewing
 from quarry.reviewing.service import CellViews
-from quarry.reviewing.verdicts import OPEN_LENS, Lens
+from quarry.reviewing.verdicts import OPEN_LENS, Lens, dual_view
 from quarry.runs.costs import run_price
 from quarry.runs.lifecycle import CANCELLED_REASON
 from quarry.runs.snapshot import RunSnapshot
@@ -112,19 +112,14 @@ def _dual_fields(views: CellViews, extraction: Extraction) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "review": ReviewOut.model_validate(seen.review.row) if seen.review else None
     }
-    lens = views.lens
-    if lens.dual:
-        state = views.state(key)
-        assigned = views.assigned_to(extraction.document_id)
-        slot = None
-        if lens.viewer is not None and lens.viewer in assigned:
-            slot = "a" if assigned[0] == lens.viewer else "b"
+    if views.lens.dual:
+        dual = dual_view(views.lens, views.state(key), views.assigned_to(extraction.document_id))
         fields["dual_review"] = DualReviewOut(
-            assigned=slot,
-            your_review=ReviewOut.model_validate(seen.own.row) if seen.own else None,
-            both_reviewed=state.both_reviewed,
-            agree=None if seen.sealed else state.agree,
-            adjudicated=not seen.sealed and state.adjudication is not None,
+            assigned=dual.slot,
+            your_review=ReviewOut.model_validate(dual.own.row) if dual.own else None,
+            both_reviewed=dual.both_reviewed,
+            agree=dual.agree,
+            adjudicated=dual.adjudicated,
         )
     if seen.model_hidden:
         fields.update(_WITHHELD)

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from quarry.evaluation.compare import (
     InvalidValue,
@@ -239,6 +239,37 @@ def seen_by(lens: Lens, state: CellState[T], assigned: Assigned) -> Seen[T]:
     return Seen(own, own, True, lens.blind and own is None)
 
 
+@dataclass(frozen=True, slots=True)
+class DualView(Generic[T]):
+    """A cell's dual-review state as a viewer may see it (the `dual_review` of GET
+    …/extractions and GET …/results)."""
+
+    #: The viewer's slot on the document: reviewer "a" or "b" (None: not theirs).
+    slot: Literal["a", "b"] | None
+    #: The viewer's own current independent verdict.
+    own: Verdict[T] | None
+    both_reviewed: bool
+    #: Once both have reviewed and the viewer may know it: whether they agree.
+    agree: bool | None
+    adjudicated: bool
+
+
+def dual_view(lens: Lens, state: CellState[T], assigned: Assigned) -> DualView[T]:
+    """What `lens`'s viewer may see of a cell's dual review (sealed: not whether the two
+    reviewers agree, nor that the cell was adjudicated)."""
+    seen = seen_by(lens, state, assigned)
+    slot: Literal["a", "b"] | None = None
+    if lens.viewer is not None and lens.viewer in assigned:
+        slot = "a" if assigned[0] == lens.viewer else "b"
+    return DualView(
+        slot,
+        seen.own,
+        state.both_reviewed,
+        None if seen.sealed else state.agree,
+        not seen.sealed and state.adjudication is not None,
+    )
+
+
 def model_side(status: str | None, value: Any, answered: bool) -> tuple[str, Any]:
     """The model's answer as a verdict to compare with a reviewer's: its value (None: not
     stated) when it answered, else NO_ANSWER."""
@@ -255,10 +286,12 @@ __all__ = [
     "UNASSIGNED",
     "Assigned",
     "CellState",
+    "DualView",
     "Lens",
     "ReviewMode",
     "Seen",
     "Verdict",
+    "dual_view",
     "model_side",
     "seen_by",
     "settle",

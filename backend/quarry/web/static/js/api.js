@@ -144,7 +144,9 @@ export function apiUrl(path, query) {
   const url = new URL(API + path, window.location.origin);
   for (const [key, value] of Object.entries(query || {})) {
     if (value === undefined || value === null || value === "") continue;
-    url.searchParams.set(key, String(value));
+    // A list is the parameter repeated (?document_id=a&document_id=b).
+    if (Array.isArray(value)) value.forEach((item) => url.searchParams.append(key, String(item)));
+    else url.searchParams.set(key, String(value));
   }
   return url.pathname + url.search;
 }

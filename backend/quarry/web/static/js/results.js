@@ -1,17 +1,36 @@
-// Results and review: a grid of documents × variables built from GET …/extractions, a panel with
-// the value, its evidence highlighted in the document text, confidence and model, and accept /
-// correct / reject (PUT …/reviews/{document}/{variable}). Keyboard: arrow keys move, Enter
-// opens, a / c / r accept, correct, reject, Escape closes the panel.
+// Results and review: a grid of documents × variables, one page at a time from GET …/results
+// (sorted, filtered and counted on the server), a panel with the value, its evidence
+// highlighted in the document text, confidence and model (GET …/extractions for the cell), and
+// accept / correct / reject (PUT …/reviews/{document}/{variable}). Keyboard: arrow keys move
+// (across pages too), Enter opens, a / c / r accept, correct, reject, Escape closes the panel.
+// In dual review the server says what each cell shows the user (their own verdict while the
+// other reviewer's is sealed; in blind review "…" until they have reviewed the model's answer).
+// The Cases view links here with ?documents=a,b&case=K&document=d&variable=v.
 
-import { get, listAll, mapLimit, post, put } from "./api.js";
+import { get, listAll, post, put } from "./api.js";
 import { hasPageImages, pageImageViewer, pageViewer } from "./documents.js";
 import {
-  add, announce, badge, errorBox, formatDate, formatValue, h, notify, pager, setChildren,
+  add, announce, badge, errorBox, formatDate, formatValue, h, notify, setChildren,
   showError, uid, withBusy,
 } from "./ui.js";
 
-const PAGE_SIZE = 25;
 const LOW_CONFIDENCE = 0.5; // the exports highlight below this too
+// Column widths in CSS pixels: the default fits five variable columns beside the document
+// column at 1024 px; "narrow columns" fits eight.
+const DOC_COLUMN_PX = 192;
+const COLUMN_PX = 144;
+const NARROW_COLUMN_PX = 96;
+const MIN_COLUMN_PX = 48;
+const MAX_COLUMN_PX = 640;
+const RESIZE_STEP_PX = 16;
+const PAGE_KEY_ROWS = 10; // rows PageUp / PageDown move within a page
+const RECOUNT_DELAY_MS = 1500; // after the last review, the filter counts are asked for again
+const PREFETCH_ROWS = 3; // this close to a page's end (or start), the next (or previous) is fetched
+const PAGE_SIZES = [25, 50]; // a page of 100 × 30 cells took the browser seconds to lay out and paint
+const GRID_KEYS = new Set([
+  "ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "PageUp", "PageDown", "Home", "End", "Enter", " ", "Escape",
+]);
+const REVIEW_KEYS = new Set(["a", "c", "r"]);
 const ANSWERED = new Set(["succeeded", "not_found"]);
 
 /** The extraction that is a cell's current answer: newest answered, else newest of any status. */
@@ -29,13 +48,14 @@ function describeCell(cell) {
   const e = cell.extraction;
   // Dual review: a cell's reviewer sees their own verdict in the grid (the final value, once
   // there is one, is in the panel); everyone else the cell's verdict.
-  const mine = e && e.dual_review && e.dual_review.assigned;
-  const r = mine ? e.dual_review.your_review : cell.review;
+  const dual = cell.dual_review;
+  const mine = dual && dual.assigned;
+  const r = mine ? dual.your_review : cell.review;
   const out = { state: "empty", text: "", flags: [], words: [] };
   if (!e) {
     out.state = "empty";
     out.words.push("not extracted yet");
-  } else if (e.model_hidden) {
+  } else if (cell.model_hidden) {
     // Blind dual review: the model's answer is withheld until this reviewer has reviewed it.
     out.state = "hidden";
     out.text = "…";
@@ -76,7 +96,7 @@ function describeCell(cell) {
     }
   }
   // A value matched to a reference list that needs a reviewer's choice of row.
-  if (e && e.status === "succeeded" && !e.match_review) {
+  if (e && e.status === "succeeded" && !e.match_review && !e.match_reviewed) {
     if (e.match_status === "ambiguous") {
       out.flags.push(["match", "≈"]);
       out.words.push("matches several rows of its reference list");
@@ -95,7 +115,6 @@ function describeCell(cell) {
     out.flags.push(["disagree", "⇄"]);
     out.words.push("the two models disagree");
   }
-  const dual = e && e.dual_review;
   if (dual && dual.both_reviewed && dual.agree === false && !dual.adjudicated) {
     out.flags.push(["conflict", "⚑"]);
     out.words.push("the two reviewers disagree");
@@ -135,19 +154,80 @@ const LEGEND = [
   ["rejected", "✗", "Rejected"],
 ];
 
+/** The grid's display preferences: density and page size for every project, column widths
+ * per project (localStorage; defaults where it is unavailable). */
+function gridPrefs(pid) {
+  const read = (name) => {
+    try {
+      return JSON.parse(localStorage.getItem(name) || "null");
+    } catch {
+      return null;
+    }
+  };
+  const shared = read("quarry.results") || {};
+  const widths = read(`quarry.results.widths.${pid}`) || {};
+  return {
+    compact: shared.compact === true,
+    narrow: shared.narrow === true,
+    pageSize: PAGE_SIZES.includes(shared.pageSize) ? shared.pageSize : PAGE_SIZES[0],
+    widths: typeof widths === "object" && widths ? widths : {},
+  };
+}
+
+function savePrefs(pid, prefs) {
+  try {
+    localStorage.setItem("quarry.results", JSON.stringify({
+      compact: prefs.compact, narrow: prefs.narrow, pageSize: prefs.pageSize,
+    }));
+    localStorage.setItem(`quarry.results.widths.${pid}`, JSON.stringify(prefs.widths));
+  } catch {
+    // storage full or refused: the preference lasts until the page is left
+  }
+}
+
+/** The next frame (or a moment, where a hidden tab has no frames). */
+function nextFrame() {
+  return new Promise((resolve) => {
+    requestAnimationFrame(() => resolve());
+    setTimeout(resolve, 200);
+  });
+}
+
+let measureContext = null;
+/** A function giving the width in pixels of a text in `font` (a canvas measures it). */
+function textMeasurer(font) {
+  measureContext = measureContext || document.createElement("canvas").getContext("2d");
+  measureContext.font = font;
+  return (text) => measureContext.measureText(text).width;
+}
+
+/**
+ * `name` cut in the middle to fit `room` pixels: its start and its end kept ("Referral let…copy
+ * 2.pdf"), since copies and versions of a document differ at the end, where an ellipsis at the
+ * end would cut exactly what tells them apart.
+ */
+export function middleCut(name, room, measure) {
+  if (measure(name) <= room) return name;
+  const chars = Array.from(name);
+  const cut = (keep) => {
+    const tail = Math.ceil(keep * 0.55);
+    return chars.slice(0, keep - tail).join("") + "…" + chars.slice(chars.length - tail).join("");
+  };
+  let low = 1;
+  let high = chars.length - 1;
+  while (low < high) {
+    const mid = Math.ceil((low + high) / 2);
+    if (measure(cut(mid)) <= room) low = mid;
+    else high = mid - 1;
+  }
+  return cut(low);
+}
+
 export async function renderResults(ctx) {
   const { project } = ctx;
   const pid = project.id;
   const variables = (await get(`/projects/${pid}/variables`, {}, { signal: ctx.signal })).items;
-  let offset = 0;
-  let documents = [];
-  let page = { total: 0, limit: PAGE_SIZE, offset: 0 };
-  let cells = new Map(); // "docId:varId" → {doc, variable, extraction, review}
-  let active = { row: 0, col: 0 };
-  let panelKey = null;
-  let followTimer = null;
-  const texts = new Map(); // document id → Promise of its text
-  ctx.cleanup(() => clearTimeout(followTimer));
+  const prefs = gridPrefs(pid);
   // A link from another view (the Cases view): ?documents=a,b shows only those documents (of
   // case ?case=K), ?document=d focuses its row, and with &variable=v opens that cell's panel.
   const linked = {
@@ -156,11 +236,32 @@ export async function renderResults(ctx) {
     variable: ctx.query.get("variable"),
     case: ctx.query.get("case"),
   };
+  if (!linked.documents.length && linked.document) linked.documents = [linked.document];
+  // What the server sorts and filters by (GET …/results); the page is `offset`.
+  const query = {
+    sort: "uploaded", order: "asc", sort_variable_id: null, variable_id: null,
+    status: null, review: null, flag: null, name: "", value: "",
+    document_id: linked.documents.length ? linked.documents : null,
+  };
+  let offset = 0;
+  let page = { items: [], total: 0, limit: prefs.pageSize, offset: 0, documents_total: 0, counts: null };
+  let documents = [];
+  let cells = new Map(); // "docId:varId" → {doc, variable, extraction, review, finding, flags, detail}
+  let active = { row: 0, col: 0 };
+  let panelKey = null;
+  let followTimer = null;
+  let searchTimer = null;
+  let loading = null; // the load under way: keys that change the page wait for it
+  let loadToken = 0;
+  let panelToken = 0;
+  const texts = new Map(); // document id → Promise of its text
+  ctx.cleanup(() => { clearTimeout(followTimer); clearTimeout(searchTimer); });
 
   const key = (docId, varId) => `${docId}:${varId}`;
   const gridErrors = errorBox();
   const gridWrap = h("div", { class: "grid-wrap" });
   const pagerSlot = h("div");
+  const summary = h("p", { class: "grid-summary muted", "aria-live": "polite" });
   const panel = h("aside", { class: "review-panel", hidden: true, "aria-labelledby": "panel-title" });
   const legend = h("details", { class: "legend" },
     h("summary", {}, "Legend and keyboard shortcuts"),
@@ -169,100 +270,314 @@ export async function renderResults(ctx) {
       text))),
     h("p", { class: "small" },
       h("kbd", {}, "←"), " ", h("kbd", {}, "→"), " ", h("kbd", {}, "↑"), " ", h("kbd", {}, "↓"),
-      " move between cells · ", h("kbd", {}, "Enter"), " open · ", h("kbd", {}, "a"), " accept · ",
-      h("kbd", {}, "c"), " correct · ", h("kbd", {}, "r"), " reject · ", h("kbd", {}, "Esc"), " close"));
+      " move between cells (↑ ↓ and ", h("kbd", {}, "PgUp"), " ", h("kbd", {}, "PgDn"),
+      " go on to the previous or next page) · ", h("kbd", {}, "Enter"), " open · ", h("kbd", {}, "a"), " accept · ",
+      h("kbd", {}, "c"), " correct · ", h("kbd", {}, "r"), " reject · ", h("kbd", {}, "Esc"), " close · ",
+      h("kbd", {}, "Shift"), "+", h("kbd", {}, "←"), " ", h("kbd", {}, "→"), " narrow or widen the column"));
   legend.open = true;
 
+  // -- the filter bar: searches, filters with their counts, sort, density ----------------------
+  const nameSearch = h("input", { type: "search", id: uid("name-search"), autocomplete: "off", maxlength: 200, value: "" });
+  const valueSearch = h("input", { type: "search", id: uid("value-search"), autocomplete: "off", maxlength: 200, value: "" });
+  const columnSelect = h("select", { id: uid("column") },
+    h("option", { value: "" }, "Every column"),
+    variables.map((v) => h("option", { value: v.id }, v.label)));
+  const statusSelect = h("select", { id: uid("status") });
+  const sortSelect = h("select", { id: uid("sort") },
+    h("option", { value: "uploaded" }, "Upload order"),
+    h("option", { value: "filename" }, "Document name"),
+    h("option", { value: "flag" }, "Flags, most serious first"),
+    variables.map((v) => h("option", { value: `value:${v.id}` }, `Value of ${v.label}`)));
+  const orderSelect = h("select", { id: uid("order") },
+    h("option", { value: "asc" }, "Ascending"), h("option", { value: "desc" }, "Descending"));
+  const sizeSelect = h("select", { id: uid("page-size") },
+    PAGE_SIZES.map((n) => h("option", { value: String(n), selected: n === prefs.pageSize }, String(n))));
+  const compactButton = h("button", { type: "button", class: "quiet", "aria-pressed": String(prefs.compact) }, "Compact rows");
+  const narrowButton = h("button", { type: "button", class: "quiet", "aria-pressed": String(prefs.narrow) }, "Narrow columns");
+  const clearButton = h("button", { type: "button", class: "quiet", hidden: true }, "Clear filters");
+  const reviewChips = h("div", { class: "chips-row", role: "group", "aria-label": "Review" });
+  const flagChips = h("div", { class: "chips-row", role: "group", "aria-label": "Flag" });
+  const field = (label, control) => h("div", { class: "toolbar-field" }, h("label", { for: control.id }, label), control);
+  const toolbar = h("div", { class: "grid-toolbar" },
+    h("div", { class: "toolbar-row", role: "search", "aria-label": "Search the results" },
+      field("Document name", nameSearch), field("Value", valueSearch), field("In column", columnSelect),
+      field("Status", statusSelect)),
+    h("div", { class: "toolbar-row" },
+      field("Sort by", sortSelect), field("Order", orderSelect), field("Rows per page", sizeSelect),
+      compactButton, narrowButton, clearButton),
+    h("div", { class: "toolbar-row chips-line" }, h("span", { class: "chips-label", "aria-hidden": "true" }, "Review:"), reviewChips),
+    h("div", { class: "toolbar-row chips-line" }, h("span", { class: "chips-label", "aria-hidden": "true" }, "Flags:"), flagChips));
+
   const findingsBox = h("details", { class: "findings", hidden: true });
-  add(ctx.root, 
-    h("div", { class: "section-head" }, h("h2", { tabindex: "-1" }, "Results"),
-      h("button", { type: "button", onclick: () => load(true) }, "Refresh")),
-    linked.documents.length ? h("p", { class: "notice" },
-      linked.case ? `The documents of case ${linked.case}. ` : `${linked.documents.length} chosen documents. `,
-      h("a", { href: `#/projects/${pid}/results` }, "Show every document"),
-      linked.case ? [" · ", h("a", { href: `#/projects/${pid}/cases` }, "Back to the cases")] : null) : null,
+  const linkedNotice = linked.documents.length ? h("p", { class: "notice" },
+    linked.case ? `The documents of case ${linked.case}. `
+      : linked.documents.length === 1 ? "One chosen document. " : `${linked.documents.length} chosen documents. `,
+    h("a", { href: `#/projects/${pid}/results` }, "Show every document"),
+    linked.case ? [" · ", h("a", { href: `#/projects/${pid}/cases` }, "Back to the cases")] : null) : null;
+  // The Refresh button closes the toolbar: Tab goes from it to the legend and then into the grid.
+  add(ctx.root,
+    h("div", { class: "section-head" }, h("h2", { tabindex: "-1" }, "Results")),
+    linkedNotice,
+    toolbar,
+    h("div", { class: "refresh-row" }, h("button", { type: "button", onclick: () => load({ keepFocus: true, findings: true }) }, "Refresh")),
     legend,
     findingsBox,
     gridErrors,
+    summary,
     h("div", { class: "results-layout" }, h("div", { class: "grid-column" }, gridWrap, pagerSlot), panel),
   );
+  gridWrap.classList.toggle("compact", prefs.compact);
 
   if (!variables.length) {
+    toolbar.hidden = true;
     setChildren(gridWrap, h("p", { class: "empty" }, "Define the codebook and start a run to see results here."));
     return;
+  }
+
+  const requery = () => { offset = 0; active = { row: 0, col: active.col }; load(); };
+  const searchLater = () => { clearTimeout(searchTimer); searchTimer = setTimeout(() => {
+    query.name = nameSearch.value.trim();
+    query.value = valueSearch.value.trim();
+    requery();
+  }, 300); };
+  nameSearch.addEventListener("input", searchLater);
+  valueSearch.addEventListener("input", searchLater);
+  columnSelect.addEventListener("change", () => { query.variable_id = columnSelect.value || null; requery(); });
+  statusSelect.addEventListener("change", () => { query.status = statusSelect.value || null; requery(); });
+  sortSelect.addEventListener("change", () => { setSort(sortSelect.value, query.order); requery(); });
+  orderSelect.addEventListener("change", () => { query.order = orderSelect.value; requery(); });
+  sizeSelect.addEventListener("change", () => {
+    prefs.pageSize = Number(sizeSelect.value);
+    savePrefs(pid, prefs);
+    requery();
+  });
+  compactButton.addEventListener("click", () => {
+    prefs.compact = !prefs.compact;
+    compactButton.setAttribute("aria-pressed", String(prefs.compact));
+    gridWrap.classList.toggle("compact", prefs.compact);
+    savePrefs(pid, prefs);
+    fitNames();
+  });
+  narrowButton.addEventListener("click", () => {
+    prefs.narrow = !prefs.narrow;
+    prefs.widths = {}; // the new default for every column
+    narrowButton.setAttribute("aria-pressed", String(prefs.narrow));
+    savePrefs(pid, prefs);
+    applyWidths();
+  });
+  clearButton.addEventListener("click", () => {
+    Object.assign(query, { variable_id: null, status: null, review: null, flag: null, name: "", value: "" });
+    nameSearch.value = "";
+    valueSearch.value = "";
+    columnSelect.value = "";
+    requery();
+    nameSearch.focus();
+  });
+
+  function setSort(choice, order) {
+    if (choice.startsWith("value:")) {
+      query.sort = "value";
+      query.sort_variable_id = choice.slice("value:".length);
+    } else {
+      query.sort = choice;
+      query.sort_variable_id = null;
+    }
+    query.order = order;
+  }
+
+  const STATUS_WORDS = {
+    succeeded: "Extracted", not_found: "Not stated", failed: "Failed", pending: "Waiting",
+    running: "Extracting", cancelled: "Cancelled", not_extracted: "Not extracted",
+  };
+  const REVIEW_WORDS = { unreviewed: "Unreviewed", reviewed: "Reviewed" };
+  const FLAG_WORDS = {
+    failed: "Failed", review_disagrees: "Newer extraction disagrees", models_disagree: "Models disagree",
+    not_found: "Not stated", ungrounded: "Ungrounded", unsupported_evidence: "Unsupported",
+    match_unmatched: "No reference row", match_ambiguous: "Ambiguous match",
+    ocr_low_confidence: "Low OCR confidence", low_confidence: "Low confidence", finding: "Finding",
+  };
+
+  /** The filter bar after a load: each value with what choosing it would give. */
+  // The filter bar's chips and options are made once and updated in place after each load:
+  // replacing them would take the focus from the chip just pressed (and have the browser lay
+  // the page out there and then to move it).
+  const chips = new Map(); // "facet:value" → button
+  function chipFor(facet, value, container) {
+    const id = `${facet}:${value ?? ""}`;
+    if (!chips.has(id)) {
+      const button = h("button", {
+        type: "button", class: "chip", "aria-pressed": "false", "data-facet": facet, "data-value": value ?? "",
+        onclick: () => { query[facet] = query[facet] === value ? null : value; requery(); },
+      });
+      container.append(button);
+      chips.set(id, button);
+    }
+    return chips.get(id);
+  }
+  const noFlags = h("span", { class: "muted small", hidden: true }, "none");
+  const statusOptions = new Map(); // value → option
+  statusSelect.append(h("option", { value: "" }, "Any status"));
+
+  function updateChip(button, label, count, pressed, shown) {
+    const text = count === null ? label : `${label} (${count.toLocaleString()})`;
+    if (button.textContent !== text) button.textContent = text;
+    button.setAttribute("aria-pressed", String(pressed));
+    button.hidden = !shown;
+  }
+
+  /** The filter bar after a load: each value with what choosing it would give. */
+  function renderFilters() {
+    const counts = page.counts || { status: [], review: [], flag: [] };
+    updateChip(chipFor("review", null, reviewChips), "All", null, query.review === null, true);
+    for (const c of counts.review) {
+      updateChip(chipFor("review", c.value, reviewChips), REVIEW_WORDS[c.value] || c.value, c.documents,
+        query.review === c.value, c.documents > 0 || query.review === c.value);
+    }
+    updateChip(chipFor("flag", null, flagChips), "Any", null, query.flag === null, true);
+    let anyFlag = false;
+    for (const c of counts.flag) {
+      const shown = c.documents > 0 || query.flag === c.value;
+      anyFlag = anyFlag || shown;
+      updateChip(chipFor("flag", c.value, flagChips), FLAG_WORDS[c.value] || c.value, c.documents,
+        query.flag === c.value, shown);
+    }
+    if (!noFlags.isConnected) flagChips.append(noFlags);
+    noFlags.hidden = anyFlag;
+    for (const c of counts.status) {
+      if (!statusOptions.has(c.value)) {
+        const option = h("option", { value: c.value });
+        statusSelect.append(option);
+        statusOptions.set(c.value, option);
+      }
+      const option = statusOptions.get(c.value);
+      option.textContent = `${STATUS_WORDS[c.value] || c.value} (${c.documents.toLocaleString()})`;
+      option.hidden = !(c.documents > 0 || query.status === c.value);
+    }
+    statusSelect.value = query.status || "";
+    sortSelect.value = query.sort === "value" ? `value:${query.sort_variable_id}` : query.sort;
+    orderSelect.value = query.order;
+    clearButton.hidden = !(query.variable_id || query.status || query.review || query.flag || query.name || query.value);
+  }
+
+  // -- paging: Previous / Next, updated in place (the button just pressed keeps the focus) ----------
+  const previousButton = h("button", { type: "button" }, "Previous");
+  const nextButton = h("button", { type: "button" }, "Next");
+  const pageText = h("span", { class: "muted" });
+  const pagerNav = h("nav", { class: "pager", "aria-label": "Pages of documents", hidden: true }, previousButton, pageText, nextButton);
+  const pagerNote = h("p", { class: "muted pager-summary", hidden: true });
+  add(pagerSlot, pagerNav, pagerNote);
+  const goTo = (next) => { offset = next; active = { row: 0, col: active.col }; load(); };
+  previousButton.addEventListener("click", () => goTo(Math.max(0, offset - prefs.pageSize)));
+  nextButton.addEventListener("click", () => goTo(offset + prefs.pageSize));
+
+  function renderPager() {
+    const { total } = page;
+    const single = total <= prefs.pageSize && offset === 0;
+    pagerNav.hidden = single;
+    pagerNote.hidden = !single;
+    pagerNote.textContent = total === 1 ? "1 document" : `${total.toLocaleString()} documents`;
+    const first = total === 0 ? 0 : offset + 1;
+    const last = Math.min(offset + prefs.pageSize, total);
+    pageText.textContent = `${first.toLocaleString()}–${last.toLocaleString()} of ${total.toLocaleString()} documents`;
+    previousButton.disabled = offset === 0;
+    nextButton.disabled = offset + prefs.pageSize >= total;
   }
 
   // -- loading ------------------------------------------------------------------------------------
 
   /**
-   * Every extraction (all runs) of each document, in the order of `docs`. There is no "current
-   * value per cell" endpoint, so the grid picks the current answer itself, as the exports do.
-   * A small project's whole history comes in a few pages; a large one is read per document.
+   * One page of the grid from GET …/results (sorted and filtered there); `focus` is where the
+   * keyboard lands afterwards: {row: n | "last", col}.
    */
-  async function extractionHistories(docs) {
-    const path = `/projects/${pid}/extractions`;
-    const first = await get(path, { limit: 500, offset: 0 }, { signal: ctx.signal });
-    let all = null;
-    if (first.total <= first.items.length) all = first.items;
-    else if (first.total <= 500 * Math.max(4, docs.length / 4)) {
-      all = [...first.items];
-      for (let next = 500; next < first.total; next += 500) {
-        const more = await get(path, { limit: 500, offset: next }, { signal: ctx.signal });
-        if (!more.items.length) break;
-        all.push(...more.items);
+  function load({ keepFocus = false, focus = null, findings = false } = {}) {
+    const token = ++loadToken;
+    const run = (async () => {
+      showError(gridErrors, null);
+      gridWrap.setAttribute("aria-busy", "true");
+      let result;
+      let openFindings = null;
+      try {
+        // Counts are the same for every page of a query: asked for once per query (and
+        // on Refresh), then left out, which lets the server read only the page's cells.
+        const params = pageParams(offset, { counted: !findings });
+        [result, openFindings] = await Promise.all([
+          fetchPage(params),
+          findings ? get(`/projects/${pid}/findings`, { status: "open", limit: 500 }, { signal: ctx.signal }) : null,
+        ]);
+      } catch (error) {
+        if (token === loadToken && error.name !== "AbortError") showError(gridErrors, error);
+        return;
+      } finally {
+        if (token === loadToken) gridWrap.removeAttribute("aria-busy");
       }
-    }
-    if (all) {
-      const byDocument = new Map(docs.map((d) => [d.id, []]));
-      for (const e of all) if (byDocument.has(e.document_id)) byDocument.get(e.document_id).push(e);
-      return docs.map((d) => byDocument.get(d.id));
-    }
-    return mapLimit(docs, 3, (doc) => listAll(path, { document_id: doc.id }, { signal: ctx.signal }));
-  }
-  async function load(keepFocus = false) {
-    showError(gridErrors, null);
-    gridWrap.setAttribute("aria-busy", "true");
-    try {
-      if (linked.documents.length) {
-        const items = await mapLimit(linked.documents, 3, (id) => get(`/projects/${pid}/documents/${id}`, {}, { signal: ctx.signal }));
-        page = { items, total: items.length, limit: items.length, offset: 0 };
+      if (token !== loadToken) return; // a later load overtook this one
+      if (!result.items.length && result.total > 0 && offset > 0) {
+        // The page went away (filtered rows were reviewed, documents deleted): the last one.
+        offset = Math.max(0, Math.floor((result.total - 1) / prefs.pageSize) * prefs.pageSize);
+        await load({ keepFocus, focus });
+        return;
+      }
+      if (openFindings) renderFindings(openFindings.items);
+      if (result.counts) {
+        countsOf = queryKey();
       } else {
-        page = await get(`/projects/${pid}/documents`, { limit: PAGE_SIZE, offset }, { signal: ctx.signal });
+        result.counts = page.counts;
       }
-      documents = page.items;
-      const histories = await extractionHistories(documents);
-      const findings = (await get(`/projects/${pid}/findings`, { status: "open", limit: 500 }, { signal: ctx.signal })).items;
-      const involved = new Map();
-      for (const f of findings) for (const v of f.values) for (const d of v.documents) involved.set(key(d.document_id, f.variable_id), f);
-      renderFindings(findings);
+      page = result;
+      documents = result.items.map((row) => row.document);
       cells = new Map();
-      documents.forEach((doc, i) => {
-        const byVariable = new Map();
-        for (const e of histories[i]) {
-          if (!byVariable.has(e.variable_id)) byVariable.set(e.variable_id, []);
-          byVariable.get(e.variable_id).push(e);
+      const byId = new Map(variables.map((v) => [v.id, v]));
+      for (const row of result.items) {
+        for (const c of row.cells) {
+          const variable = byId.get(c.variable_id);
+          if (!variable) continue;
+          cells.set(key(row.document.id, c.variable_id), { doc: row.document, variable, ...cellState(c), detail: null });
         }
-        for (const variable of variables) {
-          const list = byVariable.get(variable.id) || [];
-          const extraction = currentExtraction(list);
-          const reviewed = list.find((e) => e.review);
-          cells.set(key(doc.id, variable.id), {
-            doc, variable, extraction, review: reviewed ? reviewed.review : null,
-            finding: involved.get(key(doc.id, variable.id)) || null,
-          });
-        }
-      });
-    } catch (error) {
-      if (error.name !== "AbortError") showError(gridErrors, error);
-      return;
-    } finally {
-      gridWrap.removeAttribute("aria-busy");
-    }
-    active.row = Math.min(active.row, Math.max(0, documents.length - 1));
-    renderGrid();
-    setChildren(pagerSlot, pager(page, (next) => { offset = next; active = { row: 0, col: 0 }; load(); }, "documents"));
-    if (keepFocus) focusActive();
-    if (panelKey && cells.has(panelKey)) renderPanel(cells.get(panelKey), {});
+      }
+      if (focus) {
+        active = { row: focus.row === "last" ? documents.length - 1 : focus.row, col: focus.col };
+      }
+      active.row = Math.min(Math.max(0, active.row), Math.max(0, documents.length - 1));
+      renderFilters();
+      renderGrid({ keepScroll: keepFocus && !focus });
+      renderSummary();
+      renderPager();
+      // The focus moves now (the next key must find the new page), the scrolling to it in the
+      // next frame: it reads the layout, which that frame computes anyway.
+      if (keepFocus || focus) {
+        const td = focusActive({ scroll: false });
+        if (td) afterFrame.push(() => td.scrollIntoView({ block: "nearest", inline: "nearest" }));
+      }
+      await nextFrame();
+      for (const step of afterFrame.splice(0)) step();
+      if (token !== loadToken) return;
+      if (focus && !panel.hidden) followFocus();
+      if (panelKey) {
+        if (cells.has(panelKey)) openPanel(cells.get(panelKey), {});
+        else closePanel(false);
+      }
+    })();
+    const tracked = run.finally(() => { if (loading === tracked) loading = null; });
+    loading = tracked;
+    return run;
+  }
+
+  /** What the grid keeps of a cell of GET …/results. */
+  function cellState(c) {
+    return {
+      extraction: c.extraction, review: c.review, finding: c.finding, flags: c.flags, flag: c.flag,
+      model_hidden: c.model_hidden, dual_review: c.dual_review,
+    };
+  }
+
+  function renderSummary() {
+    const first = page.total ? offset + 1 : 0;
+    const last = Math.min(offset + documents.length, page.total);
+    const filtered = page.total !== page.documents_total;
+    summary.textContent = page.total
+      ? `Documents ${first.toLocaleString()}–${last.toLocaleString()} of ${page.total.toLocaleString()}`
+        + (filtered ? ` matching (${page.documents_total.toLocaleString()} in the project)` : "")
+      : "";
   }
 
   /** The open findings, each value with its documents and quotes; a document opens its cell. */
@@ -278,21 +593,39 @@ export async function renderResults(ctx) {
         h("ul", {}, f.values.map((v) => h("li", {},
           h("strong", {}, formatValue(v.value)), v.agrees_with_reference === false ? " (not the reference value)" : "",
           v.documents.map((d) => h("span", {}, " ",
-            h("button", { type: "button", class: "link", onclick: () => {
-              const cell = cells.get(key(d.document_id, f.variable_id));
-              if (cell) openPanel(cell, { focusPanel: true });
-            } }, d.filename),
+            h("button", { type: "button", class: "link", onclick: () => openFindingCell(d, f.variable_id) }, d.filename),
             d.page ? ` p. ${d.page}` : "", d.evidence ? h("q", {}, d.evidence) : ""))))),
         h("button", { type: "button", class: "quiet", "data-needs": "review", onclick: () => resolveFinding(f, { resolution: "both_correct" }) }, "Both correct"),
         f.values.map((v) => h("button", { type: "button", class: "quiet", "data-needs": "review", onclick: () => resolveFinding(f, { resolution: "value", value: v.value }) },
           `${formatValue(v.value)} is right`))))));
   }
 
+  /** A finding's document: its cell on this page, else the grid narrowed to its name. */
+  async function openFindingCell(source, variableId) {
+    let cell = cells.get(key(source.document_id, variableId));
+    if (!cell) {
+      Object.assign(query, {
+        name: source.filename, variable_id: null, status: null, review: null, flag: null, value: "", document_id: null,
+      });
+      if (linkedNotice) linkedNotice.hidden = true; // no longer only the linked documents
+      nameSearch.value = source.filename;
+      valueSearch.value = "";
+      columnSelect.value = "";
+      offset = 0;
+      await load();
+      cell = cells.get(key(source.document_id, variableId));
+    }
+    if (cell) {
+      setActive(documents.findIndex((d) => d.id === cell.doc.id), variables.findIndex((v) => v.id === variableId));
+      openPanel(cell, { focusPanel: true });
+    }
+  }
+
   async function resolveFinding(finding, body) {
     try {
       await post(`/projects/${pid}/findings/${finding.id}/resolution`, body, { signal: ctx.signal });
       notify("Finding resolved.");
-      await load(true);
+      await load({ keepFocus: true, findings: true });
     } catch (error) {
       if (error.name !== "AbortError") showError(gridErrors, error);
     }
@@ -300,56 +633,168 @@ export async function renderResults(ctx) {
 
   async function chooseRow(cell, matchKey) {
     try {
-      await post(`/projects/${pid}/extractions/${cell.extraction.id}/match`, { key: matchKey }, { signal: ctx.signal });
+      await post(`/projects/${pid}/extractions/${cell.detail.id}/match`, { key: matchKey }, { signal: ctx.signal });
       notify(matchKey ? `Matched to ${matchKey}.` : "Marked as matching no row.");
-      await load(true);
+      await load({ keepFocus: true, findings: true });
     } catch (error) {
       if (error.name !== "AbortError") showError(gridErrors, error);
     }
   }
 
   // -- the grid -------------------------------------------------------------------------------------
+  const afterFrame = []; // what waits for the next frame after a page is drawn
+  const scrolled = { top: 0 }; // kept by a listener: reading it would lay the page out
+  gridWrap.addEventListener("scroll", () => { scrolled.top = gridWrap.scrollTop; }, { passive: true });
   let table = null;
-  function renderGrid() {
+  let cols = [];
+  const nameStyle = {};
+
+  function defaultWidth() {
+    return prefs.narrow ? NARROW_COLUMN_PX : COLUMN_PX;
+  }
+
+  function widthOf(id) {
+    return prefs.widths[id] || (id === "doc" ? DOC_COLUMN_PX : defaultWidth());
+  }
+
+  /** Column widths from the preferences, set through the CSSOM (allowed by the strict CSP,
+   * which forbids only style attributes in markup). */
+  function applyWidths() {
+    if (!table) return;
+    let total = 0;
+    cols.forEach((col) => {
+      const px = widthOf(col.dataset.column);
+      col.style.width = `${px}px`;
+      total += px;
+    });
+    table.style.width = `${total}px`;
+    table.querySelectorAll(".col-resize").forEach((handle) => {
+      handle.setAttribute("aria-valuenow", String(widthOf(handle.dataset.resize)));
+    });
+    gridWrap.style.scrollPaddingLeft = `${widthOf("doc")}px`;
+    fitNames();
+  }
+
+  function resizeColumn(id, px, { announceIt = false } = {}) {
+    const width = Math.round(Math.min(MAX_COLUMN_PX, Math.max(MIN_COLUMN_PX, px)));
+    prefs.widths[id] = width;
+    applyWidths();
+    if (announceIt) {
+      const v = variables.find((x) => x.id === id);
+      announce(`${v ? v.label : "Document"} column ${width} pixels wide.`);
+    }
+    return width;
+  }
+
+  /** Filenames cut in the middle to fit their column: copies differ at the end. */
+  function fitNames() {
+    if (!table) return;
+    const names = table.querySelectorAll("tbody th.doc-name");
+    if (!names.length) return;
+    // The name cells' font and padding, read once per density (reading them from a table just
+    // built would have the browser compute its styles there and then).
+    const density = prefs.compact ? "compact" : "regular";
+    if (!nameStyle[density]) {
+      const style = getComputedStyle(names[0]);
+      nameStyle[density] = { font: style.font, padding: parseFloat(style.paddingLeft) + parseFloat(style.paddingRight) };
+    }
+    const room = widthOf("doc") - nameStyle[density].padding - 2;
+    const measure = textMeasurer(nameStyle[density].font);
+    names.forEach((th) => {
+      const shown = th.querySelector(".doc-name-text");
+      shown.textContent = middleCut(th.dataset.filename, room, measure);
+    });
+  }
+
+  function sortState(columnId) {
+    if (columnId === "doc") return query.sort === "filename" ? query.order : null;
+    return query.sort === "value" && query.sort_variable_id === columnId ? query.order : null;
+  }
+
+  function headerCell(columnId, label, extra, title) {
+    const state = sortState(columnId);
+    const button = h("button", {
+      type: "button", class: "sort-button", tabindex: "-1",
+      title: `Sort by ${columnId === "doc" ? "document name" : `the value of ${label}`}`,
+      onclick: () => {
+        const order = state === "asc" ? "desc" : "asc";
+        setSort(columnId === "doc" ? "filename" : `value:${columnId}`, order);
+        requery();
+      },
+    }, label, extra, h("span", { class: "sort-mark", "aria-hidden": "true" }, state === "asc" ? " ▲" : state === "desc" ? " ▼" : ""));
+    const handle = h("span", {
+      class: "col-resize", role: "separator", "aria-orientation": "vertical",
+      "aria-label": `Resize the ${label} column`, "aria-valuenow": String(widthOf(columnId)),
+      "aria-valuemin": String(MIN_COLUMN_PX), "aria-valuemax": String(MAX_COLUMN_PX), "data-resize": columnId,
+    });
+    return h("th", {
+      scope: "col", role: "columnheader", title,
+      "aria-sort": state === "asc" ? "ascending" : state === "desc" ? "descending" : "none",
+      "data-column": columnId,
+    }, button, handle);
+  }
+
+  function renderGrid({ keepScroll = false } = {}) {
     if (!documents.length) {
-      setChildren(gridWrap, h("p", { class: "empty" },
-        "No documents yet. Upload documents and start a run to see results here."));
+      const filtered = clearButton.hidden === false;
+      setChildren(gridWrap, h("p", { class: "empty" }, filtered
+        ? "No documents match these filters."
+        : "No documents yet. Upload documents and start a run to see results here."));
       table = null;
       return;
     }
+    cols = [h("col", { "data-column": "doc" }), ...variables.map((v) => h("col", { "data-column": v.id }))];
+    const body = document.createDocumentFragment();
+    documents.forEach((doc, row) => {
+      const tr = document.createElement("tr");
+      tr.setAttribute("role", "row");
+      tr.setAttribute("aria-rowindex", String(offset + row + 2));
+      const th = document.createElement("th");
+      th.scope = "row";
+      th.setAttribute("role", "rowheader");
+      th.className = "doc-name";
+      th.title = doc.filename;
+      th.dataset.filename = doc.filename;
+      // The full name for screen readers; the visible one may be cut in the middle.
+      th.append(h("span", { class: "doc-name-text", "aria-hidden": "true" }, doc.filename),
+        h("span", { class: "visually-hidden" }, doc.filename));
+      tr.append(th);
+      variables.forEach((variable, col) => tr.append(cellElement(cells.get(key(doc.id, variable.id)), row, col)));
+      body.append(tr);
+    });
+    const tbody = document.createElement("tbody");
+    tbody.append(body);
     table = h("table", {
       class: "results-grid", role: "grid", "aria-label": "Results: a row per document, a column per variable",
       "aria-rowcount": String(page.total + 1), "aria-colcount": String(variables.length + 1),
     },
-    h("thead", {}, h("tr", { role: "row" },
-      h("th", { scope: "col", role: "columnheader" }, "Document"),
-      variables.map((v) => h("th", { scope: "col", role: "columnheader", title: v.description },
-        v.label, h("span", { class: "slug" }, v.name))))),
-    h("tbody", {}, documents.map((doc, row) => h("tr", { role: "row", "aria-rowindex": String(offset + row + 2) },
-      h("th", { scope: "row", role: "rowheader", class: "doc-name", title: doc.filename }, doc.filename),
-      variables.map((variable, col) => cellElement(cells.get(key(doc.id, variable.id)), row, col))))));
+    h("colgroup", {}, cols),
+    h("thead", {}, h("tr", { role: "row", "aria-rowindex": "1" },
+      headerCell("doc", "Document", null, "Sort by document name"),
+      variables.map((v) => headerCell(v.id, v.label, h("span", { class: "slug" }, v.name), v.description)))),
+    tbody);
     table.addEventListener("keydown", onGridKey);
+    table.addEventListener("click", onGridClick);
+    table.addEventListener("focusin", onGridFocus);
+    table.addEventListener("pointerdown", onResizeStart);
     setChildren(gridWrap, table);
+    applyWidths();
+    // The scroller keeps its offsets across the new table: a re-drawn page stays where it was,
+    // a new one starts at its top (written in the next frame, with the layout that frame does
+    // anyway: written here it would lay the new table out in this task as well).
+    if (!keepScroll && scrolled.top > 0) afterFrame.push(() => { gridWrap.scrollTop = 0; });
   }
 
   function cellElement(cell, row, col) {
-    const td = h("td", {
-      role: "gridcell",
-      tabindex: row === active.row && col === active.col ? "0" : "-1",
-      "data-row": String(row),
-      "data-col": String(col),
-      "data-document": cell.doc.filename,
-      "data-variable": cell.variable.name,
-      "aria-selected": key(cell.doc.id, cell.variable.id) === panelKey ? "true" : "false",
-    });
+    const td = document.createElement("td");
+    td.setAttribute("role", "gridcell");
+    td.tabIndex = row === active.row && col === active.col ? 0 : -1;
+    td.dataset.row = String(row);
+    td.dataset.col = String(col);
+    td.dataset.document = cell.doc.filename;
+    td.dataset.variable = cell.variable.name;
+    td.setAttribute("aria-selected", key(cell.doc.id, cell.variable.id) === panelKey ? "true" : "false");
     fillCell(td, cell);
-    td.addEventListener("click", () => {
-      setActive(row, col);
-      openPanel(cell, { focusPanel: false });
-    });
-    td.addEventListener("focus", () => {
-      active = { row, col };
-    });
     return td;
   }
 
@@ -358,16 +803,72 @@ export async function renderResults(ctx) {
     td.className = ["cell", `cell-${d.state}`, ...d.flags.map(([f]) => `flag-${f}`)].join(" ");
     td.dataset.state = d.state;
     td.dataset.flags = d.flags.map(([f]) => f).join(" ");
-    setChildren(td, 
-      h("span", { class: "cell-text" }, d.text),
-      d.flags.length ? h("span", { class: "cell-flags", "aria-hidden": "true" }, d.flags.map(([, m]) => m).join("")) : null,
-      h("span", { class: "visually-hidden" }, d.words.length ? `, ${d.words.join(", ")}` : ""),
-    );
+    // A plain value is one text node; only flagged cells get their mark and words. The
+    // browser's layout and paint of a page of cells grow with its elements, not its text.
+    if (!d.flags.length && !d.words.length) {
+      td.textContent = d.text;
+    } else {
+      setChildren(td,
+        d.flags.length ? h("span", { class: "cell-flags", "aria-hidden": "true" }, d.flags.map(([, m]) => m).join("")) : null,
+        d.text,
+        d.words.length ? h("span", { class: "visually-hidden" }, `, ${d.words.join(", ")}`) : null,
+      );
+    }
     td.title = [d.text, ...d.words].filter(Boolean).join(" · ");
+  }
+
+  function onGridClick(event) {
+    const td = event.target.closest("td[role=gridcell]");
+    if (!td) return;
+    const row = Number(td.dataset.row);
+    const col = Number(td.dataset.col);
+    setActive(row, col);
+    openPanel(cellAtIndex(row, col), { focusPanel: false });
+  }
+
+  function onGridFocus(event) {
+    const td = event.target.closest("td[role=gridcell]");
+    if (td) active = { row: Number(td.dataset.row), col: Number(td.dataset.col) };
+  }
+
+  /** Dragging a header's right edge resizes its column. */
+  function onResizeStart(event) {
+    const handle = event.target.closest(".col-resize");
+    if (!handle || event.button !== 0) return;
+    event.preventDefault();
+    const id = handle.dataset.resize;
+    const startX = event.clientX;
+    const startWidth = widthOf(id);
+    handle.setPointerCapture(event.pointerId);
+    handle.classList.add("dragging");
+    let frame = 0;
+    let latest = startWidth;
+    const onMove = (e) => {
+      latest = startWidth + e.clientX - startX;
+      if (!frame) frame = requestAnimationFrame(() => { frame = 0; resizeColumn(id, latest); });
+    };
+    const onUp = () => {
+      handle.removeEventListener("pointermove", onMove);
+      handle.removeEventListener("pointerup", onUp);
+      handle.removeEventListener("pointercancel", onUp);
+      handle.classList.remove("dragging");
+      cancelAnimationFrame(frame);
+      resizeColumn(id, latest);
+      savePrefs(pid, prefs);
+    };
+    handle.addEventListener("pointermove", onMove);
+    handle.addEventListener("pointerup", onUp);
+    handle.addEventListener("pointercancel", onUp);
   }
 
   function cellAt(row, col) {
     return table ? table.querySelector(`td[data-row="${row}"][data-col="${col}"]`) : null;
+  }
+
+  function cellAtIndex(row, col) {
+    const doc = documents[row];
+    const variable = variables[col];
+    return doc && variable ? cells.get(key(doc.id, variable.id)) : null;
   }
 
   function setActive(row, col) {
@@ -379,18 +880,27 @@ export async function renderResults(ctx) {
     return td;
   }
 
-  function focusActive() {
+  function focusActive({ scroll = true } = {}) {
     const td = cellAt(active.row, active.col) || cellAt(0, 0);
     if (td) {
       td.tabIndex = 0;
-      td.focus();
+      td.focus({ preventScroll: true });
+      if (scroll) td.scrollIntoView({ block: "nearest", inline: "nearest" });
     }
+    return td;
   }
 
   function activeCell() {
-    const doc = documents[active.row];
-    const variable = variables[active.col];
-    return doc && variable ? cells.get(key(doc.id, variable.id)) : null;
+    return cellAtIndex(active.row, active.col);
+  }
+
+  function followFocus() {
+    // The panel follows the focused cell, so reviewing is arrow, look, key.
+    clearTimeout(followTimer);
+    followTimer = setTimeout(() => {
+      const cell = activeCell();
+      if (cell && key(cell.doc.id, cell.variable.id) !== panelKey) openPanel(cell, { focusPanel: false });
+    }, 150);
   }
 
   function move(row, col) {
@@ -398,52 +908,145 @@ export async function renderResults(ctx) {
     const c = Math.min(Math.max(0, col), variables.length - 1);
     const td = setActive(r, c);
     if (!td) return;
-    td.focus();
+    td.focus({ preventScroll: true });
     td.scrollIntoView({ block: "nearest", inline: "nearest" });
-    if (!panel.hidden) {
-      // The panel follows the focused cell, so reviewing is arrow, look, key.
-      clearTimeout(followTimer);
-      followTimer = setTimeout(() => {
-        const cell = activeCell();
-        if (cell && key(cell.doc.id, cell.variable.id) !== panelKey) openPanel(cell, { focusPanel: false });
-      }, 150);
-    }
+    if (!panel.hidden) followFocus();
+    prefetchNeighbour(r);
+  }
+
+  // A page the keyboard is about to go on to is asked for ahead (near the end of a page, the
+  // next one; near its start, the previous), so crossing a page boundary does not wait for the
+  // server. Any load, review or filter change drops what was fetched ahead.
+  const ahead = new Map(); // the query, as JSON → promise of its page
+  let countsOf = null; // the query (as JSON) whose counts the filter bar shows
+  let recountTimer = null;
+  const queryKey = () => JSON.stringify(query);
+  ctx.cleanup(() => clearTimeout(recountTimer));
+
+  /** Reviews change the counts: they are asked for again once the reviewer pauses, without
+   * drawing the page again (the rows stay where the keyboard is). */
+  function recountLater() {
+    clearTimeout(recountTimer);
+    recountTimer = setTimeout(async () => {
+      const asked = queryKey();
+      try {
+        const fresh = await get(`/projects/${pid}/results`, { ...query, limit: 1, offset: 0 }, { signal: ctx.signal });
+        if (asked !== queryKey() || loading) return;
+        page.counts = fresh.counts;
+        page.total = fresh.total;
+        renderFilters();
+        renderSummary();
+        renderPager();
+      } catch {
+        // the next load counts again
+        countsOf = null;
+      }
+    }, RECOUNT_DELAY_MS);
+  }
+  function pageParams(at, { counted = true } = {}) {
+    const params = { ...query, limit: prefs.pageSize, offset: at };
+    if (counted && countsOf === queryKey() && page.counts) params.counts = false;
+    return params;
+  }
+  function fetchPage(params) {
+    const hit = ahead.get(JSON.stringify(params));
+    ahead.clear();
+    return hit || get(`/projects/${pid}/results`, params, { signal: ctx.signal });
+  }
+  function prefetchNeighbour(row) {
+    let at = null;
+    if (row >= documents.length - PREFETCH_ROWS && offset + documents.length < page.total) at = offset + prefs.pageSize;
+    else if (row < PREFETCH_ROWS && offset > 0) at = Math.max(0, offset - prefs.pageSize);
+    if (at === null || loading) return;
+    const params = pageParams(at);
+    const id = JSON.stringify(params);
+    if (ahead.has(id)) return;
+    const promise = get(`/projects/${pid}/results`, params, { signal: ctx.signal });
+    promise.catch(() => ahead.delete(id));
+    ahead.set(id, promise);
+  }
+
+  /** Another page, landing on `row` ("last" or a number) of the same column. */
+  function turnPage(nextOffset, row) {
+    offset = nextOffset;
+    announce(`Page ${Math.floor(offset / prefs.pageSize) + 1} of ${Math.max(1, Math.ceil(page.total / prefs.pageSize))}.`);
+    return load({ focus: { row, col: active.col } });
+  }
+
+  // Keys pressed while the next page is on its way wait for it, in order: they are meant for
+  // the cell the keyboard lands on, not for the page leaving.
+  const waitingKeys = [];
+  async function replayWaitingKeys() {
+    while (loading) await loading;
+    while (waitingKeys.length && !loading) handleKey(waitingKeys.shift());
+    if (waitingKeys.length) replayWaitingKeys();
   }
 
   function onGridKey(event) {
     const td = event.target.closest("td[role=gridcell]");
     if (!td || event.altKey || event.metaKey) return;
+    const pressed = { key: event.key, ctrlKey: event.ctrlKey, shiftKey: event.shiftKey };
+    if (loading && isGridKey(pressed)) {
+      event.preventDefault();
+      if (waitingKeys.length < 20) waitingKeys.push(pressed);
+      if (waitingKeys.length === 1) replayWaitingKeys();
+      return;
+    }
+    if (handleKey(pressed)) event.preventDefault();
+  }
+
+  function isGridKey({ key: name, ctrlKey }) {
+    return GRID_KEYS.has(name) || (!ctrlKey && REVIEW_KEYS.has(name.toLowerCase()));
+  }
+
+  /** What a key does on the active cell; true when it was the grid's. */
+  function handleKey({ key: name, ctrlKey, shiftKey }) {
+    if (!documents.length) return false;
     const { row, col } = active;
-    const last = variables.length - 1;
-    const handled = () => event.preventDefault();
-    switch (event.key) {
-      case "ArrowUp": handled(); move(row - 1, col); return;
-      case "ArrowDown": handled(); move(row + 1, col); return;
-      case "ArrowLeft": handled(); move(row, col - 1); return;
-      case "ArrowRight": handled(); move(row, col + 1); return;
-      case "Home": handled(); move(event.ctrlKey ? 0 : row, 0); return;
-      case "End": handled(); move(event.ctrlKey ? documents.length - 1 : row, last); return;
-      case "PageUp": handled(); move(row - 10, col); return;
-      case "PageDown": handled(); move(row + 10, col); return;
+    const lastRow = documents.length - 1;
+    const lastCol = variables.length - 1;
+    const hasNext = offset + documents.length < page.total;
+    const hasPrevious = offset > 0;
+    if (shiftKey && (name === "ArrowLeft" || name === "ArrowRight")) {
+      const id = variables[col].id;
+      resizeColumn(id, widthOf(id) + (name === "ArrowRight" ? RESIZE_STEP_PX : -RESIZE_STEP_PX), { announceIt: true });
+      savePrefs(pid, prefs);
+      const td = cellAt(row, col);
+      if (td) td.scrollIntoView({ block: "nearest", inline: "nearest" });
+      return true;
+    }
+    switch (name) {
+      case "ArrowUp":
+      case "PageUp":
+        if (row === 0 && hasPrevious) turnPage(Math.max(0, offset - prefs.pageSize), "last");
+        else move(row - (name === "PageUp" ? PAGE_KEY_ROWS : 1), col);
+        return true;
+      case "ArrowDown":
+      case "PageDown":
+        if (row === lastRow && hasNext) turnPage(offset + prefs.pageSize, 0);
+        else move(row + (name === "PageDown" ? PAGE_KEY_ROWS : 1), col);
+        return true;
+      case "ArrowLeft": move(row, col - 1); return true;
+      case "ArrowRight": move(row, col + 1); return true;
+      case "Home": move(ctrlKey ? 0 : row, 0); return true;
+      case "End": move(ctrlKey ? lastRow : row, lastCol); return true;
       case "Enter":
       case " ":
-        handled();
         openPanel(activeCell(), { focusPanel: true });
-        return;
+        return true;
       case "Escape":
-        if (!panel.hidden) {
-          handled();
-          closePanel();
-        }
-        return;
+        if (panel.hidden) return false;
+        closePanel();
+        return true;
       default:
         break;
     }
-    if (event.ctrlKey) return;
-    const letter = event.key.toLowerCase();
-    if (letter === "a") { handled(); review(activeCell(), "accepted"); }
-    if (letter === "r") { handled(); review(activeCell(), "rejected"); }
-    if (letter === "c") { handled(); openPanel(activeCell(), { correct: true }); }
+    if (ctrlKey || shiftKey) return false;
+    const letter = name.toLowerCase();
+    if (letter === "a") { review(activeCell(), "accepted"); return true; }
+    if (letter === "r") { review(activeCell(), "rejected"); return true; }
+    if (letter === "c") { openPanel(activeCell(), { correct: true }); return true; }
+    return false;
   }
 
   function refreshCell(cell) {
@@ -469,37 +1072,52 @@ export async function renderResults(ctx) {
       cell.review = await put(`/projects/${pid}/reviews/${cell.doc.id}/${cell.variable.id}`, body);
       // Dual review: what the cell shows now (your verdict, maybe the model's value a blind
       // review withheld, whether the other reviewer agrees) is the server's to say.
-      if (cell.extraction && cell.extraction.dual_review) await refetchCell(cell);
+      if (cell.dual_review) await refetchCell(cell);
     } catch (error) {
       if (error.name !== "AbortError") showError(box, error);
       return false;
     }
     refreshCell(cell);
+    ahead.clear(); // fetched before this review
+    recountLater();
     const words = { accepted: "Accepted", corrected: "Corrected", rejected: "Rejected" }[status];
     announce(`${words}: ${cell.variable.label} of ${cell.doc.filename}.`);
     notify(`${words} ${cell.variable.name} of ${cell.doc.filename}.`, "success");
-    if (panelKey === key(cell.doc.id, cell.variable.id)) renderPanel(cell, { focusPanel: focusInPanel });
+    if (panelKey === key(cell.doc.id, cell.variable.id) && !panel.hidden) renderPanel(cell, { focusPanel: focusInPanel });
     return true;
   }
 
+  /** The cell again from the server: its row of GET …/results, and its panel's detail. */
   async function refetchCell(cell) {
-    const list = await listAll(`/projects/${pid}/extractions`,
-      { document_id: cell.doc.id, variable_id: cell.variable.id }, { signal: ctx.signal });
-    cell.extraction = currentExtraction(list);
-    const reviewed = list.find((e) => e.review);
-    cell.review = reviewed ? reviewed.review : null;
+    const fresh = await get(`/projects/${pid}/results`,
+      { document_id: [cell.doc.id], counts: false, limit: 1, offset: 0 }, { signal: ctx.signal });
+    const row = fresh.items[0];
+    const c = row && row.cells.find((x) => x.variable_id === cell.variable.id);
+    if (c) Object.assign(cell, cellState(c));
+    cell.detail = null;
+    if (cell.extraction) await loadDetail(cell);
   }
 
-  function closePanel() {
+  function closePanel(refocus = true) {
+    panelToken += 1;
     panel.hidden = true;
     setChildren(panel);
     const old = panelKey;
     panelKey = null;
     if (table) table.querySelectorAll("td[aria-selected=true]").forEach((td) => td.setAttribute("aria-selected", "false"));
-    if (old) focusActive();
+    if (old && refocus) focusActive();
   }
 
-  function openPanel(cell, options) {
+  /** The cell's current extraction in full (evidence, spans, boxes, candidates, the second
+   * profile's answer), for the panel: the grid's page holds only what its cells show. */
+  async function loadDetail(cell) {
+    const items = await listAll(`/projects/${pid}/extractions`,
+      { document_id: cell.doc.id, variable_id: cell.variable.id }, { signal: ctx.signal });
+    cell.detail = currentExtraction(items);
+    if (cell.detail && cell.detail.review && (!cell.review || !cell.review.created_at)) cell.review = cell.detail.review;
+  }
+
+  async function openPanel(cell, options) {
     clearTimeout(followTimer); // an explicit open wins over a pending "follow the focus"
     if (!cell) return;
     const newKey = key(cell.doc.id, cell.variable.id);
@@ -510,9 +1128,21 @@ export async function renderResults(ctx) {
       const td = cellAt(row, col);
       if (td) td.setAttribute("aria-selected", "true");
     }
+    const token = ++panelToken;
+    const fresh = panelKey !== newKey;
     panelKey = newKey;
     panel.hidden = false;
-    panel.scrollTop = 0; // it opens at its title, whatever the last cell scrolled to
+    if (cell.extraction && !cell.detail) {
+      if (fresh) setChildren(panel, h("p", { class: "muted" }, "Loading…"));
+      try {
+        await loadDetail(cell);
+      } catch (error) {
+        if (token === panelToken && error.name !== "AbortError") setChildren(panel, h("p", { class: "error" }, error.message));
+        return;
+      }
+      if (token !== panelToken) return; // closed, or another cell opened meanwhile
+    }
+    if (fresh) panel.scrollTop = 0;
     renderPanel(cell, options);
   }
 
@@ -526,7 +1156,7 @@ export async function renderResults(ctx) {
   }
 
   function renderPanel(cell, { focusPanel = false, correct = false }) {
-    const e = cell.extraction;
+    const e = cell.detail;
     const r = cell.review;
     const v = cell.variable;
     const d = describeCell(cell);
@@ -548,12 +1178,12 @@ export async function renderResults(ctx) {
     if (e && e.model_hidden) fact("Extracted value", h("span", { class: "muted" }, "Hidden until you have reviewed this cell (blind review)"));
     else if (e && e.status === "succeeded") fact("Extracted value", h("strong", { class: "panel-value" }, formatValue(e.value)), v.unit ? ` ${v.unit}` : "");
     if (e && e.status === "failed" && e.error) fact("Reason", e.error);
-    const dual = e && e.dual_review;
+    const dual = (e && e.dual_review) || cell.dual_review;
     const verdictWords = (review) => {
       const said = { accepted: "Accepted", corrected: "Corrected", rejected: "Rejected" }[review.status] || review.status;
       return [badge(said, review.status === "rejected" ? "bad" : "ok"),
         review.status !== "rejected" ? h("strong", { class: "panel-reviewed-value" }, ` ${review.value === null ? "not stated" : formatValue(review.value)}`) : "",
-        h("span", { class: "muted small" }, ` · ${formatDate(review.created_at)}`)];
+        review.created_at ? h("span", { class: "muted small" }, ` · ${formatDate(review.created_at)}`) : ""];
     };
     if (dual) {
       // Dual review: the panel shows the user's own verdict; the other reviewer's only once
@@ -760,12 +1390,12 @@ export async function renderResults(ctx) {
     else if (focusPanel) title.focus();
   }
 
-  await load();
+  await load({ findings: true });
   const row = documents.findIndex((d) => d.id === linked.document);
   if (row >= 0) {
     const col = Math.max(0, variables.findIndex((v) => v.id === linked.variable));
     setActive(row, col);
-    if (linked.variable) openPanel(activeCell(), { focusPanel: true });
+    if (linked.variable) await openPanel(activeCell(), { focusPanel: true });
     else focusActive();
   }
 }
