@@ -16,7 +16,9 @@ from quarry.evaluation.compare import Tolerance
 from quarry.evaluation.schemas import EvaluationFormat, EvaluationOut
 from quarry.evaluation.upload import GOLD_BODY, receive_gold
 from quarry.evaluation.xlsx import evaluation_xlsx
-from quarry.projects.deps import ProjectRead
+from quarry.projects.deps import AccessDep, ProjectAccess, ProjectRead
+from quarry.reviewing.service import lens_for
+from quarry.reviewing.verdicts import Lens
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["evaluation"])
 
@@ -35,9 +37,18 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 _UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_RESPONSES,
+    403: {
+        "model": ErrorOut,
+        "description": "Blind dual review: the model's answer of some of the compared cells "
+        "is hidden from the caller until they have reviewed them",
+    },
     413: {"model": ErrorOut, "description": "The gold CSV is larger than 10 MB"},
     415: {"model": ErrorOut, "description": "The body is not multipart/form-data"},
 }
+
+
+def _lens(access: ProjectAccess) -> Lens:
+    return lens_for(access.project, access.user.id, access.role)
 
 
 class ReviewGold(StrEnum):
@@ -80,6 +91,7 @@ async def evaluate_against_csv(
     request: Request,
     session: SessionDep,
     project: ProjectRead,
+    access: AccessDep,
     format: FormatQuery = EvaluationFormat.JSON,
     absolute_tolerance: AbsoluteToleranceQuery = 0.0,
     relative_tolerance: RelativeToleranceQuery = 1e-6,
@@ -91,11 +103,19 @@ async def evaluate_against_csv(
     precision/recall/F1 for multi_category and list, and how grounded quotes relate to correct
     values; per document, every pair's verdict and why. Unknown filenames or columns and
     unusable gold values are listed in `warnings`, not errors.
+
+    In dual review, a member blinded on a cell (a reviewer, until both of its reviewers
+    have reviewed it) is measured with what they may see: their own verdict as its reviewed
+    value, never another reviewer's. In blind review the evaluation is refused (403) while
+    the model's answer of any compared cell is hidden from the caller: the evaluation would
+    show it.
     """
     # Only now, after authentication and the project check, is the body read at all.
     data, run_id = await receive_gold(request, service.MAX_GOLD_BYTES)
     tolerance = Tolerance(absolute=absolute_tolerance, relative=relative_tolerance)
-    evaluation = await service.evaluate_gold_csv(session, project, data, run_id, tolerance)
+    evaluation = await service.evaluate_gold_csv(
+        session, project, data, run_id, tolerance, _lens(access)
+    )
     return await _as_response(evaluation, format, project.name)
 
 
@@ -103,6 +123,7 @@ async def evaluate_against_csv(
 async def evaluate_against_reviews(
     session: SessionDep,
     project: ProjectRead,
+    access: AccessDep,
     gold: Annotated[
         ReviewGold,
         Query(description="reviews: the accepted and corrected reviews are the gold values"),
@@ -117,8 +138,10 @@ async def evaluate_against_reviews(
     """Measure the latest extracted values (or a run's) against people's reviews.
 
     Only pairs with an accepted or corrected review count; a rejection says a value is wrong
-    but not what is right, so it is not a gold value.
+    but not what is right, so it is not a gold value. In dual review the reviews are the
+    final verdicts, or for a member blinded on a cell the verdicts they may see: their own
+    while it is sealed (so a blind reviewer is measured only on cells they have reviewed).
     """
     tolerance = Tolerance(absolute=absolute_tolerance, relative=relative_tolerance)
-    evaluation = await service.evaluate_reviews(session, project, run_id, tolerance)
+    evaluation = await service.evaluate_reviews(session, project, run_id, tolerance, _lens(access))
     return await _as_response(evaluation, format, project.name)

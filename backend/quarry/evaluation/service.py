@@ -8,6 +8,12 @@ against gold: where both agree how often they are right, where they disagree how
 is. When the reviews are the gold standard the
 predictions are the latest extracted values instead, since the final values would be the
 reviews themselves.
+
+Dual review (reviewing/verdicts.py): a member blinded on a cell is measured with what they
+may see of it — reviewed values are their own verdicts while it is sealed, never another
+reviewer's. In blind review a gold-CSV evaluation is refused (403) to whoever the model's
+answer of a compared cell is still hidden from; an evaluation against reviews only compares
+cells whose verdict the caller sees, and so whose model answer they may see as well.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quarry.errors import BadRequest, NotFound
+from quarry.errors import BadRequest, Forbidden, NotFound
 from quarry.evaluation import repository
 from quarry.evaluation.compare import (
     SET_TYPES,
@@ -61,7 +67,8 @@ from quarry.models import (
     Run,
     Variable,
 )
-from quarry.reviewing.service import final_reviews
+from quarry.reviewing.service import cell_views, final_reviews
+from quarry.reviewing.verdicts import OPEN_LENS, Lens
 from quarry.runs.repository import get_run
 from quarry.runs.snapshot import RunSnapshot
 from quarry.variables.repository import list_variables
@@ -179,6 +186,7 @@ async def _predictions(
     document_ids: Sequence[uuid.UUID],
     run_id: uuid.UUID | None,
     reviewed_values: bool,
+    lens: Lens = OPEN_LENS,
 ) -> dict[Key, Prediction]:
     if run_id is not None:
         extractions = await _run_answers(session, document_ids, run_id, 0)
@@ -186,7 +194,7 @@ async def _predictions(
     predictions: dict[Key, Prediction] = {}
     for chunk in _chunks(document_ids):
         answers = await latest_answers(session, chunk)
-        reviews = await final_reviews(session, project_id, chunk) if reviewed_values else {}
+        reviews = await final_reviews(session, project_id, chunk, lens) if reviewed_values else {}
         for key in answers.keys() | reviews.keys():
             extraction = answers[key][0] if key in answers else None
             predictions[key] = _from_final_cell(extraction, reviews.get(key))
@@ -554,14 +562,38 @@ def _evaluation(
     )
 
 
+async def _check_model_shown(
+    session: AsyncSession, project: Project, lens: Lens, keys: Iterable[Key]
+) -> None:
+    """403 when blind dual review hides the model's answer of any of the cells from `lens`'s
+    viewer: an evaluation shows the model's values (and how often they are right), which is
+    what blind review keeps from them until they have reviewed each cell. Hiding those cells
+    instead would measure the model on a sample the viewer's own progress picked."""
+    if not (lens.dual and lens.blind):
+        return
+    wanted = list(keys)
+    views = await cell_views(session, project.id, list({k[0] for k in wanted}), lens)
+    hidden = sum(1 for key in wanted if views.seen(key).model_hidden)
+    if hidden:
+        raise Forbidden(
+            "This project uses blind dual review, and the model's answers of "
+            f"{hidden} of the cells this evaluation compares are hidden from you until you "
+            "have reviewed them (or both their reviewers have). Review them first, or ask an "
+            "owner who is not one of their reviewers to run the evaluation."
+        )
+
+
 async def evaluate_gold_csv(
     session: AsyncSession,
     project: Project,
     data: bytes,
     run_id: uuid.UUID | None,
     tolerance: Tolerance,
+    lens: Lens = OPEN_LENS,
 ) -> EvaluationOut:
-    """Evaluate against a gold CSV (bytes as uploaded); BadRequest when it is unusable."""
+    """Evaluate against a gold CSV (bytes as uploaded); BadRequest when it is unusable.
+    `lens`: who asks (dual review: reviewed values as they may see them; blind review: 403
+    while the model's answer of a compared cell is hidden from them)."""
     warnings = _Warnings()
     run = await _checked_run(session, project, run_id) if run_id is not None else None
     warnings.extend(_run_warnings(run))
@@ -573,8 +605,9 @@ async def evaluate_gold_csv(
     variables = await list_variables(session, project.id)
     documents = await repository.project_documents(session, project.id)
     gold, documents_in_gold, evaluated = _gold_from_csv(table, documents, variables, warnings)
+    await _check_model_shown(session, project, lens, gold)
     predictions = await _predictions(
-        session, project.id, [d.id for d in documents_in_gold], run_id, reviewed_values=True
+        session, project.id, [d.id for d in documents_in_gold], run_id, True, lens
     )
     report = _report(gold, documents_in_gold, evaluated, predictions, tolerance)
     source = PredictionSource.RUN if run_id is not None else PredictionSource.FINAL
@@ -583,9 +616,15 @@ async def evaluate_gold_csv(
 
 
 async def evaluate_reviews(
-    session: AsyncSession, project: Project, run_id: uuid.UUID | None, tolerance: Tolerance
+    session: AsyncSession,
+    project: Project,
+    run_id: uuid.UUID | None,
+    tolerance: Tolerance,
+    lens: Lens = OPEN_LENS,
 ) -> EvaluationOut:
-    """Evaluate extracted values against the accepted and corrected reviews."""
+    """Evaluate extracted values against the accepted and corrected reviews: the final
+    verdicts, or for a member blinded by dual review the verdicts they may see (their own
+    while a cell is sealed). Every such cell's model answer is one they may see too."""
     warnings = _Warnings()
     run = await _checked_run(session, project, run_id) if run_id is not None else None
     warnings.extend(_run_warnings(run))
@@ -594,7 +633,7 @@ async def evaluate_reviews(
     gold: dict[Key, GoldCell] = {}
     for chunk in _chunks([d.id for d in documents]):
         gold |= _gold_from_reviews(
-            await final_reviews(session, project.id, chunk), variables, warnings
+            await final_reviews(session, project.id, chunk, lens), variables, warnings
         )
     if not gold:
         raise BadRequest(

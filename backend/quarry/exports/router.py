@@ -21,6 +21,7 @@ from quarry.projects.deps import AccessDep, ProjectRead
 from quarry.reflists import casework
 from quarry.reviewing import figures
 from quarry.reviewing.service import lens_for
+from quarry.reviewing.verdicts import Lens
 from quarry.security.audit import AuditAction, AuditDep
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["export"])
@@ -50,9 +51,9 @@ def _variable_names(codebook: service.Codebook) -> list[str]:
 
 
 async def _case_sheets(
-    session: AsyncSession, project: Project, codebook: service.Codebook
+    session: AsyncSession, project: Project, codebook: service.Codebook, lens: Lens
 ) -> tuple[EvaluationTable, ...]:
-    work = await casework.casework(session, project)
+    work = await casework.casework(session, project, lens)
     return casework.cases_table(work, _variable_names(codebook)), casework.findings_table(work)
 
 
@@ -102,7 +103,9 @@ async def export(
     A cell's reviewed value is its adjudication, else its two dual reviewers' agreed verdict,
     else its newest single review. In dual review, an export made by a reviewer holds, in a
     cell not yet reviewed by both its reviewers, their own verdict (and in blind review, until
-    they have reviewed it, not the model's value either).
+    they have reviewed it, not the model's value either). The same goes for the cases layout
+    and the Cases and Findings sheets: they are built from what the reader may see of each
+    cell (GET …/cases).
 
     xlsx always holds both layouts (sheets Results, Details) and the Codebook, for a project
     with a case key the sheets Cases and Findings, and for one with dual review the sheet
@@ -124,7 +127,7 @@ async def export(
         handle.close()
         path = Path(handle.name)
         try:
-            extra = await _case_sheets(session, project, codebook) if project.case_key else ()
+            extra = await _case_sheets(session, project, codebook, lens) if project.case_key else ()
             if await figures.has_dual_reviews(session, project):
                 agreement = await figures.agreement(session, project)
                 extra = (*extra, figures.agreement_table(agreement))
@@ -144,7 +147,7 @@ async def export(
     media = "text/csv; charset=utf-8" if format is ExportFormat.CSV else "application/json"
     name = _download_name(project.name, layout.value, format.value)
     if layout is ExportLayout.CASES:
-        work = await casework.casework(session, project)
+        work = await casework.casework(session, project, lens)
         table = casework.cases_table(work, _variable_names(codebook))
         body = iter_table_csv(table) if format is ExportFormat.CSV else iter_table_json(table)
         return StreamingResponse(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, false, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -17,6 +18,8 @@ from quarry.models import (
     ExtractionStatus,
     PromptVersion,
     Review,
+    ReviewAssignment,
+    ReviewKind,
     Run,
     Variable,
 )
@@ -82,6 +85,74 @@ def _status_is(task: Any, status: ExtractionStatus) -> Any:
     return task.status == status
 
 
+@dataclass(frozen=True, slots=True)
+class BlindViewer:
+    """A member of a blind dual-review project (reviewing/verdicts.py, `Lens`): the model's
+    answer of a cell is hidden from them while they are blinded on its document (a reviewer
+    by role: every document; anyone else: the documents they are assigned to), unless both
+    of its reviewers have reviewed it or they have themselves, as one of them."""
+
+    viewer: uuid.UUID
+    reviewer_role: bool
+
+
+def _independent_verdict_by(reviewer: Any) -> Any:
+    """The row's cell has an independent verdict by `reviewer` (a column or a value)."""
+    return (
+        select(Review.id)
+        .where(
+            Review.document_id == Extraction.document_id,
+            Review.variable_id == Extraction.variable_id,
+            Review.kind == ReviewKind.INDEPENDENT.value,
+            Review.reviewer_id == reviewer,
+        )
+        .exists()
+    )
+
+
+def model_hidden(blind: BlindViewer) -> Any:
+    """The row's model answer is hidden from `blind`'s viewer (the rules of `BlindViewer`),
+    in SQL: through the reviews' (document_id, variable_id) index and the assignments'."""
+    assigned = (
+        select(ReviewAssignment.id)
+        .where(
+            ReviewAssignment.document_id == Extraction.document_id,
+            ReviewAssignment.reviewer_id == blind.viewer,
+        )
+        .exists()
+    )
+    slots = [aliased(ReviewAssignment, name=f"slot_{n}") for n in (1, 2)]
+    both = and_(
+        *(
+            select(slot.id)
+            .where(
+                slot.document_id == Extraction.document_id,
+                slot.slot == n,
+                _independent_verdict_by(slot.reviewer_id),
+            )
+            .exists()
+            for n, slot in enumerate(slots, start=1)
+        )
+    )
+    own = assigned & _independent_verdict_by(blind.viewer)
+    blinded = true() if blind.reviewer_role else assigned
+    return blinded & ~both & ~own
+
+
+def _shown_status_is(status: ExtractionStatus, hidden: Any, matches: Any) -> Any:
+    """A row reads as `status` (`matches`: as it does with the model shown); a row whose
+    model answer is hidden reads `succeeded` when answered ("not stated" included, so that
+    the filter tells nothing the row does not) and shows no second profile's answer."""
+    shown_hidden: Any
+    if status == ExtractionStatus.SUCCEEDED:
+        shown_hidden = Extraction.status.in_(ANSWERED)
+    elif status == ExtractionStatus.NOT_FOUND:
+        shown_hidden = false()
+    else:
+        shown_hidden = _status_is(Extraction, status)
+    return (~hidden & matches) | (hidden & shown_hidden)
+
+
 async def list_extractions(
     session: AsyncSession,
     project_id: uuid.UUID,
@@ -93,14 +164,21 @@ async def list_extractions(
     variable_id: uuid.UUID | None = None,
     status: ExtractionStatus | None = None,
     agreement: Agreement | None = None,
+    blind: BlindViewer | None = None,
 ) -> tuple[Sequence[ListedRow], int]:
     """The project's extractions as a user reads them, in review order (`REVIEW_ORDER`): a
     never-started task of a stopped or finished run is `cancelled` (filtering included). A
     two-profile run's pair matches `status` when either profile's extraction has it (the
-    row is the pair's: the first profile's, the second's beside it)."""
+    row is the pair's: the first profile's, the second's beside it).
+
+    `blind`: the reader of a blind dual-review project. The rows whose model answer is
+    hidden from them are filtered and ordered by what they show (extractions/service.py):
+    answered reads `succeeded`, and no agreement of two profiles — so neither a filter nor
+    the order tells them what the model found."""
     query = _extraction_rows(project_id)
+    hidden = model_hidden(blind) if blind is not None else false()
     if agreement is not None:
-        query = query.where(Extraction.agreement == agreement)
+        query = query.where((Extraction.agreement == agreement) & ~hidden)
     if run_id is not None:
         query = query.where(Extraction.run_id == run_id)
     if document_id is not None:
@@ -109,9 +187,12 @@ async def list_extractions(
         query = query.where(Extraction.variable_id == variable_id)
     joined = status is not None
     if status is not None:
-        query = _join_second(query).where(
-            _status_is(Extraction, status) | (_Second.id.is_not(None) & _status_is(_Second, status))
+        matches = _status_is(Extraction, status) | (
+            _Second.id.is_not(None) & _status_is(_Second, status)
         )
+        if blind is not None:
+            matches = _shown_status_is(status, hidden, matches)
+        query = _join_second(query).where(matches)
     # Counted without the second rows unless the filter needs them (the page always has them).
     total = await session.scalar(
         select(func.count()).select_from(query.with_only_columns(Extraction.id).subquery())
@@ -119,7 +200,18 @@ async def list_extractions(
     page = query if joined else _join_second(query)
     result = await session.execute(
         page.add_columns(_Second)
-        .order_by(REVIEW_ORDER, Run.created_at, Extraction.run_id, Extraction.seq)
+        .order_by(
+            # A CASE stops at its first true condition: `hidden` is probed only for the
+            # two-profile rows REVIEW_ORDER would move up.
+            (
+                case((Extraction.agreement.is_(None), 2), (hidden, 2), else_=REVIEW_ORDER)
+                if blind is not None
+                else REVIEW_ORDER
+            ),
+            Run.created_at,
+            Extraction.run_id,
+            Extraction.seq,
+        )
         .limit(limit)
         .offset(offset)
     )

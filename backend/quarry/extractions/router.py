@@ -55,7 +55,10 @@ async def list_extractions(
     first profile's answer, with the second profile's beside it (`second`); it matches a
     `status` when either profile's extraction has it. In dual review a reviewer sees only
     their own verdict of a cell until both its reviewers have reviewed it (and in blind
-    review not the model's answer until they have: `model_hidden`)."""
+    review not the model's answer until they have: `model_hidden`). Such a row is filtered
+    and ordered by what it shows — an answered cell reads `succeeded` (`not_found` included),
+    with no two-profile agreement — so a `status` or `agreement` filter tells a blind
+    reviewer nothing the rows do not."""
     items, total = await service.list_extractions(
         session,
         settings,

@@ -70,6 +70,11 @@ async def list_extractions(
         variable_id=variable_id,
         status=status,
         agreement=agreement,
+        blind=(
+            repository.BlindViewer(lens.viewer, lens.reviewer_role)
+            if lens.dual and lens.blind and lens.viewer is not None
+            else None
+        ),
     )
     return await to_out(session, settings, project.id, rows, lens), total
 

@@ -28,6 +28,14 @@ def _out(member: service.Member) -> MemberOut:
     )
 
 
+def _released(released: service.Released) -> dict[str, int | bool]:
+    """The audit detail of what someone who stopped reviewing left behind."""
+    return {
+        "reviewer_slots_freed": released.slots_freed,
+        "adjudicator_cleared": released.adjudicator_cleared,
+    }
+
+
 @router.get("", response_model=Page[MemberOut])
 async def list_members(session: SessionDep, project: ProjectRead) -> Page[MemberOut]:
     """Who is in the project and in which role: the creator (an owner) first, then the
@@ -64,8 +72,12 @@ async def change_member_role(
     data: MemberUpdate,
     audit: AuditDep,
 ) -> MemberOut:
-    """Give a member another role (owners only; the creator stays an owner)."""
-    member, previous = await service.change_role(session, project, user_id, data.role)
+    """Give a member another role (owners only; the creator stays an owner).
+
+    Made a viewer, they no longer review: in dual review their reviewer slots of the
+    documents they have not finished are freed (their verdicts stay in the history), and if
+    they were the project's adjudicator, `adjudicator_id` is cleared (owners adjudicate)."""
+    member, previous, released = await service.change_role(session, project, user_id, data.role)
     if member.role != previous:
         await audit.record(
             AuditAction.MEMBER_ROLE_CHANGED,
@@ -74,6 +86,7 @@ async def change_member_role(
             email=member.user.email,
             role=member.role.value,
             previous_role=previous.value,
+            **_released(released),
         )
     return _out(member)
 
@@ -82,12 +95,18 @@ async def change_member_role(
 async def remove_member(
     session: SessionDep, project: ProjectManage, user_id: uuid.UUID, audit: AuditDep
 ) -> None:
-    """Remove a member (owners only; not the creator). They no longer see the project."""
-    member = await service.remove_member(session, project, user_id)
+    """Remove a member (owners only; not the creator). They no longer see the project.
+
+    In dual review their reviewer slots of the documents they have not finished are freed,
+    for the pool or the owner to give to someone else; their verdicts stay in the history
+    (and on the documents they finished, still count). If they were the project's
+    adjudicator, `adjudicator_id` is cleared: owners adjudicate until another is named."""
+    member, released = await service.remove_member(session, project, user_id)
     await audit.record(
         AuditAction.MEMBER_REMOVED,
         "user",
         member.user.id,
         email=member.user.email,
         role=member.role.value,
+        **_released(released),
     )

@@ -4,6 +4,10 @@ The creator (`projects.owner_id`) is always an owner, listed first, and can be n
 removed nor given another role. Anyone with the `manage` permission (an owner) adds existing
 users by email, changes their role and removes them; every member can see who the others
 are. What each role may do is `quarry.projects.roles`.
+
+Someone removed, or made a viewer, no longer reviews: the dual-review slots of documents they
+had not finished are freed, and if they were the project's adjudicator it has none until an
+owner names one (`_stop_reviewing`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from quarry.auth.service import normalise_email
 from quarry.errors import BadRequest, Conflict, NotFound
 from quarry.members import repository
 from quarry.models import Project, ProjectMember, User
-from quarry.projects.roles import Role
+from quarry.projects.roles import Permission, Role, allows
+from quarry.reviewing import assignments
 
 _CREATOR_FIXED = (
     "{email} created this project and is always its owner: they can be neither removed nor "
@@ -93,21 +98,51 @@ async def _member_of(
     return member, user
 
 
+@dataclass(frozen=True, slots=True)
+class Released:
+    """What someone who stops reviewing leaves behind (see `_stop_reviewing`)."""
+
+    #: Reviewer slots freed: the documents they had not finished reviewing.
+    slots_freed: int = 0
+    #: They were the project's adjudicator, and no longer are.
+    adjudicator_cleared: bool = False
+
+
+async def _stop_reviewing(session: AsyncSession, project: Project, user_id: uuid.UUID) -> Released:
+    """Someone no longer reviews in the project (removed, or made a viewer): their unfinished
+    reviewer slots are freed (reviewing/assignments.py: their verdicts stay, and those of the
+    documents they finished still count) and, if they were its adjudicator, the project has
+    none until an owner names another (owners adjudicate meanwhile). Cleared rather than
+    refused: an owner removing someone should not first have to undo their assignments."""
+    freed = await assignments.release_reviewer(session, project, user_id)
+    cleared = project.adjudicator_id == user_id
+    if cleared:
+        project.adjudicator_id = None
+        await session.flush()
+    return Released(freed, cleared)
+
+
 async def change_role(
     session: AsyncSession, project: Project, user_id: uuid.UUID, role: Role
-) -> tuple[Member, Role]:
-    """The member with their new role, and the role they had."""
+) -> tuple[Member, Role, Released]:
+    """The member with their new role, the role they had, and what they left behind if the
+    new role does not review (a viewer)."""
     member, user = await _member_of(session, project, user_id)
     previous = Role(member.role)
     member.role = role.value
     await session.flush()
-    return Member(user, role, False, member.created_at), previous
+    released = Released()
+    if not allows(role, Permission.REVIEW):
+        released = await _stop_reviewing(session, project, user_id)
+    return Member(user, role, False, member.created_at), previous, released
 
 
-async def remove_member(session: AsyncSession, project: Project, user_id: uuid.UUID) -> Member:
+async def remove_member(
+    session: AsyncSession, project: Project, user_id: uuid.UUID
+) -> tuple[Member, Released]:
     """Take a member out of the project; they are told 404 about it from then on."""
     member, user = await _member_of(session, project, user_id)
     removed = Member(user, Role(member.role), False, member.created_at)
     await session.delete(member)
     await session.flush()
-    return removed
+    return removed, await _stop_reviewing(session, project, user_id)

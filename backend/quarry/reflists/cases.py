@@ -6,7 +6,8 @@ ambiguous or unmatched document belongs to no case until someone chooses), else 
 itself, compared as text (case, spacing and end punctuation ignored).
 
 Everything here is computed from what is stored — final values (reviewed values win, as in
-exports), matches and reviews — whenever it is read, so every edit is reflected at once and no
+exports; in dual review what the reader may see of them, as in their export), matches and
+reviews — whenever it is read, so every edit is reflected at once and no
 model is asked. The project's cells are read in one pass; that is proportional to the
 project's documents × variables, as an export is.
 """
@@ -28,7 +29,8 @@ from quarry.extractions import repository as extractions_repository
 from quarry.models import Project, ReferenceList, Variable
 from quarry.reflists import repository
 from quarry.reflists.settings import CombineRule
-from quarry.reviewing.service import final_reviews
+from quarry.reviewing.service import cell_views
+from quarry.reviewing.verdicts import OPEN_LENS, Lens
 from quarry.variables.repository import list_variables
 from quarry.variables.types import VariableType
 
@@ -78,7 +80,12 @@ class Case:
     reference_row: dict[str, Any] | None = None
 
 
-async def load_project_cells(session: AsyncSession, project: Project) -> ProjectCells:
+async def load_project_cells(
+    session: AsyncSession, project: Project, lens: Lens = OPEN_LENS
+) -> ProjectCells:
+    """Every cell's final value, as `lens`'s viewer may see it (reviewing/verdicts.py): in
+    dual review a blinded member's own verdict while the cell is sealed, and in blind review
+    nothing of the model's answer (value, quote, match) until they have reviewed it."""
     variables = list(await list_variables(session, project.id))
     documents = await repository.documents_in_upload_order(session, project.id)
     names = dict(documents)
@@ -88,11 +95,15 @@ async def load_project_cells(session: AsyncSession, project: Project) -> Project
     for start in range(0, len(documents), _DOCUMENT_BATCH):
         ids = [d for d, _ in documents[start : start + _DOCUMENT_BATCH]]
         answers = await extractions_repository.latest_answers(session, ids)
-        reviews = await final_reviews(session, project.id, ids)
+        views = await cell_views(session, project.id, ids, lens)
+        hidden = {key for key in answers if views.seen(key).model_hidden} if lens.blind else set()
         match_reviews = await repository.current_match_reviews(session, ids, matched)
-        for cell_key in set(answers) | set(reviews):
-            extraction, version = answers.get(cell_key, (None, None))
-            review = reviews.get(cell_key)
+        for cell_key in set(answers) | set(views.states):
+            extraction, version = (
+                (None, None) if cell_key in hidden else answers.get(cell_key, (None, None))
+            )
+            seen = views.seen(cell_key).review
+            review = seen.row if seen is not None else None
             cell = final_cell(extraction, version, review)
             if cell.value is not None:
                 cells[cell_key] = CellSource(
@@ -107,6 +118,8 @@ async def load_project_cells(session: AsyncSession, project: Project) -> Project
         for document_id in ids:
             for variable_id in matched:
                 cell_key = (document_id, variable_id)
+                if lens.blind and views.seen(cell_key).model_hidden:
+                    continue  # the match is of the model's value, which blind review withholds
                 if cell_key in match_reviews:
                     keys[cell_key] = match_reviews[cell_key].key
                     continue

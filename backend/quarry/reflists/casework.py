@@ -7,25 +7,31 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quarry.errors import BadRequest, NotFound
+from quarry.errors import BadRequest, Forbidden, NotFound
 from quarry.exports.table import EvaluationTable, JsonValue
 from quarry.models import FindingResolution, Project, User
 from quarry.reflists import repository
 from quarry.reflists.cases import Combined, build_cases, load_project_cells
 from quarry.reflists.findings import Casework, Finding, case_findings, values_agree
 from quarry.reflists.schemas import FindingResolutionIn
+from quarry.reviewing.service import cell_views
+from quarry.reviewing.verdicts import OPEN_LENS, Lens
 from quarry.variables.types import InvalidValue, TypeSpec, VariableType, normalise_value
 
 RESOLVED_BY_VALUE = "value"
 BOTH_CORRECT = "both_correct"
 
 
-async def casework(session: AsyncSession, project: Project) -> Casework:
+async def casework(session: AsyncSession, project: Project, lens: Lens = OPEN_LENS) -> Casework:
     """The project's cases with their combined values, and their findings; a finding
-    resolved with a value sets the case's value of that variable."""
+    resolved with a value sets the case's value of that variable. `lens`: who reads them —
+    a member blinded by dual review sees cases built from what they may see of each cell
+    (their own verdicts, and in blind review not the model's answers they have not reviewed),
+    so a case's values and findings never show them another reviewer's verdict or a hidden
+    model value; a resolution shows only while the finding shows them the values it saw."""
     if not project.case_key:
         return Casework([])
-    data = await load_project_cells(session, project)
+    data = await load_project_cells(session, project, lens)
     cases = await build_cases(session, project, data)
     resolutions = await repository.latest_resolutions(session, project.id)
     findings: list[Finding] = []
@@ -45,10 +51,20 @@ async def casework(session: AsyncSession, project: Project) -> Casework:
 
 
 async def resolve_finding(
-    session: AsyncSession, project: Project, user: User, finding_id: str, data: FindingResolutionIn
+    session: AsyncSession,
+    project: Project,
+    user: User,
+    finding_id: str,
+    data: FindingResolutionIn,
+    lens: Lens = OPEN_LENS,
 ) -> tuple[Finding, FindingResolution]:
+    """Record a resolution of the finding. A member blinded by dual review resolves only a
+    finding they see as it is (403 while some of its values are hidden from them: a
+    resolution is made against every value, and would tell them what the others are)."""
     work = await casework(session, project)
     finding = next((f for f in work.findings if f.id == finding_id), None)
+    if lens.dual:
+        await _check_seen_whole(session, project, lens, finding_id, finding)
     if finding is None:
         raise NotFound("No such finding.")
     value: Any = None
@@ -77,6 +93,34 @@ async def resolve_finding(
     await session.flush()
     finding.resolution = resolution
     return finding, resolution
+
+
+async def _check_seen_whole(
+    session: AsyncSession,
+    project: Project,
+    lens: Lens,
+    finding_id: str,
+    finding: Finding | None,
+) -> None:
+    """404 unless the finding is one `lens`'s viewer sees; 403 while any of its case's cells
+    of the variable is sealed for them (dual review: both reviewers have not reviewed it)."""
+    seen_work = await casework(session, project, lens)
+    seen = next((f for f in seen_work.findings if f.id == finding_id), None)
+    if seen is None:
+        raise NotFound("No such finding.")
+    documents = next((c.documents for c in seen_work.cases if c.key == seen.case_key), [])
+    views = await cell_views(session, project.id, [d for d, _ in documents], lens)
+    if (
+        finding is None
+        or finding.digest != seen.digest
+        or any(views.seen((d, seen.variable.id)).sealed for d, _ in documents)
+    ):
+        raise Forbidden(
+            "This project uses dual review, and this finding's cells have not all been "
+            "reviewed by both their reviewers: until they have, you see only your own "
+            "verdicts of them, and resolving it needs every value. Resolve it then, or ask "
+            "an owner who is not one of its documents' reviewers."
+        )
 
 
 def _join(items: list[Any]) -> str:

@@ -9,7 +9,7 @@ from quarry.auth.deps import CurrentUser
 from quarry.db import SessionDep
 from quarry.errors import ErrorOut
 from quarry.pagination import Page, PageDep
-from quarry.projects.deps import ProjectEdit, ProjectRead, ProjectReview
+from quarry.projects.deps import AccessDep, ProjectAccess, ProjectEdit, ProjectRead, ProjectReview
 from quarry.reflists import casework, service
 from quarry.reflists.findings import Finding
 from quarry.reflists.schemas import (
@@ -28,9 +28,16 @@ from quarry.reflists.schemas import (
     ReferenceRowRef,
 )
 from quarry.reflists.upload import list_body, receive_list
+from quarry.reviewing.service import lens_for
+from quarry.reviewing.verdicts import Lens
 from quarry.security.audit import AuditAction, AuditDep
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["reference lists"])
+
+
+def _lens(access: ProjectAccess) -> Lens:
+    return lens_for(access.project, access.user.id, access.role)
+
 
 _UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {
@@ -191,11 +198,18 @@ def _finding_out(finding: Finding) -> FindingOut:
 
 
 @router.get("/cases", response_model=Page[CaseOut], tags=["cases"])
-async def list_cases(session: SessionDep, project: ProjectRead, page: PageDep) -> Page[CaseOut]:
+async def list_cases(
+    session: SessionDep, project: ProjectRead, access: AccessDep, page: PageDep
+) -> Page[CaseOut]:
     """The project's cases (documents grouped by the project's `case_key`), by key, each with
     its documents and every variable combined across them by the variable's `combine` rule.
-    Computed from the stored values whenever read; empty when the project has no case key."""
-    work = await casework.casework(session, project)
+    Computed from the stored values whenever read; empty when the project has no case key.
+
+    In dual review a member still blinded on a cell (a reviewer, until both of its
+    reviewers have reviewed it) sees cases built from what they may see of it: their own
+    verdict, else the model's answer — and in blind review not that either until they have
+    reviewed it (a document whose case key is hidden from them belongs to no case)."""
+    work = await casework.casework(session, project, _lens(access))
     open_counts: dict[str, int] = {}
     for finding in work.findings:
         if finding.resolution is None:
@@ -225,6 +239,7 @@ async def list_cases(session: SessionDep, project: ProjectRead, page: PageDep) -
 async def list_findings(
     session: SessionDep,
     project: ProjectRead,
+    access: AccessDep,
     page: PageDep,
     status: Annotated[
         Literal["open", "resolved"] | None, Query(description="Only open or resolved ones")
@@ -233,8 +248,12 @@ async def list_findings(
 ) -> Page[FindingOut]:
     """Consistency findings: where a case's documents disagree on a variable that must agree
     within its case, or a value disagrees with the case's reference row; each with every
-    value given, its documents, quotes and pages. Recomputed from stored values (no LLM call)."""
-    work = await casework.casework(session, project)
+    value given, its documents, quotes and pages. Recomputed from stored values (no LLM call).
+
+    In dual review, computed from what the reader may see of each cell, as GET …/cases is:
+    a blinded reviewer is never shown another reviewer's verdict nor (blind review) a model
+    value they have not reviewed; a resolution shows while the values it saw are shown."""
+    work = await casework.casework(session, project, _lens(access))
     findings = [
         f
         for f in work.findings
@@ -252,17 +271,27 @@ async def list_findings(
     "/findings/{finding_id}/resolution",
     response_model=FindingOut,
     tags=["findings"],
-    responses={400: {"model": ErrorOut, "description": "The value does not fit the variable"}},
+    responses={
+        400: {"model": ErrorOut, "description": "The value does not fit the variable"},
+        403: {
+            "model": ErrorOut,
+            "description": "A viewer's role; or dual review, and some of the finding's cells "
+            "are not yet reviewed by both their reviewers, so the caller cannot see them all",
+        },
+    },
 )
 async def resolve_finding(
     session: SessionDep,
     project: ProjectReview,
-    user: CurrentUser,
+    access: AccessDep,
     finding_id: str,
     data: FindingResolutionIn,
 ) -> FindingOut:
     """Resolve a finding: choose the right value (it becomes the case's value in cases and
     exports) or mark both correct. The resolution is kept; if the values change later, the
-    finding opens again."""
-    finding, _ = await casework.resolve_finding(session, project, user, finding_id, data)
+    finding opens again. In dual review a member blinded on some of the finding's cells
+    (not yet reviewed by both their reviewers) may not resolve it yet (403)."""
+    finding, _ = await casework.resolve_finding(
+        session, project, access.user, finding_id, data, _lens(access)
+    )
     return _finding_out(finding)

@@ -260,3 +260,20 @@ async def claim(
         claimed.append((document_id, filename))
     now = await repository.assignments_of(session, [d for d, _ in claimed])
     return await _assignment_outs(session, project, claimed, now)
+
+
+async def release_reviewer(session: AsyncSession, project: Project, user_id: uuid.UUID) -> int:
+    """Free the slots of someone who no longer reviews in the project (removed, or made a
+    viewer) on the documents they have not finished — those with a variable they have given
+    no verdict on — so the pool and the owner can give them to someone else. Their verdicts
+    stay in the history; the slots of documents they have finished stay theirs, so those
+    verdicts still count towards the final values. Returns how many slots were freed."""
+    documents = await repository.assigned_documents(session, project.id, user_id)
+    if not documents:
+        return 0
+    variables = len(await list_variables(session, project.id))
+    reviewed = await repository.reviewed_cells(session, project.id)
+    unfinished = [d for d in documents if reviewed.get((d, user_id), 0) < variables]
+    if unfinished:
+        await repository.free_slots_of(session, project.id, user_id, unfinished)
+    return len(unfinished)

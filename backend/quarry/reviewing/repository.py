@@ -151,6 +151,24 @@ async def clear_assignments(session: AsyncSession, project_id: uuid.UUID) -> Non
     await session.flush()
 
 
+async def free_slots_of(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    reviewer_id: uuid.UUID,
+    document_ids: Sequence[uuid.UUID],
+) -> None:
+    """Free the reviewer's slots of the documents (their reviews stay)."""
+    for chunk in _chunks(list(document_ids)):
+        await session.execute(
+            delete(ReviewAssignment).where(
+                ReviewAssignment.project_id == project_id,
+                ReviewAssignment.reviewer_id == reviewer_id,
+                ReviewAssignment.document_id.in_(chunk),
+            )
+        )
+    await session.flush()
+
+
 async def add_assignment(
     session: AsyncSession,
     project_id: uuid.UUID,

@@ -128,11 +128,16 @@ async def cell_views(
 
 
 async def final_reviews(
-    session: AsyncSession, project_id: uuid.UUID, document_ids: Sequence[uuid.UUID]
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    document_ids: Sequence[uuid.UUID],
+    lens: Lens = OPEN_LENS,
 ) -> dict[Key, Review]:
-    """Each cell's final verdict (verdicts.py), for what exports, cases and evaluations show."""
-    views = await cell_views(session, project_id, document_ids)
-    return {key: state.final.row for key, state in views.states.items() if state.final}
+    """Each cell's final verdict (verdicts.py), for what exports, cases and evaluations show;
+    through a blinded member's `lens`, the verdict they may see (their own while the cell is
+    sealed, none of anyone else's)."""
+    views = await cell_views(session, project_id, document_ids, lens)
+    return {key: seen.review.row for key in views.states if (seen := views.seen(key)).review}
 
 
 # ---------------------------------------------------------------------------------------------
