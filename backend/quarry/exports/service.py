@@ -534,34 +534,35 @@ def long_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[Lo
     """One row per (document, variable), in codebook order, with the answer's provenance
     (and, for a matched variable, its match)."""
     matched, match_reviews = codebook.matched_keys, codebook.match_reviews
+    # Per column, once: what every cell of it needs (attribute reads per cell add up).
     columns = tuple(
-        (key, v)
+        (key, v.name, v.type, key in matched)
         for key, v in zip(codebook.variable_keys, codebook.variables, strict=True)
         if v.match_of is None
     )
+    no_match = (None, None, None)
     run_ids: dict[str, str] = {}
     for batch in batches:
         answers, reviews = batch.answers, batch.reviews
         for document in batch.documents:
             document_id = str(document.id)
             filename = document.filename
-            for variable_key, variable in columns:
+            for variable_key, name, var_type, is_matched in columns:
                 key = (document.key, variable_key)
                 answer = answers.get(key)
                 review = reviews.get(key) if reviews else None
-                reviewed = variable_key in matched and key in match_reviews
-                match = (
-                    final_match(answer, match_reviews.get(key), reviewed)
-                    if variable_key in matched
-                    else (None, None, None)
-                )
+                if is_matched:
+                    reviewed = key in match_reviews
+                    match = final_match(answer, match_reviews.get(key), reviewed)
+                else:
+                    reviewed, match = False, no_match
                 if answer is None:
                     value, flags = final_value(None, review, None)
                     yield LongRow(
                         document_id,
                         filename,
-                        variable.name,
-                        variable.type,
+                        name,
+                        var_type,
                         value,
                         review_status=review.status if review is not None else "",
                         flags=flags,
@@ -576,8 +577,8 @@ def long_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[Lo
                 yield LongRow(
                     document_id,
                     filename,
-                    variable.name,
-                    variable.type,
+                    name,
+                    var_type,
                     value,
                     answer.status,
                     answer.evidence,
