@@ -425,6 +425,37 @@ def test_columns_resize_and_compact_mode_is_remembered(
     assert in_view() == 8 if width == 1440 else in_view() > before
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_first_rows_are_in_view_and_the_legend_keeps_its_state(
+    page: Page, arranged: dict[str, Any], width: int
+) -> None:
+    """In an 800 px tall window the legend starts closed, so that the grid's first rows show
+    without scrolling; in a tall one it starts open. Opened or closed by hand, it stays so."""
+    from playwright.sync_api import expect
+
+    pid = arranged["project"]["id"]
+    grid = open_grid(page, pid, width)
+    legend = page.locator("details.legend")
+    assert legend.evaluate("d => d.open") is False
+    assert page.evaluate("window.scrollY") == 0
+    rows = grid.locator("tbody tr")
+    third = rows.nth(2).bounding_box()
+    assert third is not None and third["y"] + third["height"] <= 800, third
+
+    legend.locator("summary").click()
+    assert legend.evaluate("d => d.open") is True
+    page.reload()
+    expect(rows).to_have_count(25)
+    assert legend.evaluate("d => d.open") is True  # remembered
+
+    # A first visit in a tall window: open.
+    page.evaluate("localStorage.removeItem('quarry.results')")
+    page.set_viewport_size({"width": width, "height": 1100})
+    page.reload()
+    expect(rows).to_have_count(25)
+    assert legend.evaluate("d => d.open") is True
+
+
 def test_the_counts_follow_the_reviews(page: Page, live_server: LiveServer) -> None:
     from playwright.sync_api import expect
 

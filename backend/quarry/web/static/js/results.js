@@ -154,8 +154,12 @@ const LEGEND = [
   ["rejected", "✗", "Rejected"],
 ];
 
-/** The grid's display preferences: density and page size for every project, column widths
- * per project (localStorage; defaults where it is unavailable). */
+/** In a window less tall than this the legend starts closed: open, it and the filter bar push
+ * the grid's first rows below the fold (of a 1024 × 800 or a 1440 × 800 window alike). */
+const LEGEND_OPEN_FROM_PX = 1000;
+
+/** The grid's display preferences: density, page size and the legend's state for every
+ * project, column widths per project (localStorage; defaults where it is unavailable). */
 function gridPrefs(pid) {
   const read = (name) => {
     try {
@@ -169,6 +173,8 @@ function gridPrefs(pid) {
   return {
     compact: shared.compact === true,
     narrow: shared.narrow === true,
+    // Open by default only where it leaves the grid's first rows in view without scrolling.
+    legend: typeof shared.legend === "boolean" ? shared.legend : window.innerHeight >= LEGEND_OPEN_FROM_PX,
     pageSize: PAGE_SIZES.includes(shared.pageSize) ? shared.pageSize : PAGE_SIZES[0],
     widths: typeof widths === "object" && widths ? widths : {},
   };
@@ -177,7 +183,7 @@ function gridPrefs(pid) {
 function savePrefs(pid, prefs) {
   try {
     localStorage.setItem("quarry.results", JSON.stringify({
-      compact: prefs.compact, narrow: prefs.narrow, pageSize: prefs.pageSize,
+      compact: prefs.compact, narrow: prefs.narrow, pageSize: prefs.pageSize, legend: prefs.legend,
     }));
     localStorage.setItem(`quarry.results.widths.${pid}`, JSON.stringify(prefs.widths));
   } catch {
@@ -274,7 +280,13 @@ export async function renderResults(ctx) {
       " go on to the previous or next page) · ", h("kbd", {}, "Enter"), " open · ", h("kbd", {}, "a"), " accept · ",
       h("kbd", {}, "c"), " correct · ", h("kbd", {}, "r"), " reject · ", h("kbd", {}, "Esc"), " close · ",
       h("kbd", {}, "Shift"), "+", h("kbd", {}, "←"), " ", h("kbd", {}, "→"), " narrow or widen the column"));
-  legend.open = true;
+  legend.open = prefs.legend;
+  legend.addEventListener("toggle", () => {
+    if (prefs.legend !== legend.open) {
+      prefs.legend = legend.open;
+      savePrefs(pid, prefs);
+    }
+  });
 
   // -- the filter bar: searches, filters with their counts, sort, density ----------------------
   const nameSearch = h("input", { type: "search", id: uid("name-search"), autocomplete: "off", maxlength: 200, value: "" });
