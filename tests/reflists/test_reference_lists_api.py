@@ -17,6 +17,7 @@ from tests.reflists.conftest import BOTH_DATABASES
 from tests.reflists.corpus import CLIENTS_CSV, corpus_project, upload_list
 from tests.support.api import add_variable, create_project, list_extractions, sign_up
 from tests.support.fake_llm import FakeLLM
+from tests.support.members import add_member
 
 COLOURS = {name: fill.fgColor.rgb[-6:] for name, fill, _ in FLAG_FILLS}
 
@@ -392,3 +393,40 @@ async def test_other_users_lists_and_matches_answer_404(
         f"/api/v1/projects/{own}/reference-lists/{lists[0]['id']}", headers=other
     )
     assert response.status_code == 404
+
+
+@BOTH_DATABASES
+async def test_blind_review_withholds_a_chosen_match_with_the_value(
+    app: FastAPI, client: httpx.AsyncClient, fake_llm: FakeLLM
+) -> None:
+    """In blind dual review a reviewer who has not reviewed a cell sees neither the model's
+    value nor the row someone chose for it in the export's match column."""
+    headers, pid, documents = await corpus_project(app, client, fake_llm, scanned=False)
+    names = _by_file(await list_extractions(client, headers, pid), documents, "client_name")
+    chosen = await client.post(
+        f"/api/v1/projects/{pid}/extractions/{names['garcia_referral.txt']['id']}/match",
+        json={"key": "C002"},
+        headers=headers,
+    )
+    assert chosen.status_code == 200, chosen.text
+    blind = await client.patch(
+        f"/api/v1/projects/{pid}",
+        json={"review_mode": "dual", "review_blind": True},
+        headers=headers,
+    )
+    assert blind.status_code == 200, blind.text
+    reviewer = await add_member(app, client, headers, pid, "blind@example.org", "reviewer")
+
+    async def wide(who: dict[str, str]) -> dict[str, dict[str, str]]:
+        response = await client.get(
+            f"/api/v1/projects/{pid}/export", params={"format": "csv"}, headers=who
+        )
+        assert response.status_code == 200, response.text
+        return {row["filename"]: row for row in _csv(response.content)}
+
+    owner_sees, reviewer_sees = await wide(headers), await wide(reviewer)
+    assert owner_sees["garcia_referral.txt"]["client_name_match"] == "C002"
+    assert owner_sees["smith_referral.txt"]["client_name_match"] == "C001"
+    for filename in ("garcia_referral.txt", "smith_referral.txt"):
+        assert reviewer_sees[filename]["client_name"] == ""
+        assert reviewer_sees[filename]["client_name_match"] == ""

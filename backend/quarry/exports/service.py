@@ -509,14 +509,15 @@ def wide_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[Wi
         for key, v in zip(codebook.variable_keys, codebook.variables, strict=True)
     )
     for batch in batches:
-        answers, reviews = batch.answers, batch.reviews
+        answers, reviews, withheld = batch.answers, batch.reviews, batch.withheld
         for document in batch.documents:
             values: dict[str, JsonValue] = {}
             flags: dict[str, CellFlags] = {}
             for variable_key, name, is_match_column, is_matched in columns:
                 key = (document.key, variable_key)
                 answer = answers.get(key)
-                reviewed = is_matched and key in match_reviews
+                # A choice of row made on a value blind review withholds is withheld with it.
+                reviewed = is_matched and key in match_reviews and key not in withheld
                 if is_match_column:
                     status, match_key, _ = final_match(answer, match_reviews.get(key), reviewed)
                     values[name] = match_key if status == "matched" else None
@@ -543,7 +544,7 @@ def long_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[Lo
     no_match = (None, None, None)
     run_ids: dict[str, str] = {}
     for batch in batches:
-        answers, reviews = batch.answers, batch.reviews
+        answers, reviews, withheld = batch.answers, batch.reviews, batch.withheld
         for document in batch.documents:
             document_id = str(document.id)
             filename = document.filename
@@ -552,7 +553,7 @@ def long_rows(codebook: Codebook, batches: Iterable[ExportBatch]) -> Iterator[Lo
                 answer = answers.get(key)
                 review = reviews.get(key) if reviews else None
                 if is_matched:
-                    reviewed = key in match_reviews
+                    reviewed = key in match_reviews and key not in withheld
                     match = final_match(answer, match_reviews.get(key), reviewed)
                 else:
                     reviewed, match = False, no_match
