@@ -16,9 +16,8 @@ from quarry.evaluation.compare import Tolerance
 from quarry.evaluation.schemas import EvaluationFormat, EvaluationOut
 from quarry.evaluation.upload import GOLD_BODY, receive_gold
 from quarry.evaluation.xlsx import evaluation_xlsx
-from quarry.projects.deps import AccessDep, ProjectAccess, ProjectRead
-from quarry.reviewing.service import lens_for
-from quarry.reviewing.verdicts import Lens
+from quarry.projects.deps import ProjectRead
+from quarry.reviewing.deps import ReaderLens
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["evaluation"])
 
@@ -45,10 +44,6 @@ _UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorOut, "description": "The gold CSV is larger than 10 MB"},
     415: {"model": ErrorOut, "description": "The body is not multipart/form-data"},
 }
-
-
-def _lens(access: ProjectAccess) -> Lens:
-    return lens_for(access.project, access.user.id, access.role)
 
 
 class ReviewGold(StrEnum):
@@ -91,7 +86,7 @@ async def evaluate_against_csv(
     request: Request,
     session: SessionDep,
     project: ProjectRead,
-    access: AccessDep,
+    lens: ReaderLens,
     format: FormatQuery = EvaluationFormat.JSON,
     absolute_tolerance: AbsoluteToleranceQuery = 0.0,
     relative_tolerance: RelativeToleranceQuery = 1e-6,
@@ -113,9 +108,7 @@ async def evaluate_against_csv(
     # Only now, after authentication and the project check, is the body read at all.
     data, run_id = await receive_gold(request, service.MAX_GOLD_BYTES)
     tolerance = Tolerance(absolute=absolute_tolerance, relative=relative_tolerance)
-    evaluation = await service.evaluate_gold_csv(
-        session, project, data, run_id, tolerance, _lens(access)
-    )
+    evaluation = await service.evaluate_gold_csv(session, project, data, run_id, tolerance, lens)
     return await _as_response(evaluation, format, project.name)
 
 
@@ -123,7 +116,7 @@ async def evaluate_against_csv(
 async def evaluate_against_reviews(
     session: SessionDep,
     project: ProjectRead,
-    access: AccessDep,
+    lens: ReaderLens,
     gold: Annotated[
         ReviewGold,
         Query(description="reviews: the accepted and corrected reviews are the gold values"),
@@ -143,5 +136,5 @@ async def evaluate_against_reviews(
     while it is sealed (so a blind reviewer is measured only on cells they have reviewed).
     """
     tolerance = Tolerance(absolute=absolute_tolerance, relative=relative_tolerance)
-    evaluation = await service.evaluate_reviews(session, project, run_id, tolerance, _lens(access))
+    evaluation = await service.evaluate_reviews(session, project, run_id, tolerance, lens)
     return await _as_response(evaluation, format, project.name)

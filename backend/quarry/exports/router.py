@@ -17,10 +17,10 @@ from quarry.exports.json_writer import iter_table_json
 from quarry.exports.schemas import ExportFormat, ExportLayout
 from quarry.exports.table import EvaluationTable
 from quarry.models import Project
-from quarry.projects.deps import AccessDep, ProjectRead
+from quarry.projects.deps import ProjectRead
 from quarry.reflists import casework
 from quarry.reviewing import figures
-from quarry.reviewing.service import lens_for
+from quarry.reviewing.deps import ReaderLens
 from quarry.reviewing.verdicts import Lens
 from quarry.security.audit import AuditAction, AuditDep
 
@@ -77,7 +77,7 @@ async def export(
     request: Request,
     session: SessionDep,
     project: ProjectRead,
-    access: AccessDep,
+    lens: ReaderLens,
     background: BackgroundTasks,
     audit: AuditDep,
     format: Annotated[ExportFormat, Query(description="csv, xlsx or json")] = ExportFormat.CSV,
@@ -111,7 +111,6 @@ async def export(
     with a case key the sheets Cases and Findings, and for one with dual review the sheet
     Agreement (the figures of GET …/agreement).
     """
-    lens = lens_for(project, access.user.id, access.role)
     codebook = await service.export_codebook(session, project.id)
     # xlsx holds both layouts whatever `layout` says.
     shape = "wide+long" if format is ExportFormat.XLSX else layout.value

@@ -22,8 +22,8 @@ from quarry.extractions.schemas import (
 )
 from quarry.models import Agreement, ExtractionStatus
 from quarry.pagination import Page, PageDep
-from quarry.projects.deps import AccessDep, ProjectRead, ProjectReview
-from quarry.reviewing.service import lens_for
+from quarry.projects.deps import ProjectRead, ProjectReview
+from quarry.reviewing.deps import ReaderLens
 from quarry.security.audit import AuditAction, AuditDep
 from quarry.settings import SettingsDep
 
@@ -38,7 +38,7 @@ async def list_extractions(
     session: SessionDep,
     settings: SettingsDep,
     project: ProjectRead,
-    access: AccessDep,
+    lens: ReaderLens,
     page: PageDep,
     run_id: uuid.UUID | None = None,
     document_id: uuid.UUID | None = None,
@@ -70,7 +70,7 @@ async def list_extractions(
         variable_id=variable_id,
         status=status,
         agreement=agreement,
-        lens=lens_for(project, access.user.id, access.role),
+        lens=lens,
     )
     return Page(
         items=items,
@@ -91,7 +91,7 @@ async def results_grid(
     request: Request,
     session: SessionDep,
     project: ProjectRead,
-    access: AccessDep,
+    lens: ReaderLens,
     page: PageDep,
     sort: Annotated[
         GridSort,
@@ -170,7 +170,7 @@ async def results_grid(
         request.app.state.sessionmaker,
         project,
         query,
-        lens_for(project, access.user.id, access.role),
+        lens,
     )
 
 
@@ -208,7 +208,7 @@ async def put_review(
 async def list_reviews(
     session: SessionDep,
     project: ProjectRead,
-    access: AccessDep,
+    lens: ReaderLens,
     document_id: uuid.UUID,
     variable_id: uuid.UUID,
 ) -> list[ReviewOut]:
@@ -216,6 +216,4 @@ async def list_reviews(
     reviewers' independent verdicts, adjudications) with who made it and when. In dual
     review, a reviewer sees only their own until both of the cell's reviewers have reviewed
     it."""
-    return await service.review_history(
-        session, project, document_id, variable_id, lens_for(project, access.user.id, access.role)
-    )
+    return await service.review_history(session, project, document_id, variable_id, lens)

@@ -9,7 +9,7 @@ from quarry.auth.deps import CurrentUser
 from quarry.db import SessionDep
 from quarry.errors import ErrorOut
 from quarry.pagination import Page, PageDep
-from quarry.projects.deps import AccessDep, ProjectAccess, ProjectEdit, ProjectRead, ProjectReview
+from quarry.projects.deps import ProjectEdit, ProjectRead, ProjectReview
 from quarry.reflists import casework, service
 from quarry.reflists.findings import Finding
 from quarry.reflists.schemas import (
@@ -28,15 +28,10 @@ from quarry.reflists.schemas import (
     ReferenceRowRef,
 )
 from quarry.reflists.upload import list_body, receive_list
-from quarry.reviewing.service import lens_for
-from quarry.reviewing.verdicts import Lens
+from quarry.reviewing.deps import ReaderLens
 from quarry.security.audit import AuditAction, AuditDep
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["reference lists"])
-
-
-def _lens(access: ProjectAccess) -> Lens:
-    return lens_for(access.project, access.user.id, access.role)
 
 
 _UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -199,7 +194,7 @@ def _finding_out(finding: Finding) -> FindingOut:
 
 @router.get("/cases", response_model=Page[CaseOut], tags=["cases"])
 async def list_cases(
-    session: SessionDep, project: ProjectRead, access: AccessDep, page: PageDep
+    session: SessionDep, project: ProjectRead, lens: ReaderLens, page: PageDep
 ) -> Page[CaseOut]:
     """The project's cases (documents grouped by the project's `case_key`), by key, each with
     its documents and every variable combined across them by the variable's `combine` rule.
@@ -209,7 +204,7 @@ async def list_cases(
     reviewers have reviewed it) sees cases built from what they may see of it: their own
     verdict, else the model's answer — and in blind review not that either until they have
     reviewed it (a document whose case key is hidden from them belongs to no case)."""
-    work = await casework.casework(session, project, _lens(access))
+    work = await casework.casework(session, project, lens)
     open_counts: dict[str, int] = {}
     for finding in work.findings:
         if finding.resolution is None:
@@ -239,7 +234,7 @@ async def list_cases(
 async def list_findings(
     session: SessionDep,
     project: ProjectRead,
-    access: AccessDep,
+    lens: ReaderLens,
     page: PageDep,
     status: Annotated[
         Literal["open", "resolved"] | None, Query(description="Only open or resolved ones")
@@ -253,7 +248,7 @@ async def list_findings(
     In dual review, computed from what the reader may see of each cell, as GET …/cases is:
     a blinded reviewer is never shown another reviewer's verdict nor (blind review) a model
     value they have not reviewed; a resolution shows while the values it saw are shown."""
-    work = await casework.casework(session, project, _lens(access))
+    work = await casework.casework(session, project, lens)
     findings = [
         f
         for f in work.findings
@@ -283,7 +278,8 @@ async def list_findings(
 async def resolve_finding(
     session: SessionDep,
     project: ProjectReview,
-    access: AccessDep,
+    user: CurrentUser,
+    lens: ReaderLens,
     finding_id: str,
     data: FindingResolutionIn,
 ) -> FindingOut:
@@ -291,7 +287,5 @@ async def resolve_finding(
     exports) or mark both correct. The resolution is kept; if the values change later, the
     finding opens again. In dual review a member blinded on some of the finding's cells
     (not yet reviewed by both their reviewers) may not resolve it yet (403)."""
-    finding, _ = await casework.resolve_finding(
-        session, project, access.user, finding_id, data, _lens(access)
-    )
+    finding, _ = await casework.resolve_finding(session, project, user, finding_id, data, lens)
     return _finding_out(finding)
