@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from quarry.models import Document, DocumentPage, DocumentStatus
 
@@ -26,33 +28,34 @@ async def get_by_sha256s(
     session: AsyncSession, project_id: uuid.UUID, sha256s: Collection[str]
 ) -> dict[str, Document]:
     """The project's documents holding any of these contents, by sha256 (one query per 500)."""
-    found: dict[str, Document] = {}
-    wanted = sorted(sha256s)
-    for start in range(0, len(wanted), _IN_BATCH):
-        result = await session.execute(
-            select(Document).where(
-                Document.project_id == project_id,
-                Document.sha256.in_(wanted[start : start + _IN_BATCH]),
-            )
-        )
-        found.update((document.sha256, document) for document in result.scalars())
-    return found
+    documents = await _project_documents_among(session, project_id, Document.sha256, sha256s)
+    return {document.sha256: document for document in documents}
 
 
 async def documents_by_ids(
     session: AsyncSession, project_id: uuid.UUID, document_ids: Collection[uuid.UUID]
 ) -> dict[uuid.UUID, Document]:
     """The project's documents among `document_ids`, by id (one query per 500)."""
-    found: dict[uuid.UUID, Document] = {}
-    wanted = list(document_ids)
+    documents = await _project_documents_among(session, project_id, Document.id, document_ids)
+    return {document.id: document for document in documents}
+
+
+async def _project_documents_among(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    column: InstrumentedAttribute[Any],
+    values: Collection[Any],
+) -> list[Document]:
+    """The project's documents whose `column` is one of `values`, one query per 500."""
+    found: list[Document] = []
+    wanted = sorted(values)
     for start in range(0, len(wanted), _IN_BATCH):
         result = await session.execute(
             select(Document).where(
-                Document.project_id == project_id,
-                Document.id.in_(wanted[start : start + _IN_BATCH]),
+                Document.project_id == project_id, column.in_(wanted[start : start + _IN_BATCH])
             )
         )
-        found.update((document.id, document) for document in result.scalars())
+        found.extend(result.scalars())
     return found
 
 
