@@ -103,15 +103,15 @@ class CellFlags:
     #: out once, when the flags are made: an export reads it for every row, and joining ten
     #: attribute reads each time cost a tenth of a long CSV's time.
     names: str = field(default="", init=False, repr=False, compare=False)
+    #: The flags set, most serious first (FLAG_PRECEDENCE): the first decides how the cell
+    #: looks (the results grid's `flag`, its sort by flag). Worked out once, as `names` is.
+    ranked: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = "; ".join(name for name in _FLAG_NAMES if getattr(self, name))
         object.__setattr__(self, "names", names)
-
-    @property
-    def first(self) -> str | None:
-        """The flag that decides how the cell looks, by FLAG_PRECEDENCE; None without flags."""
-        return next((name for name in FLAG_PRECEDENCE if getattr(self, name)), None)
+        ranked = tuple(name for name in FLAG_PRECEDENCE if getattr(self, name))
+        object.__setattr__(self, "ranked", ranked)
 
 
 _FLAG_NAMES: tuple[str, ...] = tuple(f.name for f in fields(CellFlags) if f.init)

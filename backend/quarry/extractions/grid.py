@@ -62,7 +62,7 @@ from quarry.exports.service import (
     final_value,
     over_cells,
 )
-from quarry.exports.table import FLAG_PRECEDENCE, NO_FLAGS, CellFlags
+from quarry.exports.table import FLAG_PRECEDENCE
 from quarry.extractions import repository
 from quarry.extractions.schemas import (
     CellStatus,
@@ -334,7 +334,6 @@ def _rows(
     match_reviews = codebook.match_reviews
     stopped_keys: dict[str, bool] = {}  # run key → stopped (a few runs, thousands of cells)
     shown = tuple(zip(columns.keys, columns.ids, columns.matched, strict=True))
-    names_of = _flag_names
     dual = lens.dual
     rows: list[_Row] = []
     for batch in batches:
@@ -384,7 +383,7 @@ def _rows(
                     review_state = _UNREVIEWED
                 else:
                     review_state = None
-                names = names_of(flags) if flags is not NO_FLAGS else ()
+                names = flags.ranked
                 finding = not hidden and bool(findings) and (document.id, variable_id) in findings
                 if finding:
                     names = (*names, _FINDING)
@@ -404,21 +403,6 @@ def _rows(
                 )
             rows.append(_Row(len(rows), document, tuple(cells)))
     return rows
-
-
-_FLAG_NAMES: dict[int, tuple[CellFlags, tuple[str, ...]]] = {}
-
-
-def _flag_names(flags: CellFlags) -> tuple[str, ...]:
-    """The flags set, in precedence order. Keyed by identity: final_value hands out one
-    object per combination, and hashing a dataclass per cell costs."""
-    known = _FLAG_NAMES.get(id(flags))
-    if known is None or known[0] is not flags:
-        known = _FLAG_NAMES[id(flags)] = (
-            flags,
-            tuple(name for name in FLAG_PRECEDENCE if getattr(flags, name)),
-        )
-    return known[1]
 
 
 def _search_text(value: Any) -> str:
